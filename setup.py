@@ -1,0 +1,44 @@
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+HERE = Path(__file__).parent
+
+setup(
+    name="robustsam-restore",
+    version="0.1.0",
+    description="RobustSAM (CVPR 2024) as a degradation-invariant segmentation prior for image restoration",
+    long_description=(HERE / "README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=find_packages(include=["robustsam_prior*", "restore*", "eval*", "pipelines*"]),
+    package_data={
+        "pipelines": ["*.yml", "schema/*.json"],
+        "restore": ["weights/*.safetensors", "weights/*.json"],
+    },
+    include_package_data=True,
+    install_requires=[
+        "torch>=2.1",
+        "torchvision>=0.16",
+        "segment-anything>=1.0",
+        # BasicSR 1.4.2 is the current PyPI release; it is imported only through
+        # robustsam_prior._basicsr.import_basicsr(), which supplies the torchvision module it
+        # expects (see README, "BasicSR and torchvision >= 0.17").
+        "basicsr==1.4.2",
+        "kornia>=0.7",
+        "lpips>=0.1.4",
+        "scikit-image>=0.21",
+        "scipy>=1.10",
+        "numpy>=1.24",
+        "pillow>=10",
+        "opencv-python-headless>=4.8",
+        "click>=8.1",
+        "pyyaml>=6",
+        "safetensors>=0.4",
+        "tqdm>=4.60",
+        "matplotlib>=3.7",
+        "tensorboard>=2.14",
+    ],
+    extras_require={"test": ["pytest>=7", "ruff>=0.5"]},
+    entry_points={"console_scripts": ["robustsam-restore=pipelines.cli:main"]},
+)
