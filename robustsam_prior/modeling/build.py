@@ -1,0 +1,172 @@
+"""Builders: the variant table and :func:`build_robustsam_model` (random initialisation).
+
+Loading weights (:func:`robustsam_prior.build_robustsam`) lives in ``robustsam_prior/loading.py``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+import torch
+from segment_anything.modeling import PromptEncoder, TwoWayTransformer
+
+from ..registry import did_you_mean
+from .image_encoder import ImageEncoderViTWithTap
+from .mask_decoder import RobustMaskDecoder
+from .robustsam import RobustSam
+
+
+@dataclass(frozen=True)
+class RobustSamConfig:
+    """Architecture hyper-parameters; field names are those of the reference ``tiny_config.json``.
+
+    ``img_size`` encoder input side (px); ``patch`` patch size; ``enc_dim``/``enc_depth``/``enc_heads``
+    ViT width/depth/heads; ``global_attn`` indexes of global-attention blocks (the first one is the
+    early-feature tap); ``window`` window size of the others; ``prompt_dim`` prompt/transformer width D;
+    ``dec_depth``/``dec_mlp``/``dec_heads`` two-way transformer; ``iou_hidden`` IoU head width;
+    ``mask_in_chans`` prompt-encoder mask channels; ``num_multimask_outputs`` (3 in every official model).
+    """
+
+    img_size: int
+    patch: int
+    enc_dim: int
+    enc_depth: int
+    enc_heads: int
+    global_attn: tuple[int, ...]
+    window: int
+    prompt_dim: int
+    dec_depth: int
+    dec_mlp: int
+    dec_heads: int
+    iou_hidden: int
+    mask_in_chans: int
+    num_multimask_outputs: int = 3
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> RobustSamConfig:
+        names = [f.name for f in dataclasses.fields(cls)]
+        unknown = [k for k in d if k not in names]
+        if unknown:
+            raise ValueError(f"unknown RobustSAM config key {unknown[0]!r}{did_you_mean(unknown[0], names)}")
+        required = [f.name for f in dataclasses.fields(cls) if f.default is dataclasses.MISSING]
+        missing = [k for k in required if k not in d]
+        if missing:
+            raise ValueError(f"RobustSAM config is missing keys {missing}")
+        values = dict(d)
+        values["global_attn"] = tuple(int(i) for i in values["global_attn"])
+        cfg = cls(**values)
+        cfg.validate()
+        return cfg
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["global_attn"] = list(self.global_attn)
+        return d
+
+    def validate(self) -> None:
+        if self.img_size % self.patch:
+            raise ValueError(f"img_size {self.img_size} is not a multiple of patch {self.patch}")
+        if not self.global_attn or not all(0 <= i < self.enc_depth for i in self.global_attn):
+            raise ValueError(f"global_attn {self.global_attn} must name blocks in 0..{self.enc_depth - 1}")
+        if self.enc_dim % self.enc_heads or self.prompt_dim % self.dec_heads:
+            raise ValueError("enc_dim / prompt_dim must be divisible by enc_heads / dec_heads")
+
+    @property
+    def embedding_size(self) -> int:
+        return self.img_size // self.patch
+
+
+_SAM_DECODER = dict(prompt_dim=256, dec_depth=2, dec_mlp=2048, dec_heads=8, iou_hidden=256, mask_in_chans=16)
+# Meta's build_sam.py values, which the official build_sam.py keeps (spec section 1.1)
+VARIANTS: dict[str, RobustSamConfig] = {
+    "vit_b": RobustSamConfig(1024, 16, 768, 12, 12, (2, 5, 8, 11), 14, **_SAM_DECODER),
+    "vit_l": RobustSamConfig(1024, 16, 1024, 24, 16, (5, 11, 17, 23), 14, **_SAM_DECODER),
+    "vit_h": RobustSamConfig(1024, 16, 1280, 32, 16, (7, 15, 23, 31), 14, **_SAM_DECODER),
+}
+
+
+def resolve_config(config: str | Mapping[str, Any] | RobustSamConfig) -> RobustSamConfig:
+    """A variant name (``"vit_b"``/``"vit_l"``/``"vit_h"``), a dict like ``tiny_config.json`` or a config."""
+    if isinstance(config, RobustSamConfig):
+        return config
+    if isinstance(config, str):
+        if config not in VARIANTS:
+            raise ValueError(f"unknown RobustSAM variant {config!r}{did_you_mean(config, list(VARIANTS))}")
+        return VARIANTS[config]
+    if isinstance(config, Mapping):
+        return RobustSamConfig.from_dict(config)
+    raise TypeError(f"config must be a variant name, a dict or a RobustSamConfig, got {type(config).__name__}")
+
+
+def config_name(cfg: RobustSamConfig) -> str | None:
+    """The variant name of ``cfg`` if it is one of :data:`VARIANTS`."""
+    return next((name for name, v in VARIANTS.items() if v == cfg), None)
+
+
+def build_robustsam_model(
+    config: str | Mapping[str, Any] | RobustSamConfig, *, bn_mode: str = "running", fast: bool = False
+) -> RobustSam:
+    """A randomly initialised :class:`RobustSam` in eval mode (works under ``torch.device("meta")``).
+
+    ``fast=True`` hands the image encoder to ``robustsam_prior.fast_encoder.accelerate`` when that
+    module is available (a warning is logged otherwise).
+    """
+    cfg = resolve_config(config)
+    emb = cfg.embedding_size
+    image_encoder = ImageEncoderViTWithTap(
+        tap_index=cfg.global_attn[0],
+        depth=cfg.enc_depth,
+        embed_dim=cfg.enc_dim,
+        img_size=cfg.img_size,
+        mlp_ratio=4,
+        norm_layer=partial(torch.nn.LayerNorm, eps=1e-6),
+        num_heads=cfg.enc_heads,
+        patch_size=cfg.patch,
+        qkv_bias=True,
+        use_rel_pos=True,
+        global_attn_indexes=cfg.global_attn,
+        window_size=cfg.window,
+        out_chans=cfg.prompt_dim,
+    )
+    prompt_encoder = PromptEncoder(
+        embed_dim=cfg.prompt_dim,
+        image_embedding_size=(emb, emb),
+        input_image_size=(cfg.img_size, cfg.img_size),
+        mask_in_chans=cfg.mask_in_chans,
+    )
+    mask_decoder = RobustMaskDecoder(
+        transformer_dim=cfg.prompt_dim,
+        transformer=TwoWayTransformer(
+            depth=cfg.dec_depth, embedding_dim=cfg.prompt_dim, mlp_dim=cfg.dec_mlp, num_heads=cfg.dec_heads
+        ),
+        vit_dim=cfg.enc_dim,
+        num_multimask_outputs=cfg.num_multimask_outputs,
+        iou_head_depth=3,
+        iou_head_hidden_dim=cfg.iou_hidden,
+        bn_mode=bn_mode,
+    )
+    model = RobustSam(
+        image_encoder=image_encoder, prompt_encoder=prompt_encoder, mask_decoder=mask_decoder, bn_mode=bn_mode
+    )
+    model.config = cfg
+    if fast:
+        _accelerate(model)
+    return model.eval()
+
+
+def _accelerate(model: RobustSam) -> None:
+    import importlib
+    import logging
+
+    try:
+        fast_encoder = importlib.import_module("robustsam_prior.fast_encoder")
+    except ModuleNotFoundError:
+        logging.getLogger(__name__).warning("fast=True but robustsam_prior.fast_encoder is not available")
+        return
+    result = fast_encoder.accelerate(model.image_encoder)
+    if result is not None:
+        model.image_encoder = result

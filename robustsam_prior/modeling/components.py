@@ -1,0 +1,275 @@
+"""RobustSAM's anti-degradation blocks: AMFG (mask-feature generation) and AOTG (output tokens).
+
+Attribute names follow the official ``robust_segment_anything/modeling/components.py`` exactly
+(``dnc_block_combined``, ``SEMBlock.maxpool_conv.0``, ``selector.fc.0``, ``excitation.0/2``,
+``fgm_block.conv_layer``, ``upsample_layer.0/1/3``, ``downsample_layer.0/1/3``, ``BN``, ``IN``...),
+so an official state dict loads strictly; the code itself is written from the description in
+``robustsam_spec.md`` section 1.2.
+
+Paper (Chen et al., CVPR 2024, Sect. 3.2) <-> module:
+
+- AMFG = :class:`DNCBlockCombined` (IN || BN branches fused by a 4x4 spatial attention
+  :class:`Selector`, concatenated with the input, then squeeze-and-excitation :class:`CABlock`) ->
+  :class:`FGMBlock` (Fourier degradation suppression: a 1x1 conv on the FFT amplitude, phase kept) ->
+  3x3 conv back to ``C`` channels -> an HQ-SAM style up/down projection to ``transformer_dim // 8``
+  channels. On the vanilla-SAM ("clear") path only the projection runs.
+- AOTG = :class:`TokenBlock` (two parameter-free instance norms over each token, then an MLP applied
+  to the token cut into ``num_mask_tokens`` chunks).
+
+BatchNorm policy (``bn_mode`` of :class:`SelectiveConv`, the only module with BatchNorm):
+
+- ``"running"``: normalise with the stored running statistics, as ``model.eval()`` does in the
+  official code (the tiny reference vectors were made so). Deterministic, per-sample.
+- ``"batch"``: normalise each sample with its own spatial statistics (then BN's affine). This is what
+  the official demo does by accident (``build_sam`` never calls ``eval()``, so BN runs in train mode
+  on a batch of one image, spec section 8 item 2). Implemented per sample, so batching prompts does
+  not mix their statistics; running statistics are updated only while the module is in training mode.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from segment_anything.modeling.common import LayerNorm2d
+from torch import nn
+
+BN_MODES = ("running", "batch")
+
+
+def check_bn_mode(bn_mode: str) -> str:
+    if bn_mode not in BN_MODES:
+        raise ValueError(f"bn_mode must be one of {BN_MODES}, got {bn_mode!r}")
+    return bn_mode
+
+
+class CABlock(nn.Module):
+    """Squeeze-and-excitation channel attention on ``(B, C, H, W)`` (paper: SEC)."""
+
+    def __init__(self, channels: int, reduction_ratio: int = 16) -> None:
+        super().__init__()
+        self.squeeze = nn.AdaptiveAvgPool2d(1)
+        hidden = channels // reduction_ratio
+        self.excitation = nn.Sequential(
+            nn.Linear(channels, hidden), nn.ReLU(), nn.Linear(hidden, channels), nn.Sigmoid()
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        weights = self.excitation(self.squeeze(x).flatten(1))
+        return x * weights[:, :, None, None]
+
+
+class Selector(nn.Module):
+    """Two-branch spatial attention: ``(B, C, H, W)`` -> two ``(B, C, H, W)`` maps summing to 1.
+
+    Pools to a 4x4 grid, squeezes ``16C -> 16C/reduction``, predicts one 4x4 attention grid per
+    branch and channel, takes a softmax across the two branches and upsamples (nearest) to H x W.
+    """
+
+    grid = 4
+
+    def __init__(self, channels: int, reduction: int = 16) -> None:
+        super().__init__()
+        pooled = channels * self.grid**2
+        hidden = pooled // reduction
+        self.avg_pool = nn.AdaptiveAvgPool2d((self.grid, self.grid))
+        self.fc = nn.Sequential(nn.Linear(pooled, hidden, bias=False), nn.ReLU())
+        self.att_conv1 = nn.Linear(hidden, pooled)
+        self.att_conv2 = nn.Linear(hidden, pooled)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        b, c, h, w = x.shape
+        z = self.fc(self.avg_pool(x).reshape(b, -1))
+        logits = torch.stack(
+            [self.att_conv1(z).view(b, c, self.grid, self.grid), self.att_conv2(z).view(b, c, self.grid, self.grid)]
+        )
+        att = torch.softmax(logits, dim=0)
+        # the official code upsamples by the factor (H/4, W/4); same result as size=(H, W) for H, W % 4 == 0
+        scale = (h / self.grid, w / self.grid)
+        return (
+            F.interpolate(att[0], scale_factor=scale, mode="nearest"),
+            F.interpolate(att[1], scale_factor=scale, mode="nearest"),
+        )
+
+
+class SelectiveConv(nn.Module):
+    """BN branch || IN branch, each LeakyReLU + 3x3 conv, fused by :class:`Selector` attention.
+
+    ``(B, C, H, W) -> (B, C, H, W)``. ``bn_mode`` chooses the BatchNorm statistics (module docstring).
+    """
+
+    def __init__(self, channels: int, *, reduction: int = 16, bn_mode: str = "running") -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(channels, channels, 3, padding=1, bias=False)
+        self.conv2 = nn.Conv2d(channels, channels, 3, padding=1, bias=False)
+        self.selector = Selector(channels, reduction=reduction)
+        self.IN = nn.InstanceNorm2d(channels)
+        self.BN = nn.BatchNorm2d(channels)
+        self.relu = nn.LeakyReLU(0.01)
+        self.bn_mode = check_bn_mode(bn_mode)
+
+    def _batch_norm(self, x: torch.Tensor) -> torch.Tensor:
+        bn = self.BN
+        if self.bn_mode == "running":
+            return F.batch_norm(x, bn.running_mean, bn.running_var, bn.weight, bn.bias, False, 0.0, bn.eps)
+        # per-sample statistics = BatchNorm in train mode on a batch of one
+        if self.training and bn.track_running_stats:
+            with torch.no_grad():
+                n = x.shape[2] * x.shape[3]
+                mean = x.mean(dim=(2, 3)).mean(0)
+                var = x.var(dim=(2, 3), unbiased=n > 1).mean(0)
+                bn.running_mean.lerp_(mean, bn.momentum)
+                bn.running_var.lerp_(var, bn.momentum)
+                bn.num_batches_tracked.add_(1)
+        return F.instance_norm(x, weight=bn.weight, bias=bn.bias, eps=bn.eps)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out1 = self.conv1(self.relu(self._batch_norm(x)))
+        out2 = self.conv2(self.relu(self.IN(x)))
+        att1, att2 = self.selector(out1 + out2)
+        return out1 * att1 + out2 * att2
+
+
+class SKDown(nn.Module):
+    """Holder kept for the official key path ``SEMBlock.maxpool_conv.0`` (there is no max-pool)."""
+
+    def __init__(self, channels: int, *, reduction: int = 16, bn_mode: str = "running") -> None:
+        super().__init__()
+        self.maxpool_conv = nn.Sequential(SelectiveConv(channels, reduction=reduction, bn_mode=bn_mode))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.maxpool_conv(x)
+
+
+class DNCBlockCombined(nn.Module):
+    """``(B, C, H, W) -> (B, 2C, H, W)``: ``SE(cat[x, SelectiveConv(x)])`` (official ``DNCBlock_combined``)."""
+
+    def __init__(self, channels: int, *, bn_mode: str = "running") -> None:
+        super().__init__()
+        self.channel_attention = CABlock(2 * channels)
+        self.SEMBlock = SKDown(channels, bn_mode=bn_mode)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.channel_attention(torch.cat([x, self.SEMBlock(x)], dim=1))
+
+
+class FGMBlock(nn.Module):
+    """Fourier degradation suppression on ``(B, 2C, H, W)``, same shape out.
+
+    ``Z = fft2(x)`` (norm "backward", i.e. unnormalised as in the official code: the 1x1 conv was
+    trained on raw magnitudes), ``A' = conv1x1(|Z|)``, output ``Re(ifft2(A' * Z/|Z|))``. The official
+    code writes the unit phasor as ``cos(angle Z) + i sin(angle Z)``; ``Z/|Z|`` (1 where ``|Z| = 0``,
+    as ``angle(0) = 0``) is the same value without the NaN gradient of ``angle`` at 0 (spec section 8
+    item 14).
+    """
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.conv_layer = nn.Conv2d(2 * channels, 2 * channels, kernel_size=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        z = torch.fft.fft2(x.float(), dim=(-2, -1))
+        mag = z.abs()
+        nonzero = mag > 0
+        phasor = torch.where(nonzero, z / torch.where(nonzero, mag, torch.ones_like(mag)), torch.ones_like(z))
+        amp = self.conv_layer(mag.to(self.conv_layer.weight.dtype)).float()
+        return torch.fft.ifft2(amp * phasor, dim=(-2, -1)).real.to(x.dtype)
+
+
+class _AMFGBlock(nn.Module):
+    """Shared skeleton: on the robust path DNC -> FGM -> 3x3 conv (C channels back), then the tail."""
+
+    def __init__(self, channels: int, *, bn_mode: str = "running") -> None:
+        super().__init__()
+        self.dnc_block_combined = DNCBlockCombined(channels, bn_mode=bn_mode)
+        self.fgm_block = FGMBlock(channels)
+        self.conv_layer = nn.Conv2d(2 * channels, channels, kernel_size=3, padding=1)
+
+    def suppress(self, x: torch.Tensor) -> torch.Tensor:
+        """The degradation-suppression part, ``(B, C, H, W)`` -> same shape."""
+        return self.conv_layer(self.fgm_block(self.dnc_block_combined(x)))
+
+    def tail(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor, clear: bool = False) -> torch.Tensor:
+        """``clear=True`` is the vanilla-SAM path: only the up/down projection runs."""
+        return self.tail(x if clear else self.suppress(x))
+
+
+def _upsample_x4(in_dim: int, mid_dim: int, out_dim: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.ConvTranspose2d(in_dim, mid_dim, kernel_size=2, stride=2),
+        LayerNorm2d(mid_dim),
+        nn.GELU(),
+        nn.ConvTranspose2d(mid_dim, out_dim, kernel_size=2, stride=2),
+    )
+
+
+class MaskFeatureBlock(_AMFGBlock):
+    """AMFG on SAM's upscaled mask feature: ``(B, D/8, 4h, 4w)`` -> same shape (D = transformer dim)."""
+
+    def __init__(self, transformer_dim: int, *, bn_mode: str = "running") -> None:
+        c = transformer_dim // 8
+        super().__init__(c, bn_mode=bn_mode)
+        # "downsample" in the official name only; resolution is unchanged (HQ-SAM's embedding_maskfeature)
+        self.downsample_layer = nn.Sequential(
+            nn.Conv2d(c, 2 * c, 3, 1, 1), LayerNorm2d(2 * c), nn.GELU(), nn.Conv2d(2 * c, c, 3, 1, 1)
+        )
+
+    def tail(self, x: torch.Tensor) -> torch.Tensor:
+        return self.downsample_layer(x)
+
+
+class FirstLayerFeatureBlock(_AMFGBlock):
+    """AMFG on the first global-attention block's output: ``(B, Cvit, h, w)`` -> ``(B, D/8, 4h, 4w)``."""
+
+    def __init__(self, vit_dim: int, transformer_dim: int, *, bn_mode: str = "running") -> None:
+        super().__init__(vit_dim, bn_mode=bn_mode)
+        self.upsample_layer = _upsample_x4(vit_dim, transformer_dim, transformer_dim // 8)
+
+    def tail(self, x: torch.Tensor) -> torch.Tensor:
+        return self.upsample_layer(x)
+
+
+class LastLayerFeatureBlock(_AMFGBlock):
+    """AMFG on the encoder's neck output: ``(B, D, h, w)`` -> ``(B, D/8, 4h, 4w)``."""
+
+    def __init__(self, transformer_dim: int, *, bn_mode: str = "running") -> None:
+        super().__init__(transformer_dim, bn_mode=bn_mode)
+        self.upsample_layer = _upsample_x4(transformer_dim, transformer_dim, transformer_dim // 8)
+
+    def tail(self, x: torch.Tensor) -> torch.Tensor:
+        return self.upsample_layer(x)
+
+
+class TokenBlock(nn.Module):
+    """AOTG: ``(N, D)`` tokens -> ``(N, num_chunks, D)``.
+
+    Each token is standardised over its D dims twice (the official ``InstanceNorm1d`` layers see a
+    2-D input as unbatched ``(C=N, L=D)``: eps 1e-5, no affine), cut into ``num_chunks`` consecutive
+    chunks of ``D/num_chunks`` dims, and each chunk goes through ``mlp`` back to D dims. The official
+    code does ``view(num_chunks, -1)``, which only works for one token at a time (issue #18); this is
+    the batched form of the same computation (spec section 1.3, end).
+    """
+
+    def __init__(self, input_dim: int, mlp_dim: int) -> None:
+        super().__init__()
+        self.input_dim = input_dim  # number of chunks (= number of mask tokens)
+        self.mlp = nn.Sequential(nn.Linear(mlp_dim, mlp_dim), nn.ReLU(), nn.Linear(mlp_dim, mlp_dim * input_dim))
+        self.IN_layer_I = nn.InstanceNorm1d(input_dim)
+        self.IN_layer_II = nn.InstanceNorm1d(input_dim)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        n, d = tokens.shape
+        x = tokens.unsqueeze(1)  # (N, 1, D): per-token statistics
+        x = F.instance_norm(x, eps=self.IN_layer_I.eps)
+        x = F.instance_norm(x, eps=self.IN_layer_II.eps)
+        return self.mlp(x.reshape(n, self.input_dim, d // self.input_dim))
+
+
+def set_bn_mode(module: nn.Module, bn_mode: str) -> None:
+    """Set the BatchNorm policy of every :class:`SelectiveConv` inside ``module``."""
+    check_bn_mode(bn_mode)
+    for m in module.modules():
+        if isinstance(m, SelectiveConv):
+            m.bn_mode = bn_mode

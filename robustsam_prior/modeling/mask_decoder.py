@@ -1,0 +1,203 @@
+"""RobustSAM's mask decoder: Meta's ``MaskDecoder`` plus the six official robust sub-modules.
+
+Two paths share the transformer:
+
+- ``path="robust"`` (RobustSAM, the default; the official ``clear=False``): the robust output
+  tokens replace SAM's mask tokens, the three AMFG blocks produce the robust mask feature
+  ``F_robust = AMFG_mask(F_dec) + AMFG_first(F_early) + AMFG_last(E)`` (B, D/8, 4h, 4w), and each
+  robust token goes through AOTG (:class:`TokenBlock`, T chunks) and the shared ``robust_mlp``.
+  This yields ``T*T`` logit channels per prompt (T = number of mask tokens, 4): channel
+  ``k = chunk * T + token`` (the official quirk, spec section 1.3 step 8).
+- ``path="sam"`` (the official ``clear=True``): SAM's mask tokens, hypernetwork MLPs and upscaled
+  mask feature, i.e. vanilla SAM masks; ``robust_embeddings`` is then the sum of the three
+  up/down projections without the suppression blocks.
+
+Output selection (:meth:`DecoderOutput.select`):
+
+- single mask: channel 0 with IoU score 0 (both paths; official).
+- multimask, sane (default): channels ``1..T-1`` with IoU scores ``1..T-1``. On the robust path these
+  are chunk 0 of robust tokens 1..T-1, the same rule that makes channel 0 the single mask, so the
+  3 masks match the 3 IoU scores as in SAM.
+- multimask, ``official=True``: channels ``1..T*T-1`` (15 masks against 3 IoU scores), exactly what
+  the official ``MaskDecoder.forward`` returns.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from segment_anything.modeling.mask_decoder import MLP, MaskDecoder
+from torch import nn
+
+from .components import FirstLayerFeatureBlock, LastLayerFeatureBlock, MaskFeatureBlock, TokenBlock
+
+PATHS = ("robust", "sam")
+
+
+def check_path(path: str) -> str:
+    if path not in PATHS:
+        raise ValueError(f"path must be one of {PATHS}, got {path!r}")
+    return path
+
+
+@dataclass
+class DecoderOutput:
+    """Everything the decoder computes for ``N`` prompt sets on one image.
+
+    ``logits`` (N, M, 4h, 4w): all mask channels (M = T*T on the robust path in the official channel
+    order, M = T on the sam path); ``iou_predictions`` (N, T); ``robust_embeddings`` (N, D/8, 4h, 4w):
+    the fused robust mask feature; ``tokens`` (N, T, D): the mask (or robust) tokens after the
+    transformer, before AOTG (the official ``robust_token``).
+    """
+
+    logits: torch.Tensor
+    iou_predictions: torch.Tensor
+    robust_embeddings: torch.Tensor
+    tokens: torch.Tensor
+    path: str
+
+    @property
+    def num_mask_tokens(self) -> int:
+        return self.iou_predictions.shape[1]
+
+    def select(self, multimask_output: bool, *, official: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(logits (N, C, 4h, 4w), iou (N, C))`` for single (C=1) or multimask output (module doc)."""
+        t = self.num_mask_tokens
+        if not multimask_output:
+            return self.logits[:, :1], self.iou_predictions[:, :1]
+        if official:
+            return self.logits[:, 1:], self.iou_predictions[:, 1:]
+        return self.logits[:, 1:t], self.iou_predictions[:, 1:]
+
+
+class RobustMaskDecoder(MaskDecoder):
+    """Meta's ``MaskDecoder`` with the official RobustSAM attribute tree (spec section 2.3)."""
+
+    def __init__(
+        self,
+        *,
+        transformer_dim: int,
+        transformer: nn.Module,
+        vit_dim: int,
+        num_multimask_outputs: int = 3,
+        activation: type[nn.Module] = nn.GELU,
+        iou_head_depth: int = 3,
+        iou_head_hidden_dim: int = 256,
+        bn_mode: str = "running",
+    ) -> None:
+        super().__init__(
+            transformer_dim=transformer_dim,
+            transformer=transformer,
+            num_multimask_outputs=num_multimask_outputs,
+            activation=activation,
+            iou_head_depth=iou_head_depth,
+            iou_head_hidden_dim=iou_head_hidden_dim,
+        )
+        t = self.num_mask_tokens
+        if transformer_dim % t or transformer_dim % 8:
+            raise ValueError(
+                f"transformer_dim={transformer_dim} must be divisible by 8 and by the number of mask tokens ({t})"
+            )
+        self.custom_robust_token = nn.Embedding(t, transformer_dim)  # ROT
+        self.robust_mlp = MLP(transformer_dim, transformer_dim, transformer_dim // 8, 3)
+        self.fourier_mask_features = MaskFeatureBlock(transformer_dim, bn_mode=bn_mode)
+        self.fourier_first_layer_features = FirstLayerFeatureBlock(vit_dim, transformer_dim, bn_mode=bn_mode)
+        self.fourier_last_layer_features = LastLayerFeatureBlock(transformer_dim, bn_mode=bn_mode)
+        self.custom_token_block = TokenBlock(input_dim=t, mlp_dim=transformer_dim // t)  # AOTG
+
+    def robust_image_features(
+        self, image_embeddings: torch.Tensor, early_features: torch.Tensor, path: str = "robust"
+    ) -> torch.Tensor:
+        """Prompt-independent part of ``robust_embeddings``: ``(B, D/8, 4h, 4w)``.
+
+        ``image_embeddings`` (B, D, h, w) neck output; ``early_features`` (B, h, w, Cvit)
+        channels-last output of the first global-attention block.
+        """
+        clear = check_path(path) == "sam"
+        first = self.fourier_first_layer_features(early_features.permute(0, 3, 1, 2), clear=clear)
+        return first + self.fourier_last_layer_features(image_embeddings, clear=clear)
+
+    def decode(
+        self,
+        image_embeddings: torch.Tensor,
+        image_pe: torch.Tensor,
+        sparse_prompt_embeddings: torch.Tensor,
+        dense_prompt_embeddings: torch.Tensor,
+        *,
+        early_features: torch.Tensor | None = None,
+        robust_image_features: torch.Tensor | None = None,
+        path: str = "robust",
+    ) -> DecoderOutput:
+        """Run the decoder for N prompt sets.
+
+        ``image_embeddings`` (1 or N, D, h, w); ``image_pe`` (1, D, h, w); ``sparse_prompt_embeddings``
+        (N, P, D); ``dense_prompt_embeddings`` (N, D, h, w); either ``early_features`` (1 or N, h, w,
+        Cvit) or the precomputed ``robust_image_features`` (1 or N, D/8, 4h, 4w) of the same ``path``.
+        """
+        check_path(path)
+        n = sparse_prompt_embeddings.shape[0]
+        if robust_image_features is None:
+            if early_features is None:
+                raise ValueError("decode() needs early_features or robust_image_features")
+            robust_image_features = self.robust_image_features(image_embeddings, early_features, path)
+        for name, t in (("image_embeddings", image_embeddings), ("robust_image_features", robust_image_features)):
+            if t.shape[0] not in (1, n):
+                raise ValueError(f"{name} has batch {t.shape[0]}, expected 1 or the number of prompt sets {n}")
+
+        mask_tokens = self.custom_robust_token if path == "robust" else self.mask_tokens
+        output_tokens = torch.cat([self.iou_token.weight, mask_tokens.weight], dim=0)
+        tokens = torch.cat([output_tokens.unsqueeze(0).expand(n, -1, -1), sparse_prompt_embeddings], dim=1)
+        src = image_embeddings.expand(n, -1, -1, -1) + dense_prompt_embeddings
+        pos_src = image_pe.expand(n, -1, -1, -1)
+        b, c, h, w = src.shape
+        hs, src = self.transformer(src, pos_src, tokens)
+        t = self.num_mask_tokens
+        iou_token_out = hs[:, 0, :]
+        mask_tokens_out = hs[:, 1 : 1 + t, :]
+
+        decoder_features = self.output_upscaling(src.transpose(1, 2).reshape(b, c, h, w))  # F_dec
+        robust_embeddings = self.fourier_mask_features(decoder_features, clear=path == "sam") + robust_image_features
+
+        if path == "robust":
+            chunks = self.custom_token_block(mask_tokens_out.reshape(n * t, c))  # (N*T tokens, T chunks, D)
+            hyper = self.robust_mlp(chunks).view(n, t, t, -1)  # (N, token, chunk, D/8)
+            hyper = hyper.transpose(1, 2).reshape(n, t * t, -1)  # channel = chunk * T + token
+            features = robust_embeddings
+        else:
+            hyper = torch.stack([mlp(mask_tokens_out[:, i]) for i, mlp in enumerate(self.output_hypernetworks_mlps)], 1)
+            features = decoder_features
+        fb, fc, fh, fw = features.shape
+        logits = (hyper @ features.reshape(fb, fc, fh * fw)).view(n, -1, fh, fw)
+        return DecoderOutput(
+            logits=logits,
+            iou_predictions=self.iou_prediction_head(iou_token_out),
+            robust_embeddings=robust_embeddings,
+            tokens=mask_tokens_out,
+            path=path,
+        )
+
+    def forward(  # type: ignore[override]
+        self,
+        image_embeddings: torch.Tensor,
+        image_pe: torch.Tensor,
+        sparse_prompt_embeddings: torch.Tensor,
+        dense_prompt_embeddings: torch.Tensor,
+        multimask_output: bool,
+        early_features: torch.Tensor | None = None,
+        *,
+        robust_image_features: torch.Tensor | None = None,
+        path: str = "robust",
+        official_multimask: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Meta-compatible call returning ``(low-res logits (N, C, 4h, 4w), iou (N, C))``."""
+        out = self.decode(
+            image_embeddings,
+            image_pe,
+            sparse_prompt_embeddings,
+            dense_prompt_embeddings,
+            early_features=early_features,
+            robust_image_features=robust_image_features,
+            path=path,
+        )
+        return out.select(multimask_output, official=official_multimask)
