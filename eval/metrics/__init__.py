@@ -1,0 +1,41 @@
+"""Restoration and segmentation metrics (functional ops, ``nn.Module`` wrappers, dataset accumulators).
+
+Re-exports are resolved lazily so that ``import eval.metrics`` does not import torch or lpips.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+_EXPORTS = {
+    "psnr": "psnr_ssim",
+    "ssim": "psnr_ssim",
+    "PSNR": "psnr_ssim",
+    "SSIM": "psnr_ssim",
+    "MetricConventions": "psnr_ssim",
+    "rgb_to_y": "psnr_ssim",
+    "LPIPS": "lpips_metric",
+    "LpipsUnavailable": "lpips_metric",
+    "build_lpips": "lpips_metric",
+    "lpips_status": "lpips_metric",
+    "ConfusionMatrix": "segmentation",
+    "PromptMetrics": "segmentation",
+    "confusion_matrix": "segmentation",
+    "iou_from_confusion": "segmentation",
+    "mask_iou": "segmentation",
+    "mask_dice": "segmentation",
+    "mask_pixel_accuracy": "segmentation",
+    "mask_metrics": "segmentation",
+    "ImageMetrics": "accumulator",
+    "METRIC_INFO": "accumulator",
+    "build_image_metrics": "accumulator",
+    "is_lower_better": "accumulator",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

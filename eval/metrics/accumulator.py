@@ -1,0 +1,160 @@
+"""Dataset-level accumulation of per-image restoration metrics, and the table of known metrics.
+
+``ImageMetrics`` follows the reset/update/compute pattern (detectron2's ``DatasetEvaluator``):
+``update`` scores a batch and stores one value per image and metric; ``compute`` returns
+``{"per_image": {name: {metric: value}}, "mean": {metric: value}}``. Metrics that cannot be computed
+here (LPIPS without its backbone weights) are carried as ``unavailable`` with the reason, never as
+a number.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from .psnr_ssim import MetricConventions, psnr, ssim
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["METRIC_INFO", "ImageMetrics", "MetricInfo", "build_image_metrics", "is_lower_better"]
+
+
+@dataclass(frozen=True)
+class MetricInfo:
+    """What a metric name means for reports (pyiqa-style ``lower_better`` flag)."""
+
+    name: str
+    lower_is_better: bool
+    unit: str = ""
+    description: str = ""
+
+
+METRIC_INFO: dict[str, MetricInfo] = {
+    m.name: m
+    for m in (
+        MetricInfo("psnr", False, "dB", "peak signal-to-noise ratio"),
+        MetricInfo("ssim", False, "", "structural similarity (BasicSR 1.4)"),
+        MetricInfo("lpips", True, "", "LPIPS v0.1 (alex)"),
+        MetricInfo("lpips_alex", True, "", "LPIPS v0.1, AlexNet"),
+        MetricInfo("lpips_vgg", True, "", "LPIPS v0.1, VGG16"),
+        MetricInfo("iou", False, "", "per-prompt mask IoU"),
+        MetricInfo("dice", False, "", "per-prompt mask Dice"),
+        MetricInfo("pa", False, "", "per-prompt pixel accuracy"),
+        MetricInfo("miou", False, "", "mean IoU over classes"),
+        MetricInfo("images_per_s", False, "img/s", "throughput"),
+        MetricInfo("seconds", True, "s", "wall time"),
+    )
+}
+
+
+def is_lower_better(metric: str) -> bool:
+    """True for metrics where smaller is better (LPIPS, times); unknown metrics count as higher-is-better."""
+    info = METRIC_INFO.get(metric)
+    if info is None and metric.startswith("lpips"):
+        return True
+    return bool(info and info.lower_is_better)
+
+
+PairFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def build_image_metrics(
+    names: Sequence[str],
+    *,
+    conventions: MetricConventions = MetricConventions(),
+    lpips_weights: str | os.PathLike | None = None,
+    device: str | torch.device = "cpu",
+) -> tuple[dict[str, PairFn], dict[str, str]]:
+    """Metric functions ``fn(pred (B,3,H,W), gt) -> (B,)`` for ``names``, and ``{name: reason}`` for unavailable ones.
+
+    Names: ``psnr``, ``ssim`` (under ``conventions``), ``lpips`` (= AlexNet), ``lpips_alex``, ``lpips_vgg``.
+    An unknown name raises ``KeyError`` with a "did you mean".
+    """
+    from robustsam_prior.registry import did_you_mean
+
+    kw = dict(
+        crop_border=conventions.crop_border,
+        test_y_channel=conventions.test_y_channel,
+        data_range=conventions.data_range,
+        quantize=conventions.quantize,
+    )
+    fns: dict[str, PairFn] = {}
+    unavailable: dict[str, str] = {}
+    for name in names:
+        if name == "psnr":
+            fns[name] = lambda a, b: psnr(a, b, **kw)
+        elif name == "ssim":
+            fns[name] = lambda a, b: ssim(a, b, **kw)
+        elif name in ("lpips", "lpips_alex", "lpips_vgg"):
+            from .lpips_metric import LpipsUnavailable, build_lpips
+
+            net = "vgg" if name == "lpips_vgg" else "alex"
+            try:
+                fns[name] = build_lpips(net, lpips_weights, device=device)
+            except LpipsUnavailable as e:
+                logger.warning("%s", e)
+                unavailable[name] = e.reason
+        else:
+            known = ["psnr", "ssim", "lpips", "lpips_alex", "lpips_vgg"]
+            raise KeyError(f"unknown metric {name!r}{did_you_mean(name, known)}; known: {', '.join(known)}")
+    return fns, unavailable
+
+
+def _mean(values: list[float]) -> float:
+    if not values:
+        return math.nan
+    if any(math.isinf(v) for v in values):  # e.g. PSNR of identical images: the mean is inf, as in BasicSR
+        return math.fsum(values) if all(v > 0 for v in values if math.isinf(v)) else math.nan
+    return math.fsum(values) / len(values)
+
+
+class ImageMetrics:
+    """Accumulates per-image metrics over a dataset: ``reset()``, ``update(pred, gt, names)``, ``compute()``."""
+
+    def __init__(
+        self, *, metrics: Mapping[str, PairFn], unavailable: Mapping[str, str] | None = None
+    ) -> None:
+        if not metrics and not unavailable:
+            raise ValueError("ImageMetrics needs at least one metric")
+        self.metrics = dict(metrics)
+        self.unavailable = dict(unavailable or {})
+        self.reset()
+
+    def reset(self) -> None:
+        self.per_image: dict[str, dict[str, float]] = {}
+
+    def update(
+        self, pred: torch.Tensor, gt: torch.Tensor, names: Sequence[str]
+    ) -> dict[str, dict[str, float]]:
+        """Score a batch ``(B, 3, H, W)`` in [0, 1]; ``names`` (length B) key the per-image results."""
+        if pred.dim() == 3:
+            pred, gt = pred[None], gt[None]
+        if len(names) != pred.shape[0]:
+            raise ValueError(f"{len(names)} names for a batch of {pred.shape[0]} images")
+        dup = [n for n in names if n in self.per_image]
+        if dup:
+            raise ValueError(f"images already scored: {dup[:3]}")
+        out: dict[str, dict[str, float]] = {n: {} for n in names}
+        for metric, fn in self.metrics.items():
+            values = fn(pred, gt).reshape(-1).tolist()
+            for n, v in zip(names, values):
+                out[n][metric] = float(v)
+        self.per_image.update(out)
+        return out
+
+    def compute(self) -> dict:
+        """``{"per_image": {name: {metric: v}}, "mean": {metric: v}, "count": N, "unavailable": {metric: reason}}``."""
+        if not self.per_image:
+            raise ValueError("ImageMetrics.compute: no images were scored")
+        mean = {m: _mean([v[m] for v in self.per_image.values()]) for m in self.metrics}
+        return {
+            "per_image": {k: dict(v) for k, v in sorted(self.per_image.items())},
+            "mean": mean,
+            "count": len(self.per_image),
+            "unavailable": dict(self.unavailable),
+        }
