@@ -1,0 +1,155 @@
+"""NAFNet (Chen et al., "Simple Baselines for Image Restoration", ECCV 2022, arXiv 2204.04676).
+
+Written from the paper's description (summarised in ``restoration_spec.md`` §3.1):
+
+- ``LayerNorm2d`` normalises each pixel over its channels (eps 1e-6, per-channel affine);
+- ``SimpleGate`` splits the channels in two halves and multiplies them;
+- simplified channel attention (SCA): ``x * conv1x1(global_avg_pool(x))``, no sigmoid;
+- ``NAFBlock(c)``: ``y = x + beta * conv1x1(SCA(SG(dwconv3x3(conv1x1_{c->2c}(LN(x))))))`` then
+  ``out = y + gamma * conv1x1(SG(conv1x1_{c->2c}(LN(y))))``; beta and gamma start at 0, so every
+  block starts as the identity;
+- a U-Net: ``intro`` 3x3 conv, encoder stages (blocks, then a 2x2 stride-2 conv doubling the
+  channels), middle blocks, decoder stages (1x1 conv + PixelShuffle(2) halving the channels, an
+  additive skip, blocks), ``ending`` 3x3 conv and a global residual ``+ input``. The input is
+  zero-padded right/bottom to a multiple of ``2 ** levels`` and the output cropped back.
+
+The backbone accepts extra input channels (a prior map concatenated to the RGB image) and an
+optional per-level ``modulate`` hook applied after each encoder stage's blocks (used by the
+feature-fusion variant). It knows nothing of optimisers, datasets or YAML.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+if TYPE_CHECKING:
+    from robustsam_prior.prior import PriorOutput
+
+# modulate(level, features (B,C,h,w)) -> features of the same shape
+Modulate = Callable[[int, torch.Tensor], torch.Tensor]
+
+
+class LayerNorm2d(nn.Module):
+    """Layer norm over the channel axis of ``(B, C, H, W)`` (equals ``F.layer_norm`` channels-last)."""
+
+    def __init__(self, channels: int, *, eps: float = 1e-6) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(channels))
+        self.bias = nn.Parameter(torch.zeros(channels))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # one fused op on the channels-last view (a zero-copy permute for channels_last inputs)
+        y = F.layer_norm(x.permute(0, 2, 3, 1), (x.shape[1],), self.weight, self.bias, self.eps)
+        return y.permute(0, 3, 1, 2)
+
+
+class SimpleGate(nn.Module):
+    """``(B, 2C, H, W) -> (B, C, H, W)``: product of the two channel halves."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a, b = x.chunk(2, dim=1)
+        return a * b
+
+
+class NAFBlock(nn.Module):
+    """One NAFNet block on ``(B, channels, H, W)``; shape-preserving."""
+
+    def __init__(self, channels: int, *, dw_expand: int = 2, ffn_expand: int = 2) -> None:
+        super().__init__()
+        c, dw = channels, channels * dw_expand
+        self.norm1 = LayerNorm2d(c)
+        self.conv1 = nn.Conv2d(c, dw, 1)
+        self.conv2 = nn.Conv2d(dw, dw, 3, padding=1, groups=dw)
+        self.gate = SimpleGate()
+        self.sca = nn.Conv2d(dw // 2, dw // 2, 1)
+        self.conv3 = nn.Conv2d(dw // 2, c, 1)
+        ffn = channels * ffn_expand
+        self.norm2 = LayerNorm2d(c)
+        self.conv4 = nn.Conv2d(c, ffn, 1)
+        self.conv5 = nn.Conv2d(ffn // 2, c, 1)
+        self.beta = nn.Parameter(torch.zeros(1, c, 1, 1))
+        self.gamma = nn.Parameter(torch.zeros(1, c, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.gate(self.conv2(self.conv1(self.norm1(x))))
+        y = y * self.sca(y.mean((2, 3), keepdim=True))
+        x = torch.addcmul(x, self.conv3(y), self.beta)  # x + beta * y in one pass
+        y = self.conv5(self.gate(self.conv4(self.norm2(x))))
+        return torch.addcmul(x, y, self.gamma)
+
+
+class NAFNet(nn.Module):
+    """NAFNet U-Net. As a restoration network (``nafnet``, the no-prior ablation) it ignores the prior.
+
+    ``forward(image (B,3,H,W) in [0,1], prior=None) -> (B,3,H,W)``, any H, W.
+    """
+
+    needs_prior = False
+    uses_features: tuple[str, ...] = ()
+
+    def __init__(
+        self,
+        *,
+        in_channels: int = 3,
+        out_channels: int = 3,
+        width: int = 16,
+        enc_blocks: Sequence[int] = (1, 1, 1, 1),
+        middle_blocks: int = 1,
+        dec_blocks: Sequence[int] = (1, 1, 1, 1),
+    ) -> None:
+        super().__init__()
+        if len(enc_blocks) != len(dec_blocks):
+            raise ValueError(f"enc_blocks {list(enc_blocks)} and dec_blocks {list(dec_blocks)} need the same length")
+        if width < 2 or width % 2:
+            raise ValueError(f"width must be an even number >= 2, got {width}")
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.intro = nn.Conv2d(in_channels, width, 3, padding=1)
+        self.ending = nn.Conv2d(width, out_channels, 3, padding=1)
+        self.encoders, self.downs = nn.ModuleList(), nn.ModuleList()
+        self.level_channels: list[int] = []
+        ch = width
+        for n in enc_blocks:
+            self.encoders.append(nn.Sequential(*[NAFBlock(ch) for _ in range(n)]))
+            self.level_channels.append(ch)
+            self.downs.append(nn.Conv2d(ch, 2 * ch, 2, stride=2))
+            ch *= 2
+        self.middle = nn.Sequential(*[NAFBlock(ch) for _ in range(middle_blocks)])
+        self.ups, self.decoders = nn.ModuleList(), nn.ModuleList()
+        for n in dec_blocks:
+            self.ups.append(nn.Sequential(nn.Conv2d(ch, 2 * ch, 1, bias=False), nn.PixelShuffle(2)))
+            ch //= 2
+            self.decoders.append(nn.Sequential(*[NAFBlock(ch) for _ in range(n)]))
+        self.multiple = 2 ** len(enc_blocks)
+
+    def forward(self, image: torch.Tensor, prior: PriorOutput | None = None) -> torch.Tensor:
+        return self.run(image, image)
+
+    def run(self, x: torch.Tensor, residual: torch.Tensor, modulate: Modulate | None = None) -> torch.Tensor:
+        """The U-Net on ``x (B, in_channels, H, W)``; returns ``body(x) + residual (B, out, H, W)``.
+
+        ``modulate(level, feats)`` (if given) transforms the encoder features of each level
+        (``level_channels[level]`` channels at 1/2**level of the padded size) before the skip and
+        the downsampling.
+        """
+        h, w = x.shape[-2:]
+        ph, pw = (-h) % self.multiple, (-w) % self.multiple
+        if ph or pw:
+            x = F.pad(x, (0, pw, 0, ph))
+        x = self.intro(x)
+        skips = []
+        for level, (enc, down) in enumerate(zip(self.encoders, self.downs)):
+            x = enc(x)
+            if modulate is not None:
+                x = modulate(level, x)
+            skips.append(x)
+            x = down(x)
+        x = self.middle(x)
+        for up, dec, skip in zip(self.ups, self.decoders, reversed(skips)):
+            x = dec(up(x) + skip)
+        return self.ending(x)[..., :h, :w] + residual

@@ -1,0 +1,133 @@
+"""The named restoration networks: ``nafnet``, ``map_nafnet``, ``fusion_nafnet``.
+
+All take ``forward(image (B,3,H,W) float in [0,1], prior: PriorOutput | None) -> (B,3,H,W)`` of the
+input's size (any size; padded internally to a multiple of ``2 ** levels``) and expose
+``needs_prior`` and ``uses_features``.
+
+- ``nafnet``: the NAFNet backbone alone, no prior (the ablation).
+- ``map_nafnet``: SAM-Deblur (arXiv 2309.02270): the MAP unit's ``seg_channels`` region-pooled maps
+  are concatenated to the RGB input (``intro`` takes 3 + S channels), region dropout p in training.
+- ``fusion_nafnet``: ``map_nafnet`` plus SFT conditioning of every encoder level on the prior's
+  feature maps (:mod:`restore.archs.fusion`). Runs on a prior without features (e.g. ``regions``)
+  by using only its labels.
+
+For tiled inference a prior's ``meta["regions"]`` may hold one ``(y0, x0, H, W)`` per sample: where
+the sample (a tile) sits in the full image that the features cover (see ``fusion.py``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
+
+import torch
+from torch import nn
+
+from ._registry import ARCHS
+from .fusion import SFTFusion
+from .map_unit import MapUnit
+from .nafnet_arch import NAFNet
+
+if TYPE_CHECKING:
+    from robustsam_prior.prior import PriorOutput
+
+ARCHS.add("nafnet", NAFNet)
+
+# RobustSAM's prompt-independent features (DESIGN.md, data contracts)
+DEFAULT_FEATURES = {"robust_mask_features": 32, "image_embedding": 256}
+
+
+def _labels(prior: PriorOutput | None, image: torch.Tensor, name: str) -> torch.Tensor:
+    if prior is None:
+        raise ValueError(f"{name} needs a prior (labels (B,H,W)); got None. Use --prior regions|robustsam|sam|none")
+    labels = prior.labels
+    if labels.shape[0] != image.shape[0] or labels.shape[1:] != image.shape[2:]:
+        raise ValueError(
+            f"{name}: prior labels {tuple(labels.shape)} do not match the image "
+            f"{(image.shape[0], *image.shape[2:])}"
+        )
+    return labels.to(image.device)
+
+
+@ARCHS.register("map_nafnet")
+class MapNAFNet(nn.Module):
+    """SAM-Deblur's SegNAFNet: MAP unit + NAFNet (bugs of the official code fixed, spec §6.2)."""
+
+    needs_prior = True
+    uses_features: tuple[str, ...] = ()
+
+    def __init__(
+        self,
+        *,
+        width: int = 16,
+        enc_blocks: Sequence[int] = (1, 1, 1, 1),
+        middle_blocks: int = 1,
+        dec_blocks: Sequence[int] = (1, 1, 1, 1),
+        seg_channels: int = 2,
+        region_dropout: float = 0.5,
+    ) -> None:
+        super().__init__()
+        self.map = MapUnit(seg_channels=seg_channels, dropout=region_dropout)
+        self.backbone = NAFNet(
+            in_channels=3 + seg_channels,
+            width=width,
+            enc_blocks=enc_blocks,
+            middle_blocks=middle_blocks,
+            dec_blocks=dec_blocks,
+        )
+        self.multiple = self.backbone.multiple
+
+    def _input(self, image: torch.Tensor, prior: PriorOutput | None) -> torch.Tensor:
+        labels = _labels(prior, image, type(self).__name__)
+        return torch.cat([image, self.map(image, labels)], dim=1)
+
+    def forward(self, image: torch.Tensor, prior: PriorOutput | None) -> torch.Tensor:
+        return self.backbone.run(self._input(image, prior), image)
+
+
+@ARCHS.register("fusion_nafnet")
+class FusionNAFNet(MapNAFNet):
+    """MAP + SFT feature fusion at every encoder level."""
+
+    def __init__(
+        self,
+        *,
+        width: int = 16,
+        enc_blocks: Sequence[int] = (1, 1, 1, 1),
+        middle_blocks: int = 1,
+        dec_blocks: Sequence[int] = (1, 1, 1, 1),
+        seg_channels: int = 2,
+        region_dropout: float = 0.5,
+        feature_channels: Mapping[str, int] | None = None,
+        fusion_channels: int = 16,
+    ) -> None:
+        super().__init__(
+            width=width,
+            enc_blocks=enc_blocks,
+            middle_blocks=middle_blocks,
+            dec_blocks=dec_blocks,
+            seg_channels=seg_channels,
+            region_dropout=region_dropout,
+        )
+        feature_channels = dict(DEFAULT_FEATURES if feature_channels is None else feature_channels)
+        self.fusion = SFTFusion(
+            feature_channels=feature_channels,
+            level_channels=self.backbone.level_channels,
+            hidden=fusion_channels,
+        )
+        self.uses_features = tuple(feature_channels)
+
+    def forward(self, image: torch.Tensor, prior: PriorOutput | None) -> torch.Tensor:
+        x = self._input(image, prior)
+        projected = self.fusion.prepare({k: v.to(image.device) for k, v in prior.features.items()})
+        if not projected:  # a prior without (these) features: labels only
+            return self.backbone.run(x, image)
+        h, w = image.shape[-2:]
+        regions = prior.meta.get("regions") or [(0, 0, h, w)] * image.shape[0]
+        if len(regions) != image.shape[0]:
+            raise ValueError(f"prior.meta['regions'] has {len(regions)} entries for a batch of {image.shape[0]}")
+
+        def modulate(level: int, feats: torch.Tensor) -> torch.Tensor:
+            return self.fusion.modulate(level, feats, projected, regions)
+
+        return self.backbone.run(x, image, modulate)

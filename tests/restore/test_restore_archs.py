@@ -1,0 +1,295 @@
+"""Restoration architectures: NAFNet, MAP unit, region dropout, SFT fusion, variants, BasicSR."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from restore.archs import ARCHS, build_arch, register_with_basicsr
+from restore.archs.fusion import SFTFusion, aligned_grid
+from restore.archs.map_unit import MapUnit, mask_average_pool, region_dropout
+from restore.archs.nafnet_arch import LayerNorm2d, NAFBlock, NAFNet
+from robustsam_prior.prior import PriorOutput
+
+TINY = {"width": 8, "enc_blocks": [1, 1], "middle_blocks": 1, "dec_blocks": [1, 1]}
+
+
+def naive_map(x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Per-sample, per-region loop with boolean masks (SAM-Deblur's semantics, binary masks)."""
+    out = torch.zeros_like(x)
+    for b in range(x.shape[0]):
+        for k in torch.unique(labels[b]).tolist():
+            m = labels[b] == k
+            out[b][:, m] = x[b][:, m].mean(dim=1, keepdim=True)
+    return out
+
+
+# ---------------------------------------------------------------- NAFNet pieces
+
+
+def test_layernorm2d_equals_channels_last_layer_norm():
+    torch.manual_seed(0)
+    ln = LayerNorm2d(6)
+    with torch.no_grad():
+        ln.weight.uniform_(0.5, 2)
+        ln.bias.uniform_(-1, 1)
+    x = torch.randn(2, 6, 5, 7)
+    mu = x.mean(1, keepdim=True)
+    var = x.var(1, unbiased=False, keepdim=True)
+    ref = (x - mu) / torch.sqrt(var + 1e-6) * ln.weight.view(1, -1, 1, 1) + ln.bias.view(1, -1, 1, 1)
+    torch.testing.assert_close(ln(x), ref, atol=1e-5, rtol=1e-5)
+
+
+def test_nafblock_starts_as_identity_and_beta_gamma_zero():
+    blk = NAFBlock(8)
+    assert torch.count_nonzero(blk.beta) == 0 and torch.count_nonzero(blk.gamma) == 0
+    x = torch.randn(1, 8, 9, 11)
+    torch.testing.assert_close(blk(x), x)
+
+
+def test_nafblock_matches_formula():
+    torch.manual_seed(1)
+    blk = NAFBlock(4)
+    with torch.no_grad():
+        blk.beta.normal_()
+        blk.gamma.normal_()
+    x = torch.randn(2, 4, 6, 6)
+
+    def ln(t, m):
+        return F.layer_norm(t.permute(0, 2, 3, 1), (4,), m.weight, m.bias, 1e-6).permute(0, 3, 1, 2)
+
+    y = blk.conv2(blk.conv1(ln(x, blk.norm1)))
+    y = y[:, :4] * y[:, 4:]
+    y = y * blk.sca(y.mean((2, 3), keepdim=True))
+    y = x + blk.beta * blk.conv3(y)
+    z = blk.conv4(ln(y, blk.norm2))
+    ref = y + blk.gamma * blk.conv5(z[:, :4] * z[:, 4:])
+    torch.testing.assert_close(blk(x), ref, atol=1e-5, rtol=1e-5)
+
+
+def test_nafnet_global_residual_and_channels():
+    net = NAFNet(**TINY)
+    assert net.multiple == 4 and net.level_channels == [8, 16]
+    x = torch.rand(1, 3, 13, 10)
+    with torch.no_grad():
+        net.ending.weight.zero_()
+        net.ending.bias.zero_()
+    torch.testing.assert_close(net(x), x)  # zero body -> identity through the global residual
+
+
+def test_nafnet_bad_config():
+    with pytest.raises(ValueError, match="same length"):
+        NAFNet(enc_blocks=[1, 1], dec_blocks=[1])
+    with pytest.raises(ValueError, match="even"):
+        NAFNet(width=7)
+
+
+# ---------------------------------------------------------------- MAP unit
+
+
+@pytest.mark.parametrize("k", [1, 2, 7, 40])
+def test_map_equals_naive_loop(k):
+    g = torch.Generator().manual_seed(k)
+    x = torch.randn(3, 4, 17, 13, generator=g)
+    labels = torch.randint(0, k, (3, 17, 13), generator=g, dtype=torch.int32)
+    labels[1] = labels[1] * 3  # gaps: ids that no pixel has
+    torch.testing.assert_close(mask_average_pool(x, labels), naive_map(x, labels), atol=1e-5, rtol=1e-5)
+
+
+def test_map_single_region_is_global_mean_and_empty_image():
+    x = torch.randn(2, 3, 5, 6)
+    out = mask_average_pool(x, torch.zeros(2, 5, 6, dtype=torch.int32))
+    torch.testing.assert_close(out, x.mean((2, 3), keepdim=True).expand_as(x))
+    empty = torch.zeros(2, 3, 0, 4)
+    assert mask_average_pool(empty, torch.zeros(2, 0, 4, dtype=torch.int32)).shape == (2, 3, 0, 4)
+
+
+def test_map_binary_not_divided_by_255():
+    # two regions with means 0 and 1: the official /255 bug would give ~0.5 everywhere
+    x = torch.cat([torch.zeros(1, 1, 4, 2), torch.ones(1, 1, 4, 2)], dim=3)
+    labels = torch.cat([torch.zeros(1, 4, 2), torch.ones(1, 4, 2)], dim=2).int()
+    torch.testing.assert_close(mask_average_pool(x, labels), x)
+
+
+def test_map_gradient_and_errors():
+    x = torch.randn(1, 2, 4, 4, requires_grad=True)
+    labels = torch.tensor([[0, 0, 1, 1]] * 4, dtype=torch.int32)[None]
+    mask_average_pool(x, labels)[0, 0, 0, 0].backward()
+    # d out[0,0,0,0] / d x = 1/8 on region 0 (8 pixels) of channel 0, 0 elsewhere
+    expected = torch.zeros(1, 2, 4, 4)
+    expected[0, 0, :, :2] = 1 / 8
+    torch.testing.assert_close(x.grad, expected)
+    with pytest.raises(ValueError, match="integer"):
+        mask_average_pool(x, labels.float())
+    with pytest.raises(ValueError, match=">= 0"):
+        mask_average_pool(x, labels - 1)
+    with pytest.raises(ValueError, match=r"\(B, H, W\)"):
+        mask_average_pool(x, labels[:, :2])
+    with pytest.raises(ValueError, match=r"\(B, C, H, W\)"):
+        mask_average_pool(x[0], labels)
+
+
+def test_region_dropout_merges_floor_p_k_regions():
+    labels = torch.arange(10, dtype=torch.int32).repeat_interleave(3).reshape(1, 5, 6).repeat(2, 1, 1)
+    out = region_dropout(labels, 0.5, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(labels, torch.arange(10, dtype=torch.int32).repeat_interleave(3).reshape(1, 5, 6).repeat(2, 1, 1))
+    for b in range(2):
+        merged = out[b] == 10  # new id = max + 1
+        dropped = torch.unique(labels[b][merged])
+        assert dropped.numel() == 5  # floor(0.5 * 10)
+        kept = ~merged
+        assert torch.equal(out[b][kept], labels[b][kept])
+        assert torch.unique(out[b]).numel() == 6  # 5 kept + 1 merged
+    # reproducible with a generator, different draws for different seeds
+    again = region_dropout(labels, 0.5, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(out, again)
+    other = [region_dropout(labels, 0.5, generator=torch.Generator().manual_seed(s)) for s in range(1, 6)]
+    assert any(not torch.equal(out, o) for o in other)
+    # p=0.1 of 10 regions drops one: merging one region into itself changes only its id
+    one = region_dropout(labels, 0.1, generator=torch.Generator().manual_seed(0))
+    assert torch.unique(one[0]).numel() == 10
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        region_dropout(labels, 1.5)
+    with pytest.raises(ValueError, match=r"\(B, H, W\)"):
+        region_dropout(labels[0], 0.5)
+
+
+def test_map_unit_dropout_only_in_training():
+    unit = MapUnit(seg_channels=2, dropout=0.5)
+    unit.generator = torch.Generator().manual_seed(0)
+    x = torch.rand(1, 3, 8, 8)
+    labels = torch.arange(16, dtype=torch.int32).repeat_interleave(4).reshape(1, 8, 8)
+    unit.eval()
+    seg = unit.pre_seg_in(unit.pre_seg(x))
+    torch.testing.assert_close(unit(x, labels), naive_map(seg, labels))
+    unit.train()
+    dropped = region_dropout(labels, 0.5, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(unit(x, labels), naive_map(seg, dropped))
+    with pytest.raises(ValueError):
+        MapUnit(dropout=-0.1)
+
+
+# ---------------------------------------------------------------- fusion
+
+
+def test_aligned_grid_equals_interpolate_on_whole_image():
+    torch.manual_seed(0)
+    f = torch.randn(1, 3, 7, 5)
+    for stride in (1, 2, 4):
+        h, w = 32 // stride, 24 // stride
+        grid = aligned_grid((h, w), stride, [(0, 0, 32, 24)])
+        s = F.grid_sample(f, grid, mode="bilinear", padding_mode="border", align_corners=False)
+        ref = F.interpolate(f, (h, w), mode="bilinear", align_corners=False)
+        torch.testing.assert_close(s, ref, atol=1e-5, rtol=1e-5)
+
+
+def test_aligned_grid_tile_is_crop_of_whole():
+    torch.manual_seed(0)
+    f = torch.randn(1, 3, 9, 6)
+    whole = F.grid_sample(f, aligned_grid((40, 28), 1, [(0, 0, 40, 28)]), align_corners=False)
+    tile = F.grid_sample(f, aligned_grid((12, 8), 1, [(16, 8, 40, 28)]), align_corners=False)
+    torch.testing.assert_close(tile, whole[..., 16:28, 8:16], atol=1e-5, rtol=1e-5)
+
+
+def test_sft_identity_at_init_and_channel_error():
+    fus = SFTFusion(feature_channels={"a": 4}, level_channels=[8, 16], hidden=4)
+    x = torch.randn(1, 8, 6, 6)
+    proj = fus.prepare({"a": torch.randn(1, 4, 3, 3)})
+    torch.testing.assert_close(fus.modulate(0, x, proj, [(0, 0, 6, 6)]), x)
+    assert fus.prepare({"other": torch.randn(1, 4, 3, 3)}) == []
+    with pytest.raises(ValueError, match="channels"):
+        fus.prepare({"a": torch.randn(1, 5, 3, 3)})
+    with pytest.raises(ValueError, match="at least one"):
+        SFTFusion(feature_channels={}, level_channels=[8])
+
+
+# ---------------------------------------------------------------- variants
+
+
+def _prior(b, h, w, features=True, k=5, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.randint(0, k, (b, h, w), generator=g, dtype=torch.int32)
+    feats = {}
+    if features:
+        feats = {"robust_mask_features": torch.randn(b, 32, 9, 11, generator=g),
+                 "image_embedding": torch.randn(b, 256, 4, 4, generator=g)}
+    return PriorOutput(labels, feats, {"name": "test"})
+
+
+@pytest.mark.parametrize("name", ["nafnet", "map_nafnet", "fusion_nafnet"])
+@pytest.mark.parametrize("size", [(16, 16), (13, 21), (1, 7)])
+def test_variants_forward_backward_any_size(name, size):
+    torch.manual_seed(0)
+    net = build_arch(name, **TINY)
+    # make beta/gamma and the fusion non-zero so every parameter is on the gradient path
+    with torch.no_grad():
+        for n, p in net.named_parameters():
+            if n.endswith(("beta", "gamma")) or "fusion.scale" in n or "fusion.shift" in n:
+                p.normal_(0, 0.1)
+    x = torch.rand(2, 3, *size)
+    out = net(x, _prior(2, *size))
+    assert out.shape == x.shape
+    out.square().mean().backward()
+    no_grad = [n for n, p in net.named_parameters() if p.grad is None or not torch.any(p.grad != 0)]
+    # nafnet's SCA conv gets no gradient when a level's pooled input is constant; none expected here
+    assert no_grad == [], no_grad
+
+
+def test_fusion_accepts_any_feature_size_and_no_features():
+    torch.manual_seed(0)
+    net = build_arch("fusion_nafnet", **TINY).eval()
+    with torch.no_grad():
+        for n, p in net.named_parameters():
+            if "fusion" in n:
+                p.normal_(0, 0.1)
+    x = torch.rand(1, 3, 20, 12)
+    pr = _prior(1, 20, 12)
+    for hw in [(1, 1), (5, 64), (20, 12)]:
+        pr.features["robust_mask_features"] = torch.randn(1, 32, *hw)
+        assert net(x, pr).shape == x.shape
+    labels_only = PriorOutput(pr.labels, {}, {})
+    # without features the fusion is skipped: equals map_nafnet with the same weights
+    map_net = build_arch("map_nafnet", **TINY).eval()
+    map_net.load_state_dict({k: v for k, v in net.state_dict().items() if not k.startswith("fusion.")})
+    torch.testing.assert_close(net(x, labels_only), map_net(x, labels_only))
+    assert not torch.allclose(net(x, pr), map_net(x, pr))
+    assert net.uses_features == ("robust_mask_features", "image_embedding")
+
+
+def test_prior_errors():
+    net = build_arch("map_nafnet", **TINY)
+    x = torch.rand(1, 3, 8, 8)
+    with pytest.raises(ValueError, match="needs a prior"):
+        net(x, None)
+    with pytest.raises(ValueError, match="do not match"):
+        net(x, _prior(1, 8, 9))
+    fnet = build_arch("fusion_nafnet", **TINY)
+    pr = _prior(1, 8, 8)
+    pr.meta["regions"] = [(0, 0, 8, 8)] * 2
+    with pytest.raises(ValueError, match="regions"):
+        fnet(x, pr)
+
+
+def test_registry_and_build_errors():
+    assert ARCHS.names() == ["fusion_nafnet", "map_nafnet", "nafnet"]
+    assert build_arch("nafnet").needs_prior is False
+    assert build_arch("map_nafnet").needs_prior is True
+    with pytest.raises(KeyError, match="did you mean 'nafnet'"):
+        build_arch("nafnett")
+    with pytest.raises(TypeError, match="bad arguments"):
+        build_arch("nafnet", depth=3)
+    import restore.archs as archs
+
+    with pytest.raises(AttributeError):
+        archs.NOPE  # noqa: B018
+
+
+def test_register_with_basicsr():
+    names = register_with_basicsr()
+    assert names == ["FusionNAFNet", "MapNAFNet", "NAFNet"]
+    assert register_with_basicsr() == names  # idempotent
+    from basicsr.archs import build_network
+
+    net = build_network({"type": "MapNAFNet", **TINY})
+    assert type(net) is ARCHS.get("map_nafnet")
