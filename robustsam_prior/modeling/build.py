@@ -154,11 +154,12 @@ def build_robustsam_model(
     )
     model.config = cfg
     if fast:
-        _accelerate(model)
+        accelerate_encoder(model)
     return model.eval()
 
 
-def _accelerate(model: RobustSam) -> None:
+def accelerate_encoder(model: RobustSam) -> None:
+    """Swap in ``robustsam_prior.fast_encoder``'s faster encoder path where that module exists."""
     import importlib
     import logging
 
