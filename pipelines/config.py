@@ -1,0 +1,453 @@
+"""YAML configuration: ``yaml.safe_load`` into typed, frozen dataclasses.
+
+Every YAML file this project reads (training recipes, pipelines) is validated here against a tree
+of frozen dataclasses. Errors name the key path and the problem::
+
+    train.optim.lr: expected a number, got 'fast'
+    train.optm: unknown key (did you mean 'optim'?)
+    data.train.batch_size: must be >= 1, got -4
+
+Rules (see ``docs`` in ``pipelines/schema/README.md``):
+
+- numbers written as ``2e-4`` are numbers (PyYAML's ``safe_load`` follows YAML 1.1 and reads a float
+  without a dot as a string; we accept such strings where a number is expected);
+- ``a.b=value`` overrides (:func:`apply_overrides`) parse ``value`` as one YAML scalar or flow
+  collection with ``yaml.safe_load`` (never ``eval``); list items are addressed by index
+  (``steps.1.model=x``);
+- relative paths are resolved against the current directory; ``pkg://module/sub/path`` names a folder
+  inside an installed package (``pkg://skimage.data``);
+- :func:`save_resolved` writes the validated config (overrides applied) beside a run's outputs.
+
+Field metadata understood by the validator: ``help`` (documentation, also in the JSON Schema),
+``min`` / ``max`` (inclusive bounds), ``exists`` (``"file"``, ``"dir"`` or ``"any"``: the path must
+exist), ``min_len``. A dataclass may define ``check(self)`` for cross-field rules; it raises
+``ValueError("field: message")`` with the key relative to that mapping, and the validator prefixes
+the mapping's own path.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import types
+import typing
+from pathlib import Path
+from typing import Any, Literal, Union
+
+from robustsam_prior.registry import did_you_mean
+
+_FLOAT_RE = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$")
+_SPECIAL_FLOATS = {".inf": float("inf"), "+.inf": float("inf"), "-.inf": float("-inf")}
+
+
+class ConfigError(ValueError):
+    """A configuration problem; the message starts with the key path (and the file, if known)."""
+
+
+def fail(path: str, message: str) -> typing.NoReturn:
+    raise ConfigError(f"{path}: {message}" if path else message)
+
+
+def _join(path: str, key: str | int) -> str:
+    if isinstance(key, int):
+        return f"{path}[{key}]"
+    return f"{path}.{key}" if path else str(key)
+
+
+# ---------------------------------------------------------------------------------------------
+# scalar coercion
+# ---------------------------------------------------------------------------------------------
+
+
+def parse_number(value: Any, path: str, *, integer: bool = False) -> int | float:
+    """``value`` as a number; accepts YAML-1.1 leftovers like the string ``'2e-4'``. Bools are refused."""
+    kind = "an integer" if integer else "a number"
+    if isinstance(value, bool):
+        fail(path, f"expected {kind}, got {value!r}")
+    if isinstance(value, str):
+        text = value.strip().replace("_", "")
+        if text.lower() in _SPECIAL_FLOATS and not integer:
+            return _SPECIAL_FLOATS[text.lower()]
+        if not _FLOAT_RE.match(text):
+            fail(path, f"expected {kind}, got {value!r}")
+        value = int(text) if re.fullmatch(r"[+-]?\d+", text) else float(text)
+    if not isinstance(value, (int, float)):
+        fail(path, f"expected {kind}, got {type(value).__name__} {value!r}")
+    if integer:
+        if isinstance(value, float):
+            if not value.is_integer():
+                fail(path, f"expected an integer, got {value!r}")
+            value = int(value)
+        return value
+    return float(value)
+
+
+def resolve_path(value: str, path: str) -> Path:
+    """A path from the config: ``~`` expanded, ``pkg://module/rest`` resolved to a package folder."""
+    if value.startswith("pkg://"):
+        import importlib.util
+
+        module, _, rest = value[len("pkg://"):].partition("/")
+        try:
+            spec = importlib.util.find_spec(module)
+        except (ImportError, ValueError):
+            spec = None
+        if spec is None or not spec.submodule_search_locations:
+            fail(path, f"{value!r}: no installed package {module!r}")
+        return Path(list(spec.submodule_search_locations)[0]) / rest
+    return Path(os.path.expanduser(value))
+
+
+# ---------------------------------------------------------------------------------------------
+# dataclass construction
+# ---------------------------------------------------------------------------------------------
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if tp is type(None):
+        return "null"
+    if dataclasses.is_dataclass(tp):
+        return "a mapping"
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (list, tuple):
+        return "a list"
+    if origin is dict:
+        return "a mapping"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _is_union(tp: Any) -> bool:
+    return typing.get_origin(tp) in (Union, types.UnionType)
+
+
+def build(cls: type, data: Any, path: str = "") -> Any:
+    """Construct dataclass ``cls`` from ``data`` (a mapping), validating recursively."""
+    return _convert(cls, data, path, {})
+
+
+def _convert(tp: Any, value: Any, path: str, meta: dict) -> Any:
+    if tp is Any:
+        return value
+    if _is_union(tp):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        non_null = [a for a in args if a is not type(None)]
+        disc = [a for a in non_null if dataclasses.is_dataclass(a)]
+        if len(disc) > 1:
+            return _convert_tagged(disc, value, path)
+        errors = []
+        for a in non_null:
+            try:
+                return _convert(a, value, path, meta)
+            except ConfigError as e:
+                errors.append(str(e))
+        if len(non_null) == 1:
+            raise ConfigError(errors[0])
+        fail(path, f"expected {' or '.join(_type_name(a) for a in args)}, got {value!r}")
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        return _convert_dataclass(tp, value, path)
+    if origin is Literal:
+        choices = typing.get_args(tp)
+        if value not in choices:
+            hint = did_you_mean(str(value), [str(c) for c in choices])
+            fail(path, f"expected one of {', '.join(repr(c) for c in choices)}, got {value!r}{hint}")
+        return value
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            fail(path, f"expected a list, got {type(value).__name__} {value!r}")
+        args = typing.get_args(tp)
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            if len(value) != len(args):
+                fail(path, f"expected a list of {len(args)} items, got {len(value)}")
+            out = [_convert(a, v, _join(path, i), meta) for i, (a, v) in enumerate(zip(args, value))]
+        else:
+            item = args[0] if args else Any
+            out = [_convert(item, v, _join(path, i), meta) for i, v in enumerate(value)]
+        if "min_len" in meta and len(out) < meta["min_len"]:
+            fail(path, f"needs at least {meta['min_len']} item(s), got {len(out)}")
+        return tuple(out)
+    if origin is dict:
+        if not isinstance(value, dict):
+            fail(path, f"expected a mapping, got {type(value).__name__} {value!r}")
+        _, vt = typing.get_args(tp) or (str, Any)
+        return {str(k): _convert(vt, v, _join(path, str(k)), {}) for k, v in value.items()}
+    if tp is bool:
+        if not isinstance(value, bool):
+            fail(path, f"expected true or false, got {value!r}")
+        return value
+    if tp in (int, float):
+        number = parse_number(value, path, integer=tp is int)
+        if "min" in meta and number < meta["min"]:
+            fail(path, f"must be >= {meta['min']}, got {number}")
+        if "max" in meta and number > meta["max"]:
+            fail(path, f"must be <= {meta['max']}, got {number}")
+        return number
+    if tp is str:
+        if not isinstance(value, str):
+            fail(path, f"expected a string, got {type(value).__name__} {value!r}")
+        if meta.get("exists"):
+            _check_exists(resolve_path(value, path), value, path, meta["exists"])
+        return value
+    raise TypeError(f"config schema: unsupported type {tp!r} at {path}")  # a bug in a schema
+
+
+def _check_exists(p: Path, raw: str, path: str, kind: str) -> None:
+    if kind == "file" and not p.is_file():
+        fail(path, f"file not found: {raw!r}" + (" (it is a folder)" if p.is_dir() else ""))
+    if kind == "dir" and not p.is_dir():
+        fail(path, f"folder not found: {raw!r}" + (" (it is a file)" if p.is_file() else ""))
+    if kind == "any" and not p.exists():
+        fail(path, f"not found: {raw!r}")
+
+
+def _convert_tagged(classes: list[type], value: Any, path: str) -> Any:
+    """Union of dataclasses told apart by their ``TAG_FIELD`` (e.g. ``step: restore``)."""
+    tag_field = getattr(classes[0], "TAG_FIELD", "type")
+    table = {c.TAG: c for c in classes}
+    if not isinstance(value, dict):
+        fail(path, f"expected a mapping with a {tag_field!r} key, got {value!r}")
+    tag = value.get(tag_field)
+    if tag is None:
+        fail(path, f"missing key {tag_field!r} (one of {', '.join(sorted(table))})")
+    if tag not in table:
+        fail(
+            _join(path, tag_field),
+            f"unknown {tag_field} {tag!r}{did_you_mean(str(tag), list(table))}; known: {', '.join(sorted(table))}",
+        )
+    return _convert_dataclass(table[tag], value, path)
+
+
+def _convert_dataclass(cls: type, value: Any, path: str) -> Any:
+    if value is None:
+        value = {}
+    if not isinstance(value, dict):
+        fail(path, f"expected a mapping, got {type(value).__name__} {value!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    for key in value:
+        if key not in fields:
+            fail(_join(path, str(key)), f"unknown key{did_you_mean(str(key), list(fields))}; known: {', '.join(fields)}")
+    kwargs = {}
+    for name, f in fields.items():
+        sub = _join(path, name)
+        if name in value:
+            kwargs[name] = _convert(hints[name], value[name], sub, dict(f.metadata))
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            fail(sub, "missing required key")
+    obj = cls(**kwargs)
+    check = getattr(obj, "check", None)
+    if callable(check):
+        try:
+            check()
+        except ConfigError:
+            raise
+        except ValueError as e:  # "field: message" relative to this mapping
+            raise ConfigError(_join(path, str(e)) if path else str(e)) from None
+    return obj
+
+
+# ---------------------------------------------------------------------------------------------
+# files, overrides, saving
+# ---------------------------------------------------------------------------------------------
+
+
+def read_yaml(path: str | os.PathLike) -> dict:
+    """``yaml.safe_load`` a file into a mapping; errors name the file."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML ({e})") from e
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping, got {type(data).__name__}")
+    return data
+
+
+def parse_override(text: str) -> tuple[list[str | int], Any]:
+    """``"a.b.0.c=value"`` -> (["a", "b", 0, "c"], parsed value); the value is read as YAML."""
+    import yaml
+
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"override {text!r}: expected key.path=value")
+    parts: list[str | int] = []
+    for p in key.strip().split("."):
+        if not p:
+            raise ConfigError(f"override {text!r}: empty key in {key!r}")
+        parts.append(int(p) if p.isdigit() else p)
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as e:
+        raise ConfigError(f"override {text!r}: value is not valid YAML ({e})") from e
+    return parts, value
+
+
+def apply_overrides(data: dict, overrides: list[str] | tuple[str, ...]) -> dict:
+    """Return a copy of ``data`` with each ``key.path=value`` override set (creating mappings)."""
+    import copy
+
+    data = copy.deepcopy(data)
+    for text in overrides:
+        keys, value = parse_override(text)
+        node: Any = data
+        for i, k in enumerate(keys[:-1]):
+            where = ".".join(str(x) for x in keys[: i + 1])
+            if isinstance(node, list):
+                if not isinstance(k, int) or k >= len(node):
+                    raise ConfigError(f"override {text!r}: {where}: no list item {k!r}")
+                node = node[k]
+            elif isinstance(node, dict):
+                if node.get(k) is None:
+                    node[k] = {}
+                node = node[k]
+            else:
+                raise ConfigError(f"override {text!r}: {where} is a {type(node).__name__}, not a mapping")
+            if not isinstance(node, (dict, list)):
+                raise ConfigError(f"override {text!r}: {where} is a {type(node).__name__}, not a mapping")
+        last = keys[-1]
+        if isinstance(node, list):
+            if not isinstance(last, int) or last >= len(node):
+                raise ConfigError(f"override {text!r}: no list item {last!r}")
+        node[last] = value
+    return data
+
+
+def load_config(cls: type, path: str | os.PathLike, overrides: list[str] | tuple[str, ...] = ()) -> Any:
+    """Read YAML ``path``, apply ``overrides``, validate into ``cls``; errors name the file and key."""
+    data = apply_overrides(read_yaml(path), overrides)
+    try:
+        return build(cls, data)
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None
+
+
+def to_dict(obj: Any) -> Any:
+    """A validated config as plain YAML/JSON-able data (tuples become lists)."""
+    if dataclasses.is_dataclass(obj):
+        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, (list, tuple)):
+        return [to_dict(v) for v in obj]
+    if isinstance(obj, dict):
+        return {k: to_dict(v) for k, v in obj.items()}
+    return obj
+
+
+def save_resolved(obj: Any, path: str | os.PathLike, *, source: str | None = None, overrides=()) -> Path:
+    """Write the resolved config as YAML (atomically); a header names the source file and overrides."""
+    import yaml
+
+    from robustsam_prior.fileio import atomic_write
+
+    path = Path(path)
+    header = "# resolved configuration written by robustsam-restore\n"
+    if source:
+        header += f"# source: {source}\n"
+    for o in overrides:
+        header += f"# override: {o}\n"
+    with atomic_write(path, "w") as f:
+        f.write(header)
+        yaml.safe_dump(to_dict(obj), f, sort_keys=False)
+    return path
+
+
+# ---------------------------------------------------------------------------------------------
+# JSON Schema
+# ---------------------------------------------------------------------------------------------
+
+
+def json_schema(cls: type, *, title: str | None = None) -> dict:
+    """A JSON Schema (draft 2020-12) of the YAML format described by dataclass ``cls``."""
+    defs: dict[str, dict] = {}
+    root = _schema_of(cls, {}, defs)
+    out = {"$schema": "https://json-schema.org/draft/2020-12/schema", "title": title or cls.__name__}
+    out.update(defs[cls.__name__])
+    others = {k: v for k, v in defs.items() if k != cls.__name__}
+    if others:
+        out["$defs"] = others
+    del root
+    return out
+
+
+def _schema_of(tp: Any, meta: dict, defs: dict) -> dict:
+    s: dict[str, Any]
+    if tp is Any:
+        s = {}
+    elif _is_union(tp):
+        args = typing.get_args(tp)
+        dcs = [a for a in args if dataclasses.is_dataclass(a)]
+        opts = [_schema_of(a, meta, defs) for a in args]
+        if len(dcs) > 1:
+            s = {"oneOf": opts}
+        else:
+            s = {"anyOf": opts}
+    elif dataclasses.is_dataclass(tp):
+        name = tp.__name__
+        if name not in defs:
+            defs[name] = {}  # placeholder against recursion
+            hints = typing.get_type_hints(tp)
+            props, required = {}, []
+            for f in dataclasses.fields(tp):
+                if not f.init:
+                    continue
+                props[f.name] = _schema_of(hints[f.name], dict(f.metadata), defs)
+                if f.default is not dataclasses.MISSING:
+                    props[f.name]["default"] = to_dict(f.default)
+                elif f.default_factory is not dataclasses.MISSING:
+                    props[f.name]["default"] = to_dict(f.default_factory())
+                else:
+                    required.append(f.name)
+            if hasattr(tp, "TAG"):
+                props[tp.TAG_FIELD] = {"const": tp.TAG}
+                required.append(tp.TAG_FIELD)
+            d: dict[str, Any] = {"type": "object", "additionalProperties": False, "properties": props}
+            if required:
+                d["required"] = required
+            if tp.__doc__:
+                d["description"] = " ".join(tp.__doc__.split())
+            defs[name] = d
+        s = {"$ref": f"#/$defs/{name}"}
+    else:
+        origin = typing.get_origin(tp)
+        if origin is Literal:
+            s = {"enum": list(typing.get_args(tp))}
+        elif origin in (list, tuple):
+            args = typing.get_args(tp)
+            if origin is tuple and args and args[-1] is not Ellipsis:
+                s = {"type": "array", "prefixItems": [_schema_of(a, {}, defs) for a in args],
+                     "minItems": len(args), "maxItems": len(args)}
+            else:
+                s = {"type": "array", "items": _schema_of(args[0] if args else Any, {}, defs)}
+            if "min_len" in meta:
+                s["minItems"] = meta["min_len"]
+        elif origin is dict:
+            s = {"type": "object"}
+        elif tp is type(None):
+            s = {"type": "null"}
+        elif tp is bool:
+            s = {"type": "boolean"}
+        elif tp is int:
+            s = {"type": "integer"}
+        elif tp is float:
+            s = {"type": "number"}
+        elif tp is str:
+            s = {"type": "string"}
+        else:
+            raise TypeError(f"config schema: unsupported type {tp!r}")
+        if "min" in meta:
+            s["minimum"] = meta["min"]
+        if "max" in meta:
+            s["maximum"] = meta["max"]
+    if meta.get("help"):
+        s["description"] = meta["help"]
+    return s

@@ -1,0 +1,384 @@
+"""Training and validation data for restoration networks.
+
+A *sample position* ``p`` (0, 1, 2, ... over the whole run) fully determines a training sample: the
+image (through a per-epoch permutation seeded by ``seed`` and ``p // n``), the crop, the joint
+augmentation and the degradation (a ``numpy`` generator seeded with ``(seed, p)``). So the data do
+not depend on worker processes, on the number of DDP ranks or on where a run was resumed: the global
+batch of step ``t`` is positions ``t*B .. t*B+B-1`` and rank ``r`` of ``W`` takes the contiguous
+slice ``r*B/W .. (r+1)*B/W - 1`` (the same global order as a single-process run).
+
+Pairs come from (``DatasetOptions.type``):
+
+- ``synthetic``: clean images degraded with :func:`robustsam_prior.degradations.degrade`. With
+  ``variants = 0`` each sample is a fresh degradation of the augmented crop and the prior is computed
+  on the degraded crop, batched, in the training process (:meth:`PairDataset.needs_prior_on_batch`).
+  With ``variants = N`` each image has ``N`` fixed degraded versions, whose prior is computed once on
+  the whole degraded image (kept in memory, and in a ``PriorCache`` if configured), then cropped and
+  augmented jointly with the images, so no image is segmented twice across epochs.
+- ``paired``: degraded/clean files matched by name; the prior is computed once per whole input image.
+
+Images are ``(3, H, W)`` float32 tensors in [0, 1]; label maps ``(H, W)`` int32 with ids 0..K-1
+(relabelled after cropping). Geometric augmentation (flips, rot90, rescale) is applied identically to
+input, ground truth and labels (labels with nearest sampling).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .options import AugmentOptions, DatasetOptions
+
+logger = logging.getLogger(__name__)
+
+_SEED_SALT = 0x5EED
+
+
+class DataError(ValueError):
+    """A data problem (no images, crop larger than an image, unmatched pair); names the key and file."""
+
+
+def config_path(value: str) -> Path:
+    """Resolve a config path (``pkg://module/sub`` names a folder inside an installed package)."""
+    if value.startswith("pkg://"):
+        import importlib.util
+
+        module, _, rest = value[len("pkg://"):].partition("/")
+        spec = importlib.util.find_spec(module)
+        if spec is None or not spec.submodule_search_locations:
+            raise DataError(f"{value!r}: no installed package {module!r}")
+        return Path(list(spec.submodule_search_locations)[0]) / rest
+    return Path(value).expanduser()
+
+
+def list_images(folder: Path, opts: DatasetOptions, key: str) -> list[Path]:
+    """Image files in ``folder`` selected by ``include``/``exclude`` globs, sorted by name."""
+    from robustsam_prior.io import is_image_file
+
+    pattern = "**/*" if opts.recursive else "*"
+    files = sorted(
+        p
+        for p in folder.glob(pattern)
+        if p.is_file()
+        and is_image_file(p)
+        and any(fnmatch.fnmatch(p.name, g) for g in opts.include)
+        and not any(fnmatch.fnmatch(p.name, g) for g in opts.exclude)
+    )
+    if opts.max_images is not None:
+        files = files[: opts.max_images]
+    if not files:
+        raise DataError(f"{key}: no image files in {folder} match include={list(opts.include)} exclude={list(opts.exclude)}")
+    return files
+
+
+def match_pairs(lq_files: list[Path], gt_dir: Path, how: str, key: str) -> list[tuple[Path, Path]]:
+    """Pair each degraded file with its ground truth in ``gt_dir`` (see ``DatasetOptions``)."""
+    from robustsam_prior.io import is_image_file
+
+    by_name = {p.name: p for p in gt_dir.iterdir() if p.is_file() and is_image_file(p)}
+    by_stem: dict[str, Path] = {}
+    for p in by_name.values():
+        by_stem.setdefault(p.stem, p)
+    pairs, missing = [], []
+    for lq in lq_files:
+        if how == "name":
+            gt = by_name.get(lq.name)
+        elif how == "stem":
+            gt = by_stem.get(lq.stem)
+        else:
+            gt = by_stem.get(lq.stem.split("_")[0])
+        if gt is None:
+            missing.append(lq.name)
+        else:
+            pairs.append((lq, gt))
+    if missing:
+        raise DataError(
+            f"{key}.gt_dir: no ground truth in {gt_dir} for {len(missing)} input(s) (gt_match={how!r}), "
+            f"e.g. {missing[:3]}"
+        )
+    return pairs
+
+
+def read_rgb(path: Path) -> np.ndarray:
+    """``HxWx3`` float32 RGB in [0, 1] (grayscale replicated; alpha dropped)."""
+    from robustsam_prior.io import read_image
+
+    return np.ascontiguousarray(read_image(path).pixels, dtype=np.float32)
+
+
+def relabel(labels: np.ndarray) -> np.ndarray:
+    """Compact ids 0..K-1 (a crop keeps only some regions of the whole-image map)."""
+    _, inverse = np.unique(labels, return_inverse=True)
+    return inverse.reshape(labels.shape).astype(np.int32)
+
+
+def sample_rng(seed: int, position: int) -> np.random.Generator:
+    return np.random.default_rng([_SEED_SALT, seed, position])
+
+
+def _resize(arr: np.ndarray, h: int, w: int, nearest: bool) -> np.ndarray:
+    import cv2
+
+    interp = cv2.INTER_NEAREST if nearest else (cv2.INTER_AREA if h < arr.shape[0] else cv2.INTER_LINEAR)
+    out = cv2.resize(arr, (w, h), interpolation=interp)
+    return out
+
+
+def augment_geometry(
+    arrays: list[np.ndarray | None], rng: np.random.Generator, aug: AugmentOptions
+) -> list[np.ndarray | None]:
+    """Apply the same hflip/vflip/rot90 to every ``HxW[xC]`` array (labels included)."""
+    hflip = aug.hflip and rng.random() < 0.5
+    vflip = aug.vflip and rng.random() < 0.5
+    k = int(rng.integers(4)) if aug.rot90 else 0
+    out = []
+    for a in arrays:
+        if a is not None:
+            if hflip:
+                a = a[:, ::-1]
+            if vflip:
+                a = a[::-1]
+            if k:
+                a = np.rot90(a, k, axes=(0, 1))
+            a = np.ascontiguousarray(a)
+        out.append(a)
+    return out
+
+
+def color_jitter(image: np.ndarray, rng: np.random.Generator, strength: float) -> np.ndarray:
+    """Brightness, contrast and saturation gains in ``1 +- strength`` (clean images only)."""
+    if strength <= 0:
+        return image
+    b, c, s = rng.uniform(1 - strength, 1 + strength, size=3)
+    gray = image.mean(axis=2, keepdims=True)
+    image = gray + (image - gray) * s
+    image = image.mean() + (image - image.mean()) * c
+    return np.clip(image * b, 0.0, 1.0).astype(np.float32)
+
+
+@dataclass
+class Sample:
+    """One training/validation pair: ``lq``, ``gt`` ``(3,h,w)`` float32; ``labels`` ``(h,w)`` int32 or None."""
+
+    lq: torch.Tensor
+    gt: torch.Tensor
+    labels: torch.Tensor | None
+    name: str
+
+
+def _chw(a: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(a.transpose(2, 0, 1), dtype=np.float32))
+
+
+class PairDataset(torch.utils.data.Dataset):
+    """Training pairs indexed by sample position (see module docstring); also the validation set.
+
+    ``prior`` is the built prior object (``None`` when the network needs none). For ``paired`` data and
+    ``variants > 0`` whole-image priors are computed lazily and memoised (in ``prior_cache`` too, if
+    given). Validation (``train=False``): one fixed pair per image (variant 0 seeded by its index),
+    centre crop of ``crop_size`` (0 = whole image), no augmentation; index = image index.
+    """
+
+    def __init__(
+        self,
+        opts: DatasetOptions,
+        *,
+        key: str,
+        seed: int,
+        train: bool,
+        prior: Any = None,
+        prior_cache: Any = None,
+    ) -> None:
+        self.opts, self.key, self.seed, self.train = opts, key, seed, train
+        self.prior, self.prior_cache = prior, prior_cache
+        if opts.type == "synthetic":
+            self.clean_files = list_images(config_path(opts.clean_dir), opts, f"{key}.clean_dir")
+            self.pairs: list[tuple[Path | None, Path]] = [(None, p) for p in self.clean_files]
+        else:
+            lq = list_images(config_path(opts.lq_dir), opts, f"{key}.lq_dir")
+            self.pairs = match_pairs(lq, config_path(opts.gt_dir), opts.gt_match, key)
+        self._images: dict[int, tuple[np.ndarray | None, np.ndarray]] = {}
+        self._variants: dict[tuple[int, int], tuple[np.ndarray, np.ndarray | None]] = {}
+        self._perms: dict[int, np.ndarray] = {}
+        self._check_sizes()
+
+    # -- bookkeeping -------------------------------------------------------------------------------
+    @property
+    def num_images(self) -> int:
+        return len(self.pairs)
+
+    def __len__(self) -> int:
+        return self.num_images
+
+    @property
+    def fresh(self) -> bool:
+        """True when each sample is a fresh degradation whose prior must be computed on the batch."""
+        return self.opts.type == "synthetic" and (self.opts.variants == 0 and self.train)
+
+    def needs_prior_on_batch(self) -> bool:
+        return self.prior is not None and self.fresh
+
+    def _check_sizes(self) -> None:
+        from PIL import Image
+
+        crop = self.opts.crop_size
+        if crop == 0:
+            return
+        smin = self.opts.augment.scale[0] if self.train else 1.0
+        for _, gt in self.pairs:
+            with Image.open(gt) as im:
+                w, h = im.size
+            if min(h, w) * smin < crop:
+                raise DataError(
+                    f"{self.key}.crop_size: {crop} is larger than image {gt.name!r} ({w}x{h})"
+                    + (f" scaled by {smin}" if smin != 1.0 else "")
+                )
+
+    def image_index(self, position: int) -> int:
+        """Which image sample position ``position`` uses (a fresh permutation each epoch)."""
+        n = self.num_images
+        epoch, offset = divmod(position, n)
+        perm = self._perms.get(epoch)
+        if perm is None:
+            perm = np.random.default_rng([_SEED_SALT, self.seed, 1, epoch]).permutation(n)
+            self._perms = {epoch: perm}  # keep one epoch: positions are visited in order
+        return int(perm[offset])
+
+    def _load(self, idx: int) -> tuple[np.ndarray | None, np.ndarray]:
+        if idx not in self._images:
+            lq_path, gt_path = self.pairs[idx]
+            gt = read_rgb(gt_path)
+            lq = read_rgb(lq_path) if lq_path is not None else None
+            if lq is not None and lq.shape != gt.shape:
+                raise DataError(
+                    f"{self.key}: {lq_path.name} is {lq.shape[1]}x{lq.shape[0]} but its ground truth "
+                    f"{gt_path.name} is {gt.shape[1]}x{gt.shape[0]}"
+                )
+            self._images[idx] = (lq, gt)
+        return self._images[idx]
+
+    # -- degradation and prior ---------------------------------------------------------------------
+    def degrade(self, gt: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """Degrade an ``HxWx3`` clean image with a kind and severity drawn from ``rng``."""
+        from robustsam_prior.degradations import degrade
+
+        d = self.opts.degradation
+        kind = d.kinds[int(rng.integers(len(d.kinds)))]
+        severity = int(rng.integers(d.severity[0], d.severity[1] + 1))
+        seed = int(rng.integers(2**31 - 1))
+        out = degrade(_chw(gt)[None], kind, severity, seed=seed)
+        return out.image[0].clamp(0, 1).permute(1, 2, 0).numpy().astype(np.float32)
+
+    def whole_prior(self, lq: np.ndarray) -> np.ndarray | None:
+        """Label map ``(H, W)`` of the prior on a whole degraded image (``None`` without a prior)."""
+        if self.prior is None:
+            return None
+        image = _chw(lq)[None]
+        with torch.no_grad():
+            if self.prior_cache is not None:
+                out = self.prior_cache.get_or_compute(self.prior, image)
+            else:
+                out = self.prior(image)
+        return out.labels[0].cpu().numpy().astype(np.int32)
+
+    def _variant(self, idx: int, variant: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        lq, gt = self._load(idx)
+        key = (idx, variant)
+        if key not in self._variants:
+            if lq is None:
+                lq = self.degrade(gt, np.random.default_rng([_SEED_SALT, self.seed, 2, idx, variant]))
+            self._variants[key] = (lq, self.whole_prior(lq))
+        lq, labels = self._variants[key]
+        return lq, gt, labels
+
+    # -- samples -----------------------------------------------------------------------------------
+    def __getitem__(self, position: int) -> Sample:
+        if not self.train:
+            return self.val_sample(position)
+        rng = sample_rng(self.seed, position)
+        idx = self.image_index(position)
+        name = self.pairs[idx][1].name
+        if self.fresh:
+            _, gt = self._load(idx)
+            lq, labels = None, None
+        else:
+            variant = int(rng.integers(max(1, self.opts.variants)))
+            lq, gt, labels = self._variant(idx, variant)
+        aug = self.opts.augment
+        crop = self.opts.crop_size
+        lo, hi = aug.scale
+        if (lo, hi) != (1.0, 1.0):
+            h0, w0 = gt.shape[:2]
+            s = max(float(rng.uniform(lo, hi)), crop / min(h0, w0))
+            h, w = max(crop, round(h0 * s)), max(crop, round(w0 * s))
+            if (h, w) != (h0, w0):
+                gt = _resize(gt, h, w, False)
+                lq = None if lq is None else _resize(lq, h, w, False)
+                labels = None if labels is None else _resize(labels, h, w, True)
+        h, w = gt.shape[:2]
+        y, x = int(rng.integers(h - crop + 1)), int(rng.integers(w - crop + 1))
+        sl = (slice(y, y + crop), slice(x, x + crop))
+        gt = gt[sl]
+        lq = None if lq is None else lq[sl]
+        labels = None if labels is None else labels[sl]
+        gt, lq, labels = augment_geometry([gt, lq, labels], rng, aug)
+        if lq is None:  # fresh synthetic sample
+            gt = color_jitter(gt, rng, aug.color)
+            lq = self.degrade(gt, rng)
+        return Sample(_chw(lq), _chw(gt), None if labels is None else torch.from_numpy(relabel(labels)), name)
+
+    def val_sample(self, idx: int) -> Sample:
+        lq, gt, labels = self._variant(idx, 0)
+        crop = self.opts.crop_size
+        if crop:
+            h, w = gt.shape[:2]
+            y, x = (h - crop) // 2, (w - crop) // 2
+            sl = (slice(y, y + crop), slice(x, x + crop))
+            lq, gt = lq[sl], gt[sl]
+            labels = None if labels is None else labels[sl]
+        return Sample(
+            _chw(lq), _chw(gt), None if labels is None else torch.from_numpy(relabel(labels)), self.pairs[idx][1].name
+        )
+
+
+def collate(samples: list[Sample]) -> dict[str, Any]:
+    """Stack samples: ``lq``/``gt`` ``(B,3,h,w)``; ``labels`` ``(B,h,w)`` int32 or None; ``names``."""
+    labels = None
+    if samples[0].labels is not None:
+        labels = torch.stack([s.labels for s in samples])
+    return {
+        "lq": torch.stack([s.lq for s in samples]),
+        "gt": torch.stack([s.gt for s in samples]),
+        "labels": labels,
+        "names": [s.name for s in samples],
+    }
+
+
+class PositionBatches(torch.utils.data.Sampler):
+    """Batches of sample positions for one rank: step ``t`` -> ``t*B + r*b + j`` for ``j < b``.
+
+    ``B`` is the global batch size, ``b = B / world_size``; iteration starts at ``start_step`` (resume).
+    """
+
+    def __init__(self, *, global_batch: int, rank: int, world_size: int, start_step: int, steps: int) -> None:
+        if global_batch % world_size:
+            raise DataError(
+                f"train.batch_size: the global batch {global_batch} must be divisible by the number of "
+                f"processes ({world_size})"
+            )
+        self.b = global_batch // world_size
+        self.B, self.rank, self.start, self.steps = global_batch, rank, start_step, steps
+
+    def __iter__(self):
+        for t in range(self.start, self.steps):
+            base = t * self.B + self.rank * self.b
+            yield list(range(base, base + self.b))
+
+    def __len__(self) -> int:
+        return max(0, self.steps - self.start)

@@ -1,0 +1,67 @@
+"""Pixel losses for restoration training: L1, Charbonnier, MSE and the PSNR loss.
+
+Written here rather than imported from BasicSR because ``import basicsr`` costs ~7 s per process
+(every DDP rank and every resumed run would pay it); ``tests/restore`` checks L1 and Charbonnier
+against BasicSR 1.4.2's ``basicsr.losses.basic_loss`` and the PSNR loss against its definition.
+
+All take ``pred``, ``target`` ``(B, C, H, W)`` and return a scalar (mean reduction).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from .options import LossTerm
+
+
+def l1_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    return (pred - target).abs().mean()
+
+
+def mse_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    return (pred - target).pow(2).mean()
+
+
+def charbonnier_loss(pred: torch.Tensor, target: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """``mean(sqrt((pred - target)^2 + eps))`` (BasicSR's definition; ``eps`` inside the root)."""
+    return torch.sqrt((pred - target).pow(2) + eps).mean()
+
+
+def psnr_loss(pred: torch.Tensor, target: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """Negative PSNR (data range 1), averaged over the batch: ``mean_b 10 log10(mse_b + eps)``.
+
+    NAFNet's ``PSNRLoss`` (used by SAM-Deblur, restoration_spec §1.6): ``10/ln(10) * mean(log(mse_b + 1e-8))``.
+    """
+    mse = (pred - target).pow(2).flatten(1).mean(dim=1)
+    return (10.0 / math.log(10.0)) * torch.log(mse + eps).mean()
+
+
+class PixelLoss(nn.Module):
+    """Weighted sum of loss terms; ``forward`` returns ``(total, {term name: value})``."""
+
+    def __init__(self, terms: tuple[LossTerm, ...]) -> None:
+        super().__init__()
+        if not terms:
+            raise ValueError("PixelLoss needs at least one term")
+        self.terms = terms
+
+    def forward(self, pred: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        parts: dict[str, torch.Tensor] = {}
+        total = pred.new_zeros(())
+        for t in self.terms:
+            if t.type == "l1":
+                v = l1_loss(pred, target)
+            elif t.type == "mse":
+                v = mse_loss(pred, target)
+            elif t.type == "charbonnier":
+                v = charbonnier_loss(pred, target, t.eps)
+            elif t.type == "psnr":
+                v = psnr_loss(pred, target)
+            else:
+                raise ValueError(f"unknown loss type {t.type!r}")
+            parts[t.type] = v.detach()
+            total = total + t.weight * v
+        return total, parts

@@ -1,0 +1,207 @@
+"""Typed, frozen options of a restoration training run (what ``robustsam-restore train`` YAML holds).
+
+These are plain dataclasses: ``pipelines.config`` validates YAML into them (key-path errors,
+"did you mean", ``2e-4`` as a number) and the trainer consumes them; nothing here reads YAML.
+Field metadata (``help``, ``min``, ``max``, ``exists``) drives validation and the JSON Schema.
+``check()`` methods raise ``ValueError("key: message")`` for cross-field rules.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+
+def _f(default: Any = None, help: str = "", **meta: Any) -> Any:
+    if default is dict or isinstance(default, type):  # mutable or nested defaults: a fresh one each time
+        return field(default_factory=default, metadata={"help": help, **meta})
+    return field(default=default, metadata={"help": help, **meta})
+
+
+@dataclass(frozen=True)
+class ModelOptions:
+    """The restoration network: a name from ``restore.archs`` and its keyword arguments."""
+
+    arch: str = _f("nafnet", "architecture name in restore.archs (nafnet, map_nafnet, fusion_nafnet)")
+    arch_kwargs: dict[str, Any] = _f(dict, "keyword arguments of the architecture (width, blocks, ...)")
+    init: str | None = _f(None, "restoration checkpoint (.safetensors) to start from (fine-tuning)", exists="file")
+
+
+@dataclass(frozen=True)
+class PriorOptions:
+    """The segmentation prior fed to the network, computed on the degraded input."""
+
+    name: str = _f("none", "prior name: robustsam, sam, regions or none")
+    options: dict[str, Any] = _f(dict, "keyword arguments of build_prior (checkpoint, settings)")
+    cache_dir: str | None = _f(None, "PriorCache folder for priors of whole images (paired data, variants)")
+
+
+@dataclass(frozen=True)
+class DegradationOptions:
+    """On-the-fly synthesis from clean images with robustsam_prior.degradations (seeded per sample)."""
+
+    kinds: tuple[str, ...] = _f(("haze",), "degradation kinds, one drawn uniformly per sample", min_len=1)
+    severity: tuple[int, int] = _f((1, 5), "inclusive severity range [low, high] drawn per sample")
+
+    def check(self) -> None:
+        lo, hi = self.severity
+        if not 1 <= lo <= hi <= 5:
+            raise ValueError(f"severity: expected 1 <= low <= high <= 5, got [{lo}, {hi}]")
+
+
+@dataclass(frozen=True)
+class AugmentOptions:
+    """Joint augmentation: the same flip/rot90/scale is applied to input, ground truth and label map."""
+
+    hflip: bool = _f(True, "random horizontal flip")
+    vflip: bool = _f(True, "random vertical flip")
+    rot90: bool = _f(True, "random rotation by k*90 degrees")
+    scale: tuple[float, float] = _f((1.0, 1.0), "random rescale range [low, high] before cropping")
+    color: float = _f(0.0, "strength of brightness/contrast/saturation jitter of clean images (synthetic, variants 0)", min=0.0, max=1.0)
+
+    def check(self) -> None:
+        lo, hi = self.scale
+        if not 0 < lo <= hi:
+            raise ValueError(f"scale: expected 0 < low <= high, got [{lo}, {hi}]")
+
+
+@dataclass(frozen=True)
+class DatasetOptions:
+    """Training or validation images.
+
+    ``synthetic``: clean images in ``clean_dir`` degraded on the fly (``degradation``).
+    ``paired``: degraded images in ``lq_dir`` matched to ground truth in ``gt_dir`` by ``gt_match``:
+    ``name`` (same file name), ``stem`` (same name without extension) or ``prefix`` (the ground truth
+    is the input's stem up to the first ``_``, as RESIDE names hazy ``0001_0.8_0.2.png`` for ``0001.png``).
+    """
+
+    type: Literal["synthetic", "paired"] = _f("synthetic", "where pairs come from")
+    clean_dir: str | None = _f(None, "synthetic: folder of clean images (pkg://skimage.data allowed)", exists="dir")
+    lq_dir: str | None = _f(None, "paired: folder of degraded images", exists="dir")
+    gt_dir: str | None = _f(None, "paired: folder of ground-truth images", exists="dir")
+    gt_match: Literal["name", "stem", "prefix"] = _f("stem", "paired: how input names map to ground truth")
+    include: tuple[str, ...] = _f(("*",), "glob patterns of file names to use")
+    exclude: tuple[str, ...] = _f((), "glob patterns of file names to leave out (e.g. held-out images)")
+    recursive: bool = _f(False, "look into sub-folders")
+    degradation: DegradationOptions | None = _f(None, "synthetic: how clean images are degraded")
+    variants: int = _f(
+        0,
+        "synthetic: 0 = a fresh degradation per sample with the prior computed on the crop; N > 0 = N fixed "
+        "degraded versions per image whose prior is computed once on the whole image and cropped",
+        min=0,
+    )
+    crop_size: int = _f(128, "square crop side in pixels; 0 = whole image (validation)", min=0)
+    augment: AugmentOptions = _f(AugmentOptions, "joint augmentation (training only)")
+    max_images: int | None = _f(None, "use at most this many images (sorted by name)", min=1)
+    grayscale_ok: bool = _f(True, "accept grayscale images (converted to RGB)")
+
+    def check(self) -> None:
+        if self.type == "synthetic":
+            if self.clean_dir is None:
+                raise ValueError("clean_dir: required for type 'synthetic'")
+            if self.degradation is None:
+                raise ValueError("degradation: required for type 'synthetic'")
+            if self.lq_dir is not None or self.gt_dir is not None:
+                raise ValueError("lq_dir: only for type 'paired'")
+        else:
+            if self.lq_dir is None:
+                raise ValueError("lq_dir: required for type 'paired'")
+            if self.gt_dir is None:
+                raise ValueError("gt_dir: required for type 'paired'")
+            if self.clean_dir is not None:
+                raise ValueError("clean_dir: only for type 'synthetic'")
+            if self.variants:
+                raise ValueError("variants: only for type 'synthetic'")
+
+
+@dataclass(frozen=True)
+class DataOptions:
+    train: DatasetOptions = _f(None, "training pairs")
+    val: DatasetOptions | None = _f(None, "held-out validation pairs (fixed degradations, seeded)")
+
+    def check(self) -> None:
+        if self.train is None:
+            raise ValueError("train: missing required key")
+        if self.train.crop_size == 0:
+            raise ValueError("train.crop_size: training needs a crop size >= 8")
+        if self.train.crop_size < 8:
+            raise ValueError(f"train.crop_size: must be >= 8, got {self.train.crop_size}")
+
+
+@dataclass(frozen=True)
+class OptimOptions:
+    type: Literal["adamw", "adam"] = _f("adamw", "optimizer")
+    lr: float = _f(1e-3, "peak learning rate", min=0.0)
+    weight_decay: float = _f(1e-3, "decoupled weight decay (adamw)", min=0.0)
+    betas: tuple[float, float] = _f((0.9, 0.9), "Adam betas (SAM-Deblur/NAFNet use 0.9, 0.9)")
+
+    def check(self) -> None:
+        if not all(0.0 <= b < 1.0 for b in self.betas):
+            raise ValueError(f"betas: each must be in [0, 1), got {list(self.betas)}")
+
+
+@dataclass(frozen=True)
+class SchedulerOptions:
+    type: Literal["cosine", "constant"] = _f("cosine", "learning-rate schedule after the warm-up")
+    warmup_iters: int = _f(0, "linear warm-up from 0 over this many iterations", min=0)
+    eta_min: float = _f(1e-7, "final learning rate of the cosine schedule", min=0.0)
+
+
+@dataclass(frozen=True)
+class LossTerm:
+    type: Literal["l1", "charbonnier", "mse", "psnr"] = _f("l1", "loss function")
+    weight: float = _f(1.0, "weight of this term", min=0.0)
+    eps: float = _f(1e-6, "charbonnier: epsilon (added to the squared difference)", min=0.0)
+
+
+@dataclass(frozen=True)
+class EmaOptions:
+    enabled: bool = _f(True, "keep an exponential moving average of the weights (saved and validated)")
+    decay: float = _f(0.999, "EMA decay (ramped up as min(decay, (1+t)/(10+t)))", min=0.0, max=1.0)
+
+
+@dataclass(frozen=True)
+class LoopOptions:
+    """Optimisation, logging and checkpointing."""
+
+    iterations: int = _f(1000, "number of optimizer steps", min=1)
+    batch_size: int = _f(8, "global batch size (split evenly over DDP ranks)", min=1)
+    optim: OptimOptions = _f(OptimOptions, "optimizer")
+    scheduler: SchedulerOptions = _f(SchedulerOptions, "learning-rate schedule")
+    losses: tuple[LossTerm, ...] = _f((LossTerm(),), "weighted sum of loss terms", min_len=1)
+    grad_clip: float | None = _f(None, "clip the gradient norm to this value (null = off)", min=0.0)
+    ema: EmaOptions = _f(EmaOptions, "weight EMA")
+    val_every: int = _f(0, "validate every N iterations (0 = only at the end)", min=0)
+    checkpoint_every: int = _f(0, "write weights + training state every N iterations (0 = only at the end)", min=0)
+    log_every: int = _f(10, "log losses every N iterations", min=1)
+    keep_checkpoints: int = _f(3, "how many periodic weight files to keep (the final one is always kept)", min=1)
+    device: str = _f("cpu", "cpu, cuda, cuda:N or auto")
+    threads: int | None = _f(None, "torch CPU threads per process (null = torch's default)", min=1)
+    num_workers: int = _f(0, "DataLoader worker processes", min=0)
+    deterministic: bool = _f(True, "torch.use_deterministic_algorithms (exact resume on CPU)")
+    tensorboard: bool = _f(True, "write TensorBoard logs under OUTPUT_DIR/tb")
+
+    def check(self) -> None:
+        if self.scheduler.warmup_iters >= self.iterations and self.scheduler.warmup_iters > 0:
+            raise ValueError(
+                f"scheduler.warmup_iters: must be < iterations ({self.iterations}), got {self.scheduler.warmup_iters}"
+            )
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """A training recipe: ``robustsam-restore train RECIPE.yml [key=value ...] [--resume]``."""
+
+    kind: Literal["restoration", "robustsam"] = _f("restoration", "what is trained")
+    name: str = _f("run", "run name (recorded in checkpoints)")
+    task: Literal["dehaze", "deblur"] = _f("dehaze", "restoration task recorded in the checkpoint")
+    seed: int = _f(0, "seed of data order, crops, augmentation, degradations and initialisation", min=0)
+    output_dir: str = _f("runs/run", "folder for checkpoints, logs and the resolved config")
+    model: ModelOptions = _f(ModelOptions, "restoration network")
+    prior: PriorOptions = _f(PriorOptions, "segmentation prior")
+    data: DataOptions = _f(None, "training and validation data")
+    train: LoopOptions = _f(LoopOptions, "optimisation loop")
+
+    def check(self) -> None:
+        if self.data is None:
+            raise ValueError("data: missing required key")

@@ -1,0 +1,579 @@
+"""The restoration training loop: AdamW + warm-up/cosine, grad clipping, EMA, validation, checkpoints,
+exact resume and DDP.
+
+:func:`train_restoration` runs one :class:`~restore.training.options.TrainConfig`. Files under
+``output_dir``::
+
+    models/iter_0000500.safetensors   periodic weights (the last ``keep_checkpoints`` are kept)
+    models/final.safetensors          weights at the end (EMA weights when EMA is on)
+    state/latest.pt                   training state for exact resume (torch.save, tensors/primitives only)
+    log.jsonl                         one JSON record per log/validation step
+    summary.json                      iterations, wall time, final validation metrics
+    tb/                               TensorBoard events
+
+Weight files are this project's restoration checkpoints (``save_checkpoint``: safetensors + JSON
+metadata with ``format``, ``arch``, ``arch_kwargs``, ``task``, ``prior``, ``config``, ``metrics``),
+loadable by ``restore.inference.Restorer``. Every file is written atomically (temp file + rename), so a
+run killed at any moment leaves the previous good file in place.
+
+Exactness. Each step's data depend only on ``(seed, step)`` (see :mod:`restore.training.data`), the
+global torch RNG is re-seeded from ``(seed, step)`` before each step (region dropout and similar), and
+the state file holds model, EMA, optimizer, scheduler and RNG states. On CPU with
+``deterministic: true`` a resumed run therefore reaches bit-identical parameters.
+
+Distributed. Under ``torchrun`` (``WORLD_SIZE > 1``) the process group is initialised (gloo on CPU,
+NCCL on CUDA), the model is wrapped in DDP, each rank takes its contiguous ``B / W`` slice of every
+global batch (same global order as one process), validation is sharded and summed across ranks, and
+rank 0 alone logs and writes files.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import logging
+import math
+import os
+import random
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from robustsam_prior.prior import PriorOutput
+
+from .data import DataError, PairDataset, PositionBatches, collate
+from .losses import PixelLoss
+from .options import TrainConfig
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINT_FORMAT = "robustsam-restore/restoration"
+STATE_FORMAT = "robustsam-restore/training-state"
+MetricFn = Callable[[torch.Tensor, torch.Tensor], float]
+
+
+def psnr(pred: torch.Tensor, gt: torch.Tensor) -> float:
+    """PSNR in dB of ``(1,3,H,W)`` images in [0, 1] (data range 1). Fallback when no metric is given."""
+    mse = float((pred.clamp(0, 1) - gt).pow(2).mean())
+    return 10.0 * math.log10(1.0 / max(mse, 1e-12))
+
+
+# ---------------------------------------------------------------------------------------------
+# distributed helpers
+# ---------------------------------------------------------------------------------------------
+
+
+def init_distributed(device: str) -> tuple[int, int]:
+    """``(rank, world_size)``; initialises the process group under torchrun (``WORLD_SIZE > 1``)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1
+    if not dist.is_initialized():
+        backend = "nccl" if device.startswith("cuda") else "gloo"
+        dist.init_process_group(backend=backend)
+    return dist.get_rank(), dist.get_world_size()
+
+
+def _all_reduce_sum(values: list[float], world: int, device: torch.device) -> list[float]:
+    t = torch.tensor(values, dtype=torch.float64, device=device)
+    if world > 1:
+        dist.all_reduce(t)
+    return t.tolist()
+
+
+def parameter_digest(module: nn.Module) -> str:
+    """sha256 of every parameter and buffer (name, dtype, bytes): equal digests = equal weights."""
+    h = hashlib.sha256()
+    for k, v in module.state_dict().items():
+        h.update(k.encode())
+        h.update(str(v.dtype).encode())
+        h.update(v.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+# ---------------------------------------------------------------------------------------------
+# schedule and EMA
+# ---------------------------------------------------------------------------------------------
+
+
+def lr_factor(step: int, *, iterations: int, warmup: int, kind: str, base_lr: float, eta_min: float) -> float:
+    """Multiplier of the base learning rate at optimizer step ``step`` (0-based).
+
+    Linear warm-up ``(step+1)/warmup`` over the first ``warmup`` steps, then either constant or a cosine
+    from ``base_lr`` to ``eta_min`` at the last step (torch's ``CosineAnnealingLR`` formula).
+    """
+    if step < warmup:
+        return (step + 1) / warmup
+    if kind == "constant" or base_lr == 0:
+        return 1.0
+    span = max(1, iterations - warmup)
+    progress = min(1.0, (step - warmup) / span)
+    floor = eta_min / base_lr
+    return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+class Ema:
+    """Exponential moving average of a module's parameters (buffers copied).
+
+    Decay at update ``t`` (1-based) is ``min(decay, (1 + t) / (10 + t))`` so early averages are not
+    dominated by the random initialisation.
+    """
+
+    def __init__(self, module: nn.Module, decay: float) -> None:
+        self.module = copy.deepcopy(module).eval()
+        for p in self.module.parameters():
+            p.requires_grad_(False)
+        self.decay = decay
+        self.updates = 0
+
+    @torch.no_grad()
+    def update(self, module: nn.Module) -> None:
+        self.updates += 1
+        d = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        src = dict(module.named_parameters())
+        for name, p in self.module.named_parameters():
+            p.mul_(d).add_(src[name].detach(), alpha=1 - d)
+        src_b = dict(module.named_buffers())
+        for name, b in self.module.named_buffers():
+            b.copy_(src_b[name])
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"module": self.module.state_dict(), "updates": self.updates}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.module.load_state_dict(state["module"])
+        self.updates = int(state["updates"])
+
+
+# ---------------------------------------------------------------------------------------------
+# state files
+# ---------------------------------------------------------------------------------------------
+
+
+def _rng_state() -> dict[str, Any]:
+    np_state = np.random.get_state()  # noqa: NPY002 (saving the legacy global state some code still uses)
+    py_version, py_internal, py_gauss = random.getstate()
+    return {
+        "torch": torch.get_rng_state(),
+        "numpy": {"keys": torch.from_numpy(np_state[1].astype(np.int64)), "pos": int(np_state[2]),
+                  "has_gauss": int(np_state[3]), "gauss": float(np_state[4])},
+        "python": {"version": py_version, "internal": list(py_internal), "gauss": py_gauss},
+    }
+
+
+def _set_rng_state(state: Mapping[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    n = state["numpy"]
+    legacy = ("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"])
+    np.random.set_state(legacy)  # noqa: NPY002
+    p = state["python"]
+    random.setstate((p["version"], tuple(p["internal"]), p["gauss"]))
+
+
+def save_state(path: Path, state: Mapping[str, Any]) -> None:
+    """``torch.save`` atomically: a kill mid-write leaves the previous file intact."""
+    from robustsam_prior.fileio import atomic_write
+
+    with atomic_write(path, "wb") as f:
+        torch.save(dict(state), f)
+
+
+def load_state(path: Path) -> dict[str, Any]:
+    """Load a training-state file with ``weights_only=True`` (no pickled code runs)."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no training state to resume from")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # truncated, corrupt or not a state file
+        raise RuntimeError(f"{path}: unreadable training state ({e})") from e
+    if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
+        raise RuntimeError(f"{path}: not a robustsam-restore training state")
+    return state
+
+
+def fingerprint(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The parts of a resolved config that must not change across a resume."""
+    return {
+        "model": config.get("model"),
+        "prior": config.get("prior"),
+        "seed": config.get("seed"),
+        "batch_size": config.get("train", {}).get("batch_size"),
+        "data": config.get("data"),
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# the loop
+# ---------------------------------------------------------------------------------------------
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def _prior_cache(root: str | None) -> Any:
+    if root is None:
+        return None
+    import importlib
+
+    for module in ("robustsam_prior.prior", "robustsam_prior.cache"):
+        mod = importlib.import_module(module) if importlib.util.find_spec(module) else None
+        if mod is not None and hasattr(mod, "PriorCache"):
+            return mod.PriorCache(root)
+    raise RuntimeError("prior.cache_dir is set but robustsam_prior has no PriorCache")
+
+
+def _step_seed(seed: int, step: int) -> int:
+    return int(np.random.SeedSequence([seed, step, 0x57E9]).generate_state(1)[0])
+
+
+class Trainer:
+    """Restoration training from a validated :class:`TrainConfig` (see module docstring).
+
+    ``metrics`` maps metric names to ``fn(pred (1,3,H,W), gt (1,3,H,W)) -> float`` (higher is better
+    for the first, which picks the reported metric); the default is PSNR. ``resolved_config`` is the
+    config as plain data, stored in checkpoint metadata. ``output_dir`` overrides ``config.output_dir``.
+    """
+
+    def __init__(
+        self,
+        config: TrainConfig,
+        *,
+        resolved_config: Mapping[str, Any] | None = None,
+        metrics: Mapping[str, MetricFn] | None = None,
+        output_dir: str | os.PathLike | None = None,
+    ) -> None:
+        if config.kind != "restoration":
+            raise ValueError(f"kind: {config.kind!r} training is not handled by the restoration trainer")
+        self.cfg = config
+        self.resolved = dict(resolved_config or {})
+        self.metrics = dict(metrics or {"psnr": psnr})
+        self.out = Path(output_dir or config.output_dir)
+        loop = config.train
+        self.device = _device(loop.device)
+        self.rank, self.world = init_distributed(str(self.device))
+        if self.device.type == "cuda" and self.world > 1:
+            self.device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+            torch.cuda.set_device(self.device)
+        if loop.threads:
+            torch.set_num_threads(loop.threads)
+        if loop.deterministic:
+            torch.use_deterministic_algorithms(True, warn_only=True)
+            if self.device.type == "cpu":
+                os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        self._build()
+
+    # -- construction ------------------------------------------------------------------------------
+    def _build(self) -> None:
+        from restore.archs import build_arch
+
+        cfg, loop = self.cfg, self.cfg.train
+        torch.manual_seed(cfg.seed)
+        self.net = build_arch(cfg.model.arch, **cfg.model.arch_kwargs)
+        if cfg.model.init:
+            from robustsam_prior.checkpoint import load_strict, read_checkpoint
+
+            ck = read_checkpoint(cfg.model.init)
+            load_strict(self.net, ck.state_dict, source=cfg.model.init)
+        self.net.to(self.device)
+        needs_prior = bool(getattr(self.net, "needs_prior", False))
+        uses_features = tuple(getattr(self.net, "uses_features", ()))
+        self.prior = None
+        self.prior_record = {"name": "none", "options": {}}
+        if needs_prior:
+            from robustsam_prior.prior import build_prior
+
+            self.prior = build_prior(cfg.prior.name, **cfg.prior.options)
+            self.prior_record = {"name": cfg.prior.name, "options": dict(cfg.prior.options)}
+        elif cfg.prior.name != "none":
+            logger.warning(
+                "architecture %r ignores the prior; prior %r is not computed", cfg.model.arch, cfg.prior.name
+            )
+        if uses_features and not (cfg.data.train.type == "synthetic" and cfg.data.train.variants == 0):
+            raise DataError(
+                f"data.train: architecture {cfg.model.arch!r} uses prior features {list(uses_features)}, which "
+                "are computed per crop; use type 'synthetic' with variants: 0"
+            )
+        cache = _prior_cache(cfg.prior.cache_dir) if self.prior is not None else None
+        self.train_ds = PairDataset(cfg.data.train, key="data.train", seed=cfg.seed, train=True,
+                                    prior=self.prior, prior_cache=cache)
+        self.val_ds = None
+        if cfg.data.val is not None:
+            self.val_ds = PairDataset(cfg.data.val, key="data.val", seed=cfg.seed + 1_000_003, train=False,
+                                      prior=None)
+        self._val_priors: dict[int, PriorOutput | None] = {}
+        self.model: nn.Module = self.net
+        if self.world > 1:
+            self.model = nn.parallel.DistributedDataParallel(
+                self.net, device_ids=[self.device.index] if self.device.type == "cuda" else None
+            )
+        o = loop.optim
+        opt_cls = torch.optim.AdamW if o.type == "adamw" else torch.optim.Adam
+        params = [p for p in self.net.parameters() if p.requires_grad]
+        self.optimizer = opt_cls(params, lr=o.lr, weight_decay=o.weight_decay, betas=tuple(o.betas))
+        s = loop.scheduler
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer,
+            lambda step: lr_factor(step, iterations=loop.iterations, warmup=s.warmup_iters, kind=s.type,
+                                   base_lr=o.lr, eta_min=s.eta_min),
+        )
+        self.loss = PixelLoss(loop.losses)
+        self.ema = Ema(self.net, loop.ema.decay) if loop.ema.enabled else None
+        self.step = 0
+        self.last_metrics: dict[str, float] = {}
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def state_path(self) -> Path:
+        return self.out / "state" / "latest.pt"
+
+    # -- checkpoints -------------------------------------------------------------------------------
+    def metadata(self) -> dict[str, Any]:
+        cfg = self.cfg
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "name": cfg.name,
+            "arch": cfg.model.arch,
+            "arch_kwargs": dict(cfg.model.arch_kwargs),
+            "task": cfg.task,
+            "prior": self.prior_record,
+            "metrics": dict(self.last_metrics),
+            "iteration": self.step,
+            "weights": "ema" if self.ema is not None else "raw",
+            "config": self.resolved,
+        }
+
+    def inference_module(self) -> nn.Module:
+        return self.ema.module if self.ema is not None else self.net
+
+    def save_weights(self, path: Path) -> str:
+        from robustsam_prior.checkpoint import save_checkpoint
+
+        return save_checkpoint(path, self.inference_module().state_dict(), self.metadata())
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "format": STATE_FORMAT,
+            "iteration": self.step,
+            "model": self.net.state_dict(),
+            "ema": self.ema.state_dict() if self.ema is not None else {},
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "rng": _rng_state(),
+            "metrics": dict(self.last_metrics),
+            "world_size": self.world,
+            "fingerprint": json.dumps(fingerprint(self.resolved), sort_keys=True, default=str),
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        saved = state.get("fingerprint")
+        now = json.dumps(fingerprint(self.resolved), sort_keys=True, default=str)
+        if saved is not None and self.resolved and saved != now:
+            logger.warning("resuming with a config that differs from the saved run in model/prior/seed/batch/data")
+        self.net.load_state_dict(state["model"])
+        if self.ema is not None:
+            if not state["ema"]:
+                raise RuntimeError("the saved run had no EMA but this config enables it (train.ema.enabled)")
+            self.ema.load_state_dict(state["ema"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        _set_rng_state(state["rng"])
+        self.step = int(state["iteration"])
+        self.last_metrics = dict(state.get("metrics", {}))
+
+    def checkpoint(self) -> None:
+        """Rank 0: periodic weights, then the training state (both atomic); prune old weight files."""
+        if not self.is_main:
+            return
+        models = self.out / "models"
+        self.save_weights(models / f"iter_{self.step:07d}.safetensors")
+        save_state(self.state_path, self.state_dict())
+        old = sorted(models.glob("iter_*.safetensors"))[: -self.cfg.train.keep_checkpoints]
+        for p in old:
+            p.unlink(missing_ok=True)
+        logger.info("checkpoint at iteration %d", self.step)
+
+    # -- validation --------------------------------------------------------------------------------
+    def _val_prior(self, idx: int, lq: torch.Tensor) -> PriorOutput | None:
+        if self.prior is None:
+            return None
+        if idx not in self._val_priors:
+            self._val_priors[idx] = self.prior(lq)
+        return self._val_priors[idx]
+
+    @torch.no_grad()
+    def validate(self) -> dict[str, float]:
+        """Metrics of the inference weights (EMA if on) and of the degraded input, over the whole
+        validation set (sharded over ranks, summed)."""
+        if self.val_ds is None:
+            return {}
+        module = self.inference_module()
+        was_training = module.training
+        module.eval()
+        names = list(self.metrics)
+        sums = [0.0] * (2 * len(names) + 1)
+        for idx in range(self.rank, len(self.val_ds), self.world):
+            s = self.val_ds[idx]
+            lq, gt = s.lq[None].to(self.device), s.gt[None].to(self.device)
+            prior = self._val_prior(idx, lq)
+            pred = module(lq, prior).clamp(0, 1)
+            for j, name in enumerate(names):
+                sums[j] += float(self.metrics[name](pred, gt))
+                sums[len(names) + j] += float(self.metrics[name](lq, gt))
+            sums[-1] += 1
+        module.train(was_training)
+        sums = _all_reduce_sum(sums, self.world, self._reduce_device)
+        n = max(sums[-1], 1)
+        out = {f"val/{k}": sums[j] / n for j, k in enumerate(names)}
+        out.update({f"val/input_{k}": sums[len(names) + j] / n for j, k in enumerate(names)})
+        return out
+
+    @property
+    def _reduce_device(self) -> torch.device:
+        return self.device if self.device.type == "cuda" else torch.device("cpu")
+
+    # -- training ----------------------------------------------------------------------------------
+    def _batches(self):
+        sampler = PositionBatches(global_batch=self.cfg.train.batch_size, rank=self.rank, world_size=self.world,
+                                  start_step=self.step, steps=self.cfg.train.iterations)
+        if self.cfg.train.num_workers == 0:
+            for positions in sampler:
+                yield collate([self.train_ds[p] for p in positions])
+        else:
+            loader = torch.utils.data.DataLoader(self.train_ds, batch_sampler=sampler, collate_fn=collate,
+                                                 num_workers=self.cfg.train.num_workers)
+            yield from loader
+
+    def _prior_for(self, batch: Mapping[str, Any], lq: torch.Tensor) -> PriorOutput | None:
+        if self.prior is None:
+            return None
+        if batch["labels"] is not None:
+            return PriorOutput(batch["labels"].to(self.device), {}, {})
+        return self.prior(lq)
+
+    def _log(self, record: dict[str, Any], writer: Any) -> None:
+        if not self.is_main:
+            return
+        with open(self.out / "log.jsonl", "a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+        if writer is not None:
+            for k, v in record.items():
+                if k != "iteration" and isinstance(v, (int, float)):
+                    writer.add_scalar(k, v, record["iteration"])
+
+    def fit(self, *, resume: bool = False) -> dict[str, Any]:
+        """Train to ``train.iterations``; returns the summary (also written to ``summary.json``)."""
+        from tqdm import tqdm
+
+        loop = self.cfg.train
+        if resume:
+            self.load_state_dict(load_state(self.state_path))
+            logger.info("resumed from %s at iteration %d", self.state_path, self.step)
+        if self.is_main:
+            self.out.mkdir(parents=True, exist_ok=True)
+        writer = None
+        if loop.tensorboard and self.is_main:
+            from torch.utils.tensorboard import SummaryWriter
+
+            writer = SummaryWriter(str(self.out / "tb"), purge_step=self.step or None)
+        start_step, t0 = self.step, time.perf_counter()
+        bar = tqdm(total=loop.iterations, initial=self.step, unit="it", disable=not self.is_main,
+                   dynamic_ncols=True, mininterval=1.0, desc=self.cfg.name)
+        self.model.train()
+        window, window_t = [], time.perf_counter()
+        for batch in self._batches():
+            torch.manual_seed(_step_seed(self.cfg.seed, self.step))
+            lq, gt = batch["lq"].to(self.device), batch["gt"].to(self.device)
+            prior = self._prior_for(batch, lq)
+            pred = self.model(lq, prior)
+            loss, parts = self.loss(pred, gt)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"non-finite loss {float(loss)} at iteration {self.step}")
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            grad_norm = None
+            if loop.grad_clip is not None:
+                grad_norm = float(torch.nn.utils.clip_grad_norm_(self.net.parameters(), loop.grad_clip))
+            self.optimizer.step()
+            self.scheduler.step()
+            if self.ema is not None:
+                self.ema.update(self.net)
+            self.step += 1
+            bar.update(1)
+            window.append(float(loss.detach()))
+            if self.step % loop.log_every == 0 or self.step == loop.iterations:
+                mean_loss = _all_reduce_sum([sum(window), len(window)], self.world, self._reduce_device)
+                now = time.perf_counter()
+                rec = {"iteration": self.step, "loss": mean_loss[0] / max(mean_loss[1], 1),
+                       "lr": self.optimizer.param_groups[0]["lr"], "it_per_s": len(window) / max(now - window_t, 1e-9)}
+                rec.update({f"loss/{k}": float(v) for k, v in parts.items()})
+                if grad_norm is not None:
+                    rec["grad_norm"] = grad_norm
+                self._log(rec, writer)
+                bar.set_postfix(loss=f"{rec['loss']:.4f}")
+                window, window_t = [], now
+            end = self.step == loop.iterations
+            if (loop.val_every and self.step % loop.val_every == 0) or end:
+                m = self.validate()
+                if m:
+                    self.last_metrics = m
+                    self._log({"iteration": self.step, **m}, writer)
+                    logger.info("iteration %d: %s", self.step, ", ".join(f"{k} {v:.3f}" for k, v in m.items()))
+            if (loop.checkpoint_every and self.step % loop.checkpoint_every == 0) or end:
+                self.checkpoint()
+        bar.close()
+        if self.step >= loop.iterations and not self.last_metrics:
+            self.last_metrics = self.validate()
+        digests = [parameter_digest(self.net)]
+        if self.world > 1:
+            gathered: list[Any] = [None] * self.world
+            dist.all_gather_object(gathered, digests[0])
+            digests = gathered
+            if len(set(digests)) != 1:
+                logger.error("ranks hold different parameters after training: %s", digests)
+        summary = {
+            "name": self.cfg.name,
+            "iterations": self.step,
+            "resumed_from": start_step if resume else None,
+            "wall_time_s": time.perf_counter() - t0,
+            "world_size": self.world,
+            "metrics": self.last_metrics,
+            "rank_parameter_sha256": digests,
+            "final_weights": str(self.out / "models" / "final.safetensors"),
+        }
+        if self.is_main:
+            from robustsam_prior.fileio import write_json
+
+            sha = self.save_weights(self.out / "models" / "final.safetensors")
+            summary["final_weights_sha256"] = sha
+            write_json(self.out / "summary.json", summary)
+        if writer is not None:
+            writer.close()
+        if self.world > 1:
+            dist.barrier()
+        return summary
+
+
+def train_restoration(
+    config: TrainConfig,
+    *,
+    resume: bool = False,
+    resolved_config: Mapping[str, Any] | None = None,
+    metrics: Mapping[str, MetricFn] | None = None,
+    output_dir: str | os.PathLike | None = None,
+) -> dict[str, Any]:
+    """Build a :class:`Trainer` and run it (see module docstring); returns the summary."""
+    trainer = Trainer(config, resolved_config=resolved_config, metrics=metrics, output_dir=output_dir)
+    return trainer.fit(resume=resume)
