@@ -31,19 +31,23 @@ from ..prior import PRIORS, Prior, PriorOutput
 logger = logging.getLogger(__name__)
 
 
-def _config_variant(config: str | dict) -> str | None:
-    return config if isinstance(config, str) else None
-
-
 class _SegmentAnythingPrior(Prior):
-    """Shared implementation; see the module docstring. ``default_path`` is set by the subclasses."""
+    """Shared implementation; see the module docstring. ``default_path`` is set by the subclasses.
+
+    Options: ``config`` ("vit_b"/"vit_l"/"vit_h", a dict like the reference ``tiny_config.json``,
+    or ``None`` to take it from the checkpoint); ``checkpoint`` (a path; ``None`` resolves the
+    variant of ``config``, default vit_b, through ``$ROBUSTSAM_CHECKPOINT`` and the cache folder);
+    ``points_per_side`` (automatic-mask grid); ``path`` ("robust" | "sam"); ``bn_mode``
+    ("running" | "batch"); ``pred_iou_thresh``/``stability_score_thresh`` (the generator's
+    filters; Meta's defaults); ``points_per_batch`` and ``device`` (speed only, not in the meta).
+    """
 
     default_path = "robust"
 
     def __init__(
         self,
         *,
-        config: str | dict = "vit_b",
+        config: str | dict | None = None,
         checkpoint: str | Path | None = None,
         points_per_side: int = 16,
         path: str | None = None,
@@ -59,11 +63,13 @@ class _SegmentAnythingPrior(Prior):
         path = path or self.default_path
         if path not in ("robust", "sam"):
             raise ValueError(f"{self.name} prior: path must be 'robust' or 'sam', got {path!r}")
+        if bn_mode not in ("running", "batch"):
+            raise ValueError(f"{self.name} prior: bn_mode must be 'running' or 'batch', got {bn_mode!r}")
         if int(points_per_side) < 1:
             raise ValueError(f"{self.name} prior: points_per_side must be >= 1, got {points_per_side}")
-        if not isinstance(config, (str, dict)):
+        if config is not None and not isinstance(config, (str, dict)):
             raise ValueError(f"{self.name} prior: config must be 'vit_b'/'vit_l'/'vit_h' or a dict, got {config!r}")
-        ckpt = resolve_checkpoint(checkpoint if checkpoint is not None else _config_variant(config))
+        ckpt = resolve_checkpoint(checkpoint if checkpoint is not None else (config if isinstance(config, str) else None))
         super().__init__(
             config=config,
             points_per_side=int(points_per_side),
@@ -78,10 +84,11 @@ class _SegmentAnythingPrior(Prior):
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self._model = None
         self._generator = None
+        self._captured: tuple[torch.Tensor, torch.Tensor] | None = None
 
     @property
     def meta(self) -> dict[str, Any]:
-        # the checkpoint is identified by content, not by where it lies
+        # the checkpoint is identified by its content, not by where it lies
         return {**super().meta, "checkpoint_sha256": self.checkpoint_sha256}
 
     @property
@@ -90,53 +97,65 @@ class _SegmentAnythingPrior(Prior):
         if self._model is None:
             from .. import build_robustsam
 
-            logger.info("loading %s prior from %s", self.name, self.checkpoint)
+            logger.info("loading the %s prior's model from %s", self.name, self.checkpoint)
             model = build_robustsam(self.options["config"], self.checkpoint, bn_mode=self.options["bn_mode"])
+            if model.checkpoint_sha256 not in (None, self.checkpoint_sha256):
+                raise RuntimeError(f"{self.checkpoint}: the file changed since the prior was built")
             self._model = model.to(self.device).eval()
         return self._model
 
     @property
     def generator(self):
+        """The automatic mask generator (no crops: its one ``set_image`` is the whole image)."""
         if self._generator is None:
             from .. import RobustSamAutomaticMaskGenerator
 
             o = self.options
-            self._generator = RobustSamAutomaticMaskGenerator(
+            gen = RobustSamAutomaticMaskGenerator(
                 self.model,
+                path=o["path"],
                 points_per_side=o["points_per_side"],
                 points_per_batch=self.points_per_batch,
                 pred_iou_thresh=o["pred_iou_thresh"],
                 stability_score_thresh=o["stability_score_thresh"],
-                path=o["path"],
+                crop_n_layers=0,
             )
+            # keep the encoder outputs of the generator's set_image (it resets them afterwards), so
+            # the features come from the same single encoder pass as the masks
+            predictor, original = gen.predictor, gen.predictor.set_torch_image
+
+            def set_torch_image(transformed_image, original_image_size):
+                original(transformed_image, original_image_size)
+                self._captured = (predictor.features, predictor.early_features)
+
+            predictor.set_torch_image = set_torch_image
+            self._generator = gen
         return self._generator
 
-    def encode(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Features of one image ``(1, 3, H, W)`` in [0, 1] (see the module docstring)."""
-        from segment_anything.utils.transforms import ResizeLongestSide
+    @staticmethod
+    def to_uint8(image: torch.Tensor) -> np.ndarray:
+        """``(1, 3, H, W)`` float [0, 1] -> ``HxWx3`` uint8 RGB, what SAM's generator takes."""
+        rgb = (image[0].detach().float().clamp(0, 1) * 255.0).round().to(torch.uint8)
+        return np.ascontiguousarray(rgb.permute(1, 2, 0).cpu().numpy())
 
-        model = self.model
-        x = image.to(self.device, torch.float32) * 255.0
-        x = ResizeLongestSide(model.image_size).apply_image_torch(x)
-        embeddings, early = model.encode(model.preprocess(x))
-        robust = model.robust_image_features(embeddings, early, path=self.options["path"])
-        return {"image_embedding": embeddings.float().cpu(), "robust_mask_features": robust.float().cpu()}
-
-    def labels(self, image: torch.Tensor) -> np.ndarray:
-        """Region label map ``(H, W)`` int32 of one image ``(1, 3, H, W)`` from automatic masks."""
+    def run_one(self, image: torch.Tensor) -> PriorOutput:
+        """The prior's output for one image ``(1, 3, H, W)`` in [0, 1] (see the module docstring)."""
         from .. import masks_to_label_map
 
         h, w = image.shape[-2:]
-        rgb = (image[0].clamp(0, 1) * 255.0).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
-        masks = self.generator.generate(np.ascontiguousarray(rgb))
-        return np.asarray(masks_to_label_map(masks, (h, w)), dtype=np.int32)
+        self._captured = None
+        masks = self.generator.generate(self.to_uint8(image))
+        labels = np.asarray(masks_to_label_map(masks, (h, w)), dtype=np.int32)
+        if self._captured is None:  # pragma: no cover - segment_anything always sets the image
+            raise RuntimeError("the mask generator did not encode the image")
+        embeddings, early = self._captured
+        self._captured = None
+        robust = self.model.robust_image_features(embeddings, early, self.options["path"])
+        features = {"image_embedding": embeddings.float().cpu(), "robust_mask_features": robust.float().cpu()}
+        return PriorOutput(torch.from_numpy(labels)[None], features, self.meta)
 
     def forward(self, images: torch.Tensor) -> PriorOutput:
-        outs = []
-        for i in range(images.shape[0]):
-            image = images[i : i + 1]
-            labels = torch.from_numpy(self.labels(image))[None]
-            outs.append(PriorOutput(labels, self.encode(image), self.meta))
+        outs = [self.run_one(images[i : i + 1]) for i in range(images.shape[0])]
         return PriorOutput.cat(outs).to(images.device)
 
 

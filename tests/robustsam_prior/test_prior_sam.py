@@ -1,0 +1,125 @@
+"""The ``robustsam`` and ``sam`` priors on a tiny RobustSAM checkpoint built in the test."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from segment_anything.utils.transforms import ResizeLongestSide
+
+from robustsam_prior import build_robustsam, masks_to_label_map
+from robustsam_prior.automatic import RobustSamAutomaticMaskGenerator
+from robustsam_prior.cache import PriorCache
+from robustsam_prior.checkpoint import save_checkpoint
+from robustsam_prior.fileio import sha256_file
+from robustsam_prior.hub import ENV_CACHE, ENV_CHECKPOINT, CheckpointNotFoundError
+from robustsam_prior.prior import build_prior
+
+# the architecture of the reference tiny_config.json (img_size 256), so the test needs no shared files
+TINY = {
+    "img_size": 256, "patch": 16, "enc_dim": 32, "enc_depth": 2, "enc_heads": 2, "global_attn": [1],
+    "window": 4, "prompt_dim": 64, "dec_depth": 2, "dec_mlp": 128, "dec_heads": 2, "iou_hidden": 64,
+    "mask_in_chans": 16,
+}  # fmt: skip
+# let the random tiny model's masks through SAM's filters, so the label maps are not trivial
+OPEN = {"pred_iou_thresh": 0.0, "stability_score_thresh": 0.0, "points_per_side": 4}
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory):
+    torch.manual_seed(1)
+    model = build_robustsam(TINY)
+    path = tmp_path_factory.mktemp("ckpt") / "tiny.safetensors"
+    save_checkpoint(path, model.state_dict(), {"config": TINY})
+    return path
+
+
+@pytest.fixture
+def no_env(monkeypatch, tmp_path):
+    monkeypatch.delenv(ENV_CHECKPOINT, raising=False)
+    monkeypatch.setenv(ENV_CACHE, str(tmp_path / "empty-cache"))
+
+
+def scene(h: int = 48, w: int = 72) -> torch.Tensor:
+    yy, xx = torch.meshgrid(torch.linspace(0, 1, h), torch.linspace(0, 1, w), indexing="ij")
+    img = torch.stack([xx, yy, 0.5 * (xx > 0.5).float() + 0.2])
+    img[:, : h // 3, : w // 4] = torch.tensor([0.9, 0.1, 0.1])[:, None, None]
+    return img[None].clamp(0, 1)
+
+
+def reference(model, image: torch.Tensor, path: str):
+    """Labels and features computed directly with the model helper's API (independent plumbing)."""
+    rgb = (image[0].permute(1, 2, 0) * 255).round().to(torch.uint8).numpy()
+    gen = RobustSamAutomaticMaskGenerator(model, path=path, **OPEN)
+    labels = masks_to_label_map(gen.generate(rgb), rgb.shape[:2])
+    x = torch.as_tensor(ResizeLongestSide(model.image_size).apply_image(rgb)).permute(2, 0, 1)[None].float()
+    with torch.no_grad():
+        emb, early = model.encode(model.preprocess(x))
+        robust = model.robust_image_features(emb, early, path)
+    return labels, emb, robust
+
+
+@pytest.mark.parametrize("name, path", [("robustsam", "robust"), ("sam", "sam")])
+def test_matches_direct_model_calls(tiny_checkpoint, no_env, name, path):
+    prior = build_prior(name, config=TINY, checkpoint=tiny_checkpoint, **OPEN)
+    assert prior.options["path"] == path
+    x = scene()
+    out = prior(x)
+    labels, emb, robust = reference(build_robustsam(TINY, tiny_checkpoint), x, path)
+    assert out.labels.shape == (1, 48, 72) and out.labels.dtype == torch.int32
+    np.testing.assert_array_equal(out.labels[0].numpy(), labels)
+    assert int(out.labels.max()) >= 1  # several regions
+    torch.testing.assert_close(out.features["image_embedding"], emb, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(out.features["robust_mask_features"], robust, rtol=1e-5, atol=1e-5)
+    assert out.features["image_embedding"].shape == (1, 64, 16, 16)
+    assert out.features["robust_mask_features"].shape == (1, 8, 64, 64)
+    assert out.meta["name"] == name and out.meta["checkpoint_sha256"] == sha256_file(tiny_checkpoint)
+
+
+def test_robust_and_sam_paths_differ_and_batches_split(tiny_checkpoint, no_env):
+    robust = build_prior("robustsam", checkpoint=tiny_checkpoint, **OPEN)  # config from the file
+    sam = build_prior("sam", checkpoint=tiny_checkpoint, **OPEN)
+    x = torch.cat([scene(), scene().flip(-1)])
+    a, b = robust(x), sam(x)
+    torch.testing.assert_close(a.features["image_embedding"], b.features["image_embedding"])
+    assert not torch.allclose(a.features["robust_mask_features"], b.features["robust_mask_features"])
+    assert robust.meta != sam.meta
+    one = robust(x[1:2])
+    assert torch.equal(a.labels[1:2], one.labels)
+
+
+def test_cache_hit_does_not_run_the_model(tiny_checkpoint, no_env, tmp_path):
+    prior = build_prior("robustsam", config=TINY, checkpoint=tiny_checkpoint, **OPEN)
+    calls = []
+    encode = prior.model.encode
+    prior.model.encode = lambda images: calls.append(1) or encode(images)
+    cache = PriorCache(tmp_path / "cache")
+    first = cache.get_or_compute(prior, scene())
+    assert len(calls) == 1  # one encoder pass gives both the masks and the features
+    second = cache.get_or_compute(prior, scene())
+    assert len(calls) == 1 and cache.stats["hits"] == 1
+    assert torch.equal(first.labels, second.labels)
+    assert torch.equal(first.features["robust_mask_features"], second.features["robust_mask_features"])
+
+
+def test_checkpoint_from_environment(tiny_checkpoint, no_env, monkeypatch):
+    monkeypatch.setenv(ENV_CHECKPOINT, str(tiny_checkpoint))
+    prior = build_prior("robustsam", config=TINY)
+    assert prior.checkpoint == tiny_checkpoint
+
+
+def test_missing_checkpoint_and_bad_options(tiny_checkpoint, no_env, tmp_path):
+    with pytest.raises(CheckpointNotFoundError, match="robustsam_checkpoint_b.pth"):
+        build_prior("robustsam")
+    with pytest.raises(CheckpointNotFoundError, match="robustsam_checkpoint_l.pth"):
+        build_prior("sam", config="vit_l")
+    with pytest.raises(CheckpointNotFoundError, match="nope.pth"):
+        build_prior("robustsam", checkpoint=tmp_path / "nope.pth")
+    for bad, msg in [
+        ({"path": "clear"}, "path must be"),
+        ({"bn_mode": "eval"}, "bn_mode must be"),
+        ({"points_per_side": 0}, "points_per_side must be"),
+        ({"config": 3}, "config must be"),
+    ]:
+        with pytest.raises(ValueError, match=msg):
+            build_prior("robustsam", checkpoint=tiny_checkpoint, **bad)
