@@ -1,0 +1,206 @@
+"""``robustsam-restore segment``: prompted or automatic RobustSAM masks for one image.
+
+Writes into the OUTPUT folder:
+
+- ``overlay.png``: the image with each mask (or region) tinted in its own colour;
+- prompted mode: ``mask_<i>.png`` (8-bit grayscale, 255 inside) per returned mask;
+  ``--auto``: ``labels.png``, a 16-bit grayscale PNG whose sample value is the region id
+  (:func:`robustsam_prior.masks_to_label_map`: non-overlapping regions 0..K-1);
+- ``scores.json``: predicted IoU per mask (plus area, and for ``--auto`` stability score, bbox and
+  the region ids), the checkpoint's path and sha256 and the settings used.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import click
+
+logger = logging.getLogger(__name__)
+
+
+def parse_points(text: str) -> tuple[list[list[float]], list[int]]:
+    """``"x,y,label;x,y,label"`` (pixels of the original image; label 1 foreground, 0 background)."""
+    coords, labels = [], []
+    for item in filter(None, (s.strip() for s in text.split(";"))):
+        parts = item.split(",")
+        if len(parts) != 3:
+            raise click.BadParameter(f"{item!r}: expected x,y,label", param_hint="--points")
+        try:
+            x, y, label = float(parts[0]), float(parts[1]), int(parts[2])
+        except ValueError as e:
+            raise click.BadParameter(f"{item!r}: expected numbers x,y and an integer label", param_hint="--points") from e
+        if label not in (0, 1):
+            raise click.BadParameter(f"{item!r}: label must be 1 (foreground) or 0 (background)", param_hint="--points")
+        coords.append([x, y])
+        labels.append(label)
+    if not coords:
+        raise click.BadParameter("no points given", param_hint="--points")
+    return coords, labels
+
+
+def parse_box(text: str) -> list[float]:
+    """``"x0,y0,x1,y1"`` in pixels of the original image."""
+    try:
+        box = [float(v) for v in text.split(",")]
+    except ValueError as e:
+        raise click.BadParameter(f"{text!r}: expected four numbers x0,y0,x1,y1", param_hint="--box") from e
+    if len(box) != 4 or box[2] <= box[0] or box[3] <= box[1]:
+        raise click.BadParameter(f"{text!r}: expected x0,y0,x1,y1 with x1 > x0 and y1 > y0", param_hint="--box")
+    return box
+
+
+def _config(text: str | None):
+    if text is None:
+        return None
+    path = Path(text)
+    if path.suffix == ".json":
+        try:
+            return json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise click.BadParameter(f"{path}: cannot read a JSON config ({e})", param_hint="--config") from e
+    return text
+
+
+def _palette(n: int):
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    return rng.uniform(0.2, 1.0, size=(max(n, 1), 3)).astype(np.float32)
+
+
+@click.command("segment")
+@click.argument("image", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("output", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--points", "points_text", help='Point prompts "x,y,label;..." (label 1 foreground, 0 background).')
+@click.option("--box", "box_text", help="Box prompt x0,y0,x1,y1 in image pixels.")
+@click.option("--auto", is_flag=True, help="Automatic masks over a point grid, written as one label map.")
+@click.option("--prior-checkpoint", "checkpoint", help="RobustSAM checkpoint file or variant name (vit_b/vit_l/vit_h); "
+              "default: $ROBUSTSAM_CHECKPOINT or the cache folder.")
+@click.option("--config", "config_text", help="Architecture: vit_b/vit_l/vit_h or a JSON file; default: from the checkpoint.")
+@click.option("--path", "path", type=click.Choice(["robust", "sam"]), default="robust", show_default=True,
+              help="Decoder path: RobustSAM or vanilla SAM tokens/MLPs.")
+@click.option("--multimask", is_flag=True, help="Prompted mode: return 3 candidate masks instead of 1.")
+@click.option("--bn-mode", type=click.Choice(["running", "batch"]), default="running", show_default=True,
+              help="BatchNorm statistics of the robust blocks (batch = the official demo's per-image statistics).")
+@click.option("--points-per-side", type=int, default=32, show_default=True, help="--auto: grid size.")
+@click.option("--pred-iou-thresh", type=float, default=0.88, show_default=True, help="--auto: min predicted IoU.")
+@click.option("--stability-thresh", type=float, default=0.95, show_default=True, help="--auto: min stability score.")
+@click.option("--device", default="cpu", show_default=True, help="torch device.")
+@click.option("--json", "as_json", is_flag=True, help="Also print scores.json to stdout.")
+def segment(
+    image: Path,
+    output: Path,
+    points_text: str | None,
+    box_text: str | None,
+    auto: bool,
+    checkpoint: str | None,
+    config_text: str | None,
+    path: str,
+    multimask: bool,
+    bn_mode: str,
+    points_per_side: int,
+    pred_iou_thresh: float,
+    stability_thresh: float,
+    device: str,
+    as_json: bool,
+) -> None:
+    """Segment IMAGE with RobustSAM; write overlay, masks and scores into the folder OUTPUT."""
+    if auto and (points_text or box_text):
+        raise click.UsageError("--auto cannot be combined with --points/--box")
+    if not auto and not (points_text or box_text):
+        raise click.UsageError("give --points and/or --box, or --auto")
+    coords, labels = parse_points(points_text) if points_text else (None, None)
+    box = parse_box(box_text) if box_text else None
+    config = _config(config_text)
+
+    import numpy as np
+
+    from robustsam_prior.checkpoint import CheckpointError
+    from robustsam_prior.fileio import write_json
+    from robustsam_prior.hub import resolve_checkpoint
+    from robustsam_prior.io import read_image, write_image
+    from robustsam_prior.loading import build_robustsam
+
+    try:
+        ckpt = resolve_checkpoint(checkpoint)
+        model = build_robustsam(config, ckpt, bn_mode=bn_mode, device=device)
+    except (CheckpointError, ValueError) as e:
+        raise click.ClickException(str(e)) from e
+    data = read_image(image)
+    pixels = data.pixels
+    rgb8 = np.clip(np.rint(pixels * 255.0), 0, 255).astype(np.uint8)
+    h, w = rgb8.shape[:2]
+    output.mkdir(parents=True, exist_ok=True)
+    scores: dict = {
+        "image": str(image),
+        "size": [h, w],
+        "path": path,
+        "bn_mode": bn_mode,
+        "checkpoint": {"path": model.checkpoint_path, "sha256": model.checkpoint_sha256},
+    }
+
+    if auto:
+        from robustsam_prior.automatic import RobustSamAutomaticMaskGenerator, masks_to_label_map
+
+        generator = RobustSamAutomaticMaskGenerator(
+            model,
+            path=path,
+            points_per_side=points_per_side,
+            pred_iou_thresh=pred_iou_thresh,
+            stability_score_thresh=stability_thresh,
+        )
+        records = generator.generate(rgb8)
+        label_map, sources = masks_to_label_map(records, (h, w), return_sources=True)
+        if len(sources) > 65535:
+            raise click.ClickException(f"{len(sources)} regions do not fit a 16-bit label map")
+        write_image(output / "labels.png", label_map.astype(np.float32) / 65535.0, bit_depth=16)
+        region_of = {src: rid for rid, src in enumerate(sources)}
+        scores["mode"] = "auto"
+        scores["label_map"] = "labels.png"
+        scores["num_regions"] = len(sources)
+        scores["masks"] = [
+            {
+                "predicted_iou": float(r["predicted_iou"]),
+                "stability_score": float(r["stability_score"]),
+                "area": int(r["area"]),
+                "bbox_xywh": [float(v) for v in r["bbox"]],
+                "region": region_of.get(i),
+            }
+            for i, r in enumerate(records)
+        ]
+        colours = _palette(len(sources))
+        tint = colours[label_map]
+        if -1 in sources:
+            uncovered = label_map == sources.index(-1)
+            tint[uncovered] = pixels[uncovered]
+        overlay = 0.5 * pixels + 0.5 * tint
+    else:
+        from robustsam_prior.predictor import RobustSamPredictor
+
+        predictor = RobustSamPredictor(model, path=path)
+        predictor.set_image(rgb8)
+        masks, iou, _ = predictor.predict(
+            point_coords=np.asarray(coords, dtype=np.float32) if coords else None,
+            point_labels=np.asarray(labels) if labels else None,
+            box=np.asarray(box, dtype=np.float32) if box else None,
+            multimask_output=multimask,
+        )
+        scores["mode"] = "prompted"
+        scores["prompts"] = {"points": coords, "point_labels": labels, "box": box}
+        scores["masks"] = []
+        overlay = pixels.copy()
+        colours = _palette(len(masks))
+        for i, (mask, score) in enumerate(zip(masks, iou)):
+            name = f"mask_{i}.png"
+            write_image(output / name, mask.astype(np.float32))
+            scores["masks"].append({"file": name, "iou_prediction": float(score), "area": int(mask.sum())})
+            overlay[mask] = 0.5 * overlay[mask] + 0.5 * colours[i]
+    write_image(output / "overlay.png", np.clip(overlay, 0.0, 1.0))
+    write_json(output / "scores.json", scores)
+    if as_json:
+        click.echo(json.dumps(scores, indent=2))
+    else:
+        click.echo(f"{image}: {len(scores['masks'])} masks -> {output}")
