@@ -1,0 +1,182 @@
+"""``robustsam-restore prior-cache``: fill a prior cache for a folder of images.
+
+Each image is decoded, keyed by its content and the prior's meta, and run through the prior unless a
+valid entry exists (so an interrupted run resumes where it stopped; corrupt entries are recomputed).
+Under ``torchrun`` (``WORLD_SIZE`` > 1) the sorted file list is sharded: rank ``r`` of ``W`` takes
+files ``r, r + W, r + 2W, ...``; the ranks meet at a barrier (gloo, works on CPU) and rank 0 prints
+the summary of all of them. Every rank exits non-zero if any file failed on any rank.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import click
+
+logger = logging.getLogger(__name__)
+
+
+def parse_options(pairs: tuple[str, ...]) -> dict[str, Any]:
+    """``("key=value", ...)`` -> dict; values are parsed as YAML scalars/lists (``2e-4``, ``[1, 99]``)."""
+    import yaml
+
+    options: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise click.BadParameter(f"{pair!r}: expected KEY=VALUE", param_hint="--prior-option")
+        try:
+            options[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError as e:
+            raise click.BadParameter(f"{pair!r}: cannot parse the value ({e})", param_hint="--prior-option") from e
+    return options
+
+
+def distributed_context() -> tuple[int, int, bool]:
+    """``(rank, world_size, initialised_here)``; starts a gloo process group when ``WORLD_SIZE`` > 1."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1, False
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size(), False
+    dist.init_process_group(backend="gloo")
+    return dist.get_rank(), dist.get_world_size(), True
+
+
+def fill_cache(
+    items: list[tuple[Path, Path]],
+    prior: Any,
+    cache_root: Path,
+    *,
+    rank: int = 0,
+    world_size: int = 1,
+):
+    """Cache ``prior`` for this rank's share ``items[rank::world_size]``; returns (RunSummary, stats)."""
+    from robustsam_prior.cache import PriorCache
+    from robustsam_prior.io import read_image, to_tensor
+
+    from ._common import process_files
+
+    cache = PriorCache(cache_root)
+    shard = items[rank::world_size]
+
+    def one(src: Path, rel: Path) -> None:
+        image = read_image(src)
+        cache.get_or_compute(prior, to_tensor(image.pixels))
+
+    desc = "prior-cache" if world_size == 1 else f"prior-cache[rank {rank}]"
+    summary = process_files(shard, one, desc=desc)
+    return summary, dict(cache.stats)
+
+
+@click.command("prior-cache")
+@click.argument("input", type=click.Path(exists=True, path_type=Path))
+@click.option("--prior", "prior_name", required=True, help="Prior name: regions, none, robustsam, sam.")
+@click.option(
+    "--prior-checkpoint",
+    "checkpoint",
+    help="Checkpoint for robustsam/sam: a file or a variant name (vit_b/vit_l/vit_h); default: "
+    "$ROBUSTSAM_CHECKPOINT or the cache folder.",
+)
+@click.option(
+    "--prior-option",
+    "option_pairs",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="A prior option, e.g. n_segments=200 or points_per_side=16 (repeatable; YAML values).",
+)
+@click.option("--cache", "cache_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Cache folder (created if needed).")
+@click.option("-r", "--recursive", is_flag=True, help="Also take images in sub-folders.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
+def prior_cache(
+    input: Path,
+    prior_name: str,
+    checkpoint: str | None,
+    option_pairs: tuple[str, ...],
+    cache_dir: Path,
+    recursive: bool,
+    as_json: bool,
+) -> None:
+    """Run a prior once per image of INPUT (a file or folder) and store the outputs in --cache."""
+    from robustsam_prior.io import collect_inputs
+    from robustsam_prior.prior import build_prior
+
+    options = parse_options(option_pairs)
+    if checkpoint is not None:
+        options["checkpoint"] = checkpoint
+    rank, world, owned = distributed_context()
+    if world > 1 and prior_name in ("robustsam", "sam") and "device" not in options:
+        import torch
+
+        if torch.cuda.is_available():
+            options["device"] = f"cuda:{os.environ.get('LOCAL_RANK', rank)}"
+    try:
+        try:
+            prior = build_prior(prior_name, **options)
+        except (KeyError, ValueError, TypeError) as e:
+            message = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
+            if "checkpoint" in options and "unknown option 'checkpoint'" in message:
+                message = f"prior {prior_name!r} takes no checkpoint (--prior-checkpoint)"
+            raise click.UsageError(message) from e
+        except FileNotFoundError as e:  # checkpoint not found: the message says where to get it
+            raise click.ClickException(str(e)) from e
+        items = collect_inputs(input, recursive=recursive)
+        summary, stats = fill_cache(items, prior, cache_dir, rank=rank, world_size=world)
+        if world > 1:
+            import torch.distributed as dist
+
+            gathered: list = [None] * world
+            dist.all_gather_object(gathered, (summary, stats))
+            dist.barrier()
+            summary = _merge([s for s, _ in gathered])
+            stats = {k: sum(st[k] for _, st in gathered) for k in stats}
+    finally:
+        if owned:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+    stats["world_size"] = world
+    if rank != 0:  # rank 0 reports for everyone; the others only share the exit status
+        if summary.failed or not summary.processed:
+            raise SystemExit(1)
+        return
+    if as_json:
+        click.echo(json.dumps({
+            "images": len(summary.processed),
+            "computed": stats["misses"],
+            "already_cached": stats["hits"],
+            "corrupt_recomputed": stats["corrupt"],
+            "failed": {str(rel): msg for rel, msg in summary.failed},
+            "skipped": [str(rel) for rel, _ in summary.skipped],
+            "world_size": world,
+            "seconds": round(summary.seconds, 3),
+            "cache": str(cache_dir),
+            "prior": prior.meta,
+        }))
+        if summary.failed or not summary.processed:
+            raise SystemExit(1)
+        return
+    click.echo(
+        f"cache {cache_dir}: {stats['misses']} computed, {stats['hits']} already cached, "
+        f"{stats['corrupt']} corrupt entries recomputed ({world} process{'es' if world > 1 else ''})"
+    )
+    summary.report_and_exit()
+
+
+def _merge(summaries: list):
+    from ._common import RunSummary
+
+    merged = RunSummary(desc="prior-cache")
+    for s in summaries:
+        merged.processed += s.processed
+        merged.skipped += s.skipped
+        merged.failed += s.failed
+        merged.seconds = max(merged.seconds, s.seconds)
+    return merged
