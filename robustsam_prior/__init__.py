@@ -23,6 +23,7 @@ _EXPORTS = {
     "resolve_checkpoint": "hub",
     "build_prior": "prior",
     "PriorOutput": "prior",
+    "PriorCache": "cache",
 }
 
 __all__ = sorted(_EXPORTS)
