@@ -97,6 +97,10 @@ def describe_checkpoint(state: Mapping[str, torch.Tensor]) -> str:
     """One phrase saying what ``state`` looks like (for error messages)."""
     kind = detect_checkpoint(state)
     text = kind.describe()
+    proj = state.get("image_encoder.patch_embed.proj.weight")
+    if kind.variant is None and proj is not None:
+        blocks = {k.split(".")[2] for k in state if k.startswith("image_encoder.blocks.")}
+        text += f" (encoder width {proj.shape[0]}, depth {len(blocks)}, patch {proj.shape[-1]})"
     if kind.kind == "unknown":
         text += f" (first keys: {', '.join(list(state)[:3])})"
     return text

@@ -116,4 +116,4 @@ def test_usage_errors(files, tmp_path):
     other.write_text(json.dumps({**TINY, "enc_dim": 48}))
     res = CliRunner().invoke(main, ["segment", str(image), str(out), "--box", "1,2,30,30",
                                     "--prior-checkpoint", str(ckpt), "--config", str(other)])
-    assert res.exit_code == 1 and "mis-shaped" in res.output and "image_encoder.patch_embed.proj.weight" in res.output
+    assert res.exit_code == 1 and "mis-shaped" in res.output and "encoder width 32, depth 2" in res.output
