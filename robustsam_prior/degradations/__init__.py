@@ -1,0 +1,51 @@
+"""Degradation synthesis: the paper's 15 Robust-Seg degradations plus haze and kernel blurs.
+
+>>> from robustsam_prior.degradations import degrade
+>>> out = degrade(images, "fog", severity=3, seed=0)   # images: (B, 3, H, W) float in [0, 1]
+>>> out.image, out.params, out.transmission, out.airlight
+
+Families: ``noise`` (gaussian, iso, multiplicative, impulse), ``blur`` (resampling, motion, zoom,
+defocus, camera shake), ``weather`` (fog, rain, snow), ``digital`` (colour jitter, JPEG, low light,
+contrast), ``geometric`` (elastic, frosted glass; they warp label maps too) and ``haze``
+(scattering model). Each has one parameter table per severity (1..5) in its registry entry.
+
+Names are resolved lazily (module ``__getattr__``) so that importing this package does not import
+torch or OpenCV.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "DEGRADATIONS": "api",  # via api so that every family is registered
+    "ROBUST_SEG_SET": "api",
+    "RESTORATION_SET": "api",
+    "Degraded": "api",
+    "degrade": "api",
+    "Degradation": "base",
+    "ParamRange": "base",
+    "Out": "base",
+    "SEVERITIES": "base",
+    "add_haze": "haze",
+    "synthetic_depth": "haze",
+    "camera_shake_kernel": "kernels",
+    "camera_shake_trajectory": "kernels",
+    "defocus_kernel": "kernels",
+    "line_kernel": "kernels",
+    "blur_with_kernel": "kernels",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{module}"), name)
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))
