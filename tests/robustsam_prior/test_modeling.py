@@ -289,3 +289,23 @@ def test_config_errors():
     assert RobustSamConfig.from_dict(cfg.to_dict()) == cfg
     with pytest.raises(ValueError, match="path"):
         build_robustsam_model(OTHER).mask_decoder.robust_image_features(torch.zeros(1), torch.zeros(1), "clear")
+
+
+@pytest.mark.parametrize("path", ["robust", "sam"])
+def test_gradients_reach_exactly_the_modules_of_the_path(other_model, path):
+    """Every decoder parameter used on ``path`` gets a finite gradient; the other path's own ones get none."""
+    m = copy.deepcopy(other_model).train()
+    m.set_bn_mode("batch")
+    img = torch.rand(1, 3, 128, 128) * 255
+    with torch.no_grad():
+        emb, early = m.encode(m.preprocess(img))
+    out = m.decode(emb, early, point_coords=torch.tensor([[[30.0, 40.0]], [[100.0, 20.0]]]),
+                   point_labels=torch.ones(2, 1, dtype=torch.int), path=path)
+    (out.logits.square().mean() + out.iou_predictions.sum() + out.robust_embeddings.mean()).backward()
+    unused = ("mask_tokens", "output_hypernetworks_mlps") if path == "robust" else (
+        "custom_robust_token", "robust_mlp", "custom_token_block", "dnc_block_combined", "fgm_block", "conv_layer")
+    for name, p in m.mask_decoder.named_parameters():
+        if any(u in name.split(".") for u in unused):
+            assert p.grad is None, name
+        else:
+            assert p.grad is not None and torch.isfinite(p.grad).all(), name
