@@ -21,6 +21,7 @@ import logging
 import os
 import urllib.error
 import urllib.request
+from collections.abc import Mapping
 from pathlib import Path
 
 from .checkpoint import CheckpointError
@@ -78,14 +79,22 @@ def checkpoint_url(variant: str) -> str:
     return f"{HF_BASE}/{VARIANT_FILES[v]}"
 
 
-def resolve_checkpoint(path_or_variant: str | os.PathLike | None = None) -> Path:
+def resolve_checkpoint(path_or_variant: str | os.PathLike | Mapping | None = None) -> Path:
     """Find a RobustSAM checkpoint file (see the module docstring for the order).
 
     ``path_or_variant`` is a file path, a variant name (``"vit_b"``, ``"vit_l"``, ``"vit_h"``; also
-    ``"b"``/``"l"``/``"h"``) or ``None`` (the default variant, ``vit_b``). Raises
+    ``"b"``/``"l"``/``"h"``), ``None`` (the default variant, ``vit_b``) or a dict config (custom
+    architecture: only an explicit path or ``$ROBUSTSAM_CHECKPOINT`` can name its file). Raises
     :class:`CheckpointNotFoundError` with download instructions when nothing is found.
     """
     variant: str | None = None
+    if isinstance(path_or_variant, Mapping):  # a custom architecture (dict config) has no official file
+        env = os.environ.get(ENV_CHECKPOINT)
+        if env:
+            return resolve_checkpoint(Path(env))
+        raise CheckpointNotFoundError(
+            f"a custom RobustSAM config (dict) needs its checkpoint: pass a file path or set ${ENV_CHECKPOINT}"
+        )
     if path_or_variant is not None:
         text = os.fspath(path_or_variant)
         variant = normalize_variant(text) if isinstance(path_or_variant, str) else None

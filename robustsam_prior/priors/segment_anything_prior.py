@@ -69,7 +69,8 @@ class _SegmentAnythingPrior(Prior):
             raise ValueError(f"{self.name} prior: points_per_side must be >= 1, got {points_per_side}")
         if config is not None and not isinstance(config, (str, dict)):
             raise ValueError(f"{self.name} prior: config must be 'vit_b'/'vit_l'/'vit_h' or a dict, got {config!r}")
-        ckpt = resolve_checkpoint(checkpoint if checkpoint is not None else (config if isinstance(config, str) else None))
+        # no checkpoint: the variant's official file (or $ROBUSTSAM_CHECKPOINT); a dict config needs one
+        ckpt = resolve_checkpoint(checkpoint if checkpoint is not None else config)
         super().__init__(
             config=config,
             points_per_side=int(points_per_side),

@@ -199,6 +199,15 @@ def test_missing_checkpoint_names_file_and_url(clean_env):
     assert str(Path(clean_env / "cache" / "checkpoints")) in msg
     with pytest.raises(CheckpointNotFoundError, match="robustsam_checkpoint_b.pth"):
         resolve_checkpoint()  # default variant
+    with pytest.raises(CheckpointNotFoundError, match=r"custom RobustSAM config \(dict\) needs its checkpoint"):
+        resolve_checkpoint({"img_size": 256})
+
+
+def test_dict_config_uses_the_environment(clean_env, monkeypatch):
+    env_file = clean_env / "tiny.safetensors"
+    env_file.write_bytes(b"y")
+    monkeypatch.setenv(hub.ENV_CHECKPOINT, str(env_file))
+    assert resolve_checkpoint({"img_size": 256}) == env_file
 
 
 def test_checkpoint_url_and_unknown_variant():

@@ -113,6 +113,8 @@ def test_missing_checkpoint_and_bad_options(tiny_checkpoint, no_env, tmp_path):
         build_prior("robustsam")
     with pytest.raises(CheckpointNotFoundError, match="robustsam_checkpoint_l.pth"):
         build_prior("sam", config="vit_l")
+    with pytest.raises(CheckpointNotFoundError, match="custom RobustSAM config"):
+        build_prior("robustsam", config=TINY)
     with pytest.raises(CheckpointNotFoundError, match="nope.pth"):
         build_prior("robustsam", checkpoint=tmp_path / "nope.pth")
     for bad, msg in [
