@@ -1,0 +1,211 @@
+"""The inference engine: a restoration model + its prior, restoring images of any size.
+
+``Restorer.load(model, task=..., prior=..., device=...)`` takes a classical method name (``dcp``,
+``identity``), a zoo name or a checkpoint path (see :mod:`restore.zoo`). A checkpoint is read with
+the project's one loader (``robustsam_prior.checkpoint.read_checkpoint``); its metadata
+(``format: robustsam-restore/restoration``, ``arch``, ``arch_kwargs``, ``task``, ``prior``) says
+what to build. The prior is the checkpoint's own unless overridden.
+
+``restorer.restore(image (1,3,H,W) float [0,1]) -> (1,3,H,W)`` float32 on the CPU, clamped to
+[0, 1]. The prior runs once on the whole image; the network runs on the whole image or, above
+``tile_threshold`` pixels (or when ``tile`` is set), on overlapping tiles (``restore/tiling.py``)
+so that peak memory stays bounded. On CUDA it runs in float16 autocast unless ``half=False``; on
+the CPU it runs in float32 channels-last and is deterministic (same input, same output).
+:meth:`Restorer.restore_file` keeps the input's size, bit depth and alpha (passed through).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from robustsam_prior.prior import PriorOutput
+
+from .tiling import TileSpec, tiled_forward
+from .zoo import ModelRef, resolve_model
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINT_FORMAT = "robustsam-restore/restoration"
+DEVICES = ("auto", "cpu", "cuda")
+PRIORS_WITH_CHECKPOINT = ("robustsam", "sam")
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """``"auto"`` -> CUDA when available else CPU; ``"cuda"`` without a GPU is an error."""
+    if isinstance(device, torch.device):
+        return device
+    if device not in DEVICES and not str(device).startswith("cuda:"):
+        raise ValueError(f"device must be one of {', '.join(DEVICES)}, got {device!r}")
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if str(device).startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} requested but no CUDA GPU is available; use --device cpu")
+    return torch.device(device)
+
+
+def _classical(name: str) -> nn.Module:
+    from .baselines import ClassicalRestorer, dark_channel_prior, identity
+
+    fn = {"dcp": dark_channel_prior, "identity": identity}[name]
+    return ClassicalRestorer(fn=fn, name=name)
+
+
+def load_restoration_checkpoint(path: str | os.PathLike) -> tuple[nn.Module, dict[str, Any]]:
+    """Build and load the network of a restoration checkpoint; returns ``(net in eval mode, metadata)``."""
+    from robustsam_prior.checkpoint import CheckpointError, load_strict, read_checkpoint
+
+    from .archs import build_arch
+
+    ckpt = read_checkpoint(path)
+    meta = ckpt.metadata
+    if meta.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(
+            f"{path}: not a robustsam-restore restoration checkpoint (metadata format "
+            f"{meta.get('format')!r}, expected {CHECKPOINT_FORMAT!r})"
+        )
+    for key in ("arch", "task"):
+        if key not in meta:
+            raise CheckpointError(f"{path}: restoration checkpoint metadata lacks {key!r}")
+    try:
+        net = build_arch(meta["arch"], **dict(meta.get("arch_kwargs") or {}))
+    except (KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(f"{path}: cannot build its architecture ({e})") from e
+    load_strict(net, ckpt.state_dict, source=path)
+    net.eval()
+    meta = {**meta, "sha256": ckpt.sha256}
+    return net, meta
+
+
+@dataclass
+class Restorer:
+    """A restoration network (or classical method) with its prior and run settings."""
+
+    net: nn.Module
+    task: str
+    name: str
+    prior: Any = None  # a robustsam_prior Prior, or None when the network needs none
+    metadata: dict[str, Any] = field(default_factory=dict)
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    tile: int | None = None  # tile size; None = automatic above tile_threshold; 0 = never tile
+    overlap: int = 32
+    tile_threshold: int = 2048 * 2048
+    half: bool = True
+
+    @classmethod
+    def load(
+        cls,
+        model: str | None = None,
+        *,
+        task: str = "dehaze",
+        prior: str | None = None,
+        prior_checkpoint: str | os.PathLike | None = None,
+        device: str | torch.device = "auto",
+        tile: int | None = None,
+        overlap: int = 32,
+        half: bool = True,
+    ) -> Restorer:
+        """Resolve ``model`` (None = the task's default), load it and build its prior.
+
+        ``prior`` overrides the checkpoint's prior (name only; the checkpoint's options are kept
+        when the name is the same); ``prior_checkpoint`` is the RobustSAM/SAM weight file for the
+        ``robustsam``/``sam`` priors.
+        """
+        dev = resolve_device(device)
+        if tile is not None and tile < 0:
+            raise ValueError(f"tile must be >= 0 (0 = never tile), got {tile}")
+        ref: ModelRef = resolve_model(model, task)
+        if ref.kind == "classical":
+            net, meta = _classical(ref.name), {"task": task, "arch": ref.name, "prior": None}
+        else:
+            net, meta = load_restoration_checkpoint(ref.path)
+            if meta["task"] != task:
+                raise ValueError(f"{ref.path}: a {meta['task']} model; it cannot {task}")
+        net = net.to(dev)
+        if dev.type == "cpu":
+            net = net.to(memory_format=torch.channels_last)
+        prior_obj = None
+        if getattr(net, "needs_prior", False):
+            prior_obj = _build_prior(meta.get("prior"), prior, prior_checkpoint, dev)
+        elif prior is not None or prior_checkpoint is not None:
+            logger.warning("model %s uses no prior; --prior/--prior-checkpoint ignored", ref.name)
+        return cls(net=net, task=task, name=ref.name, prior=prior_obj, metadata=meta, device=dev,
+                   tile=tile, overlap=overlap, half=half)
+
+    # ------------------------------------------------------------------ running
+
+    def _autocast(self):
+        if self.device.type == "cuda" and self.half:
+            return torch.autocast("cuda", dtype=torch.float16)
+        return contextlib.nullcontext()
+
+    def _run(self, image: torch.Tensor, prior: PriorOutput | None) -> torch.Tensor:
+        if self.device.type == "cpu":
+            image = image.contiguous(memory_format=torch.channels_last)
+        with self._autocast():
+            return self.net(image, prior).float()
+
+    def use_tiles(self, h: int, w: int) -> bool:
+        """Tile when ``tile`` is set and the image is larger, or automatically above the threshold."""
+        if self.tile == 0 or _is_classical(self.net):
+            return False  # classical methods are global (DCP's airlight) and cheap
+        if self.tile is not None:
+            return max(h, w) > self.tile
+        return h * w > self.tile_threshold
+
+    @torch.inference_mode()
+    def restore(self, image: torch.Tensor) -> torch.Tensor:
+        """Restore ``image (1, 3, H, W)`` float in [0, 1]; returns ``(1, 3, H, W)`` float32 on the CPU."""
+        if image.dim() != 4 or image.shape[1] != 3:
+            raise ValueError(f"restore: image must be (B, 3, H, W), got {tuple(image.shape)}")
+        image = image.to(self.device, torch.float32)
+        h, w = image.shape[-2:]
+        prior = self.prior(image).to(self.device) if self.prior is not None else None
+        if self.use_tiles(h, w):
+            spec = TileSpec(
+                tile=self.tile or 1024,
+                overlap=self.overlap,
+                batch_size=4 if self.device.type == "cuda" else 1,
+                multiple=getattr(self.net, "multiple", 1),
+            )
+            logger.info("restoring %dx%d in tiles of %d", w, h, spec.padded_tile)
+            out = tiled_forward(self._run, image, prior, spec)
+        else:
+            out = self._run(image, prior)
+        return out.clamp_(0, 1).cpu()
+
+    def restore_file(self, src: str | os.PathLike, dst: str | os.PathLike) -> Path:
+        """Read ``src``, restore it and write ``dst`` with the same size, bit depth and alpha."""
+        from robustsam_prior.io import read_image, to_numpy, to_tensor, write_image
+
+        data = read_image(src)
+        out = to_numpy(self.restore(to_tensor(data.pixels)))
+        return write_image(dst, out, alpha=data.alpha, bit_depth=data.bit_depth)
+
+
+def _is_classical(net: nn.Module) -> bool:
+    from .baselines import ClassicalRestorer
+
+    return isinstance(net, ClassicalRestorer)
+
+
+def _build_prior(record: dict | None, override: str | None, checkpoint: Any, device: torch.device):
+    from robustsam_prior.prior import build_prior
+
+    record = dict(record or {"name": "none", "options": {}})
+    name = override or record.get("name") or "none"
+    options = dict(record.get("options") or {}) if name == record.get("name") else {}
+    if checkpoint is not None:
+        if name not in PRIORS_WITH_CHECKPOINT:
+            raise ValueError(f"--prior-checkpoint applies to the {'/'.join(PRIORS_WITH_CHECKPOINT)} priors, not {name!r}")
+        options["checkpoint"] = str(checkpoint)
+    if name in PRIORS_WITH_CHECKPOINT:
+        options.setdefault("device", str(device))
+    return build_prior(name, **options)

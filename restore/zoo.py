@@ -1,0 +1,104 @@
+"""Named restoration models: the classical methods and packaged weight files.
+
+``--model`` accepts a classical method (``dcp`` for dehazing; ``identity`` for both tasks; the
+deblurring baselines Wiener / Richardson-Lucy need a known kernel, so blind deblurring's classical
+option is ``identity``), a name from the zoo table, or a checkpoint path.
+
+The zoo table maps a name to a weight file under ``restore/weights/`` (packaged with the project).
+It is read from ``restore/weights/zoo.json`` (``{"name": {"task": ..., "file": ...,
+"description": ...}}``) so trained default models can be added without code changes. Until they
+exist the table is empty and the default names in :data:`DEFAULT_MODELS` resolve to a clear error
+that names the options.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from robustsam_prior.registry import did_you_mean
+
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+ZOO_FILE = WEIGHTS_DIR / "zoo.json"
+TASKS = ("dehaze", "deblur")
+# the model each task uses when --model is not given
+DEFAULT_MODELS = {"dehaze": "robustsam-dehaze", "deblur": "robustsam-deblur"}
+# classical method -> tasks it applies to
+CLASSICAL = {"dcp": ("dehaze",), "identity": ("dehaze", "deblur")}
+
+
+class ModelNotFoundError(ValueError):
+    """A ``--model`` value that is neither a known name nor an existing file."""
+
+
+@dataclass(frozen=True)
+class ZooEntry:
+    """A packaged model: ``file`` is relative to ``restore/weights/``."""
+
+    name: str
+    task: str
+    file: str
+    description: str = ""
+
+    @property
+    def path(self) -> Path:
+        return ZOO_FILE.parent / self.file
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """What a ``--model`` value resolved to: ``kind`` is "classical" or "checkpoint"."""
+
+    kind: str
+    name: str
+    path: Path | None = None
+
+
+def load_zoo(path: Path | None = None) -> dict[str, ZooEntry]:
+    """The zoo table from ``zoo.json`` (empty when the file does not exist)."""
+    path = ZOO_FILE if path is None else path
+    if not path.is_file():
+        return {}
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+        return {name: ZooEntry(name=name, **fields) for name, fields in raw.items()}
+    except (json.JSONDecodeError, TypeError, AttributeError) as e:
+        raise ValueError(f"{path}: malformed model table ({e})") from e
+
+
+def _options(task: str) -> str:
+    classical = [n for n, tasks in CLASSICAL.items() if task in tasks]
+    return "--model " + "|".join([*classical, *sorted(n for n, e in load_zoo().items() if e.task == task), "PATH"])
+
+
+def resolve_model(model: str | None, task: str) -> ModelRef:
+    """Resolve a ``--model`` value (``None`` = the task's default) for ``task``."""
+    if task not in TASKS:
+        raise ValueError(f"unknown task {task!r}; known: {', '.join(TASKS)}")
+    name = model or DEFAULT_MODELS[task]
+    if name in CLASSICAL:
+        if task not in CLASSICAL[name]:
+            raise ModelNotFoundError(f"model {name!r} does not do {task}; use {_options(task)}")
+        return ModelRef("classical", name)
+    zoo = load_zoo()
+    if name in zoo:
+        entry = zoo[name]
+        if entry.task != task:
+            raise ModelNotFoundError(f"model {name!r} is a {entry.task} model, not {task}; use {_options(task)}")
+        if not entry.path.is_file():
+            raise ModelNotFoundError(f"model {name!r}: its weight file {entry.path} is missing; use {_options(task)}")
+        return ModelRef("checkpoint", name, entry.path)
+    if name == DEFAULT_MODELS[task]:
+        raise ModelNotFoundError(
+            f"the default {task} model {name!r} has no trained weights in this installation yet; "
+            f"choose one with {_options(task)}"
+        )
+    path = Path(name).expanduser()
+    if path.is_file():
+        return ModelRef("checkpoint", path.name, path)
+    known = [*CLASSICAL, *zoo]
+    raise ModelNotFoundError(
+        f"model {name!r} is neither a known model name{did_you_mean(name, known)} nor an existing file; "
+        f"use {_options(task)}"
+    )

@@ -1,0 +1,169 @@
+"""Inference engine: model resolution, checkpoint loading, prior choice, tiling, files."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import restore.zoo as zoo
+from restore.archs import build_arch
+from restore.inference import CHECKPOINT_FORMAT, Restorer, load_restoration_checkpoint, resolve_device
+from restore.tiling import TileSpec, tiled_forward
+from restore.zoo import ModelNotFoundError, resolve_model
+from robustsam_prior.checkpoint import CheckpointError, save_checkpoint
+
+TINY = {"width": 8, "enc_blocks": [1, 1], "middle_blocks": 1, "dec_blocks": [1, 1]}
+
+
+def make_checkpoint(path, arch="map_nafnet", task="dehaze", prior=None, seed=0, **meta_extra):
+    torch.manual_seed(seed)
+    net = build_arch(arch, **TINY)
+    with torch.no_grad():  # non-trivial output: beta/gamma away from 0
+        for n, p in net.named_parameters():
+            if n.endswith(("beta", "gamma")):
+                p.normal_(0, 0.1)
+    meta = {
+        "format": CHECKPOINT_FORMAT, "arch": arch, "arch_kwargs": TINY, "task": task,
+        "prior": prior or {"name": "regions", "options": {"n_segments": 20, "working_size": 64}},
+        "metrics": {"psnr": 20.5}, **meta_extra,
+    }
+    save_checkpoint(path, net.state_dict(), meta)
+    return net.eval()
+
+
+def test_resolve_model_names_and_errors(tmp_path, monkeypatch):
+    monkeypatch.setattr(zoo, "ZOO_FILE", tmp_path / "none.json")
+    assert resolve_model("dcp", "dehaze").kind == "classical"
+    assert resolve_model("identity", "deblur").name == "identity"
+    with pytest.raises(ModelNotFoundError, match=r"--model dcp\|identity\|PATH"):
+        resolve_model(None, "dehaze")
+    with pytest.raises(ModelNotFoundError, match=r"--model identity\|PATH"):
+        resolve_model(None, "deblur")
+    with pytest.raises(ModelNotFoundError, match="does not do deblur"):
+        resolve_model("dcp", "deblur")
+    with pytest.raises(ModelNotFoundError, match="did you mean 'dcp'"):
+        resolve_model("dpc", "dehaze")
+    with pytest.raises(ValueError, match="unknown task"):
+        resolve_model("dcp", "denoise")
+    ck = tmp_path / "m.safetensors"
+    ck.write_bytes(b"x")
+    assert resolve_model(str(ck), "dehaze").path == ck
+
+
+def test_zoo_table(tmp_path, monkeypatch):
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    (weights / "zoo.json").write_text(json.dumps({
+        "robustsam-dehaze": {"task": "dehaze", "file": "a.safetensors"},
+        "other": {"task": "deblur", "file": "b.safetensors"},
+    }))
+    monkeypatch.setattr(zoo, "WEIGHTS_DIR", weights)
+    monkeypatch.setattr(zoo, "ZOO_FILE", weights / "zoo.json")
+    with pytest.raises(ModelNotFoundError, match="weight file .* is missing"):
+        resolve_model(None, "dehaze")
+    (weights / "a.safetensors").write_bytes(b"x")
+    assert resolve_model(None, "dehaze").path == weights / "a.safetensors"
+    with pytest.raises(ModelNotFoundError, match="is a deblur model"):
+        resolve_model("other", "dehaze")
+    (weights / "zoo.json").write_text("{not json")
+    with pytest.raises(ValueError, match="malformed"):
+        zoo.load_zoo(weights / "zoo.json")
+
+
+def test_load_checkpoint_and_restore_matches_direct_call(tmp_path):
+    ck = tmp_path / "m.safetensors"
+    net = make_checkpoint(ck)
+    r = Restorer.load(str(ck), task="dehaze", device="cpu")
+    assert r.prior.name == "regions" and r.prior.options["n_segments"] == 20
+    x = torch.rand(1, 3, 37, 29, generator=torch.Generator().manual_seed(0))
+    out = r.restore(x)
+    assert out.shape == x.shape and out.dtype == torch.float32
+    with torch.no_grad():
+        ref = net(x, r.prior(x)).clamp(0, 1)
+    torch.testing.assert_close(out, ref, atol=1e-5, rtol=0)
+    assert torch.equal(out, r.restore(x))  # deterministic on the CPU
+    # forced tiling: the prior on the whole image, the network through tiled_forward
+    r.tile, r.overlap = 16, 4
+    assert r.use_tiles(37, 29)
+    tiled = r.restore(x)
+    with torch.no_grad():
+        ref = tiled_forward(net, x, r.prior(x), TileSpec(tile=16, overlap=4, batch_size=1, multiple=4))
+    torch.testing.assert_close(tiled, ref.clamp(0, 1), atol=1e-5, rtol=0)
+    r.tile = 0
+    assert not r.use_tiles(10_000, 10_000)
+
+
+def test_prior_override_and_checkpoint_errors(tmp_path):
+    ck = tmp_path / "m.safetensors"
+    make_checkpoint(ck)
+    r = Restorer.load(str(ck), task="dehaze", prior="none", device="cpu")
+    assert r.prior.name == "none"
+    with pytest.raises(ValueError, match="prior-checkpoint applies"):
+        Restorer.load(str(ck), task="dehaze", prior_checkpoint=tmp_path / "x.pth", device="cpu")
+    with pytest.raises(ValueError, match="cannot deblur"):
+        Restorer.load(str(ck), task="deblur", device="cpu")
+    plain = tmp_path / "plain.safetensors"
+    make_checkpoint(plain, arch="nafnet")
+    assert Restorer.load(str(plain), task="dehaze", prior="regions", device="cpu").prior is None
+    bad = tmp_path / "bad.safetensors"
+    save_checkpoint(bad, {"w": torch.zeros(1)}, {"format": "other"})
+    with pytest.raises(CheckpointError, match="not a robustsam-restore restoration checkpoint"):
+        load_restoration_checkpoint(bad)
+    noarch = tmp_path / "noarch.safetensors"
+    save_checkpoint(noarch, {"w": torch.zeros(1)}, {"format": CHECKPOINT_FORMAT, "task": "dehaze"})
+    with pytest.raises(CheckpointError, match="lacks 'arch'"):
+        load_restoration_checkpoint(noarch)
+    unknown = tmp_path / "unknown.safetensors"
+    save_checkpoint(unknown, {"w": torch.zeros(1)}, {"format": CHECKPOINT_FORMAT, "task": "dehaze", "arch": "unet"})
+    with pytest.raises(CheckpointError, match="cannot build"):
+        load_restoration_checkpoint(unknown)
+    wrong = tmp_path / "wrong.safetensors"
+    save_checkpoint(wrong, {"w": torch.zeros(1)}, {"format": CHECKPOINT_FORMAT, "task": "dehaze", "arch": "nafnet", "arch_kwargs": TINY})
+    with pytest.raises(CheckpointError, match="missing keys"):
+        load_restoration_checkpoint(wrong)
+    with pytest.raises(ValueError, match=">= 0"):
+        Restorer.load("identity", task="deblur", tile=-1)
+
+
+def test_devices_and_classical():
+    assert resolve_device("cpu").type == "cpu"
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    with pytest.raises(ValueError, match="one of"):
+        resolve_device("tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="no CUDA"):
+            resolve_device("cuda")
+    r = Restorer.load("identity", task="deblur", prior="regions")
+    assert r.prior is None and not r.use_tiles(5000, 5000)
+    x = torch.rand(1, 3, 8, 9)
+    assert torch.equal(r.restore(x), x)
+    with pytest.raises(ValueError, match=r"\(B, 3, H, W\)"):
+        r.restore(x[0])
+
+
+def test_restore_file_keeps_depth_and_alpha(tmp_path):
+    from robustsam_prior.io import read_image, write_image
+
+    rng = np.random.default_rng(0)
+    src = tmp_path / "in.png"
+    alpha = rng.random((12, 10)).astype(np.float32)
+    write_image(src, rng.random((12, 10, 3)).astype(np.float32), alpha=alpha, bit_depth=16)
+    r = Restorer.load("dcp", task="dehaze", device="cpu")
+    r.restore_file(src, tmp_path / "out.png")
+    out = read_image(tmp_path / "out.png")
+    assert out.pixels.shape == (12, 10, 3) and out.bit_depth == 16
+    np.testing.assert_allclose(out.alpha, read_image(src).alpha)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.gpu
+def test_cuda_half_close_to_cpu(tmp_path):
+    ck = tmp_path / "m.safetensors"
+    make_checkpoint(ck, arch="nafnet")
+    x = torch.rand(1, 3, 64, 48)
+    cpu = Restorer.load(str(ck), task="dehaze", device="cpu").restore(x)
+    gpu = Restorer.load(str(ck), task="dehaze", device="cuda").restore(x)
+    assert (cpu - gpu).abs().max() < 1e-2
