@@ -309,3 +309,15 @@ def test_gradients_reach_exactly_the_modules_of_the_path(other_model, path):
             assert p.grad is None, name
         else:
             assert p.grad is not None and torch.isfinite(p.grad).all(), name
+
+
+def test_fast_encoder_option_matches_reference(ref):
+    fast_encoder = pytest.importorskip("robustsam_prior.fast_encoder")
+    d = reference_dir()
+    model = build_robustsam(json.loads((d / "tiny_config.json").read_text()), d / "tiny_robustsam_state_dict.pth",
+                            fast=True)
+    assert fast_encoder.is_accelerated(model.image_encoder)
+    with torch.no_grad():
+        emb, early = model.encode(model.preprocess(ref["image"][None]))
+    assert_close_rel(emb, ref["image_embeddings"], what="fast image_embeddings")
+    assert_close_rel(early, ref["early_features"], what="fast early_features")
