@@ -137,11 +137,12 @@ class RegionsPrior(Prior):
         """Label map ``(H, W)`` int32, ids 0..K-1, for one image ``(1, 3, H, W)`` in [0, 1]."""
         _, _, h, w = image.shape
         sh, sw = self.working_shape(h, w)
-        small = image.detach().float().cpu()
+        small = image.detach().float()
         if (sh, sw) != (h, w):
-            # area averaging = anti-aliased downscale; done in torch to avoid a full-size numpy copy
+            # area averaging = anti-aliased downscale; done in torch (on the image's device) to avoid
+            # a full-size numpy copy
             small = F.interpolate(small, size=(sh, sw), mode="area")
-        arr = np.ascontiguousarray(small[0].permute(1, 2, 0).numpy())
+        arr = np.ascontiguousarray(small[0].permute(1, 2, 0).cpu().numpy())
         if self.options["contrast"] == "stretch":
             arr = stretch_contrast(arr, *self.options["stretch_percentiles"])
         labels = self._segment_small(arr)
