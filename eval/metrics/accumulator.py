@@ -97,7 +97,7 @@ def build_image_metrics(
             try:
                 fns[name] = build_lpips(net, lpips_weights, device=device)
             except LpipsUnavailable as e:
-                logger.warning("%s", e)
+                logger.info("%s", e)  # callers report it (e.g. the CLI's "unavailable" line)
                 unavailable[name] = e.reason
         else:
             known = ["psnr", "ssim", "lpips", "lpips_alex", "lpips_vgg"]

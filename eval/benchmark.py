@@ -1,0 +1,686 @@
+"""Benchmarks: restoration quality/speed and segmentation robustness, written as JSON Lines with provenance.
+
+Restoration (:func:`run_restoration_benchmark`): pairs of (degraded, ground truth) images, either
+read from disk (:mod:`eval.datasets`) or synthesised from clean images with
+``robustsam_prior.degradations.degrade`` (:class:`SyntheticPairs`, seeded per image so the result
+does not depend on order), are run through named methods (``identity``, ``dcp``, a trained model
+name or checkpoint through ``restore.inference.Restorer``, or any :class:`Method`). One row per
+method: mean and per-image metrics, images/s (method time only), and provenance.
+
+Segmentation robustness (:func:`run_segmentation_benchmark`, RobustSAM paper Tables 2-6 protocol,
+robustsam_spec.md §5): images with ground-truth instance masks; each instance gives one prompt
+(its tight box, or N positive points drawn from the mask with a seed); each prompt's predicted mask
+is scored by IoU/Dice/PA; scores are averaged over prompts, for the clear image and every
+degradation/severity, for each segmenter (``robustsam``, ``sam``: RobustSAM's robust or SAM path;
+``regions``: the weight-free over-segmentation, a prompt selecting the regions it covers). Prompts
+are drawn from the masks of each condition (geometric degradations warp the masks with the image),
+with seeds that depend only on (seed, image, instance), so every segmenter sees the same prompts.
+
+Both are deterministic: the same spec gives identical metric values (timings aside).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import logging
+import math
+import os
+import subprocess
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .datasets import PairedDataset, SegmentationDataset, file_list_hash
+from .metrics.accumulator import ImageMetrics, build_image_metrics
+from .metrics.psnr_ssim import MetricConventions
+from .metrics.segmentation import PromptMetrics
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "Method",
+    "PromptSegmenter",
+    "SyntheticPairs",
+    "draw_prompts",
+    "jsonable",
+    "provenance",
+    "read_rows",
+    "resolve_method",
+    "run_restoration_benchmark",
+    "run_segmentation_benchmark",
+    "seed_for",
+    "write_rows",
+]
+
+ROW_FORMAT = "robustsam-restore/benchmark-row/1"
+
+
+# ---------------------------------------------------------------------------------------- utilities
+
+
+def seed_for(*parts: Any) -> int:
+    """A 63-bit seed derived from ``parts`` (stable across runs and platforms, unlike ``hash``)."""
+    h = hashlib.sha256("\x1f".join(str(p) for p in parts).encode("utf-8")).digest()
+    return int.from_bytes(h[:8], "little") >> 1
+
+
+def jsonable(obj: Any) -> Any:
+    """Make ``obj`` strict-JSON: ``inf`` -> ``"inf"``, NaN -> ``None``, numpy scalars -> Python, Paths -> str."""
+    if isinstance(obj, dict):
+        return {str(k): jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [jsonable(v) for v in obj]
+    if isinstance(obj, (np.floating, np.integer, np.bool_)):
+        obj = obj.item()
+    if isinstance(obj, float):
+        if math.isnan(obj):
+            return None
+        if math.isinf(obj):
+            return "inf" if obj > 0 else "-inf"
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+def _git_rev() -> str:
+    root = Path(__file__).resolve().parents[1]
+    try:
+        rev = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
+        return rev + ("-dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def provenance() -> dict[str, str]:
+    """Package version, git revision, UTC date, and the torch/Python versions."""
+    import platform
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        pkg = version("robustsam-restore")
+    except PackageNotFoundError:
+        pkg = "0+unknown"
+    return {
+        "package_version": pkg,
+        "git_rev": _git_rev(),
+        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def write_rows(path: str | os.PathLike, rows: Iterable[dict], *, append: bool = True) -> Path:
+    """Append (or write) rows to a JSON Lines file, one strict-JSON object per line."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = "".join(json.dumps(jsonable(r), sort_keys=True) + "\n" for r in rows)
+    if append and path.exists():
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(text)
+    else:
+        from robustsam_prior.fileio import atomic_write
+
+        with atomic_write(path, "w") as f:
+            f.write(text)
+    return path
+
+
+def read_rows(path: str | os.PathLike) -> list[dict]:
+    """Rows of a JSON Lines results file; a bad line raises ``ValueError`` naming the file and line."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"results file {path} does not exist")
+    rows = []
+    for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path}:{i}: not a JSON object ({e.msg})") from e
+        if not isinstance(row, dict) or "method" not in row or "metrics" not in row:
+            raise ValueError(f"{path}:{i}: not a benchmark row (needs 'method' and 'metrics')")
+        row["_source"] = str(path)
+        rows.append(row)
+    return rows
+
+
+# -------------------------------------------------------------------------------------- restoration
+
+
+@dataclass
+class Method:
+    """A restoration method: ``fn(image (1,3,H,W) in [0,1]) -> (1,3,H,W)`` plus what identifies it."""
+
+    name: str
+    fn: Callable[[torch.Tensor], torch.Tensor]
+    checkpoint_sha256: str | None = None
+    prior: dict | None = None
+    info: dict = field(default_factory=dict)
+
+
+def resolve_method(spec: str | Method, *, device: str = "cpu", prior: str | None = None) -> Method:
+    """``identity``, ``dcp`` (dark channel prior), or a model name/checkpoint path for ``Restorer.load``."""
+    if isinstance(spec, Method):
+        return spec
+    if spec == "identity":
+        return Method("identity", lambda x: x)
+    if spec == "dcp":
+        from restore.baselines import dark_channel_prior
+
+        return Method("dcp", dark_channel_prior, info={"baseline": "dark channel prior (He et al.)"})
+    try:
+        from restore.inference import Restorer
+    except ImportError as e:  # pragma: no cover - depends on the restore package being complete
+        raise ValueError(f"method {spec!r}: restore.inference is not available ({e})") from e
+    kwargs = {"device": device}
+    if prior is not None:
+        kwargs["prior"] = prior
+    restorer = Restorer.load(spec, **kwargs)
+    meta = dict(getattr(restorer, "metadata", None) or {})
+    return Method(
+        name=str(getattr(restorer, "name", None) or Path(spec).stem),
+        fn=restorer.restore,
+        checkpoint_sha256=getattr(restorer, "checkpoint_sha256", None) or meta.get("sha256"),
+        prior=meta.get("prior") or getattr(restorer, "prior_meta", None),
+        info={"arch": meta.get("arch"), "task": meta.get("task")},
+    )
+
+
+def _read_tensor(path: Path) -> torch.Tensor:
+    from robustsam_prior.io import read_image, to_tensor
+
+    return to_tensor(read_image(path).pixels)
+
+
+@dataclass
+class SyntheticPairs:
+    """Degraded/clean pairs synthesised from a folder of clean images.
+
+    Image ``name`` is degraded with ``degrade(clean, kind, severity, seed=seed_for(seed, name, kind, severity))``,
+    so a pair is the same whatever else is in the folder or in which order it is read.
+    """
+
+    clean_dir: Path
+    kind: str
+    severity: int = 3
+    seed: int = 0
+    name: str | None = None
+
+    def __post_init__(self) -> None:
+        from robustsam_prior.io import collect_inputs, is_image_file
+
+        self.clean_dir = Path(self.clean_dir)
+        if not self.clean_dir.exists():
+            raise FileNotFoundError(f"clean folder {self.clean_dir} does not exist")
+        self.files = [
+            (rel.as_posix(), src) for src, rel in collect_inputs(self.clean_dir) if is_image_file(src)
+        ]
+        if not self.files:
+            raise ValueError(f"{self.clean_dir}: no image files")
+        self.name = self.name or f"{self.clean_dir.name}+{self.kind}-s{self.severity}"
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def pairs(self) -> Iterable[tuple[str, torch.Tensor, torch.Tensor]]:
+        from robustsam_prior.degradations import degrade
+
+        for rel, src in self.files:
+            clean = _read_tensor(src)
+            out = degrade(
+                clean, self.kind, self.severity, seed=seed_for(self.seed, rel, self.kind, self.severity)
+            )
+            yield rel, out.image.clamp(0, 1).to(torch.float32), clean
+
+    def describe(self) -> dict:
+        return {
+            "name": self.name,
+            "count": len(self.files),
+            "file_list_sha256": file_list_hash([r for r, _ in self.files]),
+            "degradation": {"kind": self.kind, "severity": self.severity, "seed": self.seed},
+        }
+
+
+def _paired_iter(ds: PairedDataset) -> Iterable[tuple[str, torch.Tensor, torch.Tensor]]:
+    for it in ds.items:
+        yield it.name, _read_tensor(it.lq), _read_tensor(it.gt)
+
+
+def evaluate_pairs(
+    data: PairedDataset,
+    *,
+    metrics: Sequence[str] = ("psnr", "ssim"),
+    conventions: MetricConventions = MetricConventions(),
+    lpips_weights: str | os.PathLike | None = None,
+    device: str = "cpu",
+) -> dict:
+    """Score predicted images against ground truth (``data.items``: ``lq`` = prediction).
+
+    Returns ``{"per_image", "mean", "count", "unavailable", "failed": [{"name", "error"}]}``; a pair
+    that cannot be scored (unreadable file, size mismatch) is recorded in ``failed``, not in the means.
+    """
+    from tqdm import tqdm
+
+    fns, unavailable = build_image_metrics(
+        metrics, conventions=conventions, lpips_weights=lpips_weights, device=device
+    )
+    acc = ImageMetrics(metrics=fns, unavailable=unavailable)
+    failed = []
+    for it in tqdm(data.items, desc="eval", unit="img", leave=False, disable=len(data.items) < 2):
+        try:
+            pred, gt = _read_tensor(it.lq), _read_tensor(it.gt)
+            if pred.shape != gt.shape:
+                raise ValueError(
+                    f"{it.lq.name} is {pred.shape[-1]}x{pred.shape[-2]} but its ground truth {it.gt.name} is "
+                    f"{gt.shape[-1]}x{gt.shape[-2]}"
+                )
+            if fns:
+                acc.update(pred, gt, [it.name])
+            else:
+                acc.per_image[it.name] = {}
+        except Exception as e:  # one bad pair must not stop the evaluation
+            logger.error("%s: %s", it.name, e)
+            failed.append({"name": it.name, "error": str(e) or type(e).__name__})
+    if acc.per_image:
+        result = acc.compute()
+    else:
+        result = {"per_image": {}, "mean": {}, "count": 0, "unavailable": dict(unavailable)}
+    result["failed"] = failed
+    return result
+
+
+def _center_crop(x: torch.Tensor, size: int) -> np.ndarray:
+    from robustsam_prior.io import to_numpy
+
+    h, w = x.shape[-2:]
+    s = min(size, h, w)
+    top, left = (h - s) // 2, (w - s) // 2
+    return to_numpy(x[..., top : top + s, left : left + s])
+
+
+def run_restoration_benchmark(
+    *,
+    methods: Sequence[str | Method],
+    data: PairedDataset | SyntheticPairs,
+    metrics: Sequence[str] = ("psnr", "ssim", "lpips"),
+    conventions: MetricConventions = MetricConventions(),
+    lpips_weights: str | os.PathLike | None = None,
+    task: str | None = None,
+    device: str = "cpu",
+    prior: str | None = None,
+    crops_dir: str | os.PathLike | None = None,
+    num_crops: int = 2,
+    crop_size: int = 128,
+    out: str | os.PathLike | None = None,
+) -> list[dict]:
+    """Run every method over ``data``; one row per method (see module docstring). Appends to ``out`` if given.
+
+    Per-image failures (unreadable files, a method error, a size mismatch) are recorded in the row's
+    ``failed`` list and logged; they are not in the means.
+    """
+    from tqdm import tqdm
+
+    resolved = [resolve_method(m, device=device, prior=prior) for m in methods]
+    names = [m.name for m in resolved]
+    if len(set(names)) != len(names):
+        raise ValueError(f"method names must be unique, got {names}")
+    fns, unavailable = build_image_metrics(
+        metrics, conventions=conventions, lpips_weights=lpips_weights, device=device
+    )
+    dataset_info = data.describe()
+    prov = provenance()
+    crops_root = Path(crops_dir) if crops_dir is not None else None
+    out_dir = Path(out).parent if out is not None else None
+    # the data are read once; each method sees the same tensors
+    pairs = list(data.pairs() if isinstance(data, SyntheticPairs) else _paired_iter(data))
+    rows = []
+    for method in resolved:
+        acc = ImageMetrics(metrics=fns, unavailable=unavailable)
+        seconds, failed, crops = 0.0, [], {}
+        for idx, (name, lq, gt) in enumerate(tqdm(pairs, desc=method.name, unit="img", leave=False)):
+            try:
+                t0 = time.perf_counter()
+                with torch.no_grad():
+                    pred = method.fn(lq.to(device))
+                seconds += time.perf_counter() - t0
+                pred = pred.detach().to("cpu", torch.float32).clamp(0, 1)
+                if pred.shape != gt.shape:
+                    raise ValueError(
+                        f"output shape {tuple(pred.shape)} differs from ground truth {tuple(gt.shape)}"
+                    )
+                acc.update(pred, gt, [name])
+            except Exception as e:  # one failing image must not lose the benchmark
+                logger.error("%s on %s failed: %s", method.name, name, e)
+                failed.append({"name": name, "error": str(e) or type(e).__name__})
+                continue
+            if crops_root is not None and idx < num_crops:
+                crops[name] = _save_crops(
+                    crops_root, dataset_info["name"], name, method.name, lq, pred, gt, crop_size, out_dir
+                )
+        if not acc.per_image:
+            raise RuntimeError(
+                f"{method.name}: every image failed ({failed[0]['error'] if failed else 'no images'})"
+            )
+        result = acc.compute()
+        n = result["count"]
+        rows.append(
+            {
+                "format": ROW_FORMAT,
+                "kind": "restoration",
+                "task": task,
+                "dataset": dataset_info,
+                "method": method.name,
+                "checkpoint_sha256": method.checkpoint_sha256,
+                "prior": method.prior,
+                "method_info": method.info,
+                "metrics": {**result["mean"], "images_per_s": n / seconds if seconds > 0 else None},
+                "unavailable": result["unavailable"],
+                "per_image": result["per_image"],
+                "count": n,
+                "failed": failed,
+                "seconds": seconds,
+                "conventions": {**conventions.to_dict(), "metrics": list(metrics)},
+                "crops": crops,
+                "provenance": prov,
+            }
+        )
+    if out is not None:
+        write_rows(out, rows)
+    return rows
+
+
+def _save_crops(root, dataset, name, method, lq, pred, gt, size, rel_to) -> dict[str, str]:
+    from robustsam_prior.io import write_image
+
+    folder = Path(root) / _safe(dataset) / _safe(Path(name).with_suffix("").as_posix())
+    paths = {}
+    for key, img in (("degraded", lq), ("gt", gt), ("output", pred)):
+        p = folder / (f"{_safe(method)}.png" if key == "output" else f"{key}.png")
+        if key != "output" and p.exists():
+            paths[key] = p
+            continue
+        write_image(p, np.clip(_center_crop(img, size), 0, 1))
+        paths[key] = p
+    out = {}
+    for k, p in paths.items():
+        try:
+            out[k] = os.path.relpath(p, rel_to) if rel_to is not None else str(p)
+        except ValueError:
+            out[k] = str(p)
+    return out
+
+
+def _safe(s: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in s)
+
+
+# ------------------------------------------------------------------------------------- segmentation
+
+
+def mask_box(mask: np.ndarray) -> np.ndarray:
+    """Tight box ``[x0, y0, x1, y1]`` (pixel indices, inclusive max, SAM's XYXY frame) of a non-empty mask."""
+    ys, xs = np.nonzero(mask)
+    if ys.size == 0:
+        raise ValueError("cannot draw a prompt from an empty mask")
+    return np.array([xs.min(), ys.min(), xs.max(), ys.max()], dtype=np.float32)
+
+
+def draw_prompts(mask: np.ndarray, *, prompt: str, num_points: int, rng: np.random.Generator) -> dict:
+    """One prompt from a ground-truth mask: ``{"box": (4,)}`` or ``{"points": (N, 2) xy, "labels": (N,)}``.
+
+    Points are distinct mask pixels drawn uniformly (pixel centres); fewer if the mask is smaller.
+    """
+    if prompt == "box":
+        return {"box": mask_box(mask)}
+    if prompt == "point":
+        ys, xs = np.nonzero(mask)
+        if ys.size == 0:
+            raise ValueError("cannot draw a prompt from an empty mask")
+        idx = rng.choice(ys.size, size=min(num_points, ys.size), replace=False)
+        pts = np.stack([xs[idx], ys[idx]], axis=1).astype(np.float32)
+        return {"points": pts, "labels": np.ones(len(pts), dtype=np.int64)}
+    raise ValueError(f"unknown prompt type {prompt!r}; choose 'box' or 'point'")
+
+
+class PromptSegmenter:
+    """A promptable segmenter: ``set_image((H, W, 3) float [0, 1])``, then ``predict(prompt) -> (H, W) bool``."""
+
+    name: str = "segmenter"
+    meta: dict = {}
+
+    def set_image(self, image: np.ndarray) -> None:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def predict(self, prompt: dict) -> np.ndarray:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def predict_many(self, prompts: Sequence[dict]) -> list[np.ndarray]:
+        """Masks for several prompts on the set image (override to batch them)."""
+        return [self.predict(p) for p in prompts]
+
+
+class PredictorSegmenter(PromptSegmenter):
+    """RobustSAM (``path="robust"``) or SAM (``path="sam"``) through :class:`robustsam_prior.RobustSamPredictor`."""
+
+    def __init__(self, *, model, path: str, name: str | None = None) -> None:
+        from robustsam_prior import RobustSamPredictor
+
+        self.predictor = RobustSamPredictor(model, path=path)
+        self.name = name or ("robustsam" if path == "robust" else "sam")
+        sha = getattr(model, "checkpoint_sha256", None)
+        self.meta = {"name": self.name, "path": path, "checkpoint_sha256": sha}
+
+    def set_image(self, image: np.ndarray) -> None:
+        self.predictor.set_image((np.clip(image, 0, 1) * 255).round().astype(np.uint8))
+
+    def predict(self, prompt: dict) -> np.ndarray:
+        masks, _, _ = self.predictor.predict(
+            point_coords=prompt.get("points"),
+            point_labels=prompt.get("labels"),
+            box=prompt.get("box"),
+            multimask_output=False,
+        )
+        m = masks.detach().cpu().numpy() if isinstance(masks, torch.Tensor) else np.asarray(masks)
+        return m.reshape(-1, *m.shape[-2:])[0].astype(bool)
+
+    def predict_many(self, prompts: Sequence[dict]) -> list[np.ndarray]:
+        if not prompts:
+            return []
+        if all("box" in p for p in prompts):
+            masks, _, _ = self.predictor.predict_batch(
+                boxes=np.stack([p["box"] for p in prompts]), multimask_output=False
+            )
+        elif len({len(p.get("points", ())) for p in prompts}) == 1 and all("points" in p for p in prompts):
+            masks, _, _ = self.predictor.predict_batch(
+                point_coords=np.stack([p["points"] for p in prompts]),
+                point_labels=np.stack([p["labels"] for p in prompts]),
+                multimask_output=False,
+            )
+        else:
+            return super().predict_many(prompts)
+        return [m[0].astype(bool) for m in masks]
+
+
+class RegionsSegmenter(PromptSegmenter):
+    """The weight-free ``regions`` prior used as a promptable segmenter.
+
+    Box: the union of regions with more than half of their area inside the box. Points: the union
+    of the regions under the positive points.
+    """
+
+    def __init__(self, **options: Any) -> None:
+        from robustsam_prior import build_prior
+
+        self.prior = build_prior("regions", **options)
+        self.name = "regions"
+        self.meta = dict(getattr(self.prior, "meta", {}) or {})
+        self.labels: np.ndarray | None = None
+
+    def set_image(self, image: np.ndarray) -> None:
+        from robustsam_prior.io import to_tensor
+
+        self.labels = self.prior(to_tensor(image)).labels[0].cpu().numpy()
+
+    def predict(self, prompt: dict) -> np.ndarray:
+        if self.labels is None:
+            raise RuntimeError("set_image must be called before predict")
+        lab = self.labels
+        if "box" in prompt:
+            x0, y0, x1, y1 = (int(round(v)) for v in prompt["box"])
+            inside = np.zeros(lab.shape, bool)
+            inside[y0 : y1 + 1, x0 : x1 + 1] = True
+            total = np.bincount(lab.ravel())
+            within = np.bincount(lab[inside], minlength=total.size)
+            keep = np.nonzero(within * 2 > total)[0]
+        else:
+            pts = np.asarray(prompt["points"]).astype(int)
+            keep = np.unique(lab[pts[:, 1], pts[:, 0]])
+        return np.isin(lab, keep)
+
+
+def build_segmenters(
+    names: Sequence[str], *, model_config: str | dict | None = None, checkpoint: str | None = None, model=None
+) -> list[PromptSegmenter]:
+    """Segmenters by name (``robustsam``, ``sam``, ``regions``); one RobustSAM model is shared by the first two."""
+    from robustsam_prior.registry import did_you_mean
+
+    out: list[PromptSegmenter] = []
+    for n in names:
+        if n in ("robustsam", "sam"):
+            if model is None:
+                from robustsam_prior import build_robustsam, resolve_checkpoint
+
+                ckpt = resolve_checkpoint(checkpoint if checkpoint is not None else model_config or "vit_b")
+                model = build_robustsam(model_config, ckpt)
+            out.append(PredictorSegmenter(model=model, path="robust" if n == "robustsam" else "sam"))
+        elif n == "regions":
+            out.append(RegionsSegmenter())
+        else:
+            known = ["robustsam", "sam", "regions"]
+            raise KeyError(f"unknown segmenter {n!r}{did_you_mean(n, known)}; known: {', '.join(known)}")
+    return out
+
+
+def _degrade_scene(image: np.ndarray, masks: np.ndarray, kind: str, severity: int, seed: int):
+    """Degrade one image (and warp its masks for geometric degradations); returns (image, masks, params)."""
+    from robustsam_prior.degradations import degrade
+    from robustsam_prior.io import to_numpy, to_tensor
+
+    labels = np.zeros(image.shape[:2], np.int64)
+    for i, m in enumerate(masks, 1):
+        labels[m] = i
+    out = degrade(to_tensor(image), kind, severity, seed=seed, labels=torch.from_numpy(labels)[None])
+    img = np.clip(to_numpy(out.image), 0, 1)
+    lab = out.labels[0].cpu().numpy() if out.labels is not None else labels
+    if lab.shape != img.shape[:2]:
+        raise ValueError(f"degradation {kind!r} returned labels {lab.shape} for an image {img.shape[:2]}")
+    return img, np.stack([lab == i for i in range(1, len(masks) + 1)]) if len(masks) else masks, out.params
+
+
+def run_segmentation_benchmark(
+    *,
+    dataset: SegmentationDataset,
+    segmenters: Sequence[PromptSegmenter],
+    degradations: Sequence[str] = (),
+    severities: Sequence[int] = (3,),
+    prompt: str = "box",
+    num_points: int = 3,
+    seed: int = 0,
+    include_clear: bool = True,
+    out: str | os.PathLike | None = None,
+) -> list[dict]:
+    """One row per (segmenter, condition) with prompt-averaged IoU/Dice/PA (see module docstring)."""
+    from tqdm import tqdm
+
+    if prompt not in ("box", "point"):
+        raise ValueError(f"unknown prompt type {prompt!r}; choose 'box' or 'point'")
+    if not segmenters:
+        raise ValueError("no segmenters given")
+    conditions: list[tuple[str, int | None]] = [("clear", None)] if include_clear else []
+    conditions += [(k, s) for k in degradations for s in severities]
+    if not conditions:
+        raise ValueError("nothing to evaluate: no degradations and include_clear=False")
+    acc = {(seg.name, c): PromptMetrics() for seg in segmenters for c in conditions}
+    dataset_info = dataset.describe()
+    prov = provenance()
+    skipped = 0
+    for item in tqdm(dataset.items, desc="segmentation benchmark", unit="img", leave=False):
+        image, masks = item.load_image(), item.load_masks()
+        if masks.shape[1:] != image.shape[:2]:
+            raise ValueError(f"{item.name}: masks {masks.shape[1:]} do not match the image {image.shape[:2]}")
+        for kind, sev in conditions:
+            if kind == "clear":
+                img, gts = image, masks
+            else:
+                img, gts, _ = _degrade_scene(image, masks, kind, sev, seed_for(seed, item.name, kind, sev))
+            prompts = []
+            for j, m in enumerate(gts):
+                if not m.any():  # an instance pushed out of the frame by a geometric degradation
+                    skipped += 1
+                    prompts.append(None)
+                    continue
+                rng = np.random.default_rng(seed_for(seed, item.name, j, "prompt", prompt, num_points))
+                prompts.append(draw_prompts(m, prompt=prompt, num_points=num_points, rng=rng))
+            keep = [j for j, p in enumerate(prompts) if p is not None]
+            for seg in segmenters:
+                seg.set_image(img)
+                preds = seg.predict_many([prompts[j] for j in keep])
+                for j, pred in zip(keep, preds):
+                    acc[(seg.name, (kind, sev))].update(pred, gts[j])
+    if skipped:
+        logger.warning(
+            "%d prompts skipped: their instance left the frame after a geometric degradation", skipped
+        )
+    rows = []
+    for seg in segmenters:
+        for kind, sev in conditions:
+            a = acc[(seg.name, (kind, sev))]
+            if not a.values["iou"]:
+                logger.warning("%s / %s: no prompts", seg.name, kind)
+                continue
+            r = a.compute()
+            rows.append(
+                {
+                    "format": ROW_FORMAT,
+                    "kind": "segmentation",
+                    "task": "segmentation",
+                    "dataset": dataset_info,
+                    "method": seg.name,
+                    "prior": seg.meta,
+                    "checkpoint_sha256": seg.meta.get("checkpoint_sha256"),
+                    "degradation": kind,
+                    "severity": sev,
+                    "prompt": {
+                        "type": prompt,
+                        "num_points": num_points if prompt == "point" else None,
+                        "seed": seed,
+                    },
+                    "metrics": {"iou": r["iou"], "dice": r["dice"], "pa": r["pa"]},
+                    "count": r["count"],
+                    "conventions": {"empty_both": "iou=dice=1", "pa": "fraction of equal pixels"},
+                    "provenance": prov,
+                }
+            )
+    if out is not None:
+        write_rows(out, rows)
+    return rows

@@ -1,0 +1,26 @@
+"""``robustsam-restore leaderboard``: merge benchmark results into CSV, Markdown and HTML."""
+
+from __future__ import annotations
+
+import click
+
+
+@click.command("leaderboard")
+@click.argument("results", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option(
+    "--out",
+    "out_dir",
+    required=True,
+    type=click.Path(file_okay=False),
+    help="Folder for leaderboard.csv, leaderboard.md and leaderboard.html.",
+)
+def leaderboard(results, out_dir):
+    """Merge RESULTS (JSON Lines from `benchmark`) into one table per task and dataset."""
+    from eval.leaderboard import write_leaderboard
+
+    try:
+        paths = write_leaderboard(list(results), out_dir)
+    except ValueError as e:
+        raise click.ClickException(str(e)) from e
+    for kind, p in paths.items():
+        click.echo(f"{kind}: {p}")
