@@ -169,9 +169,10 @@ class Restorer:
         h, w = image.shape[-2:]
         prior = self.prior(image).to(self.device) if self.prior is not None else None
         if self.use_tiles(h, w):
+            size = self.tile or 1024
             spec = TileSpec(
-                tile=self.tile or 1024,
-                overlap=self.overlap,
+                tile=size,
+                overlap=min(self.overlap, size // 4),  # small tiles: keep most of each tile
                 batch_size=4 if self.device.type == "cuda" else 1,
                 multiple=getattr(self.net, "multiple", 1),
             )

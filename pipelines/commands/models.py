@@ -1,0 +1,89 @@
+"""``robustsam-restore models``: the restoration models this installation can run.
+
+Lists the classical methods, the packaged models (``restore/weights/zoo.json``), the default model
+name of each task (marked unavailable until its weights exist) and any checkpoint files given as
+arguments: name, task, architecture, prior, size and the validation metrics from the metadata.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+
+
+def describe_checkpoint(path: Path) -> dict[str, Any]:
+    """Metadata summary of a restoration checkpoint (``error`` set if it cannot be read)."""
+    from robustsam_prior.checkpoint import CheckpointError, read_checkpoint
+
+    try:
+        ckpt = read_checkpoint(path)
+    except CheckpointError as e:
+        return {"available": False, "error": str(e)}
+    meta = ckpt.metadata
+    return {
+        "available": True,
+        "task": meta.get("task"),
+        "arch": meta.get("arch"),
+        "prior": (meta.get("prior") or {}).get("name"),
+        "params": int(sum(t.numel() for t in ckpt.state_dict.values())),
+        "size_bytes": path.stat().st_size,
+        "metrics": meta.get("metrics") or {},
+        "sha256": ckpt.sha256,
+    }
+
+
+def list_models(paths: tuple[Path, ...] = (), task: str | None = None) -> list[dict[str, Any]]:
+    """One record per model (see the module docstring)."""
+    from restore.zoo import CLASSICAL, DEFAULT_MODELS, load_zoo
+
+    rows: list[dict[str, Any]] = []
+    for name, tasks in CLASSICAL.items():
+        for t in tasks:
+            rows.append({"name": name, "kind": "classical", "task": t, "arch": name, "prior": None,
+                         "params": 0, "size_bytes": 0, "metrics": {}, "available": True})
+    zoo = load_zoo()
+    for name, entry in zoo.items():
+        info = describe_checkpoint(entry.path) if entry.path.is_file() else {
+            "available": False, "error": f"weight file {entry.path} is missing"}
+        rows.append({"name": name, "kind": "packaged", "task": entry.task, "path": str(entry.path), **info})
+        rows[-1]["task"] = rows[-1].get("task") or entry.task
+    for t, name in DEFAULT_MODELS.items():
+        if name not in zoo:
+            rows.append({"name": name, "kind": "default", "task": t, "available": False,
+                         "error": "no trained weights packaged yet"})
+    for p in paths:
+        rows.append({"name": p.name, "kind": "checkpoint", "path": str(p), **describe_checkpoint(p)})
+    if task:
+        rows = [r for r in rows if r.get("task") == task]
+    return rows
+
+
+def _fmt_size(row: dict[str, Any]) -> str:
+    if not row.get("params"):
+        return "-"
+    return f"{row['params'] / 1e6:.2f}M params, {row['size_bytes'] / 1e6:.1f} MB"
+
+
+@click.command("models")
+@click.argument("checkpoints", nargs=-1, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--task", type=click.Choice(["dehaze", "deblur"]), default=None, help="Only this task's models.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (one list of records).")
+def models(checkpoints: tuple[Path, ...], task: str | None, as_json: bool) -> None:
+    """List the restoration models (plus any CHECKPOINTS given): task, prior, size, metrics."""
+    rows = list_models(checkpoints, task)
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    header = f"{'name':<24} {'task':<7} {'kind':<10} {'arch':<14} {'prior':<10} {'size':<26} metrics"
+    click.echo(header)
+    for r in rows:
+        if r.get("available"):
+            metrics = ", ".join(f"{k} {v:.4g}" if isinstance(v, (int, float)) else f"{k} {v}"
+                                for k, v in (r.get("metrics") or {}).items()) or "-"
+        else:
+            metrics = f"unavailable: {r.get('error')}"
+        click.echo(f"{r['name']:<24} {str(r.get('task')):<7} {r['kind']:<10} {str(r.get('arch') or '-'):<14} "
+                   f"{str(r.get('prior') or '-'):<10} {_fmt_size(r):<26} {metrics}")

@@ -1,0 +1,114 @@
+"""``robustsam-restore dehaze|deblur INPUT OUTPUT``: restore a file or a folder of images.
+
+INPUT is an image file or a folder (``--recursive`` walks sub-folders and keeps the tree under
+OUTPUT). OUTPUT is a folder; for a single input file it may also be a file name with an image
+suffix. Each output keeps its input's name, format, size, bit depth and alpha. Existing outputs
+are skipped unless ``--overwrite``, so an interrupted run resumes where it stopped. A file that
+fails is reported and the others are still processed; the command exits 1 if any failed.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import click
+
+logger = logging.getLogger(__name__)
+
+PRIOR_CHOICES = ("regions", "robustsam", "sam", "none")
+DEVICE_CHOICES = ("auto", "cpu", "cuda")
+
+
+def output_path(input_root: Path, output: Path, rel: Path) -> Path:
+    """Where the restored ``rel`` goes: ``OUTPUT/rel``, or OUTPUT itself for a file -> file call."""
+    from robustsam_prior.io import is_image_file
+
+    if input_root.is_file() and is_image_file(output):
+        return output
+    return output / rel
+
+
+def run_restore(
+    task: str,
+    input: Path,
+    output: Path,
+    *,
+    model: str | None,
+    prior: str | None,
+    prior_checkpoint: str | None,
+    tile: int | None,
+    overwrite: bool,
+    recursive: bool,
+    device: str,
+) -> None:
+    """The body of ``dehaze``/``deblur`` (see the module docstring); exits through click."""
+    from restore.inference import Restorer
+    from robustsam_prior.checkpoint import CheckpointError
+    from robustsam_prior.io import collect_inputs, is_image_file
+
+    from ._common import process_files
+
+    if tile is not None and tile < 0:
+        raise click.BadParameter("must be >= 0 (0 = never tile)", param_hint="--tile")
+    try:
+        restorer = Restorer.load(
+            model, task=task, prior=prior, prior_checkpoint=prior_checkpoint, device=device, tile=tile
+        )
+    except (CheckpointError, ValueError, KeyError, FileNotFoundError) as e:
+        raise click.ClickException(str(e).strip("'\"")) from e
+    logger.info("%s with model %s (prior %s, device %s)", task, restorer.name,
+                getattr(restorer.prior, "name", None), restorer.device)
+
+    items = collect_inputs(input, recursive=recursive)
+    todo, done = [], []
+    for src, rel in items:
+        dst = output_path(input, output, rel)
+        if is_image_file(src) and dst.exists() and not overwrite:
+            done.append(rel)
+        else:
+            todo.append((src, rel))
+
+    def restore_one(src: Path, rel: Path) -> None:
+        dst = output_path(input, output, rel)
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        restorer.restore_file(src, dst)
+
+    summary = process_files(todo, restore_one, desc=task)
+    summary.skipped.extend((rel, "output exists (use --overwrite)") for rel in done)
+    if done and not summary.failed and not summary.processed:
+        click.echo(summary.line() + " (all outputs exist; --overwrite to redo)")
+        return
+    summary.report_and_exit()
+
+
+def _command(task: str) -> click.Command:
+    classical = "dcp|identity" if task == "dehaze" else "identity"
+
+    @click.command(task, help=f"{task.capitalize()} INPUT (an image or a folder) into the folder OUTPUT.")
+    @click.argument("input", type=click.Path(exists=True, path_type=Path))
+    @click.argument("output", type=click.Path(path_type=Path))
+    @click.option("--model", "model", default=None, metavar="NAME|PATH",
+                  help=f"Model: {classical}, a packaged model name (see `robustsam-restore models`) or a "
+                       "restoration checkpoint; default: the packaged default model.")
+    @click.option("--prior", type=click.Choice(PRIOR_CHOICES), default=None,
+                  help="Segmentation prior; default: the one the model was trained with.")
+    @click.option("--prior-checkpoint", default=None, metavar="PATH",
+                  help="RobustSAM/SAM weights for --prior robustsam|sam (default: $ROBUSTSAM_CHECKPOINT "
+                       "or the cache folder).")
+    @click.option("--tile", type=int, default=None,
+                  help="Tile size in pixels for large images (0 = never tile; default: tiles of 1024 "
+                       "above 4 megapixels).")
+    @click.option("--overwrite", is_flag=True, help="Redo outputs that already exist.")
+    @click.option("--recursive", is_flag=True, help="Also process sub-folders (the tree is kept).")
+    @click.option("--device", type=click.Choice(DEVICE_CHOICES), default="auto", show_default=True,
+                  help="Where the network runs (half precision on CUDA).")
+    def command(input, output, model, prior, prior_checkpoint, tile, overwrite, recursive, device) -> None:
+        run_restore(task, input, output, model=model, prior=prior, prior_checkpoint=prior_checkpoint,
+                    tile=tile, overwrite=overwrite, recursive=recursive, device=device)
+
+    return command
+
+
+dehaze = _command("dehaze")
+deblur = _command("deblur")

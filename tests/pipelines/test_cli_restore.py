@@ -1,0 +1,136 @@
+"""``robustsam-restore dehaze|deblur|models`` on a temporary folder of awkward files."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from PIL import Image
+
+from pipelines.cli import main
+from restore.archs import build_arch
+from restore.inference import CHECKPOINT_FORMAT
+from robustsam_prior.checkpoint import save_checkpoint
+from robustsam_prior.io import read_image, write_image
+
+TINY = {"width": 8, "enc_blocks": [1, 1], "middle_blocks": 1, "dec_blocks": [1, 1]}
+GOOD = {"deep.png": (20, 24, 16, False), "grey.jpg": (18, 22, 8, False), "rgba.png": (16, 21, 8, True)}
+
+
+@pytest.fixture
+def inputs(tmp_path: Path) -> Path:
+    rng = np.random.default_rng(0)
+    d = tmp_path / "in"
+    d.mkdir()
+    write_image(d / "deep.png", rng.random((20, 24, 3)).astype(np.float32), bit_depth=16)
+    Image.fromarray((rng.random((18, 22)) * 255).astype(np.uint8), mode="L").save(d / "grey.jpg")
+    write_image(d / "rgba.png", rng.random((16, 21, 3)).astype(np.float32), alpha=rng.random((16, 21)).astype(np.float32))
+    (d / "notes.txt").write_text("not an image")
+    (d / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 this is not really a jpeg")
+    return d
+
+
+def _run(*args: str):
+    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+
+
+def _check_outputs(inputs: Path, out: Path) -> None:
+    for name, (h, w, depth, has_alpha) in GOOD.items():
+        src, dst = read_image(inputs / name), read_image(out / name)
+        assert dst.pixels.shape == (h, w, 3) and dst.bit_depth == depth == src.bit_depth
+        assert (dst.alpha is not None) == has_alpha
+        if has_alpha:
+            np.testing.assert_allclose(dst.alpha, src.alpha, atol=1 / 255)
+    assert not (out / "broken.jpg").exists() and not (out / "notes.txt").exists()
+
+
+def test_dehaze_folder_failures_and_resume(inputs: Path, tmp_path: Path):
+    out = tmp_path / "out"
+    res = _run("dehaze", inputs, out, "--model", "dcp", "--device", "cpu")
+    assert res.exit_code == 1
+    assert "3 ok, 1 failed, 1 skipped" in res.output
+    assert "broken.jpg" in res.output
+    _check_outputs(inputs, out)
+    mtimes = {n: os.stat(out / n).st_mtime_ns for n in GOOD}
+    # rerun: finished files are skipped, the broken one fails again
+    res = _run("dehaze", inputs, out, "--model", "dcp")
+    assert res.exit_code == 1 and "0 ok, 1 failed, 4 skipped" in res.output
+    assert {n: os.stat(out / n).st_mtime_ns for n in GOOD} == mtimes
+    # without the broken file a rerun succeeds and reports the skip
+    (inputs / "broken.jpg").unlink()
+    res = _run("dehaze", inputs, out, "--model", "dcp")
+    assert res.exit_code == 0 and "all outputs exist" in res.output
+    res = _run("dehaze", inputs, out, "--model", "dcp", "--overwrite")
+    assert res.exit_code == 0 and "3 ok, 0 failed, 1 skipped" in res.output
+
+
+def test_dehaze_dcp_output_is_the_baseline(inputs: Path, tmp_path: Path):
+    from restore.baselines import dcp_dehaze_numpy
+
+    res = _run("dehaze", inputs / "deep.png", tmp_path / "single.png", "--model", "dcp")
+    assert res.exit_code == 0, res.output
+    expected = dcp_dehaze_numpy(read_image(inputs / "deep.png").pixels)[0]
+    np.testing.assert_allclose(read_image(tmp_path / "single.png").pixels, expected, atol=1 / 65535 + 1e-6)
+
+
+def test_deblur_with_tiny_checkpoint_and_regions_prior(inputs: Path, tmp_path: Path):
+    (inputs / "broken.jpg").unlink()
+    sub = inputs / "sub"
+    sub.mkdir()
+    write_image(sub / "nested.png", np.random.default_rng(1).random((33, 17, 3)).astype(np.float32))
+    torch.manual_seed(0)
+    net = build_arch("fusion_nafnet", **TINY)
+    ck = tmp_path / "tiny.safetensors"
+    save_checkpoint(ck, net.state_dict(), {
+        "format": CHECKPOINT_FORMAT, "arch": "fusion_nafnet", "arch_kwargs": TINY, "task": "deblur",
+        "prior": {"name": "regions", "options": {"n_segments": 16, "working_size": 64}},
+        "metrics": {"psnr": 24.25, "ssim": 0.81},
+    })
+    out = tmp_path / "out"
+    res = _run("deblur", inputs, out, "--model", ck, "--recursive", "--tile", "16", "--device", "cpu")
+    assert res.exit_code == 0, res.output
+    assert "4 ok, 0 failed, 1 skipped" in res.output
+    _check_outputs(inputs, out)
+    assert read_image(out / "sub" / "nested.png").pixels.shape == (33, 17, 3)
+    # models lists the checkpoint with its metadata
+    res = _run("models", "--json", ck)
+    rows = json.loads(res.output)
+    row = next(r for r in rows if r["kind"] == "checkpoint")
+    assert row["task"] == "deblur" and row["prior"] == "regions" and row["metrics"]["psnr"] == 24.25
+    assert row["params"] == sum(p.numel() for p in net.parameters())
+    res = _run("models", "--task", "deblur", ck)
+    assert res.exit_code == 0 and "psnr 24.25" in res.output and "dcp" not in res.output
+    # a deblur checkpoint cannot dehaze
+    res = _run("dehaze", inputs, out, "--model", ck)
+    assert res.exit_code == 1 and "deblur model" in res.output
+
+
+def test_model_errors(inputs: Path, tmp_path: Path):
+    res = _run("deblur", inputs, tmp_path / "o")
+    assert res.exit_code == 1 and "--model identity|PATH" in res.output
+    res = _run("dehaze", inputs, tmp_path / "o")
+    assert res.exit_code == 1 and "--model dcp|identity|PATH" in res.output
+    res = _run("deblur", inputs, tmp_path / "o", "--model", "dcp")
+    assert res.exit_code == 1 and "does not do deblur" in res.output
+    res = _run("deblur", inputs, tmp_path / "o", "--model", "identity", "--tile", "-2")
+    assert res.exit_code == 2 and "--tile" in res.output
+    # identity uses no prior: the options are ignored (with a warning) and the folder is processed
+    res = _run("dehaze", inputs, tmp_path / "o", "--model", "identity", "--prior", "regions",
+               "--prior-checkpoint", "x.pth")
+    assert res.exit_code == 1 and "3 ok, 1 failed, 1 skipped" in res.output
+    np.testing.assert_array_equal(read_image(tmp_path / "o" / "deep.png").pixels, read_image(inputs / "deep.png").pixels)
+    ck = tmp_path / "map.safetensors"
+    save_checkpoint(ck, build_arch("map_nafnet", **TINY).state_dict(), {
+        "format": CHECKPOINT_FORMAT, "arch": "map_nafnet", "arch_kwargs": TINY, "task": "dehaze",
+        "prior": {"name": "regions", "options": {}}})
+    res = _run("dehaze", inputs, tmp_path / "o2", "--model", ck, "--prior-checkpoint", "x.pth")
+    assert res.exit_code == 1 and "applies to the robustsam/sam priors" in res.output
+    res = _run("dehaze", inputs, tmp_path / "o2", "--model", tmp_path / "nope.safetensors")
+    assert res.exit_code == 1 and "neither a known model name nor an existing file" in res.output
+    res = _run("models")
+    assert res.exit_code == 0 and "robustsam-dehaze" in res.output and "unavailable" in res.output
