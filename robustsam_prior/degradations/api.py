@@ -189,3 +189,68 @@ def degrade(
             kwargs["labels"] = label_np[i]
         outs.append(spec.fn(images[i], rng=rng, **kwargs))
     return collect(image, outs, params, labels)
+
+
+def describe(names: list[str] | None = None, *, markdown: bool = False) -> str:
+    """Every degradation with its parameter ranges per severity, as text or a Markdown table.
+
+    Generated from the registry's parameter tables: ``degrade --list`` and the docs print this, so
+    neither can disagree with what :func:`degrade` samples.
+    """
+    names = names or DEGRADATIONS.names()
+    lines: list[str] = []
+    for name in names:
+        spec = DEGRADATIONS.get(name)
+        tag = " [Robust-Seg]" if name in ROBUST_SEG_SET else ""
+        if markdown:
+            lines += [
+                f"### `{name}` ({spec.family}){tag}",
+                "",
+                spec.summary + ".",
+                "",
+                "| parameter | " + " | ".join(f"severity {s}" for s in SEVERITIES) + " | meaning |",
+                "|---|" + "---|" * len(SEVERITIES) + "---|",
+            ]
+            for p in spec.params:
+                unit = f" ({p.unit})" if p.unit else ""
+                cells = " | ".join(p.format_range(s) for s in SEVERITIES)
+                lines.append(f"| `{p.name}` | {cells} | {p.help}{unit} |")
+            lines += ["", f"Source: {spec.reference}.", ""]
+        else:
+            lines.append(f"{name} ({spec.family}){tag}: {spec.summary}")
+            width = max(len(p.name) for p in spec.params)
+            cell = max(len(p.format_range(s)) for p in spec.params for s in SEVERITIES)
+            for p in spec.params:
+                cells = "  ".join(f"{s}: {p.format_range(s):<{cell}}" for s in SEVERITIES)
+                unit = f" [{p.unit}]" if p.unit else ""
+                lines.append(f"    {p.name:<{width}}  {cells.rstrip()}{unit}")
+            lines.append(f"    source: {spec.reference}")
+            lines.append("")
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def describe_json(names: list[str] | None = None) -> list[dict[str, Any]]:
+    """The parameter tables as JSON-able dicts (``degrade --list --json``)."""
+    out = []
+    for name in names or DEGRADATIONS.names():
+        spec = DEGRADATIONS.get(name)
+        out.append(
+            {
+                "name": name,
+                "family": spec.family,
+                "robust_seg": name in ROBUST_SEG_SET,
+                "geometric": spec.geometric,
+                "summary": spec.summary,
+                "reference": spec.reference,
+                "params": {
+                    p.name: {
+                        "unit": p.unit,
+                        "help": p.help,
+                        "integer": p.integer,
+                        "ranges": {str(s): list(p.range_for(s)) for s in SEVERITIES},
+                    }
+                    for p in spec.params
+                },
+            }
+        )
+    return out

@@ -57,7 +57,7 @@ class ParamRange:
 
     def format_range(self, severity: int) -> str:
         lo, hi = self.range_for(severity)
-        fmt = (lambda v: f"{int(v)}") if self.integer else (lambda v: f"{v:g}")
+        fmt = (lambda v: f"{int(v)}") if self.integer else (lambda v: f"{v:.4g}")
         return fmt(lo) if lo == hi else f"{fmt(lo)}..{fmt(hi)}"
 
 

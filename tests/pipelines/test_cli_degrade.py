@@ -62,3 +62,148 @@ def test_keyboard_interrupt_is_not_swallowed(tmp_path):
 
     with pytest.raises(KeyboardInterrupt):
         process_files(collect_inputs(root), fn, desc="test")
+
+
+# ------------------------------------------------------------------------------------- degrade CLI
+
+
+def _run(*args: str):
+    from click.testing import CliRunner
+
+    from pipelines.cli import main
+
+    return CliRunner().invoke(main, list(args), catch_exceptions=False)
+
+
+def test_list_prints_every_type_with_its_table():
+    from robustsam_prior.degradations import DEGRADATIONS
+
+    result = _run("degrade", "--list")
+    assert result.exit_code == 0
+    blocks = {b.split(" ", 1)[0]: b.splitlines() for b in result.output.strip().split("\n\n")}
+    assert sorted(blocks) == DEGRADATIONS.names()
+    for name, lines in blocks.items():
+        spec = DEGRADATIONS.get(name)
+        assert lines[0].startswith(f"{name} ({spec.family})")
+        for p in spec.params:
+            line = next(ln for ln in lines[1:] if ln.split()[0] == p.name)
+            for severity in (1, 2, 3, 4, 5):
+                assert f"{severity}: {p.format_range(severity)} " in line + " "
+    assert "sigma" in " ".join(blocks["gaussian_noise"]) and "[Robust-Seg]" in blocks["fog"][0]
+
+
+def test_list_json_and_markdown_come_from_the_tables():
+    import json
+
+    from robustsam_prior.degradations import DEGRADATIONS
+
+    data = json.loads(_run("degrade", "--list", "--json").output)
+    assert [d["name"] for d in data] == DEGRADATIONS.names()
+    jpeg = next(d for d in data if d["name"] == "jpeg_compression")
+    assert jpeg["params"]["quality"]["ranges"]["3"] == [5, 10]  # the official quality 5..10
+    md = _run("degrade", "--list", "--markdown").output
+    assert "| `quality` | 30..50 | 15..25 | 5..10 | 3..5 | 1..2 |" in md
+
+
+def test_folder_with_one_corrupt_file_processes_the_rest_and_fails(tmp_path):
+    import json
+
+    root = _folder_with_one_corrupt(tmp_path / "in")
+    result = _run("degrade", str(root), str(tmp_path / "out"), "--type", "gaussian_noise", "--seed", "3")
+    assert result.exit_code == 1
+    assert "2 ok, 1 failed, 1 skipped" in result.output and "FAILED b.png" in result.output
+    for name in ("a.png", "c.png"):
+        out = read_image(tmp_path / "out" / name)
+        assert not np.array_equal(out.pixels, read_image(root / name).pixels)
+    assert not (tmp_path / "out" / "b.png").exists()
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["type"] == "gaussian_noise" and manifest["severity"] == 3 and manifest["seed"] == 3
+    assert sorted(manifest["images"]) == ["a.png", "c.png"]
+    assert "b.png" in manifest["failed"] and "notes.txt" in manifest["skipped"]
+    assert "sigma" in manifest["images"]["a.png"]["params"]
+
+
+def test_results_do_not_depend_on_the_other_files(tmp_path):
+    import shutil
+
+    root = _folder_with_one_corrupt(tmp_path / "in")
+    (root / "b.png").unlink()
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    shutil.copy(root / "c.png", alone / "c.png")
+    for src, dst in ((root, "o1"), (alone, "o2"), (root, "o3")):
+        assert _run("degrade", str(src), str(tmp_path / dst), "-t", "snow", "--seed", "5").exit_code == 0
+    c1, c2 = (tmp_path / "o1" / "c.png").read_bytes(), (tmp_path / "o2" / "c.png").read_bytes()
+    assert c1 == c2 == (tmp_path / "o3" / "c.png").read_bytes()
+    assert (tmp_path / "o1" / "a.png").read_bytes() != c1
+    assert _run("degrade", str(alone), str(tmp_path / "o4"), "-t", "snow", "--seed", "6").exit_code == 0
+    assert (tmp_path / "o4" / "c.png").read_bytes() != c1
+
+
+def test_haze_writes_16bit_transmission_matching_the_image(tmp_path):
+    import json
+
+    import cv2
+
+    rng = np.random.default_rng(0)
+    clean = rng.integers(0, 65536, size=(24, 32, 3)).astype(np.float32) / 65535
+    write_image(tmp_path / "x.png", clean, bit_depth=16)
+    assert _run("degrade", str(tmp_path / "x.png"), str(tmp_path / "out"), "-t", "haze").exit_code == 0
+    entry = json.loads((tmp_path / "out" / "manifest.json").read_text())["images"]["x.png"]
+    raw = cv2.imread(str(tmp_path / "out" / entry["transmission"]), cv2.IMREAD_UNCHANGED)
+    assert raw.dtype == np.uint16 and raw.shape == (24, 32)
+    t = raw.astype(np.float32)[..., None] / 65535
+    hazy = read_image(tmp_path / "out" / "x.png")
+    assert hazy.bit_depth == 16  # the input's depth is kept
+    expected = clean * t + np.array(entry["airlight"], np.float32) * (1 - t)
+    np.testing.assert_allclose(hazy.pixels, expected, atol=3e-5)
+
+
+def test_kernel_outputs_single_file_target_and_alpha(tmp_path):
+    import json
+
+    rng = np.random.default_rng(1)
+    write_image(tmp_path / "x.png", rng.random((20, 20, 3), dtype=np.float32), alpha=np.full((20, 20), 0.5))
+    out = tmp_path / "res" / "blurred.png"
+    assert _run("degrade", str(tmp_path / "x.png"), str(out), "-t", "motion_blur", "-s", "2").exit_code == 0
+    entry = json.loads(out.with_suffix(".json").read_text())["images"]["x.png"]
+    kernel = np.load(tmp_path / "res" / entry["kernel"])
+    assert kernel.shape == (entry["kernel_size"],) * 2 and abs(kernel.sum() - 1) < 1e-5
+    assert read_image(tmp_path / "res" / entry["kernel_png"]).pixels.max() == 1.0
+    assert read_image(out).alpha is not None
+
+
+def test_usage_errors(tmp_path):
+    write_image(tmp_path / "x.png", np.zeros((4, 4, 3), np.float32))
+    result = _run("degrade", str(tmp_path / "x.png"), str(tmp_path / "o"))
+    assert result.exit_code == 2 and "--type is required" in result.output
+    assert "INPUT and OUTPUT are required" in _run("degrade", "-t", "fog").output
+    result = _run("degrade", str(tmp_path / "x.png"), str(tmp_path / "o"), "-t", "fgo")
+    assert result.exit_code == 2 and "did you mean 'fog'" in result.output
+    result = _run("degrade", str(tmp_path / "nope"), str(tmp_path / "o"), "-t", "fog")
+    assert result.exit_code == 2 and "does not exist" in result.output
+    result = _run("degrade", str(tmp_path), str(tmp_path), "-t", "fog")
+    assert result.exit_code == 2 and "must not be INPUT" in result.output
+    result = _run("degrade", str(tmp_path), str(tmp_path / "o.png"), "-t", "fog")
+    assert result.exit_code == 2 and "must be a folder" in result.output
+    result = _run("degrade", str(tmp_path / "x.png"), str(tmp_path / "o"), "-t", "fog", "-s", "6")
+    assert result.exit_code == 2
+    assert _run("degrade", "--help").exit_code == 0
+
+
+def test_empty_folder_exits_nonzero(tmp_path):
+    (tmp_path / "in").mkdir()
+    result = _run("degrade", str(tmp_path / "in"), str(tmp_path / "out"), "-t", "fog")
+    assert result.exit_code == 1 and "no image files" in result.output
+    assert not (tmp_path / "out" / "manifest.json").exists()
+
+
+def test_recursive_and_format(tmp_path):
+    root = tmp_path / "in"
+    write_image(root / "sub" / "deep.png", np.full((8, 8, 3), 0.5, np.float32))
+    write_image(root / "top.png", np.full((8, 8, 3), 0.5, np.float32))
+    assert _run("degrade", str(root), str(tmp_path / "flat"), "-t", "low_light").exit_code == 0
+    assert not (tmp_path / "flat" / "sub").exists()
+    args = ("degrade", str(root), str(tmp_path / "deep"), "-t", "low_light", "-r", "--format", "tif")
+    assert _run(*args).exit_code == 0
+    assert read_image(tmp_path / "deep" / "sub" / "deep.tif").pixels.mean() < 0.5
