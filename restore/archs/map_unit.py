@@ -51,10 +51,12 @@ def mask_average_pool(x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     offsets = torch.cumsum(n_per, 0) - n_per
     flat = (ids + offsets[:, None]).reshape(-1)
     n = int(n_per.sum())
-    vals = x.permute(0, 2, 3, 1).reshape(-1, c)
-    sums = torch.zeros(n, c, dtype=x.dtype, device=x.device).index_add_(0, flat, vals)
-    counts = torch.bincount(flat, minlength=n).clamp_(min=1).to(x.dtype)
-    means = sums / counts[:, None]
+    # sums in float32 at least: a float16 sum over a large region overflows (max 65504)
+    acc = torch.promote_types(x.dtype, torch.float32)
+    vals = x.permute(0, 2, 3, 1).reshape(-1, c).to(acc)
+    sums = torch.zeros(n, c, dtype=acc, device=x.device).index_add_(0, flat, vals)
+    counts = torch.bincount(flat, minlength=n).clamp_(min=1).to(acc)
+    means = (sums / counts[:, None]).to(x.dtype)
     return means[flat].reshape(b, h, w, c).permute(0, 3, 1, 2)
 
 

@@ -105,6 +105,13 @@ def test_map_single_region_is_global_mean_and_empty_image():
     assert mask_average_pool(empty, torch.zeros(2, 0, 4, dtype=torch.int32)).shape == (2, 3, 0, 4)
 
 
+def test_map_half_precision_does_not_overflow():
+    x = torch.full((1, 2, 300, 300), 0.9, dtype=torch.float16)  # region sum 81000 > float16 max
+    out = mask_average_pool(x, torch.zeros(1, 300, 300, dtype=torch.int32))
+    assert out.dtype == torch.float16 and torch.isfinite(out).all()
+    torch.testing.assert_close(out.float(), torch.full((1, 2, 300, 300), 0.9), atol=1e-3, rtol=0)
+
+
 def test_map_binary_not_divided_by_255():
     # two regions with means 0 and 1: the official /255 bug would give ~0.5 everywhere
     x = torch.cat([torch.zeros(1, 1, 4, 2), torch.ones(1, 1, 4, 2)], dim=3)
