@@ -235,8 +235,6 @@ def read_image(path: str | os.PathLike) -> ImageData:
         ImageReadError: the file is missing, empty, not an image, truncated or corrupt; the message
             names the file and the reason.
     """
-    from PIL import ImageOps
-
     path = Path(path)
     if not path.exists():
         raise ImageReadError(path, "file not found")
@@ -254,6 +252,16 @@ def read_image(path: str | os.PathLike) -> ImageData:
         return _image_data(array, path, fmt)
 
     im = _pillow_decode(path)  # decodes the whole file: truncation and corrupt data fail here
+    try:
+        return _from_pillow(im, path)
+    finally:
+        im.close()
+
+
+def _from_pillow(im, path: Path) -> ImageData:
+    """A decoded Pillow image -> ImageData (EXIF orientation applied, alpha split off)."""
+    from PIL import ImageOps
+
     fmt = (im.format or path.suffix.lstrip(".")).upper()
     try:
         orientation = im.getexif().get(_EXIF_ORIENTATION)
@@ -334,7 +342,7 @@ def _encode(fmt: str, samples: np.ndarray, bit_depth: int, quality: int | None) 
         im.save(buf, format="JPEG", quality=95 if quality is None else int(quality))
     elif fmt == "WEBP":
         if quality is None:
-            im.save(buf, format="WEBP", lossless=True)
+            im.save(buf, format="WEBP", lossless=True, exact=True)  # exact: keep RGB under alpha 0
         else:
             im.save(buf, format="WEBP", quality=int(quality))
     else:

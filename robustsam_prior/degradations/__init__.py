@@ -24,6 +24,8 @@ _EXPORTS = {
     "RESTORATION_SET": "api",
     "Degraded": "api",
     "degrade": "api",
+    "describe": "api",
+    "describe_json": "api",
     "Degradation": "base",
     "ParamRange": "base",
     "Out": "base",
