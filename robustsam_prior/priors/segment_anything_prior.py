@@ -13,7 +13,10 @@ Per image ``(1, 3, H, W)`` in [0, 1]:
   (``ResizeLongestSide``) and zero-padded at the bottom/right to a square.
 
 ``robustsam`` runs the RobustSAM path (``path="robust"``), ``sam`` the vanilla SAM path of the
-same model (``path="sam"``). Both need a checkpoint: ``checkpoint=`` a path, else
+same model (``path="sam"``). The ``sam`` prior also accepts a Meta SAM checkpoint
+(``sam_vit_{b,l,h}_*.pth``, the paper's "SAM as prior" baseline): its labels and
+``image_embedding`` are then vanilla SAM's, and ``robust_mask_features`` is left out (those modules
+are not in the file). The ``robustsam`` prior refuses a SAM checkpoint with the loader's error. Both need a checkpoint: ``checkpoint=`` a path, else
 ``$ROBUSTSAM_CHECKPOINT``, else the cache folder (:func:`robustsam_prior.hub.resolve_checkpoint`).
 """
 
@@ -86,6 +89,7 @@ class _SegmentAnythingPrior(Prior):
         self._model = None
         self._generator = None
         self._captured: tuple[torch.Tensor, torch.Tensor] | None = None
+        self.robust_features_available = True  # False once a Meta SAM checkpoint is loaded (sam path)
 
     @property
     def meta(self) -> dict[str, Any]:
@@ -96,12 +100,20 @@ class _SegmentAnythingPrior(Prior):
     def model(self):
         """The RobustSAM model, built and loaded on first use (eval mode, on ``self.device``)."""
         if self._model is None:
-            from .. import build_robustsam
+            from ..checkpoint import read_checkpoint
+            from ..loading import build_robustsam, detect_checkpoint
 
             logger.info("loading the %s prior's model from %s", self.name, self.checkpoint)
-            model = build_robustsam(self.options["config"], self.checkpoint, bn_mode=self.options["bn_mode"])
-            if model.checkpoint_sha256 not in (None, self.checkpoint_sha256):
+            loaded = read_checkpoint(self.checkpoint)
+            if loaded.sha256 != self.checkpoint_sha256:
                 raise RuntimeError(f"{self.checkpoint}: the file changed since the prior was built")
+            # the vanilla path also runs on Meta's SAM checkpoints (the paper's "SAM as prior"); the
+            # robust modules then stay untrained, so no robust feature is returned
+            sam_only = self.options["path"] == "sam" and detect_checkpoint(loaded.state_dict).kind == "sam"
+            model = build_robustsam(
+                self.options["config"], loaded, bn_mode=self.options["bn_mode"], fresh_robust_modules=sam_only
+            )
+            self.robust_features_available = not sam_only
             self._model = model.to(self.device).eval()
         return self._model
 
@@ -151,8 +163,10 @@ class _SegmentAnythingPrior(Prior):
             raise RuntimeError("the mask generator did not encode the image")
         embeddings, early = self._captured
         self._captured = None
-        robust = self.model.robust_image_features(embeddings, early, self.options["path"])
-        features = {"image_embedding": embeddings.float().cpu(), "robust_mask_features": robust.float().cpu()}
+        features = {"image_embedding": embeddings.float().cpu()}
+        if self.robust_features_available:
+            robust = self.model.robust_image_features(embeddings, early, self.options["path"])
+            features["robust_mask_features"] = robust.float().cpu()
         return PriorOutput(torch.from_numpy(labels)[None], features, self.meta)
 
     def forward(self, images: torch.Tensor) -> PriorOutput:

@@ -15,14 +15,16 @@ from robustsam_prior.fileio import sha256_file
 from robustsam_prior.hub import ENV_CACHE, ENV_CHECKPOINT, CheckpointNotFoundError
 from robustsam_prior.prior import build_prior
 
-# the architecture of the reference tiny_config.json (img_size 256), so the test needs no shared files
+# a small shape of the reference tiny architecture (any values build), so the test needs no shared
+# files and stays fast: 64-pixel input, 8x8 token grid
 TINY = {
-    "img_size": 256, "patch": 16, "enc_dim": 32, "enc_depth": 2, "enc_heads": 2, "global_attn": [1],
-    "window": 4, "prompt_dim": 64, "dec_depth": 2, "dec_mlp": 128, "dec_heads": 2, "iou_hidden": 64,
+    "img_size": 64, "patch": 8, "enc_dim": 32, "enc_depth": 2, "enc_heads": 2, "global_attn": [1],
+    "window": 2, "prompt_dim": 64, "dec_depth": 1, "dec_mlp": 64, "dec_heads": 2, "iou_hidden": 32,
     "mask_in_chans": 16,
 }  # fmt: skip
 # let the random tiny model's masks through SAM's filters, so the label maps are not trivial
 OPEN = {"pred_iou_thresh": 0.0, "stability_score_thresh": 0.0, "points_per_side": 4}
+FAST = {**OPEN, "points_per_side": 2}  # for tests that run the prior several times
 
 
 @pytest.fixture(scope="module")
@@ -71,14 +73,14 @@ def test_matches_direct_model_calls(tiny_checkpoint, no_env, name, path):
     assert int(out.labels.max()) >= 1  # several regions
     torch.testing.assert_close(out.features["image_embedding"], emb, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(out.features["robust_mask_features"], robust, rtol=1e-5, atol=1e-5)
-    assert out.features["image_embedding"].shape == (1, 64, 16, 16)
-    assert out.features["robust_mask_features"].shape == (1, 8, 64, 64)
+    assert out.features["image_embedding"].shape == (1, 64, 8, 8)
+    assert out.features["robust_mask_features"].shape == (1, 8, 32, 32)
     assert out.meta["name"] == name and out.meta["checkpoint_sha256"] == sha256_file(tiny_checkpoint)
 
 
 def test_robust_and_sam_paths_differ_and_batches_split(tiny_checkpoint, no_env):
-    robust = build_prior("robustsam", checkpoint=tiny_checkpoint, **OPEN)  # config from the file
-    sam = build_prior("sam", checkpoint=tiny_checkpoint, **OPEN)
+    robust = build_prior("robustsam", checkpoint=tiny_checkpoint, **FAST)  # config from the file
+    sam = build_prior("sam", checkpoint=tiny_checkpoint, **FAST)
     x = torch.cat([scene(), scene().flip(-1)])
     a, b = robust(x), sam(x)
     torch.testing.assert_close(a.features["image_embedding"], b.features["image_embedding"])
@@ -100,6 +102,23 @@ def test_cache_hit_does_not_run_the_model(tiny_checkpoint, no_env, tmp_path):
     assert len(calls) == 1 and cache.stats["hits"] == 1
     assert torch.equal(first.labels, second.labels)
     assert torch.equal(first.features["robust_mask_features"], second.features["robust_mask_features"])
+
+
+def test_sam_prior_runs_on_a_meta_sam_checkpoint(tiny_checkpoint, no_env, tmp_path):
+    from robustsam_prior.checkpoint import CheckpointError, read_checkpoint
+    from robustsam_prior.loading import is_robust_key
+
+    state = read_checkpoint(tiny_checkpoint).state_dict
+    sam_file = tmp_path / "sam_tiny.pth"
+    torch.save({k: v for k, v in state.items() if not is_robust_key(k)}, sam_file)
+    prior = build_prior("sam", config=TINY, checkpoint=sam_file, **FAST)
+    out = prior(scene())
+    full = build_prior("sam", config=TINY, checkpoint=tiny_checkpoint, **FAST)(scene())
+    assert set(out.features) == {"image_embedding"}  # the robust modules are not in a SAM file
+    assert torch.equal(out.labels, full.labels)  # the vanilla path does not use them
+    torch.testing.assert_close(out.features["image_embedding"], full.features["image_embedding"])
+    with pytest.raises(CheckpointError, match="SAM checkpoint, not RobustSAM"):
+        build_prior("robustsam", config=TINY, checkpoint=sam_file, **FAST)(scene())
 
 
 def test_checkpoint_from_environment(tiny_checkpoint, no_env, monkeypatch):
