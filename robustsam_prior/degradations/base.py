@@ -12,6 +12,7 @@ ranges of the official RobustSAM generator (``data/augment.py``, see
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,7 +29,8 @@ class ParamRange:
     """One parameter of a degradation: a (low, high) range for each severity 1..5.
 
     A value is drawn uniformly in [low, high] (integers: inclusive on both ends); low == high means
-    a fixed value.
+    a fixed value. ``bounds`` is the domain where the parameter makes sense at all (None = open);
+    explicit values outside it are rejected by the registered function.
     """
 
     name: str
@@ -36,6 +38,7 @@ class ParamRange:
     unit: str = ""
     help: str = ""
     integer: bool = False
+    bounds: tuple[float | None, float | None] = (None, None)
 
     def __post_init__(self) -> None:
         if len(self.ranges) != len(SEVERITIES):
@@ -45,6 +48,18 @@ class ParamRange:
         for lo, hi in self.ranges:
             if hi < lo:
                 raise ValueError(f"parameter {self.name!r}: range ({lo}, {hi}) is reversed")
+            if not (self.contains(lo) and self.contains(hi)):
+                raise ValueError(
+                    f"parameter {self.name!r}: range ({lo}, {hi}) leaves its bounds {self.bounds}"
+                )
+
+    def contains(self, value: Any) -> bool:
+        """True if every element of ``value`` lies within ``bounds``."""
+        v = np.asarray(value, dtype=np.float64)
+        lo, hi = self.bounds
+        return bool(
+            np.isfinite(v).all() and (lo is None or (v >= lo).all()) and (hi is None or (v <= hi).all())
+        )
 
     def range_for(self, severity: int) -> tuple[float, float]:
         return self.ranges[severity - 1]
@@ -135,20 +150,31 @@ def register(
 ) -> Callable[[Callable[..., Out]], Callable[..., Out]]:
     """Decorator: register a per-image function under ``name`` with its parameter table."""
 
+    table = tuple(params)
+
     def deco(fn: Callable[..., Out]) -> Callable[..., Out]:
+        @functools.wraps(fn)
+        def checked(image: np.ndarray, **kwargs: Any) -> Out:
+            for p in table:
+                if p.name in kwargs and not p.contains(kwargs[p.name]):
+                    lo, hi = p.bounds
+                    span = f"[{'-inf' if lo is None else lo}, {'inf' if hi is None else hi}]"
+                    raise ValueError(f"{name}: {p.name} must be in {span}, got {kwargs[p.name]!r}")
+            return fn(image, **kwargs)
+
         DEGRADATIONS.add(
             name,
             Degradation(
                 name=name,
                 family=family,
-                fn=fn,
-                params=tuple(params),
+                fn=checked,
+                params=table,
                 summary=summary,
                 reference=reference,
                 geometric=geometric,
             ),
         )
-        return fn
+        return checked
 
     return deco
 

@@ -20,6 +20,7 @@ from .kernels import blur_with_kernel, camera_shake_kernel, defocus_kernel, line
             "factor",
             ((1.5, 2.0), (2.0, 3.0), (4.0, 4.0), (5.0, 6.0), (6.0, 8.0)),
             help="downscale factor; the image is resized down by it and back up (bilinear both ways)",
+            bounds=(1, None),
         ),
     ),
     summary="down-sample then up-sample (bilinear), losing detail finer than the factor",
@@ -45,6 +46,7 @@ def resampling_blur(image: np.ndarray, *, factor: float, rng: np.random.Generato
             unit="px",
             integer=True,
             help="length of the straight motion path",
+            bounds=(0, None),
         ),
         ParamRange("angle", same(0.0, 180.0), unit="deg", help="direction, counter-clockwise from +x"),
     ),
@@ -67,11 +69,13 @@ def motion_blur(
             "max_factor",
             ((1.02, 1.06), (1.06, 1.12), (1.12, 1.33), (1.33, 1.5), (1.5, 1.7)),
             help="largest zoom (about the image centre) averaged into the result",
+            bounds=(1, None),
         ),
         ParamRange(
             "step",
             ((0.01, 0.015), (0.02, 0.03), (0.05, 0.07), (0.05, 0.07), (0.06, 0.08)),
             help="zoom increment between averaged copies",
+            bounds=(0.001, None),
         ),
     ),
     summary="zoom (radial) blur: mean of the image zoomed by 1, 1+step, ... < max_factor about its centre",
@@ -87,7 +91,8 @@ def zoom_blur(
     x = check_image(image)
     h, w = x.shape[:2]
     cx, cy = (w - 1) / 2, (h - 1) / 2
-    factors = np.arange(1.0, max_factor, step)
+    # 1, 1 + step, ... below max_factor (at least the unzoomed copy)
+    factors = 1.0 + step * np.arange(max(1, int(np.ceil((max_factor - 1.0) / step - 1e-9))))
     acc = np.zeros_like(x)
     for z in factors:  # a handful of whole-image warps, not a per-pixel loop
         m = np.array([[z, 0, (1 - z) * cx], [0, z, (1 - z) * cy]], dtype=np.float64)
@@ -104,6 +109,7 @@ def zoom_blur(
             ((1.0, 2.0), (2.0, 3.5), (3.5, 5.0), (5.0, 7.0), (7.0, 10.0)),
             unit="px",
             help="radius of the (pill-box) circle of confusion",
+            bounds=(0, None),
         ),
     ),
     summary="out-of-focus blur with an anti-aliased disk kernel (returns the kernel)",
@@ -124,8 +130,11 @@ def defocus_blur(image: np.ndarray, *, radius: float, rng: np.random.Generator |
             ((7, 11), (11, 17), (17, 25), (25, 35), (35, 45)),
             unit="px",
             help="extent of the shake trajectory (largest of its width and height)",
+            bounds=(1, None),
         ),
-        ParamRange("anxiety", same(0.2, 0.8), help="how erratic the trajectory is (0 = smooth curve)"),
+        ParamRange(
+            "anxiety", same(0.2, 0.8), help="how erratic the trajectory is (0 = smooth curve)", bounds=(0, 1)
+        ),
     ),
     summary="motion blur from a random camera-shake trajectory (returns the kernel)",
     reference="trajectory model after Boracchi & Foi (IEEE TIP 2012); sizes in the range of GoPro-like "

@@ -54,8 +54,9 @@ def synthetic_depth(h: int, w: int, rng: np.random.Generator) -> np.ndarray:
             "beta",
             ((0.2, 0.5), (0.5, 0.9), (0.9, 1.5), (1.5, 2.2), (2.2, 3.0)),
             help="scattering coefficient per unit of (relative, [0, 1]) depth",
+            bounds=(0, None),
         ),
-        ParamRange("airlight", same(0.7, 1.0), help="grey airlight A"),
+        ParamRange("airlight", same(0.7, 1.0), help="grey airlight A", bounds=(0, 1)),
     ),
     summary="haze from the scattering model I = J t + A (1 - t), t = exp(-beta d), synthetic depth",
     reference="airlight range of RESIDE (Li et al., TIP 2019); beta per severity is ours, for depth in [0, 1] "

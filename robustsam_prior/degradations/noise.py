@@ -30,6 +30,7 @@ _CHROMA_V = np.array([1.0, 1.0, -2.0], np.float32) / np.sqrt(6.0)
             ),
             unit="of full scale",
             help="standard deviation of the additive noise, independent per pixel and channel",
+            bounds=(0, None),
         ),
     ),
     summary="additive white Gaussian noise, per channel",
@@ -50,18 +51,21 @@ def gaussian_noise(image: np.ndarray, *, sigma: float, rng: np.random.Generator)
             "gain",
             ((0.0005, 0.001), (0.001, 0.002), (0.002, 0.004), (0.004, 0.008), (0.008, 0.015)),
             help="shot noise: luma variance grows by gain * luma (Poisson, photons = luma / gain)",
+            bounds=(0, None),
         ),
         ParamRange(
             "read_sigma",
             ((0.002, 0.005), (0.005, 0.01), (0.01, 0.02), (0.02, 0.03), (0.03, 0.045)),
             unit="of full scale",
             help="signal-independent read noise on the luma",
+            bounds=(0, None),
         ),
         ParamRange(
             "chroma_sigma",
             ((0.005, 0.01), (0.01, 0.02), (0.02, 0.04), (0.04, 0.06), (0.06, 0.09)),
             unit="of full scale",
             help="Gaussian noise on each of two chroma axes (colour speckle)",
+            bounds=(0, None),
         ),
     ),
     summary="camera sensor noise: Poisson-Gaussian (shot + read) luma noise plus colour (chroma) noise",
@@ -76,7 +80,10 @@ def iso_noise(
     ``chroma_sigma`` along two directions orthogonal to grey (which leave ``Y`` unchanged)."""
     x = check_image(image)
     luma = x.mean(axis=2)
-    shot = rng.poisson(np.maximum(luma, 0.0) / gain).astype(np.float32) * np.float32(gain) - luma
+    if gain > 0:
+        shot = rng.poisson(np.maximum(luma, 0.0) / gain).astype(np.float32) * np.float32(gain) - luma
+    else:  # no shot noise
+        shot = np.zeros_like(luma)
     luma_noise = shot + np.float32(read_sigma) * rng.standard_normal(luma.shape, dtype=np.float32)
     chroma = np.float32(chroma_sigma) * rng.standard_normal((*luma.shape, 2), dtype=np.float32)
     noise = luma_noise[..., None] + chroma[..., :1] * _CHROMA_U + chroma[..., 1:] * _CHROMA_V
@@ -91,11 +98,13 @@ def iso_noise(
             "gain",
             ((1.05, 1.15), (1.15, 1.3), (1.4, 1.5), (1.5, 1.7), (1.7, 2.0)),
             help="global multiplier (the official recipe's whole effect)",
+            bounds=(0, None),
         ),
         ParamRange(
             "speckle",
             ((0.02, 0.04), (0.04, 0.07), (0.07, 0.1), (0.1, 0.15), (0.15, 0.22)),
             help="std of the per-pixel, per-channel multiplicative factor around 1",
+            bounds=(0, None),
         ),
     ),
     summary="multiplicative (speckle) noise: x * gain * (1 + speckle * N(0, 1))",
@@ -116,8 +125,11 @@ def multiplicative_noise(image: np.ndarray, *, gain: float, speckle: float, rng:
             "amount",
             ((0.01, 0.03), (0.03, 0.06), (0.06, 0.09), (0.09, 0.17), (0.17, 0.27)),
             help="fraction of samples (pixel x channel) replaced by 0 or 1",
+            bounds=(0, 1),
         ),
-        ParamRange("salt_ratio", same(0.5, 0.5), help="fraction of the replaced samples set to 1"),
+        ParamRange(
+            "salt_ratio", same(0.5, 0.5), help="fraction of the replaced samples set to 1", bounds=(0, 1)
+        ),
     ),
     summary="salt-and-pepper impulse noise, independent per pixel and channel",
     reference="true impulse noise (absent from the official set despite the folder name); amounts follow "

@@ -79,9 +79,15 @@ def _blobs(
             "density",
             ((0.1, 0.2), (0.2, 0.3), (0.3, 0.45), (0.45, 0.6), (0.6, 0.75)),
             help="mean opacity of the fog, mean(1 - t)",
+            bounds=(0, 1),
         ),
-        ParamRange("variation", same(0.3, 0.8), help="relative spatial variation of the opacity (clouds)"),
-        ParamRange("airlight", same(0.75, 0.95), help="grey level of the fog"),
+        ParamRange(
+            "variation",
+            same(0.3, 0.8),
+            help="relative spatial variation of the opacity (clouds)",
+            bounds=(0, 1),
+        ),
+        ParamRange("airlight", same(0.75, 0.95), help="grey level of the fog", bounds=(0, 1)),
     ),
     summary="patchy fog: a fractal-noise opacity layer of the given mean, composited in grey",
     reference="official: iaa.Fog + A.RandomFog(fog_coef 0.1..0.2, alpha_coef 0.08) (cloud layer + blurred "
@@ -110,23 +116,36 @@ def fog(
             "density",
             ((0.0005, 0.001), (0.001, 0.002), (0.002, 0.004), (0.004, 0.007), (0.007, 0.01)),
             help="rain streaks started per pixel",
+            bounds=(0, 1),
         ),
         ParamRange(
-            "length", ((8, 15), (12, 20), (15, 30), (20, 40), (30, 50)), unit="px", help="streak length"
+            "length",
+            ((8, 15), (12, 20), (15, 30), (20, 40), (30, 50)),
+            unit="px",
+            help="streak length",
+            bounds=(0, None),
         ),
         ParamRange(
             "slant", same(-25.0, 25.0), unit="deg", help="streak direction, counter-clockwise from vertical"
         ),
-        ParamRange("width", same(0.4, 0.8), unit="px", help="streak half-width (Gaussian sigma)"),
         ParamRange(
-            "intensity", ((0.3, 0.5), (0.4, 0.6), (0.5, 0.7), (0.6, 0.8), (0.7, 0.9)), help="streak opacity"
+            "width", same(0.4, 0.8), unit="px", help="streak half-width (Gaussian sigma)", bounds=(0.1, None)
+        ),
+        ParamRange(
+            "intensity",
+            ((0.3, 0.5), (0.4, 0.6), (0.5, 0.7), (0.6, 0.8), (0.7, 0.9)),
+            help="streak opacity",
+            bounds=(0, 1),
         ),
         ParamRange(
             "veil",
             ((0.0, 0.03), (0.02, 0.06), (0.05, 0.1), (0.08, 0.15), (0.12, 0.2)),
             help="uniform rain haze opacity",
+            bounds=(0, 1),
         ),
-        ParamRange("brightness", same(0.75, 0.9), help="grey level of the streaks and the veil"),
+        ParamRange(
+            "brightness", same(0.75, 0.9), help="grey level of the streaks and the veil", bounds=(0, 1)
+        ),
     ),
     summary="rain: slanted motion-blurred streaks plus a light veil, composited in light grey",
     reference="official: iaa.Rain(drop_size=(0.4, 0.5), speed=(0.05, 0.1)); ours renders streaks directly",
@@ -161,14 +180,16 @@ def rain(
             "density",
             ((0.0005, 0.001), (0.001, 0.002), (0.002, 0.004), (0.004, 0.007), (0.007, 0.012)),
             help="near snowflakes per pixel (three times as many small far ones are added)",
+            bounds=(0, 1),
         ),
         ParamRange(
             "flake_size",
             ((0.8, 1.2), (1.0, 1.5), (1.2, 1.8), (1.5, 2.2), (1.8, 2.6)),
             unit="px",
             help="near flake radius (Gaussian sigma)",
+            bounds=(0.1, None),
         ),
-        ParamRange("fall", same(2.0, 6.0), unit="px", help="motion smear of near flakes"),
+        ParamRange("fall", same(2.0, 6.0), unit="px", help="motion smear of near flakes", bounds=(0, None)),
         ParamRange(
             "slant", same(-20.0, 20.0), unit="deg", help="fall direction, counter-clockwise from vertical"
         ),
@@ -176,6 +197,7 @@ def rain(
             "veil",
             ((0.0, 0.05), (0.03, 0.08), (0.05, 0.12), (0.1, 0.18), (0.15, 0.25)),
             help="uniform whitening (snowy air)",
+            bounds=(0, 1),
         ),
     ),
     summary="snow: near and far flakes (Gaussian blobs smeared along the fall direction) plus a white veil",

@@ -206,3 +206,41 @@ def test_package_import_is_light():
         "d.ParamRange; assert 'torch' not in sys.modules"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def _bounded_params():
+    for name in ALL:
+        for p in DEGRADATIONS.get(name).params:
+            lo, hi = p.bounds
+            if lo is not None:
+                yield name, p.name, lo - 1
+            if hi is not None:
+                yield name, p.name, hi + 1
+
+
+@pytest.mark.parametrize("name,param,value", list(_bounded_params()))
+def test_explicit_values_outside_the_bounds_are_rejected(image, name, param, value):
+    with pytest.raises(ValueError, match=rf"{name}: {param} must be in"):
+        degrade(image, name, overrides={param: value})
+
+
+def test_bounds_are_checked_by_the_table_and_edge_values_work(image):
+    with pytest.raises(ValueError, match="leaves its bounds"):
+        ParamRange("x", ((0, 2),) * 5, bounds=(0, 1))
+    edge = {
+        "iso_noise": {"gain": 0.0},
+        "fog": {"density": 0.0},
+        "zoom_blur": {"max_factor": 1.0},
+        "camera_shake_blur": {"size": 1.0},
+        "resampling_blur": {"factor": 1.0},
+        "motion_blur": {"length": 0},
+    }
+    for name, overrides in edge.items():
+        out = degrade(image, name, overrides=overrides, seed=0)
+        assert out.image.shape == image.shape and torch.isfinite(out.image).all()
+    # the identity cases really are identities
+    torch.testing.assert_close(degrade(image, "fog", overrides={"density": 0.0}, seed=0).image, image)
+    for name, overrides in (("zoom_blur", {"max_factor": 1.0}), ("camera_shake_blur", {"size": 1.0})):
+        torch.testing.assert_close(
+            degrade(image, name, overrides=overrides, seed=0).image, image, atol=1e-6, rtol=0
+        )
