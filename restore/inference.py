@@ -208,5 +208,5 @@ def _build_prior(record: dict | None, override: str | None, checkpoint: Any, dev
             raise ValueError(f"--prior-checkpoint applies to the {'/'.join(PRIORS_WITH_CHECKPOINT)} priors, not {name!r}")
         options["checkpoint"] = str(checkpoint)
     if name in PRIORS_WITH_CHECKPOINT:
-        options.setdefault("device", str(device))
+        options["device"] = str(device)  # where the training ran does not matter (speed only)
     return build_prior(name, **options)

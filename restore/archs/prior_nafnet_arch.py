@@ -9,7 +9,8 @@ input's size (any size; padded internally to a multiple of ``2 ** levels``) and 
   are concatenated to the RGB input (``intro`` takes 3 + S channels), region dropout p in training.
 - ``fusion_nafnet``: ``map_nafnet`` plus SFT conditioning of every encoder level on the prior's
   feature maps (:mod:`restore.archs.fusion`). Runs on a prior without features (e.g. ``regions``)
-  by using only its labels.
+  by using only its labels. ``feature_frame="sam"`` (default) places the maps as the
+  ``robustsam``/``sam`` priors produce them (SAM's padded square frame).
 
 For tiled inference a prior's ``meta["regions"]`` may hold one ``(y0, x0, H, W)`` per sample: where
 the sample (a tile) sits in the full image that the features cover (see ``fusion.py``).
@@ -35,6 +36,10 @@ ARCHS.add("nafnet", NAFNet)
 
 # RobustSAM's prompt-independent features (DESIGN.md, data contracts)
 DEFAULT_FEATURES = {"robust_mask_features": 32, "image_embedding": 256}
+# where a feature map lies on the image: "sam" = SAM's frame (the image resized so its longest side
+# fills the encoder input, zero-padded bottom/right to a square: the map covers a max(H, W) square
+# anchored at the top-left corner); "image" = the map spans exactly the image
+FEATURE_FRAMES = ("sam", "image")
 
 
 def _labels(prior: PriorOutput | None, image: torch.Tensor, name: str) -> torch.Tensor:
@@ -100,6 +105,7 @@ class FusionNAFNet(MapNAFNet):
         region_dropout: float = 0.5,
         feature_channels: Mapping[str, int] | None = None,
         fusion_channels: int = 16,
+        feature_frame: str = "sam",
     ) -> None:
         super().__init__(
             width=width,
@@ -115,6 +121,9 @@ class FusionNAFNet(MapNAFNet):
             level_channels=self.backbone.level_channels,
             hidden=fusion_channels,
         )
+        if feature_frame not in FEATURE_FRAMES:
+            raise ValueError(f"feature_frame must be one of {FEATURE_FRAMES}, got {feature_frame!r}")
+        self.feature_frame = feature_frame
         self.uses_features = tuple(feature_channels)
 
     def forward(self, image: torch.Tensor, prior: PriorOutput | None) -> torch.Tensor:
@@ -126,6 +135,8 @@ class FusionNAFNet(MapNAFNet):
         regions = prior.meta.get("regions") or [(0, 0, h, w)] * image.shape[0]
         if len(regions) != image.shape[0]:
             raise ValueError(f"prior.meta['regions'] has {len(regions)} entries for a batch of {image.shape[0]}")
+        if self.feature_frame == "sam":  # the maps cover a max(H, W) square anchored top-left
+            regions = [(y0, x0, max(fh, fw), max(fh, fw)) for y0, x0, fh, fw in regions]
 
         def modulate(level: int, feats: torch.Tensor) -> torch.Tensor:
             return self.fusion.modulate(level, feats, projected, regions)

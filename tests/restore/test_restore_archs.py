@@ -264,6 +264,34 @@ def test_fusion_accepts_any_feature_size_and_no_features():
     assert net.uses_features == ("robust_mask_features", "image_embedding")
 
 
+def test_fusion_sam_frame_samples_the_padded_square():
+    # a 48x72 image: SAM's frame is the 72x72 square, so image row i samples the map at (i+.5)/72
+    torch.manual_seed(0)
+    net = build_arch("fusion_nafnet", **TINY, feature_channels={"f": 3}).eval()
+    img_net = build_arch("fusion_nafnet", **TINY, feature_channels={"f": 3}, feature_frame="image").eval()
+    f = torch.randn(1, 3, 6, 6)
+    captured = {}
+
+    def spy(net_):
+        orig = net_.fusion.modulate
+
+        def modulate(level, x, projected, regions):
+            captured.setdefault(id(net_), regions)
+            return orig(level, x, projected, regions)
+
+        net_.fusion.modulate = modulate
+
+    spy(net)
+    spy(img_net)
+    pr = PriorOutput(torch.zeros(1, 48, 72, dtype=torch.int32), {"f": f}, {})
+    net(torch.rand(1, 3, 48, 72), pr)
+    img_net(torch.rand(1, 3, 48, 72), pr)
+    assert captured[id(net)] == [(0, 0, 72, 72)]
+    assert captured[id(img_net)] == [(0, 0, 48, 72)]
+    with pytest.raises(ValueError, match="feature_frame"):
+        build_arch("fusion_nafnet", feature_frame="cropped")
+
+
 def test_prior_errors():
     net = build_arch("map_nafnet", **TINY)
     x = torch.rand(1, 3, 8, 8)

@@ -167,3 +167,43 @@ def test_cuda_half_close_to_cpu(tmp_path):
     cpu = Restorer.load(str(ck), task="dehaze", device="cpu").restore(x)
     gpu = Restorer.load(str(ck), task="dehaze", device="cuda").restore(x)
     assert (cpu - gpu).abs().max() < 1e-2
+
+
+def test_fusion_model_with_tiny_robustsam_prior(tmp_path, monkeypatch):
+    """End to end with the real robustsam prior on a tiny random RobustSAM (no shared files)."""
+    from robustsam_prior import build_robustsam
+    from robustsam_prior.hub import ENV_CHECKPOINT
+
+    monkeypatch.delenv(ENV_CHECKPOINT, raising=False)
+    sam_cfg = {
+        "img_size": 256, "patch": 16, "enc_dim": 32, "enc_depth": 2, "enc_heads": 2, "global_attn": [1],
+        "window": 4, "prompt_dim": 64, "dec_depth": 2, "dec_mlp": 128, "dec_heads": 2, "iou_hidden": 64,
+        "mask_in_chans": 16,
+    }  # fmt: skip
+    torch.manual_seed(1)
+    sam_ck = tmp_path / "tiny_sam.safetensors"
+    save_checkpoint(sam_ck, build_robustsam(sam_cfg).state_dict(), {"config": sam_cfg})
+    kwargs = {**TINY, "feature_channels": {"image_embedding": 64, "robust_mask_features": 8}}
+    net = build_arch("fusion_nafnet", **kwargs)
+    with torch.no_grad():
+        for n, p in net.named_parameters():
+            if "fusion.scale" in n or "fusion.shift" in n:
+                p.normal_(0, 0.2)
+    ck = tmp_path / "fusion.safetensors"
+    prior = {"name": "robustsam", "options": {"config": sam_cfg, "points_per_side": 2, "pred_iou_thresh": 0.0,
+                                              "stability_score_thresh": 0.0, "checkpoint": "/elsewhere/x.pth"}}
+    save_checkpoint(ck, net.state_dict(), {"format": CHECKPOINT_FORMAT, "arch": "fusion_nafnet",
+                                           "arch_kwargs": kwargs, "task": "deblur", "prior": prior})
+    r = Restorer.load(str(ck), task="deblur", prior_checkpoint=sam_ck, device="cpu")
+    assert r.prior.name == "robustsam"
+    x = torch.rand(1, 3, 40, 56, generator=torch.Generator().manual_seed(0))
+    out = r.restore(x)
+    p = r.prior(x)
+    assert set(p.features) == {"image_embedding", "robust_mask_features"}
+    with torch.no_grad():
+        ref = net.eval()(x, p).clamp(0, 1)
+        labels_only = net(x, type(p)(p.labels, {}, {})).clamp(0, 1)
+    torch.testing.assert_close(out, ref, atol=1e-5, rtol=0)
+    assert (out - labels_only).abs().max() > 1e-3  # the features do condition the output
+    r.tile = 32
+    assert r.restore(x).shape == x.shape
