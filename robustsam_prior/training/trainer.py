@@ -1,0 +1,186 @@
+"""The anti-degradation training loop for RobustSAM's new modules.
+
+Per step (paper Fig. 2 / official ``engine.py``), for a batch of clear/degraded pairs sharing the
+same prompts:
+
+1. both images are encoded by the frozen image encoder (no gradient);
+2. the clear image goes through the vanilla SAM path (``path="sam"``): SAM's mask tokens give the
+   target tokens T_OC, and the up/down projections give the clear mask feature;
+3. the degraded image goes through the robust path: robust tokens (before AOTG, as the code) and the
+   fused robust mask feature, plus the single-mask logits for the segmentation loss;
+4. loss = :func:`~robustsam_prior.training.losses.anti_degradation_losses`, backward, gradient-norm
+   clipping, Adam step.
+
+What trains: the six RobustSAM modules. SAM stays frozen as the paper says, unless
+``train_sam_decoder=True`` (the official code also updates SAM's decoder transformer, upscaling and
+tokens, spec section 3.2). The image and prompt encoders are always frozen.
+
+NaN safety: the official code zeroes NaN gradients every step; their cause is ``torch.angle``'s
+gradient at ``|Z| = 0`` in the Fourier block, which :class:`~robustsam_prior.modeling.components.FGMBlock`
+avoids. A non-finite loss or gradient here is an error naming the parameters, never silently zeroed.
+
+BatchNorm: ``bn_mode="batch"`` by default (per-image statistics, as the official training, which
+decodes one image at a time in train mode); running statistics are updated for later
+``bn_mode="running"`` inference.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from segment_anything.utils.transforms import ResizeLongestSide
+
+from ..loading import is_robust_key
+from .data import TrainingPair
+from .losses import LossWeights, anti_degradation_losses
+
+logger = logging.getLogger(__name__)
+
+PROMPTS = ("points", "box", "both")
+# SAM's own decoder parts that the official code trains too (spec section 3.2)
+SAM_DECODER_PREFIXES = ("mask_decoder.",)
+
+
+@dataclass(frozen=True)
+class AntiDegradationConfig:
+    """Training settings. Defaults follow the official code (Adam lr 1e-4, weight decay 1e-5,
+    clip 1.0, 3 positive points, loss weights 20/1/2/100), except that SAM stays frozen
+    (``train_sam_decoder=False``) as the paper says."""
+
+    steps: int = 1000
+    lr: float = 1e-4
+    weight_decay: float = 1e-5
+    grad_clip: float = 1.0
+    prompt: str = "points"
+    train_sam_decoder: bool = False
+    detach_targets: bool = False
+    bn_mode: str = "batch"
+    weights: LossWeights = field(default_factory=LossWeights)
+
+    def __post_init__(self) -> None:
+        if self.prompt not in PROMPTS:
+            raise ValueError(f"prompt must be one of {PROMPTS}, got {self.prompt!r}")
+        if self.steps < 0 or self.lr <= 0 or self.grad_clip <= 0 or self.weight_decay < 0:
+            raise ValueError("steps >= 0, lr > 0, grad_clip > 0 and weight_decay >= 0 are required")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def set_trainable(model: torch.nn.Module, *, train_sam_decoder: bool = False) -> list[str]:
+    """Set ``requires_grad``: the robust modules (and, if asked, SAM's mask decoder) train, the rest
+    is frozen. Returns the names of the trainable parameters."""
+    names = []
+    for name, p in model.named_parameters():
+        train = is_robust_key(name) or (train_sam_decoder and name.startswith(SAM_DECODER_PREFIXES))
+        p.requires_grad_(train)
+        if train:
+            names.append(name)
+    return names
+
+
+class AntiDegradationTrainer:
+    """Trains a :class:`~robustsam_prior.modeling.robustsam.RobustSam` in place (see module docstring)."""
+
+    def __init__(self, model: torch.nn.Module, config: AntiDegradationConfig = AntiDegradationConfig()) -> None:
+        self.model = model
+        self.config = config
+        self.trainable = set_trainable(model, train_sam_decoder=config.train_sam_decoder)
+        params = [p for p in model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
+        self.transform = ResizeLongestSide(model.image_size)
+        self.step_count = 0
+        model.set_bn_mode(config.bn_mode)
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
+    def _inputs(self, images: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
+        """(B,3,H,W) [0,1] -> preprocessed (B,3,S,S) and the resized size (h', w')."""
+        resized = self.transform.apply_image_torch(images * 255.0)
+        return self.model.preprocess(resized), tuple(resized.shape[-2:])
+
+    def compute_losses(self, batch: list[TrainingPair]) -> dict[str, torch.Tensor]:
+        """Forward both branches for ``batch`` (all images the same size) and return the loss terms."""
+        dev = self.device
+        size = tuple(batch[0].clear.shape[-2:])
+        if any(tuple(p.clear.shape[-2:]) != size or tuple(p.degraded.shape[-2:]) != size for p in batch):
+            raise ValueError("all images of a batch must have the same size")
+        n = len(batch)
+        images = torch.stack([p.clear for p in batch] + [p.degraded for p in batch]).to(dev)
+        x, input_size = self._inputs(images)
+        with torch.no_grad():
+            emb, early = self.model.encode(x)
+        prompts: dict[str, torch.Tensor] = {}
+        if self.config.prompt in ("points", "both"):
+            prompts["point_coords"] = self.transform.apply_coords_torch(torch.stack([p.points for p in batch]).to(dev), size)
+            prompts["point_labels"] = torch.stack([p.point_labels for p in batch]).to(dev)
+        if self.config.prompt in ("box", "both"):
+            prompts["boxes"] = self.transform.apply_boxes_torch(torch.stack([p.box for p in batch]).to(dev), size)
+
+        with torch.set_grad_enabled(not self.config.detach_targets):
+            clear = self.model.decode(emb[:n], early[:n], path="sam", **prompts)
+        degraded = self.model.decode(emb[n:], early[n:], path="robust", **prompts)
+        seg_logits = self.model.postprocess_masks(degraded.logits[:, :1], input_size, size)
+        gt = torch.stack([p.mask for p in batch]).to(dev)[:, None]
+        return anti_degradation_losses(
+            seg_logits, gt, degraded.tokens, clear.tokens, degraded.robust_embeddings, clear.robust_embeddings,
+            self.config.weights,
+        )
+
+    def step(self, batch: list[TrainingPair]) -> dict[str, float]:
+        """One optimisation step; returns the loss terms as floats."""
+        self.model.train()
+        losses = self.compute_losses(batch)
+        if not torch.isfinite(losses["total"]):
+            raise FloatingPointError(f"non-finite loss at step {self.step_count}: { {k: float(v) for k, v in losses.items()} }")
+        self.optimizer.zero_grad(set_to_none=True)
+        losses["total"].backward()
+        bad = [n for n, p in self.model.named_parameters() if p.grad is not None and not torch.isfinite(p.grad).all()]
+        if bad:
+            raise FloatingPointError(f"non-finite gradients at step {self.step_count} in {bad[:5]}")
+        torch.nn.utils.clip_grad_norm_([p for p in self.model.parameters() if p.requires_grad], self.config.grad_clip)
+        self.optimizer.step()
+        self.step_count += 1
+        return {k: float(v.detach()) for k, v in losses.items()}
+
+    def train(
+        self,
+        batches: Iterable[list[TrainingPair]],
+        *,
+        steps: int | None = None,
+        callback: Callable[[int, dict[str, float]], None] | None = None,
+        progress: bool = True,
+    ) -> list[dict[str, float]]:
+        """Run ``steps`` (default ``config.steps``) steps over ``batches``; returns the loss history."""
+        from tqdm import tqdm
+
+        total = self.config.steps if steps is None else steps
+        history = []
+        with tqdm(total=total, desc="robustsam anti-degradation", disable=not progress, unit="step") as bar:
+            for _, batch in zip(range(total), batches):
+                terms = self.step(batch)
+                history.append(terms)
+                bar.update(1)
+                bar.set_postfix(loss=f"{terms['total']:.4f}")
+                if callback is not None:
+                    callback(self.step_count, terms)
+        if len(history) < total:
+            logger.warning("the batches ran out after %d of %d steps", len(history), total)
+        self.model.eval()
+        return history
+
+    def save(self, path: str | os.PathLike, *, metadata: dict[str, Any] | None = None) -> str:
+        """Save the model (this project's RobustSAM format) with the training settings; sha256."""
+        from ..loading import save_robustsam
+
+        meta = {"training": {"config": self.config.to_dict(), "steps_done": self.step_count}}
+        meta.update(metadata or {})
+        return save_robustsam(self.model, path, metadata=meta)

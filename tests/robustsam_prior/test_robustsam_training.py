@@ -1,0 +1,141 @@
+"""RobustSAM anti-degradation training: losses against hand formulas, pairs, and a smoke run that lowers the
+loss, keeps SAM bit-identical and stays finite."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from robustsam_prior.data.shapes import ShapesDataset
+from robustsam_prior.loading import build_robustsam, is_robust_key
+from robustsam_prior.modeling.build import build_robustsam_model
+from robustsam_prior.training.data import PairSampler, make_pair, mask_box, sample_points
+from robustsam_prior.training.losses import (
+    LossWeights,
+    anti_degradation_losses,
+    dice_loss,
+    sigmoid_focal_loss,
+)
+from robustsam_prior.training.trainer import AntiDegradationConfig, AntiDegradationTrainer, set_trainable
+
+TINY = dict(img_size=64, patch=8, enc_dim=32, enc_depth=2, enc_heads=2, global_attn=[1], window=4,
+            prompt_dim=64, dec_depth=1, dec_mlp=64, dec_heads=2, iou_hidden=32, mask_in_chans=8)
+
+
+def test_losses_match_hand_formulas():
+    logits = torch.tensor([[2.0, -1.0], [0.5, -3.0]])
+    target = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    p = torch.sigmoid(logits)
+    p_t = torch.where(target > 0, p, 1 - p)
+    expected_focal = (0.25 * (1 - p_t) ** 2 * -torch.log(p_t)).mean()
+    torch.testing.assert_close(sigmoid_focal_loss(logits, target), expected_focal)
+    d0 = 1 - (2 * p[0, 0] + 1e-6) / (p[0].sum() + 1 + 1e-6)
+    d1 = 1 - (2 * p[1, 1] + 1e-6) / (p[1].sum() + 1 + 1e-6)
+    torch.testing.assert_close(dice_loss(logits, target), (d0 + d1) / 2)
+    t1, t2, f1, f2 = torch.randn(2, 4, 8), torch.randn(2, 4, 8), torch.randn(2, 3, 4, 4), torch.randn(2, 3, 4, 4)
+    terms = anti_degradation_losses(logits[:, None, None], target[:, None, None], t1, t2, f1, f2)
+    torch.testing.assert_close(terms["token"], 2 * F.mse_loss(t1, t2))
+    torch.testing.assert_close(terms["feature"], 100 * F.mse_loss(f1, f2))
+    torch.testing.assert_close(terms["total"], terms["focal"] + terms["dice"] + terms["token"] + terms["feature"])
+    assert LossWeights() == LossWeights(focal=20, dice=1, token=2, feature=100)
+
+
+def test_pairs_and_prompts():
+    rng = np.random.default_rng(0)
+    mask = np.zeros((10, 12), bool)
+    mask[2:5, 3:9] = True
+    pts = sample_points(mask, 3, rng)
+    assert pts.shape == (3, 2) and all(mask[int(y), int(x)] for x, y in pts)
+    box = mask_box(mask, rng, jitter=0.0)
+    np.testing.assert_array_equal(box, [3, 2, 9, 5])
+    with pytest.raises(ValueError, match="empty mask"):
+        sample_points(np.zeros((3, 3), bool), 1, rng)
+    with pytest.raises(ValueError, match="empty mask"):
+        mask_box(np.zeros((3, 3), bool), rng)
+    scene = ShapesDataset(length=1, height=48, width=40, seed=1)[0]
+    pair = make_pair(scene.image, scene.masks, degradations=["gaussian_noise"], include_identity=False, rng=rng,
+                     instance="largest")
+    assert pair.degradation == "gaussian_noise" and pair.clear.shape == pair.degraded.shape == (3, 48, 40)
+    assert not torch.equal(pair.clear, pair.degraded)
+    largest = scene.masks[np.argmax(scene.masks.reshape(len(scene.masks), -1).sum(1))]
+    np.testing.assert_array_equal(pair.mask.numpy() > 0, largest)
+    ident = make_pair(scene.image, scene.masks, degradations=[], rng=rng)
+    assert ident.degradation == "identity" and torch.equal(ident.clear, ident.degraded)
+    warped = make_pair(scene.image, scene.masks, degradations=["elastic_transform"], include_identity=False, rng=rng)
+    assert warped.mask.shape == (48, 40) and warped.mask.sum() > 0
+    for kwargs, msg in [(dict(degradations=[], include_identity=False), "no degradations"),
+                        (dict(degradations=["fog"], instance="smallest"), "instance")]:
+        with pytest.raises(ValueError, match=msg):
+            make_pair(scene.image, scene.masks, rng=rng, **kwargs)
+    with pytest.raises(ValueError, match="no non-empty instance"):
+        make_pair(scene.image, np.zeros((1, 48, 40), bool), degradations=["fog"], rng=rng)
+    with pytest.raises(ValueError, match="batch_size"):
+        PairSampler([scene], batch_size=0)
+    with pytest.raises(ValueError, match="empty"):
+        PairSampler([], batch_size=1)
+
+
+def test_set_trainable():
+    model = build_robustsam_model(TINY)
+    names = set(set_trainable(model))
+    assert names and all(is_robust_key(n) for n in names)
+    both = set(set_trainable(model, train_sam_decoder=True))
+    assert names < both and all(n.startswith("mask_decoder.") for n in both)
+    assert not any(p.requires_grad for n, p in model.named_parameters() if n.startswith(("image_encoder", "prompt_encoder")))
+    with pytest.raises(ValueError, match="prompt"):
+        AntiDegradationConfig(prompt="scribble")
+    with pytest.raises(ValueError, match="lr > 0"):
+        AntiDegradationConfig(lr=0)
+
+
+def test_smoke_training_from_sam_checkpoint(tmp_path):
+    torch.manual_seed(0)
+    sam_source = build_robustsam_model(TINY)
+    sam_file = tmp_path / "sam_tiny.pth"
+    torch.save({k: v for k, v in sam_source.state_dict().items() if not is_robust_key(k)}, sam_file)
+    model = build_robustsam(TINY, sam_file, fresh_robust_modules=True)
+    before = copy.deepcopy(model.state_dict())
+    data = ShapesDataset(length=2, height=64, width=64, seed=0)
+    batch = next(iter(PairSampler(data, batch_size=2, seed=0, degradations=["fog", "gaussian_noise"],
+                                  include_identity=False)))
+    trainer = AntiDegradationTrainer(model, AntiDegradationConfig(steps=10, lr=1e-3, prompt="both"))
+    history = trainer.train([batch] * 10, progress=False)  # overfit one batch: the loss must fall
+    assert all(np.isfinite(h["total"]) for h in history)
+    assert history[-1]["total"] < 0.8 * history[0]["total"], [round(h["total"], 4) for h in history]
+    assert history[-1]["focal"] < 0.8 * history[0]["focal"], [round(h["focal"], 4) for h in history]
+    after = model.state_dict()
+    frozen = [k for k in before if not is_robust_key(k)]
+    assert all(torch.equal(before[k], after[k]) for k in frozen)  # SAM bit-identical
+    trained = [k for k in trainer.trainable]
+    assert sum(not torch.equal(before[k], after[k]) for k in trained) > 0.9 * len(trained)
+    assert not torch.equal(before["mask_decoder.fourier_mask_features.dnc_block_combined.SEMBlock.maxpool_conv.0.BN"
+                                  ".running_mean"], after["mask_decoder.fourier_mask_features.dnc_block_combined"
+                                                          ".SEMBlock.maxpool_conv.0.BN.running_mean"])
+    path = tmp_path / "trained.safetensors"
+    trainer.save(path)
+    reloaded = build_robustsam(None, path)
+    assert all(torch.equal(reloaded.state_dict()[k], after[k]) for k in after)
+
+
+def test_official_mode_trains_sam_decoder_and_detached_targets():
+    torch.manual_seed(0)
+    model = build_robustsam_model(TINY)
+    before = copy.deepcopy(model.state_dict())
+    data = ShapesDataset(length=2, height=64, width=64, seed=3)
+    batches = PairSampler(data, batch_size=1, seed=0, degradations=["low_light"])
+    trainer = AntiDegradationTrainer(model, AntiDegradationConfig(steps=2, train_sam_decoder=True, detach_targets=True,
+                                                                  prompt="box"))
+    trainer.train(batches, progress=False)
+    after = model.state_dict()
+    assert not torch.equal(before["mask_decoder.transformer.layers.0.mlp.lin1.weight"],
+                           after["mask_decoder.transformer.layers.0.mlp.lin1.weight"])
+    assert torch.equal(before["image_encoder.patch_embed.proj.weight"], after["image_encoder.patch_embed.proj.weight"])
+    with pytest.raises(ValueError, match="same size"):
+        pair = next(iter(batches))[0]
+        small = copy.copy(pair)
+        small.clear = pair.clear[:, :32]
+        trainer.compute_losses([pair, small])
