@@ -229,8 +229,9 @@ def _convert_dataclass(cls: type, value: Any, path: str) -> Any:
         fail(path, f"expected a mapping, got {type(value).__name__} {value!r}")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    tag_field = getattr(cls, "TAG_FIELD", None) if hasattr(cls, "TAG") else None
     for key in value:
-        if key not in fields:
+        if key not in fields and key != tag_field:
             fail(_join(path, str(key)), f"unknown key{did_you_mean(str(key), list(fields))}; known: {', '.join(fields)}")
     kwargs = {}
     for name, f in fields.items():

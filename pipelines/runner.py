@@ -1,0 +1,165 @@
+"""The pipeline runner: ``robustsam-restore run PIPELINE.yml [key=value ...]``.
+
+A pipeline YAML (:class:`PipelineConfig`) names an ``input`` (an image or a folder), optionally a
+``ground_truth`` folder (matched by relative path, then by file stem), an ``output_dir`` and a list
+of ``steps`` (see :mod:`pipelines.steps`). Every image goes through the steps in order; a failing image
+is logged and recorded, the others go on. The resolved config is written to
+``OUTPUT_DIR/pipeline.yml`` and a summary to ``OUTPUT_DIR/summary.json``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from .steps import STEPS, Item, StepOptions
+
+logger = logging.getLogger(__name__)
+
+
+def _f(default: Any = None, help: str = "", **meta: Any) -> Any:
+    return field(default=default, metadata={"help": help, **meta})
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    """A pipeline: ``input`` -> steps -> ``output_dir``."""
+
+    kind: Literal["pipeline"] = _f("pipeline", "file type marker")
+    name: str = _f("pipeline", "pipeline name (in reports)")
+    input: str | None = _f(None, "an image or a folder of images (required; e.g. input=photos/)", exists="any")
+    ground_truth: str | None = _f(None, "folder of reference images matched by relative path or stem", exists="dir")
+    output_dir: str = _f("runs/pipeline", "where outputs, the resolved config and reports go")
+    recursive: bool = _f(False, "also read sub-folders of input")
+    device: str = _f("auto", "auto, cpu, cuda or cuda:N")
+    steps: tuple[StepOptions, ...] = _f((), "the steps, in order", min_len=1)
+
+    def check(self) -> None:
+        if self.input is None:
+            raise ValueError("input: missing (pass input=PATH on the command line)")
+        names = [s.TAG for s in self.steps]
+        if "restore" in names and "segment" in names and names.index("segment") < names.index("restore"):
+            raise ValueError("steps: 'segment' must come after 'restore' to see the restored image")
+        for i, s in enumerate(self.steps):
+            if s.TAG in ("eval", "report", "segment") and s.TAG in names[:i]:
+                raise ValueError(f"steps[{i}]: only one {s.TAG!r} step is allowed")
+        if "report" in names and names.index("report") != len(names) - 1:
+            raise ValueError("steps: 'report' must be the last step")
+
+
+@dataclass
+class Run:
+    """State shared by the steps of one pipeline run."""
+
+    config: PipelineConfig
+    output_dir: Path
+    input_root: Path
+    device: str
+    results: list[dict] = field(default_factory=list)
+    failed: list[dict] = field(default_factory=list)
+    shared: dict[str, Any] = field(default_factory=dict)
+    summary: dict[str, Any] = field(default_factory=dict)
+
+    def out_path(self, folder: str, rel: Path, suffix: str | None = None) -> Path:
+        p = self.output_dir / folder / rel
+        return p.with_suffix(suffix) if suffix else p
+
+    def write(self, item: Item, folder: str, image: Any) -> Path:
+        """Write ``image (1,3,H,W)`` as ``OUTPUT_DIR/folder/REL`` keeping the input's bit depth and alpha."""
+        from robustsam_prior.io import to_numpy, write_image
+
+        return write_image(self.out_path(folder, item.rel), to_numpy(image), alpha=item.alpha,
+                           bit_depth=item.bit_depth)
+
+    def write_labels(self, item: Item, target: str, labels: Any) -> Path:
+        import numpy as np
+        from PIL import Image
+
+        from robustsam_prior.fileio import atomic_path
+
+        dst = self.out_path(f"segments/{target}", item.rel, ".png")
+        with atomic_path(dst) as tmp:
+            Image.fromarray(labels.astype(np.uint16)).save(tmp)
+        return dst
+
+
+def find_reference(gt_root: Path, rel: Path) -> Path | None:
+    """The reference of input ``rel``: same relative path, else same folder and stem (any extension)."""
+    from robustsam_prior.io import is_image_file
+
+    direct = gt_root / rel
+    if direct.is_file():
+        return direct
+    folder = (gt_root / rel).parent
+    if folder.is_dir():
+        for p in sorted(folder.iterdir()):
+            if p.stem == rel.stem and is_image_file(p):
+                return p
+    return None
+
+
+def build_steps(config: PipelineConfig) -> list[Any]:
+    return [STEPS.get(opts.TAG)(opts, i) for i, opts in enumerate(config.steps)]
+
+
+def run_pipeline(config: PipelineConfig, *, resolved_source: str | None = None, overrides=()) -> dict[str, Any]:
+    """Run ``config`` over its inputs; returns the summary (also ``OUTPUT_DIR/summary.json``)."""
+    import torch
+    from tqdm import tqdm
+
+    from robustsam_prior.fileio import write_json
+    from robustsam_prior.io import collect_inputs, is_image_file, read_image, to_tensor
+
+    from .config import save_resolved
+
+    out = Path(config.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    save_resolved(config, out / "pipeline.yml", source=resolved_source, overrides=overrides)
+    device = config.device
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    input_root = Path(config.input)
+    run = Run(config=config, output_dir=out, input_root=input_root, device=device)
+    steps = build_steps(config)
+    for s in steps:
+        s.setup(run)
+    items = [(src, rel) for src, rel in collect_inputs(input_root, recursive=config.recursive) if is_image_file(src)]
+    if not items:
+        raise ValueError(f"input: no image files in {input_root}")
+    gt_root = Path(config.ground_truth) if config.ground_truth else None
+    t0 = time.perf_counter()
+    for src, rel in tqdm(items, desc=config.name, unit="img", disable=len(items) < 2):
+        try:
+            data = read_image(src)
+            image = to_tensor(data.pixels)
+            item = Item(rel=rel, source=src, input=image, image=image, alpha=data.alpha, bit_depth=data.bit_depth)
+            if gt_root is not None:
+                ref = find_reference(gt_root, rel)
+                if ref is None:
+                    raise ValueError(f"ground_truth: no reference for {rel} in {gt_root}")
+                item.gt = to_tensor(read_image(ref).pixels)
+                if item.gt.shape != image.shape:
+                    raise ValueError(
+                        f"ground_truth: {ref} is {item.gt.shape[-1]}x{item.gt.shape[-2]}, "
+                        f"input {rel} is {image.shape[-1]}x{image.shape[-2]}"
+                    )
+            for s in steps:
+                s.process(item, run)
+            run.results.append({"rel": rel.as_posix(), "metrics": dict(item.metrics)})
+        except Exception as e:  # one bad file must not stop a folder run
+            logger.error("%s: %s", src, e)
+            run.failed.append({"rel": rel.as_posix(), "error": str(e)})
+    for s in steps:
+        s.finish(run)
+    run.summary.update({
+        "name": config.name,
+        "processed": len(run.results),
+        "failed": run.failed,
+        "seconds": time.perf_counter() - t0,
+        "output_dir": str(out),
+    })
+    write_json(out / "summary.json", run.summary)
+    return run.summary

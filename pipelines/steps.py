@@ -1,0 +1,365 @@
+"""Pipeline steps: ``degrade``, ``prior``, ``restore``, ``segment``, ``eval``, ``report``.
+
+Each step has a frozen options dataclass (its YAML mapping, told apart by ``step: NAME``) and an
+implementation with ``setup(run)`` (load models once), ``process(item, run)`` (one image) and
+``finish(run)`` (aggregate). :data:`STEPS` is the registry (name -> (options class, step class)).
+
+An :class:`Item` carries one image through the steps: ``input`` (the degraded image, ``(1,3,H,W)`` in
+[0, 1]), ``image`` (the current one: after ``restore`` the restored image), ``gt`` (clean reference or
+None), ``prior`` (:class:`~robustsam_prior.prior.PriorOutput` of the current image), ``labels``
+(segmentations ``(H, W)`` int32 keyed by ``input``/``restored``/``clean``) and ``metrics``.
+"""
+
+from __future__ import annotations
+
+import logging
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Literal, Union
+
+import numpy as np
+
+from robustsam_prior.registry import Registry
+
+logger = logging.getLogger(__name__)
+
+STEPS: Registry = Registry("pipeline step")
+
+
+def _f(default: Any = None, help: str = "", **meta: Any) -> Any:
+    if default is dict or default is list:
+        return field(default_factory=default, metadata={"help": help, **meta})
+    return field(default=default, metadata={"help": help, **meta})
+
+
+# ---------------------------------------------------------------------------------------------
+# options (the YAML format of each step)
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DegradeStep:
+    """Degrade each (clean) input with robustsam_prior.degradations; the clean input becomes the reference."""
+
+    TAG: ClassVar[str] = "degrade"
+    TAG_FIELD: ClassVar[str] = "step"
+    kind: str = _f("haze", "degradation name (robustsam-restore degrade --list)")
+    severity: int = _f(3, "severity 1..5", min=1, max=5)
+    seed: int = _f(0, "base seed; each image's seed also depends on its relative path", min=0)
+    save: bool = _f(False, "write the degraded images to OUTPUT_DIR/degraded")
+
+
+@dataclass(frozen=True)
+class PriorStep:
+    """Compute (or read from a PriorCache) the prior of the current image; reused by ``restore``."""
+
+    TAG: ClassVar[str] = "prior"
+    TAG_FIELD: ClassVar[str] = "step"
+    name: str = _f("regions", "prior name: robustsam, sam, regions, none")
+    options: dict[str, Any] = _f(dict, "keyword arguments of build_prior")
+    cache_dir: str | None = _f(None, "PriorCache folder (each image is encoded once per prior)")
+
+
+@dataclass(frozen=True)
+class RestoreStep:
+    """Restore the current image with restore.inference.Restorer (the library call behind dehaze/deblur)."""
+
+    TAG: ClassVar[str] = "restore"
+    TAG_FIELD: ClassVar[str] = "step"
+    task: Literal["dehaze", "deblur"] = _f("dehaze", "restoration task")
+    model: str | None = _f(None, "model name or checkpoint path (null = the task's default model)")
+    prior: str | None = _f(None, "override the checkpoint's prior (name)")
+    prior_checkpoint: str | None = _f(None, "RobustSAM/SAM weights for the robustsam/sam priors", exists="file")
+    tile: int | None = _f(None, "tile size (null = automatic, 0 = never tile)", min=0)
+    save: bool = _f(True, "write restored images to OUTPUT_DIR/restored (same name, size, bit depth, alpha)")
+
+
+@dataclass(frozen=True)
+class SegmentStep:
+    """Segment the degraded input, the restored image and the clean reference with a prior's label map."""
+
+    TAG: ClassVar[str] = "segment"
+    TAG_FIELD: ClassVar[str] = "step"
+    name: str = _f("regions", "prior whose label map is the segmentation")
+    options: dict[str, Any] = _f(dict, "keyword arguments of build_prior")
+    targets: tuple[Literal["input", "restored", "clean"], ...] = _f(
+        ("input", "restored", "clean"), "which images to segment (those available)", min_len=1
+    )
+    save: bool = _f(False, "write label maps as 16-bit PNGs to OUTPUT_DIR/segments")
+
+
+@dataclass(frozen=True)
+class EvalStep:
+    """Score restored and input images against the reference; mIoU of segmentations against the clean one."""
+
+    TAG: ClassVar[str] = "eval"
+    TAG_FIELD: ClassVar[str] = "step"
+    metrics: tuple[str, ...] = _f(("psnr", "ssim"), "image metrics (psnr, ssim, lpips, ...) and/or miou")
+    optional: bool = _f(False, "skip (with a note) when there is no reference instead of failing")
+
+
+@dataclass(frozen=True)
+class ReportStep:
+    """Write per-image metrics and their means as JSON (and a Markdown table)."""
+
+    TAG: ClassVar[str] = "report"
+    TAG_FIELD: ClassVar[str] = "step"
+    path: str = _f("report.json", "report file, relative to OUTPUT_DIR")
+    markdown: bool = _f(True, "also write a Markdown table beside it")
+
+
+StepOptions = Union[DegradeStep, PriorStep, RestoreStep, SegmentStep, EvalStep, ReportStep]  # noqa: UP007
+
+
+# ---------------------------------------------------------------------------------------------
+# running
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Item:
+    """One image travelling through the pipeline (see module docstring)."""
+
+    rel: Path
+    source: Path
+    input: Any
+    image: Any
+    gt: Any = None
+    alpha: Any = None
+    bit_depth: int = 8
+    prior: Any = None
+    restored: Any = None
+    labels: dict[str, np.ndarray] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+def image_seed(seed: int, rel: Path) -> int:
+    """A stable per-image seed from the base seed and the relative path (same on every run and machine)."""
+    return (seed * 1_000_003 + zlib.crc32(str(rel.as_posix()).encode())) % (2**31 - 1)
+
+
+class Step:
+    """Base class: ``setup`` once, ``process`` per image, ``finish`` at the end."""
+
+    def __init__(self, options: Any, index: int) -> None:
+        self.options, self.index = options, index
+
+    @property
+    def key(self) -> str:
+        return f"steps[{self.index}]"
+
+    def setup(self, run: Any) -> None:
+        pass
+
+    def process(self, item: Item, run: Any) -> None:
+        pass
+
+    def finish(self, run: Any) -> None:
+        pass
+
+
+@STEPS.register("degrade")
+class Degrade(Step):
+    def process(self, item: Item, run: Any) -> None:
+        from robustsam_prior.degradations import degrade
+
+        o = self.options
+        if item.gt is None:
+            item.gt = item.image
+        out = degrade(item.image, o.kind, o.severity, seed=image_seed(o.seed, item.rel))
+        item.input = item.image = out.image.clamp(0, 1)
+        if o.save:
+            run.write(item, "degraded", item.image)
+
+
+class _ReusedPrior:
+    """Wraps a prior so that the output already computed for the current image is reused."""
+
+    def __init__(self, base: Any) -> None:
+        self.base, self.name = base, getattr(base, "name", "prior")
+        self.image: Any = None
+        self.output: Any = None
+
+    @property
+    def meta(self) -> dict:
+        return self.base.meta
+
+    def __call__(self, images: Any) -> Any:
+        import torch
+
+        if self.output is not None and self.image is not None and self.image.shape == images.shape:
+            if torch.equal(self.image.to(images.device), images):
+                return self.output
+        return self.base(images)
+
+
+@STEPS.register("prior")
+class PriorStepImpl(Step):
+    def setup(self, run: Any) -> None:
+        from robustsam_prior.prior import build_prior
+
+        o = self.options
+        try:
+            self.prior = build_prior(o.name, **o.options)
+        except (KeyError, ValueError) as e:
+            raise ValueError(f"{self.key}: {str(e).strip(chr(39))}") from None
+        self.cache = None
+        if o.cache_dir:
+            from robustsam_prior.cache import PriorCache
+
+            self.cache = PriorCache(o.cache_dir)
+        run.shared["prior"] = self
+
+    def process(self, item: Item, run: Any) -> None:
+        if self.cache is not None:
+            item.prior = self.cache.get_or_compute(self.prior, item.image)
+        else:
+            item.prior = self.prior(item.image)
+
+
+@STEPS.register("restore")
+class Restore(Step):
+    def setup(self, run: Any) -> None:
+        from restore.inference import Restorer
+
+        o = self.options
+        self.restorer = Restorer.load(o.model, task=o.task, prior=o.prior, prior_checkpoint=o.prior_checkpoint,
+                                      device=run.device, tile=o.tile)
+        self.reuse = None
+        prior_step = run.shared.get("prior")
+        if self.restorer.prior is not None and prior_step is not None:
+            if prior_step.prior.meta == self.restorer.prior.meta:
+                self.reuse = _ReusedPrior(self.restorer.prior)
+                self.restorer.prior = self.reuse
+            else:
+                logger.info("%s: the model's prior differs from the prior step's; computing it again", self.key)
+
+    def process(self, item: Item, run: Any) -> None:
+        if self.reuse is not None:
+            self.reuse.image, self.reuse.output = item.image, item.prior
+        out = self.restorer.restore(item.image)
+        item.restored = item.image = out
+        item.prior = None  # the prior of the old image no longer describes the current one
+        if self.options.save:
+            run.write(item, "restored", out)
+
+
+def matched_relabel(pred: np.ndarray, ref: np.ndarray) -> tuple[np.ndarray, int]:
+    """Relabel ``pred`` so each of its regions takes the id of the ``ref`` region it is matched to.
+
+    Region partitions have arbitrary ids, so segmentations of two images are compared after a
+    one-to-one matching that maximises the total IoU (Hungarian algorithm on the region-overlap
+    matrix). Unmatched ``pred`` regions get fresh ids ``>= K_ref``. Returns (relabelled map, number of
+    classes to give a confusion matrix).
+    """
+    from scipy.optimize import linear_sum_assignment
+
+    ref = ref.astype(np.int64)
+    pred = pred.astype(np.int64)
+    kr, kp = int(ref.max()) + 1, int(pred.max()) + 1
+    inter = np.bincount(ref.ravel() * kp + pred.ravel(), minlength=kr * kp).reshape(kr, kp).astype(np.float64)
+    union = inter.sum(1, keepdims=True) + inter.sum(0, keepdims=True) - inter
+    iou = np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+    rows, cols = linear_sum_assignment(-iou)
+    lut = np.full(kp, -1, dtype=np.int64)
+    for r, c in zip(rows, cols):
+        if iou[r, c] > 0:
+            lut[c] = r
+    spare = np.flatnonzero(lut < 0)
+    lut[spare] = kr + np.arange(len(spare))
+    return lut[pred].astype(np.int32), kr + len(spare)
+
+
+def matched_miou(pred: np.ndarray, ref: np.ndarray) -> float:
+    """mIoU of segmentation ``pred`` against ``ref`` after :func:`matched_relabel` (eval's ConfusionMatrix)."""
+    from eval.metrics import ConfusionMatrix
+
+    relabelled, k = matched_relabel(pred, ref)
+    cm = ConfusionMatrix(num_classes=k, ignore_index=None)
+    cm.update(relabelled, ref)
+    return cm.compute()["miou"]
+
+
+@STEPS.register("segment")
+class Segment(Step):
+    def setup(self, run: Any) -> None:
+        from robustsam_prior.prior import build_prior
+
+        o = self.options
+        try:
+            self.prior = build_prior(o.name, **o.options)
+        except (KeyError, ValueError) as e:
+            raise ValueError(f"{self.key}: {str(e).strip(chr(39))}") from None
+
+    def process(self, item: Item, run: Any) -> None:
+        images = {"input": item.input, "restored": item.restored, "clean": item.gt}
+        for t in self.options.targets:
+            if images[t] is None:
+                continue
+            item.labels[t] = self.prior(images[t]).labels[0].cpu().numpy()
+            if self.options.save:
+                run.write_labels(item, t, item.labels[t])
+
+
+@STEPS.register("eval")
+class Evaluate(Step):
+    def setup(self, run: Any) -> None:
+        from eval.metrics import build_image_metrics
+
+        names = [m for m in self.options.metrics if m != "miou"]
+        self.want_miou = "miou" in self.options.metrics
+        try:
+            self.fns, unavailable = build_image_metrics(names, device=run.device)
+        except KeyError as e:
+            raise ValueError(f"{self.key}.metrics: {str(e).strip(chr(39))}") from None
+        for name, why in unavailable.items():
+            logger.warning("%s: metric %s unavailable (%s)", self.key, name, why)
+        self.warned = False
+
+    def process(self, item: Item, run: Any) -> None:
+        if item.gt is None:
+            if self.options.optional:
+                if not self.warned:
+                    logger.warning("%s: no reference images (ground_truth or a degrade step); skipped", self.key)
+                    self.warned = True
+                return
+            raise ValueError(f"{self.key}: no reference for {item.rel} (set ground_truth or add a degrade step)")
+        gt = item.gt
+        for name, fn in self.fns.items():
+            if item.restored is not None:
+                item.metrics[name] = float(fn(item.restored, gt)[0])
+            item.metrics[f"input_{name}"] = float(fn(item.input, gt)[0])
+        if self.want_miou and "clean" in item.labels:
+            ref = item.labels["clean"]
+            if "restored" in item.labels:
+                item.metrics["miou_restored_vs_clean"] = matched_miou(item.labels["restored"], ref)
+            if "input" in item.labels:
+                item.metrics["miou_input_vs_clean"] = matched_miou(item.labels["input"], ref)
+
+
+@STEPS.register("report")
+class Report(Step):
+    def finish(self, run: Any) -> None:
+        import math
+
+        from robustsam_prior.fileio import atomic_write, write_json
+
+        rows = {str(it["rel"]): it["metrics"] for it in run.results}
+        names = sorted({k for m in rows.values() for k in m})
+        means = {}
+        for k in names:
+            vals = [m[k] for m in rows.values() if k in m and math.isfinite(m[k])]
+            if vals:
+                means[k] = math.fsum(vals) / len(vals)
+        report = {"name": run.config.name, "images": len(rows), "failed": run.failed, "mean": means,
+                  "per_image": rows}
+        path = run.output_dir / self.options.path
+        write_json(path, report)
+        run.summary["report"] = str(path)
+        run.summary["mean"] = means
+        if self.options.markdown:
+            lines = [f"# {run.config.name}", "", f"{len(rows)} images", "", "| metric | mean |", "| --- | --- |"]
+            lines += [f"| {k} | {v:.4f} |" for k, v in means.items()]
+            with atomic_write(path.with_suffix(".md"), "w") as f:
+                f.write("\n".join(lines) + "\n")
