@@ -247,6 +247,7 @@ def describe_json(names: list[str] | None = None) -> list[dict[str, Any]]:
                         "unit": p.unit,
                         "help": p.help,
                         "integer": p.integer,
+                        "bounds": list(p.bounds),
                         "ranges": {str(s): list(p.range_for(s)) for s in SEVERITIES},
                     }
                     for p in spec.params

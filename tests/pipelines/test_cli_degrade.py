@@ -101,6 +101,7 @@ def test_list_json_and_markdown_come_from_the_tables():
     assert [d["name"] for d in data] == DEGRADATIONS.names()
     jpeg = next(d for d in data if d["name"] == "jpeg_compression")
     assert jpeg["params"]["quality"]["ranges"]["3"] == [5, 10]  # the official quality 5..10
+    assert jpeg["params"]["quality"]["bounds"] == [1, 100]
     md = _run("degrade", "--list", "--markdown").output
     assert "| `quality` | 30..50 | 15..25 | 5..10 | 3..5 | 1..2 |" in md
 
