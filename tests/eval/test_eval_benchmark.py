@@ -1,0 +1,270 @@
+"""Restoration and segmentation-robustness benchmarks: values, provenance, failures, determinism."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from eval.benchmark import (
+    Method,
+    PromptSegmenter,
+    RegionsSegmenter,
+    SyntheticPairs,
+    draw_prompts,
+    jsonable,
+    mask_box,
+    read_rows,
+    resolve_method,
+    run_restoration_benchmark,
+    run_segmentation_benchmark,
+    seed_for,
+    write_rows,
+)
+from eval.datasets import SegmentationDataset, pair_folders
+from eval.metrics.psnr_ssim import psnr, ssim
+
+# the reference tiny configuration (../shared/reference/robustsam/tiny_config.json), random weights
+TINY = {
+    "img_size": 256, "patch": 16, "enc_dim": 32, "enc_depth": 2, "enc_heads": 2, "global_attn": [1], "window": 4,
+    "prompt_dim": 64, "dec_depth": 2, "dec_mlp": 128, "dec_heads": 2, "iou_hidden": 64, "mask_in_chans": 16,
+}  # fmt: skip
+
+
+def _write_pairs(root, n=3, size=(40, 48)):
+    from skimage import data
+
+    from robustsam_prior.io import write_image
+
+    full = data.astronaut().astype(np.float32) / 255
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        gt = full[60 * i : 60 * i + size[0], 100 : 100 + size[1]]
+        lq = np.clip(gt + rng.normal(0, 0.05, gt.shape), 0, 1)
+        write_image(root / "lq" / f"im{i}.png", lq)
+        write_image(root / "gt" / f"im{i}.png", gt)
+    return root / "lq", root / "gt"
+
+
+def _tensor(p):
+    from robustsam_prior.io import read_image, to_tensor
+
+    return to_tensor(read_image(p).pixels)
+
+
+def test_restoration_benchmark_values_rows_and_crops(tmp_path):
+    lq, gt = _write_pairs(tmp_path)
+    data = pair_folders(lq, gt, name="astro")
+    half = Method("half", lambda x: x * 0.5, checkpoint_sha256="abc", prior={"name": "none"})
+    out = tmp_path / "results" / "r.jsonl"
+    rows = run_restoration_benchmark(
+        methods=["identity", half], data=data, metrics=["psnr", "ssim", "lpips"], task="other",
+        lpips_weights=tmp_path / "no-such-weights.pth", crops_dir=tmp_path / "results" / "crops", num_crops=1, out=out,
+    )  # fmt: skip
+    assert [r["method"] for r in rows] == ["identity", "half"]
+    ident = rows[0]
+    for it in data:
+        x, y = _tensor(it.lq), _tensor(it.gt)
+        assert ident["per_image"][it.name]["psnr"] == psnr(x, y).item()
+        assert rows[1]["per_image"][it.name]["ssim"] == ssim(x * 0.5, y).item()
+    assert ident["metrics"]["psnr"] == pytest.approx(
+        np.mean([v["psnr"] for v in ident["per_image"].values()])
+    )
+    # LPIPS without weights: unavailable with a reason, never a number
+    assert "lpips" not in ident["metrics"] and "no-such-weights.pth" in ident["unavailable"]["lpips"]
+    assert ident["metrics"]["images_per_s"] > 0 and ident["count"] == 3
+    assert rows[1]["checkpoint_sha256"] == "abc" and rows[1]["prior"] == {"name": "none"}
+    assert ident["dataset"]["name"] == "astro" and len(ident["dataset"]["file_list_sha256"]) == 64
+    assert set(ident["provenance"]) >= {"package_version", "git_rev", "date"}
+    assert ident["conventions"]["crop_border"] == 0 and ident["conventions"]["metrics"] == [
+        "psnr",
+        "ssim",
+        "lpips",
+    ]
+    # crops: paths relative to the results file, all three written
+    crop = rows[1]["crops"]["im0.png"]
+    for key in ("degraded", "gt", "output"):
+        assert (out.parent / crop[key]).is_file()
+    back = read_rows(out)
+    assert [r["method"] for r in back] == ["identity", "half"] and back[0]["per_image"] == ident["per_image"]
+
+
+def test_restoration_failures_are_recorded(tmp_path):
+    lq, gt = _write_pairs(tmp_path, n=2)
+
+    def bad(x):
+        raise RuntimeError("boom")
+
+    rows = run_restoration_benchmark(methods=["identity", Method("ok", lambda x: x)], data=pair_folders(lq, gt),
+                                     metrics=["psnr"])  # fmt: skip
+    assert rows[0]["failed"] == []
+    with pytest.raises(RuntimeError, match="every image failed"):
+        run_restoration_benchmark(methods=[Method("bad", bad)], data=pair_folders(lq, gt), metrics=["psnr"])
+    calls = []
+
+    def second_crops(x):  # the second image comes back one column short
+        calls.append(1)
+        return x if len(calls) == 1 else x[..., :-1]
+
+    row = run_restoration_benchmark(methods=[Method("half_bad", second_crops)], data=pair_folders(lq, gt),
+                                    metrics=["psnr"])[0]  # fmt: skip
+    assert row["count"] == 1 and list(row["per_image"]) == ["im0.png"]
+    assert row["failed"] == [
+        {"name": "im1.png", "error": "output shape (1, 3, 40, 47) differs from ground truth (1, 3, 40, 48)"}
+    ]
+    with pytest.raises(ValueError, match="unique"):
+        run_restoration_benchmark(
+            methods=["identity", "identity"], data=pair_folders(lq, gt), metrics=["psnr"]
+        )
+    with pytest.raises(KeyError, match="did you mean"):
+        run_restoration_benchmark(methods=["identity"], data=pair_folders(lq, gt), metrics=["pnsr"])
+
+
+def test_synthetic_pairs_are_deterministic_per_image(tmp_path):
+    _, gt = _write_pairs(tmp_path, n=2)
+    a = SyntheticPairs(gt, "gaussian_noise", 2, seed=5)
+    kw = dict(methods=["identity"], metrics=["psnr", "ssim"])
+    r1 = run_restoration_benchmark(data=a, **kw)[0]
+    r2 = run_restoration_benchmark(data=SyntheticPairs(gt, "gaussian_noise", 2, seed=5), **kw)[0]
+    assert r1["per_image"] == r2["per_image"] and r1["metrics"]["psnr"] == r2["metrics"]["psnr"]
+    r3 = run_restoration_benchmark(data=SyntheticPairs(gt, "gaussian_noise", 2, seed=6), **kw)[0]
+    assert r3["per_image"] != r1["per_image"]
+    assert r1["dataset"]["degradation"] == {"kind": "gaussian_noise", "severity": 2, "seed": 5}
+    # a pair does not depend on which other files are in the folder
+    from robustsam_prior.io import write_image
+
+    write_image(gt / "aaa_first.png", np.zeros((40, 48, 3), np.float32) + 0.3)
+    r4 = run_restoration_benchmark(data=SyntheticPairs(gt, "gaussian_noise", 2, seed=5), **kw)[0]
+    assert {k: r4["per_image"][k] for k in r1["per_image"]} == r1["per_image"]
+    with pytest.raises(FileNotFoundError):
+        SyntheticPairs(tmp_path / "none", "haze")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="no image files"):
+        SyntheticPairs(tmp_path / "empty", "haze")
+
+
+def test_resolve_method_builtins():
+    x = torch.rand(1, 3, 16, 16)
+    assert resolve_method("identity").fn(x) is x
+    dcp = resolve_method("dcp")
+    assert dcp.name == "dcp" and dcp.fn(x).shape == x.shape
+
+
+def test_prompts_from_masks():
+    m = np.zeros((10, 12), bool)
+    m[2:5, 3:9] = True
+    assert mask_box(m).tolist() == [3, 2, 8, 4]
+    p = draw_prompts(m, prompt="point", num_points=4, rng=np.random.default_rng(0))
+    assert p["points"].shape == (4, 2) and all(m[int(y), int(x)] for x, y in p["points"])
+    assert len({tuple(q) for q in p["points"]}) == 4 and p["labels"].tolist() == [1, 1, 1, 1]
+    tiny = np.zeros((4, 4), bool)
+    tiny[1, 1] = True
+    assert draw_prompts(tiny, prompt="point", num_points=3, rng=np.random.default_rng(0))["points"].shape == (
+        1,
+        2,
+    )
+    with pytest.raises(ValueError, match="empty mask"):
+        draw_prompts(np.zeros((3, 3), bool), prompt="box", num_points=1, rng=np.random.default_rng(0))
+    with pytest.raises(ValueError, match="empty mask"):
+        draw_prompts(np.zeros((3, 3), bool), prompt="point", num_points=1, rng=np.random.default_rng(0))
+    with pytest.raises(ValueError, match="unknown prompt type"):
+        draw_prompts(m, prompt="scribble", num_points=1, rng=np.random.default_rng(0))
+
+
+class BoxFill(PromptSegmenter):
+    """Predicts the whole prompt box: IoU with the mask is area(mask) / area(box), worked out independently."""
+
+    name = "boxfill"
+    meta = {"name": "boxfill"}
+
+    def set_image(self, image):
+        self.shape = image.shape[:2]
+
+    def predict(self, prompt):
+        x0, y0, x1, y1 = (int(v) for v in prompt["box"])
+        out = np.zeros(self.shape, bool)
+        out[y0 : y1 + 1, x0 : x1 + 1] = True
+        return out
+
+
+def _shapes(n=2, size=64, seed=0):
+    from robustsam_prior.data import ShapesDataset
+
+    return SegmentationDataset.from_shapes(ShapesDataset(length=n, height=size, width=size, seed=seed))
+
+
+def test_segmentation_benchmark_hand_checked_with_box_fill():
+    ds = _shapes()
+    rows = run_segmentation_benchmark(dataset=ds, segmenters=[BoxFill()], degradations=["gaussian_noise"])
+    assert [(r["degradation"], r["severity"]) for r in rows] == [("clear", None), ("gaussian_noise", 3)]
+    ious = []
+    for item in ds:
+        for m in item.load_masks():
+            ys, xs = np.nonzero(m)
+            ious.append(m.sum() / ((ys.max() - ys.min() + 1) * (xs.max() - xs.min() + 1)))
+    assert rows[0]["metrics"]["iou"] == pytest.approx(np.mean(ious), abs=1e-12)
+    # noise does not move the masks, so the prompts and the box-fill result are the same
+    assert rows[1]["metrics"] == rows[0]["metrics"] and rows[0]["count"] == len(ious)
+    with pytest.raises(ValueError, match="unknown prompt type"):
+        run_segmentation_benchmark(dataset=ds, segmenters=[BoxFill()], prompt="lasso")
+    with pytest.raises(ValueError, match="no segmenters"):
+        run_segmentation_benchmark(dataset=ds, segmenters=[])
+    with pytest.raises(ValueError, match="nothing to evaluate"):
+        run_segmentation_benchmark(dataset=ds, segmenters=[BoxFill()], include_clear=False)
+
+
+def test_regions_segmenter_rules():
+    seg = RegionsSegmenter()
+    seg.labels = np.array([[0, 0, 1, 1], [0, 0, 1, 1], [2, 2, 2, 2]])
+    # box over columns 0..2, rows 0..1: region 0 fully inside, region 1 half inside (not more) -> only region 0
+    assert np.array_equal(seg.predict({"box": np.array([0, 0, 2, 1])}), seg.labels == 0)
+    pts = {"points": np.array([[3, 0], [0, 2]]), "labels": np.array([1, 1])}
+    assert np.array_equal(seg.predict(pts), np.isin(seg.labels, [1, 2]))
+    fresh = RegionsSegmenter()
+    with pytest.raises(RuntimeError, match="set_image"):
+        fresh.predict(pts)
+
+
+@pytest.mark.slow
+def test_segmentation_benchmark_tiny_robustsam_is_deterministic(tmp_path):
+    from eval.benchmark import build_segmenters
+    from robustsam_prior import build_robustsam
+
+    torch.manual_seed(0)
+    model = build_robustsam(TINY)
+    ds = _shapes(n=1, size=64, seed=3)
+    segs = build_segmenters(["robustsam", "sam"], model=model)
+    kw = dict(
+        dataset=ds, segmenters=segs, degradations=["elastic_transform"], prompt="point", num_points=2, seed=1
+    )
+    out = tmp_path / "seg.jsonl"
+    a = run_segmentation_benchmark(**kw, out=out)
+    b = run_segmentation_benchmark(**kw)
+    assert [r["metrics"] for r in a] == [r["metrics"] for r in b]
+    assert [(r["method"], r["degradation"]) for r in a] == [
+        ("robustsam", "clear"), ("robustsam", "elastic_transform"), ("sam", "clear"), ("sam", "elastic_transform"),
+    ]  # fmt: skip
+    for r in a:
+        assert all(0 <= r["metrics"][k] <= 1 for k in ("iou", "dice", "pa"))
+        assert r["prompt"] == {"type": "point", "num_points": 2, "seed": 1}
+    assert [r["method"] for r in read_rows(out)] == [r["method"] for r in a]
+
+
+def test_jsonable_and_rows_io(tmp_path):
+    assert jsonable({"a": float("inf"), "b": float("nan"), "c": np.float32(1.5), "d": (1, 2)}) == {
+        "a": "inf", "b": None, "c": 1.5, "d": [1, 2],
+    }  # fmt: skip
+    p = write_rows(tmp_path / "r.jsonl", [{"method": "m", "metrics": {"psnr": float("inf")}}])
+    write_rows(p, [{"method": "n", "metrics": {}}])
+    assert [json.loads(line)["method"] for line in p.read_text().splitlines()] == ["m", "n"]
+    write_rows(p, [{"method": "o", "metrics": {}}], append=False)
+    assert len(read_rows(p)) == 1
+    (tmp_path / "bad.jsonl").write_text('{"method": "x", "metrics": {}}\n{oops\n')
+    with pytest.raises(ValueError, match="bad.jsonl:2: not a JSON object"):
+        read_rows(tmp_path / "bad.jsonl")
+    (tmp_path / "bad2.jsonl").write_text('{"x": 1}\n')
+    with pytest.raises(ValueError, match="not a benchmark row"):
+        read_rows(tmp_path / "bad2.jsonl")
+    with pytest.raises(FileNotFoundError):
+        read_rows(tmp_path / "missing.jsonl")
+    assert seed_for(1, "a") == seed_for(1, "a") != seed_for(1, "b")

@@ -1,0 +1,135 @@
+"""Leaderboard tables (best per column, lower-is-better), CSV/Markdown, and the HTML page in headless Chromium."""
+
+import csv
+import math
+import os
+import re
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+
+from eval.benchmark import write_rows
+from eval.leaderboard import build_tables, to_markdown, write_leaderboard
+
+
+def _restoration_row(method, psnr, ssim, lpips=None, dataset="sots", crops=None, unavailable=None):
+    metrics = {"psnr": psnr, "ssim": ssim, "images_per_s": 2.0}
+    if lpips is not None:
+        metrics["lpips"] = lpips
+    return {
+        "kind": "restoration", "task": "dehaze", "dataset": {"name": dataset}, "method": method,
+        "metrics": metrics, "unavailable": unavailable or {}, "crops": crops or {},
+    }  # fmt: skip
+
+
+def _seg_row(method, cond, sev, iou):
+    return {
+        "kind": "segmentation", "task": "segmentation", "dataset": {"name": "shapes"}, "method": method,
+        "degradation": cond, "severity": sev, "prompt": {"type": "box"},
+        "metrics": {"iou": iou, "dice": 2 * iou / (1 + iou), "pa": 0.9},
+    }  # fmt: skip
+
+
+def _rows(tmp_path):
+    from robustsam_prior.io import write_image
+
+    crop = {}
+    for k in ("degraded", "gt", "output"):
+        write_image(
+            tmp_path / "crops" / f"{k}.png", np.full((16, 16, 3), 0.2 if k == "degraded" else 0.7, np.float32)
+        )
+        crop[k] = f"crops/{k}.png"
+    return [
+        _restoration_row("identity", 14.0, 0.70, 0.40, crops={"a.png": crop}),
+        _restoration_row("dcp", 19.5, 0.86, 0.25),
+        _restoration_row("nafnet+robustsam", 23.2, 0.85, 0.30),
+        _restoration_row("perfect", "inf", 1.0, None, dataset="other", unavailable={"lpips": "no weights"}),
+        _seg_row("robustsam", "clear", None, 0.8),
+        _seg_row("robustsam", "fog", 3, 0.7),
+        _seg_row("robustsam", "snow", 3, 0.5),
+        _seg_row("sam", "clear", None, 0.85),
+        _seg_row("sam", "fog", 3, 0.6),
+        _seg_row("sam", "snow", 3, 0.4),
+    ]
+
+
+def test_tables_best_and_lower_is_better(tmp_path):
+    tables = {t.title: t for t in build_tables(_rows(tmp_path))}
+    t = tables["dehaze / sots"]
+    assert list(t.rows) == ["identity", "dcp", "nafnet+robustsam"]
+    best = t.best()
+    assert best["psnr"] == 23.2 and best["ssim"] == 0.86 and best["lpips"] == 0.25  # LPIPS: lowest wins
+    other = tables["dehaze / other"]
+    assert math.isinf(other.rows["perfect"]["psnr"]) and other.rows["perfect"]["lpips"] is None
+    assert other.notes == ["lpips unavailable for perfect: no weights"]
+    seg = tables["segmentation / shapes"]
+    r = seg.rows["robustsam (box)"]
+    assert r["iou@degraded"] == pytest.approx(0.6) and r["iou@average"] == pytest.approx(
+        (0.8 + 0.7 + 0.5) / 3
+    )
+    assert seg.best()["iou@clear"] == 0.85 and seg.best()["iou@degraded"] == pytest.approx(0.6)
+    md = to_markdown(list(tables.values()))
+    assert "| dcp | 19.50 | **0.8600** | **0.2500** |" in md and "lpips ↓" in md
+    assert "## segmentation / shapes — iou" in md
+
+
+def test_duplicate_method_last_wins(tmp_path, caplog):
+    rows = [_restoration_row("dcp", 10.0, 0.5), _restoration_row("dcp", 11.0, 0.6)]
+    t = build_tables(rows)[0]
+    assert t.rows["dcp"]["psnr"] == 11.0 and "overrides" in caplog.text
+
+
+def test_write_leaderboard_files(tmp_path):
+    res = write_rows(tmp_path / "res.jsonl", _rows(tmp_path))
+    paths = write_leaderboard([res], tmp_path / "lb")
+    with open(paths["csv"], newline="") as f:
+        got = list(csv.DictReader(f))
+    assert len(got) == 6 and {r["method"] for r in got} >= {"dcp", "sam (box)", "perfect"}
+    assert [r["psnr"] for r in got if r["method"] == "perfect"] == ["inf"]
+    html = paths["html"].read_text()
+    assert "http://" not in html and "https://" not in html.replace("https://download.pytorch.org", "")
+    assert html.count("data:image/png;base64,") >= 4  # plots and crops embedded
+    with pytest.raises(ValueError, match="no result files"):
+        write_leaderboard([], tmp_path / "x")
+    (tmp_path / "empty.jsonl").write_text("")
+    with pytest.raises(ValueError, match="hold no rows"):
+        write_leaderboard([tmp_path / "empty.jsonl"], tmp_path / "x")
+
+
+def _chromium() -> str | None:
+    for c in ("/usr/bin/chromium", shutil.which("chromium"), shutil.which("chromium-browser")):
+        if c and os.path.exists(c):
+            return c
+    return None
+
+
+@pytest.mark.skipif(_chromium() is None, reason="Chromium is not installed (apt-get install chromium)")
+def test_html_renders_in_headless_chromium(tmp_path):
+    res = write_rows(tmp_path / "res.jsonl", _rows(tmp_path))
+    paths = write_leaderboard([res], tmp_path / "lb")
+    shot = tmp_path / "shot.png"
+    base = [
+        _chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}",
+        "--window-size=1200,1400",
+    ]  # fmt: skip
+    url = paths["html"].resolve().as_uri()
+    subprocess.run([*base, f"--screenshot={shot}", url], check=True, capture_output=True, timeout=120)
+    assert shot.is_file() and shot.stat().st_size > 10_000
+    from PIL import Image
+
+    with Image.open(shot) as im:
+        assert im.size == (1200, 1400)
+        assert len(np.unique(np.asarray(im.convert("L").resize((64, 64))))) > 5  # something was drawn
+    dom = subprocess.run(
+        [*base, "--dump-dom", url], check=True, capture_output=True, text=True, timeout=120
+    ).stdout
+    tables = re.findall(r"<table class=\"leaderboard\".*?</table>", dom, flags=re.S)
+    first = next(t for t in tables if 'data-dataset="sots"' in t)
+    methods = re.findall(r'<td class="method">([^<]*)</td>', first)
+    assert methods == ["identity", "dcp", "nafnet+robustsam"]  # one row per method
+    best = re.findall(r'<td class="best"[^>]*>([^<]*)</td>', first)
+    # row by row: identity ties on images/s; dcp best SSIM and (lowest) LPIPS; nafnet+robustsam best PSNR
+    assert best == ["2.00", "0.8600", "0.2500", "2.00", "23.20", "2.00"]
