@@ -36,6 +36,7 @@ setup(
         "pyyaml>=6",
         "safetensors>=0.4",
         "tqdm>=4.60",
+        "tifffile>=2023.1",
         "matplotlib>=3.7",
         "tensorboard>=2.14",
     ],
