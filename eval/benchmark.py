@@ -207,9 +207,24 @@ def resolve_method(spec: str | Method, *, device: str = "cpu", prior: str | None
 
 
 def _read_tensor(path: Path) -> torch.Tensor:
+    """An image file as ``(1, 3, H, W)`` float32 in [0, 1] (what restoration methods take)."""
     from robustsam_prior.io import read_image, to_tensor
 
     return to_tensor(read_image(path).pixels)
+
+
+def _read_exact(path: Path) -> torch.Tensor:
+    """An image file as ``(1, 3, H, W)`` float64 holding exactly its stored levels ``k / (2^bits - 1)``.
+
+    float32 cannot hold ``k / 255`` exactly; scoring 8-bit files from float32 would move PSNR by
+    ~1e-7 dB away from BasicSR's ``calculate_psnr`` on the same files. float64 keeps it at ~1e-14.
+    """
+    from robustsam_prior.io import read_image
+
+    img = read_image(path)
+    top = 255.0 if img.bit_depth == 8 else 65535.0
+    levels = np.round(img.pixels.astype(np.float64) * top) / top
+    return torch.from_numpy(np.ascontiguousarray(levels.transpose(2, 0, 1)))[None]
 
 
 @dataclass
@@ -263,7 +278,7 @@ class SyntheticPairs:
 
 def _paired_iter(ds: PairedDataset) -> Iterable[tuple[str, torch.Tensor, torch.Tensor]]:
     for it in ds.items:
-        yield it.name, _read_tensor(it.lq), _read_tensor(it.gt)
+        yield it.name, _read_tensor(it.lq), _read_exact(it.gt)
 
 
 def evaluate_pairs(
@@ -288,7 +303,7 @@ def evaluate_pairs(
     failed = []
     for it in tqdm(data.items, desc="eval", unit="img", leave=False, disable=len(data.items) < 2):
         try:
-            pred, gt = _read_tensor(it.lq), _read_tensor(it.gt)
+            pred, gt = _read_exact(it.lq), _read_exact(it.gt)
             if pred.shape != gt.shape:
                 raise ValueError(
                     f"{it.lq.name} is {pred.shape[-1]}x{pred.shape[-2]} but its ground truth {it.gt.name} is "
@@ -363,7 +378,7 @@ def run_restoration_benchmark(
                 with torch.no_grad():
                     pred = method.fn(lq.to(device))
                 seconds += time.perf_counter() - t0
-                pred = pred.detach().to("cpu", torch.float32).clamp(0, 1)
+                pred = pred.detach().to("cpu").clamp(0, 1)
                 if pred.shape != gt.shape:
                     raise ValueError(
                         f"output shape {tuple(pred.shape)} differs from ground truth {tuple(gt.shape)}"
