@@ -178,8 +178,14 @@ class Method:
     info: dict = field(default_factory=dict)
 
 
-def resolve_method(spec: str | Method, *, device: str = "cpu", prior: str | None = None) -> Method:
-    """``identity``, ``dcp`` (dark channel prior), or a model name/checkpoint path for ``Restorer.load``."""
+def resolve_method(
+    spec: str | Method, *, device: str = "cpu", prior: str | None = None, task: str | None = None
+) -> Method:
+    """``identity``, ``dcp`` (dark channel prior), or a zoo name / checkpoint path for ``restore.inference.Restorer``.
+
+    ``task`` (``dehaze``/``deblur``) selects the zoo's model and is checked against a checkpoint's;
+    without it a checkpoint's own task is used.
+    """
     if isinstance(spec, Method):
         return spec
     if spec == "identity":
@@ -188,21 +194,29 @@ def resolve_method(spec: str | Method, *, device: str = "cpu", prior: str | None
         from restore.baselines import dark_channel_prior
 
         return Method("dcp", dark_channel_prior, info={"baseline": "dark channel prior (He et al.)"})
-    try:
-        from restore.inference import Restorer
-    except ImportError as e:  # pragma: no cover - depends on the restore package being complete
-        raise ValueError(f"method {spec!r}: restore.inference is not available ({e})") from e
-    kwargs = {"device": device}
-    if prior is not None:
-        kwargs["prior"] = prior
-    restorer = Restorer.load(spec, **kwargs)
-    meta = dict(getattr(restorer, "metadata", None) or {})
+    from restore.inference import Restorer
+
+    tasks = [task] if task in ("dehaze", "deblur") else ["dehaze", "deblur"]
+    err: Exception | None = None
+    for t in tasks:
+        try:
+            restorer = Restorer.load(spec, task=t, prior=prior, device=device)
+            break
+        except ValueError as e:  # e.g. "a deblur model; it cannot dehaze": try the other task
+            err = e
+    else:
+        raise ValueError(f"method {spec!r}: {err}") from err
+    meta = dict(restorer.metadata or {})
+    prior_meta = dict(restorer.prior.meta) if restorer.prior is not None else meta.get("prior")
+    name = str(restorer.name)
+    if name.endswith((".safetensors", ".pth", ".pt")):
+        name = Path(name).stem
     return Method(
-        name=str(getattr(restorer, "name", None) or Path(spec).stem),
+        name=name,
         fn=restorer.restore,
-        checkpoint_sha256=getattr(restorer, "checkpoint_sha256", None) or meta.get("sha256"),
-        prior=meta.get("prior") or getattr(restorer, "prior_meta", None),
-        info={"arch": meta.get("arch"), "task": meta.get("task")},
+        checkpoint_sha256=meta.get("sha256"),
+        prior=prior_meta,
+        info={"arch": meta.get("arch"), "arch_kwargs": meta.get("arch_kwargs"), "task": meta.get("task")},
     )
 
 
@@ -355,7 +369,7 @@ def run_restoration_benchmark(
     """
     from tqdm import tqdm
 
-    resolved = [resolve_method(m, device=device, prior=prior) for m in methods]
+    resolved = [resolve_method(m, device=device, prior=prior, task=task) for m in methods]
     names = [m.name for m in resolved]
     if len(set(names)) != len(names):
         raise ValueError(f"method names must be unique, got {names}")

@@ -1,0 +1,59 @@
+"""ImageMetrics (reset/update/compute), the metric table and metric construction."""
+
+import math
+
+import pytest
+import torch
+
+from eval.metrics.accumulator import METRIC_INFO, ImageMetrics, build_image_metrics, is_lower_better
+from eval.metrics.psnr_ssim import MetricConventions, psnr, ssim
+
+
+def test_accumulates_per_image_and_means():
+    fns, unavailable = build_image_metrics(["psnr", "ssim"], conventions=MetricConventions(crop_border=2))
+    assert unavailable == {}
+    acc = ImageMetrics(metrics=fns)
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.rand(3, 3, 24, 24, generator=g), torch.rand(3, 3, 24, 24, generator=g)
+    out = acc.update(a[:2], b[:2], ["x", "y"])
+    acc.update(a[2], b[2], ["z"])  # a single (3, H, W) image
+    assert out["x"]["psnr"] == psnr(a[0], b[0], crop_border=2).item()
+    r = acc.compute()
+    assert r["count"] == 3 and list(r["per_image"]) == ["x", "y", "z"]
+    assert r["mean"]["ssim"] == pytest.approx(ssim(a, b, crop_border=2).mean().item())
+    acc.reset()
+    with pytest.raises(ValueError, match="no images were scored"):
+        acc.compute()
+
+
+def test_inf_psnr_mean_and_errors():
+    fns, _ = build_image_metrics(["psnr"])
+    acc = ImageMetrics(metrics=fns)
+    x = torch.rand(1, 3, 8, 8)
+    acc.update(x, x, ["same"])
+    acc.update(x, x * 0.5, ["half"])
+    assert math.isinf(acc.compute()["mean"]["psnr"])  # as BasicSR: the mean of inf and a number is inf
+    with pytest.raises(ValueError, match="already scored"):
+        acc.update(x, x, ["same"])
+    with pytest.raises(ValueError, match="2 names for a batch of 1"):
+        acc.update(x, x, ["a", "b"])
+    with pytest.raises(ValueError, match="at least one metric"):
+        ImageMetrics(metrics={})
+    with pytest.raises(KeyError, match="did you mean 'ssim'"):
+        build_image_metrics(["sim"])
+
+
+def test_unavailable_lpips_is_carried_not_scored(tmp_path):
+    fns, unavailable = build_image_metrics(["psnr", "lpips_vgg"], lpips_weights=tmp_path)
+    assert list(fns) == ["psnr"] and "vgg16-397923af.pth" in unavailable["lpips_vgg"]
+    acc = ImageMetrics(metrics=fns, unavailable=unavailable)
+    x = torch.rand(1, 3, 8, 8)
+    acc.update(x, x * 0.9, ["a"])
+    r = acc.compute()
+    assert "lpips_vgg" not in r["mean"] and r["unavailable"] == unavailable
+
+
+def test_lower_is_better_table():
+    assert is_lower_better("lpips") and is_lower_better("lpips_vgg") and is_lower_better("lpips_custom")
+    assert not is_lower_better("psnr") and not is_lower_better("iou") and not is_lower_better("unknown")
+    assert METRIC_INFO["psnr"].unit == "dB"
