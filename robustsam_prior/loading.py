@@ -106,6 +106,26 @@ def describe_checkpoint(state: Mapping[str, torch.Tensor]) -> str:
     return text
 
 
+def fgm_looks_untrained(state: Mapping[str, torch.Tensor], tolerance: float = 0.05) -> list[str]:
+    """Fourier blocks whose 1x1 amplitude conv still looks like PyTorch's default initialisation.
+
+    Spec section 8 item 8: the first public ``FGMBlock`` returned its input unchanged, so a checkpoint
+    trained with it has ``fgm_block.conv_layer`` weights that never moved from their initialisation,
+    uniform in +-1/sqrt(fan_in) (std = bound/sqrt(3)). Such weights make the FFT path of these blocks
+    meaningless. Returns the block names whose weights are all inside the bound and whose std is
+    within ``tolerance`` (relative) of the uniform one.
+    """
+    flagged = []
+    for key, w in state.items():
+        if not key.endswith("fgm_block.conv_layer.weight") or w.device.type == "meta" or w.numel() < 64:
+            continue
+        bound = 1.0 / float(w[0].numel()) ** 0.5
+        w = w.float()
+        if float(w.abs().max()) <= bound * (1 + 1e-6) and abs(float(w.std()) / (bound / 3**0.5) - 1) < tolerance:
+            flagged.append(key[: -len(".fgm_block.conv_layer.weight")])
+    return flagged
+
+
 def config_from_checkpoint(loaded: LoadedCheckpoint) -> RobustSamConfig | None:
     """The architecture of a checkpoint: its metadata ``config`` (dict or variant name) or ``variant``,
     else the official variant its shapes match; ``None`` if neither tells."""
@@ -146,6 +166,13 @@ def load_robustsam_weights(
         logger.info("%s: SAM checkpoint; the RobustSAM modules keep their fresh initialisation", loaded.path)
         ignore = is_robust_key
     load_strict(model, state, source=loaded.path, describe=describe_checkpoint, ignore_missing=ignore)
+    untrained = fgm_looks_untrained(state) if kind.kind == "robustsam" else []
+    if untrained:
+        logger.warning(
+            "%s: the Fourier amplitude convs of %s look untrained (default initialisation); the checkpoint "
+            "may come from the early RobustSAM code whose FGM block was an identity (spec section 8 item 8)",
+            loaded.path, ", ".join(untrained),
+        )
     model.checkpoint_sha256 = loaded.sha256
     model.checkpoint_path = str(loaded.path)
     return loaded

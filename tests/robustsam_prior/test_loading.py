@@ -204,3 +204,25 @@ def test_fast_option_without_fast_encoder_still_builds(source, caplog, monkeypat
         model = build_robustsam(TINY, fast=True)
     assert model.image_size == 64
     assert "fast_encoder is not available" in caplog.text
+
+
+def test_untrained_fourier_blocks_are_flagged(source, tmp_path, caplog):
+    from robustsam_prior.loading import fgm_looks_untrained
+
+    torch.manual_seed(2)
+    fresh = build_robustsam_model(TINY).state_dict()  # default initialisation
+    assert sorted(fgm_looks_untrained(fresh)) == [
+        "mask_decoder.fourier_first_layer_features",
+        "mask_decoder.fourier_last_layer_features",
+        "mask_decoder.fourier_mask_features",
+    ]
+    # same scale but Gaussian (as trained weights drift): not flagged
+    g = torch.Generator().manual_seed(0)
+    moved = {k: torch.randn(v.shape, generator=g) * (v.numel() / v.shape[0]) ** -0.5 / 3**0.5 if "fgm_block" in k else v
+             for k, v in fresh.items()}
+    assert fgm_looks_untrained(moved) == []
+    path = tmp_path / "early_code.pth"
+    torch.save(fresh, path)
+    with caplog.at_level("WARNING"):
+        build_robustsam(TINY, path)
+    assert "look untrained" in caplog.text
