@@ -184,3 +184,64 @@ class AntiDegradationTrainer:
         meta = {"training": {"config": self.config.to_dict(), "steps_done": self.step_count}}
         meta.update(metadata or {})
         return save_robustsam(self.model, path, metadata=meta)
+
+
+def train_anti_degradation(
+    *,
+    output: str | os.PathLike,
+    model_config: Any = None,
+    checkpoint: str | os.PathLike | None = None,
+    fresh_robust_modules: bool = False,
+    config: AntiDegradationConfig = AntiDegradationConfig(),
+    dataset: Any = None,
+    batch_size: int = 2,
+    degradations: tuple[str, ...] | None = None,
+    severities: tuple[int, ...] = (1, 2, 3, 4, 5),
+    include_identity: bool = True,
+    num_points: int = 3,
+    instance: str = "random",
+    seed: int = 0,
+    device: str = "cpu",
+    progress: bool = True,
+) -> dict[str, Any]:
+    """One call for a whole run (what a ``kind: robustsam`` training recipe maps to).
+
+    Builds the model (``model_config`` and/or ``checkpoint``; a Meta SAM checkpoint needs
+    ``fresh_robust_modules=True``), draws pairs from ``dataset`` (default: the built-in procedural
+    shapes at the model's input size, 64 scenes) degraded with ``degradations`` (default: the paper's
+    15 Robust-Seg degradations) plus the identity, trains ``config.steps`` steps and writes
+    ``output`` (this project's RobustSAM safetensors). Returns a JSON-able summary.
+    """
+    import time
+
+    from ..data.shapes import ShapesDataset
+    from ..degradations import ROBUST_SEG_SET
+    from ..loading import build_robustsam
+    from .data import PairSampler
+
+    torch.manual_seed(seed)
+    model = build_robustsam(model_config, checkpoint, fresh_robust_modules=fresh_robust_modules, device=device)
+    if dataset is None:
+        dataset = ShapesDataset(length=64, height=model.image_size, width=model.image_size, seed=seed)
+    sampler = PairSampler(
+        dataset,
+        batch_size=batch_size,
+        seed=seed,
+        degradations=tuple(ROBUST_SEG_SET if degradations is None else degradations),
+        severities=severities,
+        include_identity=include_identity,
+        num_points=num_points,
+        instance=instance,
+    )
+    trainer = AntiDegradationTrainer(model, config)
+    start = time.perf_counter()
+    history = trainer.train(sampler, progress=progress)
+    sha = trainer.save(output, metadata={"initialised_from": model.checkpoint_path, "seed": seed})
+    return {
+        "steps": trainer.step_count,
+        "wall_time_s": time.perf_counter() - start,
+        "first_losses": history[0] if history else {},
+        "last_losses": history[-1] if history else {},
+        "weights": str(output),
+        "sha256": sha,
+    }

@@ -139,3 +139,15 @@ def test_official_mode_trains_sam_decoder_and_detached_targets():
         small = copy.copy(pair)
         small.clear = pair.clear[:, :32]
         trainer.compute_losses([pair, small])
+
+
+def test_train_anti_degradation_one_call(tmp_path):
+    from robustsam_prior.training.trainer import train_anti_degradation
+
+    out = tmp_path / "robust.safetensors"
+    summary = train_anti_degradation(output=out, model_config=TINY, config=AntiDegradationConfig(steps=2),
+                                     batch_size=1, degradations=("contrast",), progress=False)
+    assert summary["steps"] == 2 and summary["weights"] == str(out) and out.is_file()
+    assert set(summary["last_losses"]) == {"focal", "dice", "token", "feature", "total"}
+    model = build_robustsam(None, out)
+    assert model.checkpoint_sha256 == summary["sha256"] and model.config.img_size == 64
