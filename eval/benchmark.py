@@ -211,6 +211,8 @@ def resolve_method(
     name = str(restorer.name)
     if name.endswith((".safetensors", ".pth", ".pt")):
         name = Path(name).stem
+    if prior is not None and restorer.prior is not None:
+        name = f"{name}[{prior}]"  # the same network under another prior is another leaderboard entry
     return Method(
         name=name,
         fn=restorer.restore,

@@ -138,11 +138,11 @@ def restoration(
     except (ValueError, KeyError, RuntimeError) as e:
         raise click.ClickException(str(e)) from e
     failed = False
+    for m, reason in rows[0]["unavailable"].items():
+        click.echo(f"{m}: unavailable: {reason}", err=True)
     for r in rows:
         vals = ", ".join(f"{k}={v:.4f}" for k, v in r["metrics"].items() if isinstance(v, float))
         click.echo(f"{r['method']}: {r['count']} images, {vals}")
-        for m, reason in r["unavailable"].items():
-            click.echo(f"  {m}: unavailable: {reason}", err=True)
         for f in r["failed"]:
             failed = True
             click.echo(f"  FAILED {f['name']}: {f['error']}", err=True)

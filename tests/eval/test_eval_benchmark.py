@@ -242,6 +242,29 @@ def test_segmentation_benchmark_hand_checked_with_box_fill():
         run_segmentation_benchmark(dataset=ds, segmenters=[BoxFill()], include_clear=False)
 
 
+def test_segmentation_input_errors(monkeypatch):
+    from eval.datasets import SegmentationItem
+
+    bad = SegmentationDataset("bad", [SegmentationItem("x", lambda: np.zeros((8, 8, 3), np.float32),
+                                                       lambda: np.zeros((1, 8, 9), bool))])  # fmt: skip
+    with pytest.raises(ValueError, match="x: masks \\(8, 9\\) do not match the image \\(8, 8\\)"):
+        run_segmentation_benchmark(dataset=bad, segmenters=[BoxFill()])
+    import robustsam_prior.degradations as deg
+
+    real = deg.degrade
+
+    def cropping(image, kind, severity, **kw):  # a broken degradation that returns labels of the wrong size
+        out = real(image, kind, severity, **kw)
+        out.labels = out.labels[..., :-1]
+        return out
+
+    monkeypatch.setattr(deg, "degrade", cropping)
+    with pytest.raises(ValueError, match="returned labels"):
+        run_segmentation_benchmark(
+            dataset=_shapes(n=1, size=32), segmenters=[BoxFill()], degradations=["contrast"]
+        )
+
+
 def test_regions_segmenter_rules():
     seg = RegionsSegmenter()
     seg.labels = np.array([[0, 0, 1, 1], [0, 0, 1, 1], [2, 2, 2, 2]])
