@@ -268,7 +268,7 @@ def _img_b64(path: str) -> str | None:
         return None
 
 
-_SCRIPT = """
+_SCRIPT = r"""
 function sortTable(th){
   const table = th.closest('table'); const idx = Array.from(th.parentNode.children).indexOf(th);
   const body = table.tBodies[0]; const rows = Array.from(body.rows);
@@ -280,6 +280,14 @@ function sortTable(th){
     if (isNaN(x)) return 1; if (isNaN(y)) return -1; return asc ? x - y : y - x; });
   rows.forEach(r => body.appendChild(r));
 }
+// a link can ask for an order: leaderboard.html#sort=table-0:2 (ascending) or #sort=table-0:2:desc
+window.addEventListener('DOMContentLoaded', () => {
+  const m = location.hash.match(/^#sort=([\w-]+):(\d+)(:desc)?$/);
+  const table = m && document.getElementById(m[1]);
+  if (!table) return;
+  const th = table.tHead.rows[0].cells[+m[2]];
+  if (th) { sortTable(th); if (m[3]) sortTable(th); }
+});
 """
 
 _STYLE = """

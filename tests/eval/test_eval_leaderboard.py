@@ -133,3 +133,29 @@ def test_html_renders_in_headless_chromium(tmp_path):
     best = re.findall(r'<td class="best"[^>]*>([^<]*)</td>', first)
     # row by row: identity ties on images/s; dcp best SSIM and (lowest) LPIPS; nafnet+robustsam best PSNR
     assert best == ["2.00", "0.8600", "0.2500", "2.00", "23.20", "2.00"]
+
+
+@pytest.mark.skipif(_chromium() is None, reason="Chromium is not installed (apt-get install chromium)")
+def test_html_tables_sort_in_chromium(tmp_path):
+    res = write_rows(tmp_path / "res.jsonl", _rows(tmp_path))
+    paths = write_leaderboard([res], tmp_path / "lb")
+    base = [_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync", "--no-first-run",
+            f"--user-data-dir={tmp_path / 'profile'}", "--dump-dom"]  # fmt: skip
+    uri = paths["html"].resolve().as_uri()
+
+    def order(fragment):
+        dom = subprocess.run(
+            [*base, uri + fragment], check=True, capture_output=True, text=True, timeout=120
+        ).stdout
+        table = re.search(
+            r'<table class="leaderboard"[^>]*data-dataset="sots".*?</table>', dom, flags=re.S
+        ).group(0)
+        return re.findall(r'<td class="method">([^<]*)</td>', table)
+
+    sots = re.search(
+        r"id='(table-\d+)' data-task='dehaze' data-dataset='sots'", paths["html"].read_text()
+    ).group(1)
+    assert order(f"#sort={sots}:1:desc") == ["nafnet+robustsam", "dcp", "identity"]  # PSNR, high to low
+    assert order(f"#sort={sots}:3") == ["dcp", "nafnet+robustsam", "identity"]  # LPIPS, low to high
+    assert order(f"#sort={sots}:0") == ["dcp", "identity", "nafnet+robustsam"]  # by name
