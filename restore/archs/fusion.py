@@ -28,6 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .nafnet_arch import Conv1x1
+
 # (y0, x0, H, W): where a (tile) image sits in the full image its prior features cover
 Region = tuple[int, int, int, int]
 
@@ -65,9 +67,9 @@ class SFTFusion(nn.Module):
         if not feature_channels:
             raise ValueError("SFTFusion needs at least one feature name -> channels entry")
         self.feature_channels = dict(feature_channels)
-        self.proj = nn.ModuleDict({k: nn.Conv2d(c, hidden, 1) for k, c in self.feature_channels.items()})
-        self.scale = nn.ModuleList(nn.Conv2d(hidden, c, 1) for c in level_channels)
-        self.shift = nn.ModuleList(nn.Conv2d(hidden, c, 1) for c in level_channels)
+        self.proj = nn.ModuleDict({k: Conv1x1(c, hidden) for k, c in self.feature_channels.items()})
+        self.scale = nn.ModuleList(Conv1x1(hidden, c) for c in level_channels)
+        self.shift = nn.ModuleList(Conv1x1(hidden, c) for c in level_channels)
         for conv in [*self.scale, *self.shift]:
             nn.init.zeros_(conv.weight)
             nn.init.zeros_(conv.bias)

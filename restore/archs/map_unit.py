@@ -21,6 +21,8 @@ import math
 import torch
 from torch import nn
 
+from .nafnet_arch import Conv1x1
+
 
 def _check_labels(x: torch.Tensor, labels: torch.Tensor) -> None:
     if x.dim() != 4:
@@ -99,7 +101,7 @@ class MapUnit(nn.Module):
         if not 0.0 <= dropout <= 1.0:
             raise ValueError(f"MapUnit: dropout must be in [0, 1], got {dropout}")
         self.pre_seg = nn.Conv2d(in_channels, seg_channels, 3, padding=1)
-        self.pre_seg_in = nn.Conv2d(seg_channels, seg_channels, 1)
+        self.pre_seg_in = Conv1x1(seg_channels, seg_channels)
         self.dropout = dropout
         self.generator: torch.Generator | None = None  # set for reproducible training
 

@@ -49,6 +49,22 @@ class LayerNorm2d(nn.Module):
         return y.permute(0, 3, 1, 2)
 
 
+class Conv1x1(nn.Conv2d):
+    """A 1x1 ``nn.Conv2d`` (same parameters and state-dict keys) that runs as one matrix product
+    (``F.linear`` on the zero-copy channels-last view) when its input is channels-last. PyTorch's
+    CPU convolution otherwise takes a slow path for 1x1 kernels on one thread (a bias fill plus a
+    copy per call); the result is the same up to float rounding."""
+
+    def __init__(self, in_channels: int, out_channels: int, *, bias: bool = True) -> None:
+        super().__init__(in_channels, out_channels, 1, bias=bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+            y = F.linear(x.permute(0, 2, 3, 1), self.weight.reshape(self.out_channels, -1), self.bias)
+            return y.permute(0, 3, 1, 2)
+        return super().forward(x)
+
+
 class SimpleGate(nn.Module):
     """``(B, 2C, H, W) -> (B, C, H, W)``: product of the two channel halves."""
 
@@ -64,15 +80,15 @@ class NAFBlock(nn.Module):
         super().__init__()
         c, dw = channels, channels * dw_expand
         self.norm1 = LayerNorm2d(c)
-        self.conv1 = nn.Conv2d(c, dw, 1)
+        self.conv1 = Conv1x1(c, dw)
         self.conv2 = nn.Conv2d(dw, dw, 3, padding=1, groups=dw)
         self.gate = SimpleGate()
-        self.sca = nn.Conv2d(dw // 2, dw // 2, 1)
-        self.conv3 = nn.Conv2d(dw // 2, c, 1)
+        self.sca = Conv1x1(dw // 2, dw // 2)
+        self.conv3 = Conv1x1(dw // 2, c)
         ffn = channels * ffn_expand
         self.norm2 = LayerNorm2d(c)
-        self.conv4 = nn.Conv2d(c, ffn, 1)
-        self.conv5 = nn.Conv2d(ffn // 2, c, 1)
+        self.conv4 = Conv1x1(c, ffn)
+        self.conv5 = Conv1x1(ffn // 2, c)
         self.beta = nn.Parameter(torch.zeros(1, c, 1, 1))
         self.gamma = nn.Parameter(torch.zeros(1, c, 1, 1))
 
@@ -122,7 +138,7 @@ class NAFNet(nn.Module):
         self.middle = nn.Sequential(*[NAFBlock(ch) for _ in range(middle_blocks)])
         self.ups, self.decoders = nn.ModuleList(), nn.ModuleList()
         for n in dec_blocks:
-            self.ups.append(nn.Sequential(nn.Conv2d(ch, 2 * ch, 1, bias=False), nn.PixelShuffle(2)))
+            self.ups.append(nn.Sequential(Conv1x1(ch, 2 * ch, bias=False), nn.PixelShuffle(2)))
             ch //= 2
             self.decoders.append(nn.Sequential(*[NAFBlock(ch) for _ in range(n)]))
         self.multiple = 2 ** len(enc_blocks)

@@ -68,6 +68,28 @@ def test_nafblock_matches_formula():
     torch.testing.assert_close(blk(x), ref, atol=1e-5, rtol=1e-5)
 
 
+def test_conv1x1_channels_last_matches_conv2d():
+    from restore.archs.nafnet_arch import Conv1x1
+
+    torch.manual_seed(0)
+    conv = Conv1x1(6, 10)
+    x = torch.randn(2, 6, 7, 5)
+    ref = F.conv2d(x, conv.weight, conv.bias)
+    cl = conv(x.contiguous(memory_format=torch.channels_last))
+    assert cl.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(cl, ref, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(conv(x), ref)
+    net = NAFNet(**TINY).eval()
+    with torch.no_grad():
+        for n, p in net.named_parameters():
+            if n.endswith(("beta", "gamma")):
+                p.normal_(0, 0.1)
+        y = torch.rand(1, 3, 19, 22)
+        ref = net(y)
+        out = net.to(memory_format=torch.channels_last)(y.contiguous(memory_format=torch.channels_last))
+    torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
+
+
 def test_nafnet_global_residual_and_channels():
     net = NAFNet(**TINY)
     assert net.multiple == 4 and net.level_channels == [8, 16]
