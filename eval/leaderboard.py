@@ -27,8 +27,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .benchmark import read_rows
-from .metrics.accumulator import is_lower_better
+from .metrics.info import is_lower_better
 
 logger = logging.getLogger(__name__)
 
@@ -355,6 +354,8 @@ def to_html(tables: Sequence[Table], *, title: str = "robustsam-restore leaderbo
 def write_leaderboard(results: Sequence[str | os.PathLike], out_dir: str | os.PathLike) -> dict[str, Path]:
     """Merge result files into ``out_dir/leaderboard.{csv,md,html}``; returns the written paths."""
     from robustsam_prior.fileio import atomic_write
+
+    from .benchmark import read_rows
 
     if not results:
         raise ValueError("no result files given")

@@ -27,9 +27,9 @@ _EXPORTS = {
     "mask_pixel_accuracy": "segmentation",
     "mask_metrics": "segmentation",
     "ImageMetrics": "accumulator",
-    "METRIC_INFO": "accumulator",
+    "METRIC_INFO": "info",
     "build_image_metrics": "accumulator",
-    "is_lower_better": "accumulator",
+    "is_lower_better": "info",
 }
 
 __all__ = sorted(_EXPORTS)

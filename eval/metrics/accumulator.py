@@ -1,4 +1,4 @@
-"""Dataset-level accumulation of per-image restoration metrics, and the table of known metrics.
+"""Dataset-level accumulation of per-image restoration metrics (the metric table lives in ``info``).
 
 ``ImageMetrics`` follows the reset/update/compute pattern (detectron2's ``DatasetEvaluator``):
 ``update`` scores a batch and stores one value per image and metric; ``compute`` returns
@@ -13,51 +13,15 @@ import logging
 import math
 import os
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 
 import torch
 
+from .info import METRIC_INFO, MetricInfo, is_lower_better
 from .psnr_ssim import MetricConventions, psnr, ssim
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["METRIC_INFO", "ImageMetrics", "MetricInfo", "build_image_metrics", "is_lower_better"]
-
-
-@dataclass(frozen=True)
-class MetricInfo:
-    """What a metric name means for reports (pyiqa-style ``lower_better`` flag)."""
-
-    name: str
-    lower_is_better: bool
-    unit: str = ""
-    description: str = ""
-
-
-METRIC_INFO: dict[str, MetricInfo] = {
-    m.name: m
-    for m in (
-        MetricInfo("psnr", False, "dB", "peak signal-to-noise ratio"),
-        MetricInfo("ssim", False, "", "structural similarity (BasicSR 1.4)"),
-        MetricInfo("lpips", True, "", "LPIPS v0.1 (alex)"),
-        MetricInfo("lpips_alex", True, "", "LPIPS v0.1, AlexNet"),
-        MetricInfo("lpips_vgg", True, "", "LPIPS v0.1, VGG16"),
-        MetricInfo("iou", False, "", "per-prompt mask IoU"),
-        MetricInfo("dice", False, "", "per-prompt mask Dice"),
-        MetricInfo("pa", False, "", "per-prompt pixel accuracy"),
-        MetricInfo("miou", False, "", "mean IoU over classes"),
-        MetricInfo("images_per_s", False, "img/s", "throughput"),
-        MetricInfo("seconds", True, "s", "wall time"),
-    )
-}
-
-
-def is_lower_better(metric: str) -> bool:
-    """True for metrics where smaller is better (LPIPS, times); unknown metrics count as higher-is-better."""
-    info = METRIC_INFO.get(metric)
-    if info is None and metric.startswith("lpips"):
-        return True
-    return bool(info and info.lower_is_better)
 
 
 PairFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]

@@ -135,6 +135,7 @@ def test_html_renders_in_headless_chromium(tmp_path):
     assert best == ["2.00", "0.8600", "0.2500", "2.00", "23.20", "2.00"]
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(_chromium() is None, reason="Chromium is not installed (apt-get install chromium)")
 def test_html_tables_sort_in_chromium(tmp_path):
     res = write_rows(tmp_path / "res.jsonl", _rows(tmp_path))
