@@ -452,3 +452,35 @@ def _schema_of(tp: Any, meta: dict, defs: dict) -> dict:
     if meta.get("help"):
         s["description"] = meta["help"]
     return s
+
+
+# the file formats this project reads: schema file name -> "module:dataclass"
+SCHEMAS: dict[str, str] = {
+    "train": "restore.training.options:TrainConfig",
+    "pipeline": "pipelines.runner:PipelineConfig",
+}
+
+
+def write_schemas(folder: str | os.PathLike) -> list[Path]:
+    """Write ``<name>.schema.json`` for every format in :data:`SCHEMAS` into ``folder``."""
+    import importlib
+    import json
+
+    from robustsam_prior.fileio import atomic_write
+
+    folder = Path(folder)
+    written = []
+    for name, target in SCHEMAS.items():
+        module, attr = target.split(":")
+        cls = getattr(importlib.import_module(module), attr)
+        path = folder / f"{name}.schema.json"
+        with atomic_write(path, "w") as f:
+            json.dump(json_schema(cls, title=f"robustsam-restore {name} YAML"), f, indent=2)
+            f.write("\n")
+        written.append(path)
+    return written
+
+
+if __name__ == "__main__":  # python -m pipelines.config: regenerate pipelines/schema/*.json
+    for p in write_schemas(Path(__file__).parent / "schema"):
+        print(p)

@@ -40,6 +40,8 @@ class PipelineConfig:
     def check(self) -> None:
         if self.input is None:
             raise ValueError("input: missing (pass input=PATH on the command line)")
+        if not self.steps:
+            raise ValueError("steps: needs at least 1 item(s), got 0")
         names = [s.TAG for s in self.steps]
         if "restore" in names and "segment" in names and names.index("segment") < names.index("restore"):
             raise ValueError("steps: 'segment' must come after 'restore' to see the restored image")

@@ -224,6 +224,7 @@ def _prior_cache(root: str | None) -> Any:
     if root is None:
         return None
     import importlib
+    import importlib.util
 
     for module in ("robustsam_prior.prior", "robustsam_prior.cache"):
         mod = importlib.import_module(module) if importlib.util.find_spec(module) else None

@@ -1,0 +1,202 @@
+"""Config validation: every kind of error names its key path; overrides; resolved config; JSON Schema."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipelines.config import (
+    ConfigError,
+    apply_overrides,
+    build,
+    json_schema,
+    load_config,
+    parse_number,
+    parse_override,
+    read_yaml,
+    resolve_path,
+    save_resolved,
+    to_dict,
+    write_schemas,
+)
+from pipelines.runner import PipelineConfig
+from restore.training.options import TrainConfig
+
+REPO = Path(__file__).resolve().parents[2]
+BASE = {
+    "name": "t",
+    "data": {
+        "train": {"type": "synthetic", "clean_dir": "pkg://skimage.data", "degradation": {"kinds": ["haze"]}},
+    },
+}
+
+
+def _err(data, overrides=(), cls=TrainConfig) -> str:
+    with pytest.raises(ConfigError) as e:
+        build(cls, apply_overrides(data, list(overrides)))
+    return str(e.value)
+
+
+def test_numbers_written_like_2e_4_are_numbers():
+    # PyYAML (YAML 1.1) reads these as strings; the schema turns them into numbers
+    raw = yaml.safe_load("lr: 2e-4\nit: 1e3\nneg: -3E-2\n")
+    assert raw == {"lr": "2e-4", "it": "1e3", "neg": "-3E-2"}
+    cfg = build(TrainConfig, apply_overrides(BASE, ["train.optim.lr=2e-4", "train.iterations=1e3",
+                                                    "train.optim.weight_decay=-0"]))
+    assert cfg.train.optim.lr == pytest.approx(2e-4) and isinstance(cfg.train.optim.lr, float)
+    assert cfg.train.iterations == 1000 and isinstance(cfg.train.iterations, int)
+    assert parse_number("1_000", "x", integer=True) == 1000
+    assert parse_number(3, "x") == 3.0 and isinstance(parse_number(3, "x"), float)
+    assert parse_number(".inf", "x") == float("inf")
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("train.optim.lr=fast", "train.optim.lr: expected a number, got 'fast'"),
+        ("train.optim.lr=true", "train.optim.lr: expected a number, got True"),
+        ("train.iterations=2.5", "train.iterations: expected an integer, got 2.5"),
+        ("train.batch_size=-4", "train.batch_size: must be >= 1, got -4"),
+        ("train.ema.decay=1.5", "train.ema.decay: must be <= 1.0, got 1.5"),
+        ("train.deterministic=yes please", "train.deterministic: expected true or false, got 'yes please'"),
+        ("train.losses=[]", "train.losses: needs at least 1 item(s), got 0"),
+        ("train.losses=l1", "train.losses: expected a list, got str 'l1'"),
+        ("train.optim.betas=[0.9]", "train.optim.betas: expected a list of 2 items, got 1"),
+        ("train.optim.betas=[0.9, 1.0]", "train.optim.betas: each must be in [0, 1), got [0.9, 1.0]"),
+        ("train.optim=adamw", "train.optim: expected a mapping, got str 'adamw'"),
+        ("train.optim.type=sgd", "train.optim.type: expected one of 'adamw', 'adam', got 'sgd'"),
+        ("model.arch_kwargs=3", "model.arch_kwargs: expected a mapping, got int 3"),
+        ("name=3", "name: expected a string, got int 3"),
+        ("model.init=/no/such/file.safetensors", "model.init: file not found: '/no/such/file.safetensors'"),
+        ("data.train.clean_dir=/no/such/dir", "data.train.clean_dir: folder not found: '/no/such/dir'"),
+        ("data.train.clean_dir=pkg://no_such_package_xyz", "data.train.clean_dir: 'pkg://no_such_package_xyz': no installed package"),
+        ("data.train.crop_size=4", "data.train.crop_size: must be >= 8, got 4"),
+        ("data.train.degradation.severity=[4, 2]", "data.train.degradation.severity: expected 1 <= low <= high <= 5, got [4, 2]"),
+        ("data.train.augment.scale=[0, 1]", "data.train.augment.scale: expected 0 < low <= high, got [0.0, 1.0]"),
+        ("data.train.degradation=null", "data.train.degradation: required for type 'synthetic'"),
+        ("data.train.type=paired", "data.train.lq_dir: required for type 'paired'"),
+        ("train.scheduler.warmup_iters=5000", "train.scheduler.warmup_iters: must be < iterations (1000), got 5000"),
+    ],
+)
+def test_each_error_names_its_key_path(override, message):
+    assert message in _err(BASE, [override])
+
+
+def test_unknown_key_suggests_the_right_one():
+    msg = _err(BASE, ["train.optm.lr=1e-3"])
+    assert msg.startswith("train.optm: unknown key (did you mean 'optim'?)")
+    assert "did you mean 'iterations'" in _err(BASE, ["train.iteration=5"])
+    assert "kind: expected one of 'restoration', 'robustsam', got 'robustam' (did you mean 'robustsam'?)" in _err(
+        BASE, ["kind=robustam"]
+    )
+    assert "train.losses[1].type: expected one of" in _err(BASE, ["train.losses=[{type: l1}, {type: charbonier}]"])
+    assert "(did you mean 'charbonnier'?)" in _err(BASE, ["train.losses=[{type: charbonier}]"])
+
+
+def test_missing_required_keys():
+    assert _err({"name": "x"}).startswith("data: missing required key")
+    assert "data.train: missing required key" in _err({"data": {}})
+    assert "steps[0]: missing key 'step' (one of degrade, eval" in _err({"input": ".", "steps": [{"kind": "haze"}]}, cls=PipelineConfig)
+    assert "input: missing (pass input=PATH" in _err({"steps": [{"step": "report"}]}, cls=PipelineConfig)
+
+
+def test_tagged_steps_and_their_errors(tmp_path):
+    cfg = build(PipelineConfig, {"input": str(tmp_path), "steps": [{"step": "degrade", "severity": "4"},
+                                                                     {"step": "report"}]})
+    assert [s.TAG for s in cfg.steps] == ["degrade", "report"] and cfg.steps[0].severity == 4
+    msg = _err({"input": str(tmp_path), "steps": [{"step": "restor"}]}, cls=PipelineConfig)
+    assert msg.startswith("steps[0].step: unknown step 'restor' (did you mean 'restore'?)")
+    msg = _err({"input": str(tmp_path), "steps": [{"step": "restore", "tiles": 3}]}, cls=PipelineConfig)
+    assert msg.startswith("steps[0].tiles: unknown key (did you mean 'tile'?)")
+    msg = _err({"input": str(tmp_path), "steps": [{"step": "report"}, {"step": "eval"}]}, cls=PipelineConfig)
+    assert "'report' must be the last step" in msg
+    assert "steps: needs at least 1 item" in _err({"input": str(tmp_path)}, cls=PipelineConfig)
+
+
+def test_overrides_are_yaml_scalars_never_code(tmp_path):
+    assert parse_override("a.b=1e-3") == (["a", "b"], "1e-3")
+    assert parse_override("a.0.c=[1, 2]") == (["a", 0, "c"], [1, 2])
+    assert parse_override("a={x: 1}") == (["a"], {"x": 1})
+    assert parse_override("a=null") == (["a"], None)
+    assert parse_override("a=") == (["a"], "")
+    # something that would run code under eval() is just a string here
+    assert parse_override("name=__import__('os').system('true')")[1] == "__import__('os').system('true')"
+    for bad, msg in [("novalue", "expected key.path=value"), ("a..b=1", "empty key"), ("=3", "expected key.path"),
+                     ("a=[1, 2", "not valid YAML")]:
+        with pytest.raises(ConfigError, match=msg):
+            parse_override(bad)
+    data = {"steps": [{"step": "restore"}], "x": 3}
+    assert apply_overrides(data, ["steps.0.tile=512"])["steps"][0]["tile"] == 512
+    assert data["steps"][0] == {"step": "restore"}, "overrides must not modify the input"
+    with pytest.raises(ConfigError, match="no list item 3"):
+        apply_overrides(data, ["steps.3.tile=1"])
+    with pytest.raises(ConfigError, match="x is a int, not a mapping"):
+        apply_overrides(data, ["x.y=1"])
+
+
+def test_load_config_names_the_file_and_saves_overrides(tmp_path):
+    path = tmp_path / "r.yml"
+    path.write_text(yaml.safe_dump(BASE) + "train: {optim: {lr: 2e-4}}\n")
+    cfg = load_config(TrainConfig, path, ["train.iterations=7", "seed=5"])
+    assert cfg.train.iterations == 7 and cfg.seed == 5 and cfg.train.optim.lr == 2e-4
+    out = save_resolved(cfg, tmp_path / "out" / "config.yml", source=str(path), overrides=["train.iterations=7", "seed=5"])
+    text = out.read_text()
+    assert "# override: train.iterations=7" in text and f"# source: {path}" in text
+    again = build(TrainConfig, yaml.safe_load(text))
+    assert again == cfg, "the resolved file must reproduce the same config"
+    with pytest.raises(ConfigError, match=r"r.yml: train.optim.lr: expected a number, got 'fast'"):
+        load_config(TrainConfig, path, ["train.optim.lr=fast"])
+    with pytest.raises(ConfigError, match="config file not found"):
+        read_yaml(tmp_path / "missing.yml")
+    (tmp_path / "bad.yml").write_text("a: [1, 2\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        read_yaml(tmp_path / "bad.yml")
+    (tmp_path / "list.yml").write_text("- 1\n- 2\n")
+    with pytest.raises(ConfigError, match="top level must be a mapping, got list"):
+        read_yaml(tmp_path / "list.yml")
+    (tmp_path / "empty.yml").write_text("")
+    assert read_yaml(tmp_path / "empty.yml") == {}
+
+
+def test_pkg_paths_resolve_to_package_folders():
+    import skimage.data
+
+    assert resolve_path("pkg://skimage.data", "k") == Path(skimage.data.__file__).parent
+    assert resolve_path("pkg://skimage/data", "k") == Path(skimage.data.__file__).parent
+    with pytest.raises(ConfigError, match="k: 'pkg://nope_zz': no installed package 'nope_zz'"):
+        resolve_path("pkg://nope_zz", "k")
+
+
+def test_every_shipped_yaml_validates():
+    from pipelines.config import read_yaml as rd
+
+    files = sorted((REPO / "pipelines").glob("*.yml"))
+    assert len(files) >= 8
+    for f in files:
+        data = rd(f)
+        if data.get("kind") == "pipeline":
+            cfg = build(PipelineConfig, {**data, "input": str(REPO)})
+            assert cfg.steps
+        else:
+            cfg = build(TrainConfig, data)
+            assert to_dict(cfg)["name"] == data["name"]
+
+
+def test_committed_json_schemas_are_up_to_date(tmp_path):
+    written = write_schemas(tmp_path)
+    assert sorted(p.name for p in written) == ["pipeline.schema.json", "train.schema.json"]
+    for p in written:
+        committed = REPO / "pipelines" / "schema" / p.name
+        assert committed.is_file(), f"run `python -m pipelines.config` to write {committed}"
+        assert json.loads(committed.read_text()) == json.loads(p.read_text()), f"{committed} is stale"
+    schema = json_schema(TrainConfig)
+    lr = schema["$defs"]["OptimOptions"]["properties"]["lr"]
+    assert lr["type"] == "number" and lr["minimum"] == 0.0 and lr["default"] == 1e-3
+    assert schema["additionalProperties"] is False
+    pipe = json_schema(PipelineConfig)
+    step_refs = pipe["properties"]["steps"]["items"]["oneOf"]
+    assert len(step_refs) == 6
+    assert pipe["$defs"]["RestoreStep"]["properties"]["step"] == {"const": "restore"}
