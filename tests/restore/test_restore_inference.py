@@ -169,6 +169,7 @@ def test_cuda_half_close_to_cpu(tmp_path):
     assert (cpu - gpu).abs().max() < 1e-2
 
 
+@pytest.mark.slow
 def test_fusion_model_with_tiny_robustsam_prior(tmp_path, monkeypatch):
     """End to end with the real robustsam prior on a tiny random RobustSAM (no shared files)."""
     from robustsam_prior import build_robustsam
