@@ -155,11 +155,14 @@ class DNCBlockCombined(nn.Module):
 class FGMBlock(nn.Module):
     """Fourier degradation suppression on ``(B, 2C, H, W)``, same shape out.
 
-    ``Z = fft2(x)`` (norm "backward", i.e. unnormalised as in the official code: the 1x1 conv was
-    trained on raw magnitudes), ``A' = conv1x1(|Z|)``, output ``Re(ifft2(A' * Z/|Z|))``. The official
-    code writes the unit phasor as ``cos(angle Z) + i sin(angle Z)``; ``Z/|Z|`` (1 where ``|Z| = 0``,
-    as ``angle(0) = 0``) is the same value without the NaN gradient of ``angle`` at 0 (spec section 8
-    item 14).
+    Official: ``Z = fft2(x)`` (norm "backward", i.e. unnormalised: the 1x1 conv was trained on raw
+    magnitudes), ``A' = conv1x1(|Z|)``, output ``Re(ifft2(A' cos(angle Z) + i A' sin(angle Z)))``.
+
+    Computed here as ``irfft2(Z * A'/|Z|)`` on the half spectrum (``rfft2``), plus ``A'`` itself where
+    ``|Z| = 0`` (where ``angle`` is 0). The value is the same: ``|Z|`` is symmetric under k -> -k,
+    so is ``A'`` (a per-frequency channel mix), hence the modified spectrum stays Hermitian and its
+    inverse is real. It avoids ``angle``'s NaN gradient at ``|Z| = 0`` (the reason the official
+    training zeroes NaN gradients, spec section 8 item 14) and halves the FFT work.
     """
 
     def __init__(self, channels: int) -> None:
@@ -167,12 +170,14 @@ class FGMBlock(nn.Module):
         self.conv_layer = nn.Conv2d(2 * channels, 2 * channels, kernel_size=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        z = torch.fft.fft2(x.float(), dim=(-2, -1))
+        h, w = x.shape[-2:]
+        z = torch.fft.rfft2(x.float(), dim=(-2, -1))
         mag = z.abs()
-        nonzero = mag > 0
-        phasor = torch.where(nonzero, z / torch.where(nonzero, mag, torch.ones_like(mag)), torch.ones_like(z))
         amp = self.conv_layer(mag.to(self.conv_layer.weight.dtype)).float()
-        return torch.fft.ifft2(amp * phasor, dim=(-2, -1)).real.to(x.dtype)
+        zero = mag == 0
+        # z = 0 where |Z| = 0: dividing by 1 there keeps everything finite; the phasor is 1 there
+        spectrum = z * (amp / torch.where(zero, torch.ones_like(mag), mag)) + amp * zero
+        return torch.fft.irfft2(spectrum, s=(h, w), dim=(-2, -1)).to(x.dtype)
 
 
 class _AMFGBlock(nn.Module):
