@@ -134,6 +134,11 @@ class Item:
     metrics: dict[str, float] = field(default_factory=dict)
 
 
+def _message(e: Exception) -> str:
+    """The text of an exception (a KeyError's str() adds quotes)."""
+    return str(e.args[0]) if e.args else str(e)
+
+
 def image_seed(seed: int, rel: Path) -> int:
     """A stable per-image seed from the base seed and the relative path (same on every run and machine)."""
     return (seed * 1_000_003 + zlib.crc32(str(rel.as_posix()).encode())) % (2**31 - 1)
@@ -203,7 +208,7 @@ class PriorStepImpl(Step):
         try:
             self.prior = build_prior(o.name, **o.options)
         except (KeyError, ValueError) as e:
-            raise ValueError(f"{self.key}: {str(e).strip(chr(39))}") from None
+            raise ValueError(f"{self.key}: {_message(e)}") from None
         self.cache = None
         if o.cache_dir:
             from robustsam_prior.cache import PriorCache
@@ -290,7 +295,7 @@ class Segment(Step):
         try:
             self.prior = build_prior(o.name, **o.options)
         except (KeyError, ValueError) as e:
-            raise ValueError(f"{self.key}: {str(e).strip(chr(39))}") from None
+            raise ValueError(f"{self.key}: {_message(e)}") from None
 
     def process(self, item: Item, run: Any) -> None:
         images = {"input": item.input, "restored": item.restored, "clean": item.gt}
@@ -312,7 +317,7 @@ class Evaluate(Step):
         try:
             self.fns, unavailable = build_image_metrics(names, device=run.device)
         except KeyError as e:
-            raise ValueError(f"{self.key}.metrics: {str(e).strip(chr(39))}") from None
+            raise ValueError(f"{self.key}.metrics: {_message(e)}") from None
         for name, why in unavailable.items():
             logger.warning("%s: metric %s unavailable (%s)", self.key, name, why)
         self.warned = False

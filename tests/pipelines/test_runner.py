@@ -1,0 +1,169 @@
+"""The pipeline runner: dehaze.yml gives the same images as `robustsam-restore dehaze`; restore-then-segment
+reports matched mIoU; per-image failures; prior reuse."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from PIL import Image
+
+from pipelines.cli import main
+from pipelines.steps import image_seed, matched_miou, matched_relabel
+from restore.archs import build_arch
+from robustsam_prior.checkpoint import save_checkpoint
+
+ARCH_KWARGS = {"width": 8, "enc_blocks": [1], "middle_blocks": 1, "dec_blocks": [1], "region_dropout": 0.5}
+
+
+@pytest.fixture
+def tiny_model(tmp_path):
+    """A (randomly initialised) prior-conditioned dehazing checkpoint in this project's format."""
+    torch.manual_seed(0)
+    net = build_arch("map_nafnet", **ARCH_KWARGS)
+    with torch.no_grad():  # make the output depend on the input non-trivially
+        for p in net.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    path = tmp_path / "tiny.safetensors"
+    save_checkpoint(path, net.state_dict(), {
+        "format": "robustsam-restore/restoration", "arch": "map_nafnet", "arch_kwargs": ARCH_KWARGS,
+        "task": "dehaze", "prior": {"name": "regions", "options": {"n_segments": 16}}, "metrics": {},
+    })
+    return path
+
+
+@pytest.fixture
+def images(tmp_path):
+    rng = np.random.default_rng(0)
+    root = tmp_path / "in"
+    (root / "sub").mkdir(parents=True)
+    yy, xx = np.mgrid[0:40, 0:56] / 40
+    for name in ("a.png", "sub/b.png"):
+        base = np.stack([np.sin(6 * xx + rng.uniform(0, 6)), np.cos(5 * yy + rng.uniform(0, 6)), xx * yy], -1)
+        img = (base - base.min()) / np.ptp(base)
+        Image.fromarray((img * 255).astype(np.uint8)).save(root / name)
+    (root / "notes.txt").write_text("not an image")
+    return root
+
+
+def _run(args):
+    res = CliRunner().invoke(main, args)
+    return res
+
+
+def test_run_dehaze_yml_equals_the_dehaze_command(tmp_path, tiny_model, images):
+    res = _run(["dehaze", str(images), str(tmp_path / "cli"), "--model", str(tiny_model), "--recursive",
+                "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    res = _run(["run", "pipelines/dehaze.yml", f"input={images}", f"output_dir={tmp_path / 'pipe'}",
+                f"steps.1.model={tiny_model}", "recursive=true", "device=cpu"])
+    assert res.exit_code == 0, res.output
+    for rel in ("a.png", "sub/b.png"):
+        a = np.asarray(Image.open(tmp_path / "cli" / rel))
+        b = np.asarray(Image.open(tmp_path / "pipe" / "restored" / rel))
+        c = np.asarray(Image.open(images / rel))
+        assert a.shape == b.shape == c.shape
+        assert np.array_equal(a, b), rel
+        assert not np.array_equal(a, c), "the model changed nothing; the comparison would be vacuous"
+    # eval is optional in dehaze.yml: without ground truth the run succeeds and says so in the report
+    report = json.loads((tmp_path / "pipe" / "report.json").read_text())
+    assert report["images"] == 2 and report["mean"] == {}
+    assert "ground_truth=" not in (tmp_path / "pipe" / "pipeline.yml").read_text()
+    assert f"# override: steps.1.model={tiny_model}" in (tmp_path / "pipe" / "pipeline.yml").read_text()
+
+
+def test_prior_step_result_is_reused_by_restore(tmp_path, tiny_model, images, monkeypatch):
+    from robustsam_prior.priors.regions import RegionsPrior
+
+    calls = []
+    original = RegionsPrior.forward
+
+    def counting(self, x):
+        calls.append(tuple(x.shape))
+        return original(self, x)
+
+    monkeypatch.setattr(RegionsPrior, "forward", counting)
+    yml = tmp_path / "p.yml"
+    yml.write_text(
+        "name: reuse\nsteps:\n"
+        "  - {step: prior, name: regions, options: {n_segments: 16}}\n"
+        f"  - {{step: restore, task: dehaze, model: {tiny_model}}}\n"
+    )
+    res = _run(["run", str(yml), f"input={images / 'a.png'}", f"output_dir={tmp_path / 'o'}", "device=cpu"])
+    assert res.exit_code == 0, res.output
+    assert len(calls) == 1, calls
+
+
+def test_restore_then_segment_reports_miou(tmp_path, tiny_model, images):
+    out = tmp_path / "rts"
+    res = _run(["run", "pipelines/restore_then_segment.yml", f"input={images}", f"output_dir={out}",
+                f"steps.1.model={tiny_model}", "recursive=true", "steps.2.options={n_segments: 12}", "device=cpu",
+                "--json"])
+    assert res.exit_code == 0, res.output
+    report = json.loads((out / "report.json").read_text())
+    keys = {"psnr", "ssim", "input_psnr", "input_ssim", "miou_input_vs_clean", "miou_restored_vs_clean"}
+    assert keys <= set(report["mean"]), report["mean"]
+    for m in report["per_image"].values():
+        assert 0.0 < m["miou_input_vs_clean"] <= 1.0 and 0.0 < m["miou_restored_vs_clean"] <= 1.0
+    assert (out / "degraded" / "sub" / "b.png").is_file()
+    assert "| miou_restored_vs_clean |" in (out / "report.md").read_text()
+    # the degradation is seeded per image path: the same run gives the same hazy image
+    assert image_seed(0, Path("sub/b.png")) == image_seed(0, Path("sub/b.png"))
+    assert image_seed(0, Path("a.png")) != image_seed(0, Path("sub/b.png"))
+
+
+def test_matched_miou_hand_worked():
+    ref = np.array([[0, 0, 1, 1],
+                    [0, 0, 1, 1]])
+    same_regions_other_ids = np.array([[7, 7, 2, 2],
+                                       [7, 7, 2, 2]])
+    assert matched_miou(same_regions_other_ids, ref) == 1.0
+    # pred splits region 1 into two: region 0 matches exactly (IoU 1); region 1 matches the larger
+    # half {(0,2),(0,3),(1,2)} -> IoU 3/4; the leftover pred region (1,3) has no partner -> IoU 0
+    pred = np.array([[0, 0, 1, 1],
+                     [0, 0, 1, 2]])
+    relabelled, k = matched_relabel(pred, ref)
+    assert k == 3 and relabelled.tolist() == [[0, 0, 1, 1], [0, 0, 1, 2]]
+    assert matched_miou(pred, ref) == pytest.approx((1 + 0.75 + 0) / 3)
+
+
+def test_failures_are_per_image_and_exit_nonzero(tmp_path, tiny_model, images):
+    gt = tmp_path / "gt"
+    gt.mkdir()
+    Image.open(images / "a.png").save(gt / "a.png")  # no reference for sub/b.png
+    yml = tmp_path / "p.yml"
+    yml.write_text(
+        f"steps:\n  - {{step: restore, task: dehaze, model: {tiny_model}}}\n"
+        "  - {step: eval, metrics: [psnr]}\n  - {step: report}\n"
+    )
+    res = _run(["run", str(yml), f"input={images}", f"ground_truth={gt}", "recursive=true",
+                f"output_dir={tmp_path / 'o'}", "device=cpu"])
+    assert res.exit_code == 1
+    assert "1 ok, 1 failed" in res.output and "no reference for sub/b.png" in res.output
+    report = json.loads((tmp_path / "o" / "report.json").read_text())
+    assert set(report["per_image"]) == {"a.png"} and report["failed"][0]["rel"] == "sub/b.png"
+    # input == reference: PSNR is inf for that image, and means are taken over finite values only
+    assert report["per_image"]["a.png"]["input_psnr"] == float("inf") and "input_psnr" not in report["mean"]
+    assert np.isfinite(report["mean"]["psnr"])
+    # eval without any reference and not optional: each image fails with a clear message
+    res = _run(["run", str(yml), f"input={images / 'a.png'}", f"output_dir={tmp_path / 'o2'}", "device=cpu"])
+    assert res.exit_code == 1 and "set ground_truth or add a degrade step" in res.output
+
+
+def test_run_command_config_errors(tmp_path, images, tiny_model):
+    res = _run(["run", "pipelines/dehaze.yml"])
+    assert res.exit_code != 0 and "input: missing (pass input=PATH" in res.output
+    res = _run(["run", "pipelines/dehaze.yml", f"input={images}", "steps.1.tiel=3"])
+    assert res.exit_code != 0 and "steps[1].tiel: unknown key (did you mean 'tile'?)" in res.output
+    res = _run(["run", "pipelines/dehaze.yml", f"input={tmp_path / 'nope'}"])
+    assert res.exit_code != 0 and "input: not found" in res.output
+    res = _run(["run", "pipelines/dehaze.yml", f"input={images}", f"output_dir={tmp_path}/x",
+                "steps.2.metrics=[psnrr]", "device=cpu", f"steps.1.model={tiny_model}"])
+    assert res.exit_code != 0 and "steps[2].metrics: unknown metric 'psnrr' (did you mean 'psnr'?)" in res.output
+    res = _run(["run", "pipelines/dehaze.yml", f"input={images}", f"output_dir={tmp_path}/y",
+                "steps.0.name=regionz", "device=cpu"])
+    assert res.exit_code != 0 and "steps[0]: unknown prior 'regionz' (did you mean 'regions'?)" in res.output
