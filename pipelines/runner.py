@@ -32,6 +32,11 @@ class PipelineConfig:
     name: str = _f("pipeline", "pipeline name (in reports)")
     input: str | None = _f(None, "an image or a folder of images (required; e.g. input=photos/)", exists="any")
     ground_truth: str | None = _f(None, "folder of reference images matched by relative path or stem", exists="dir")
+    gt_match: Literal["stem", "prefix"] = _f(
+        "stem",
+        "how an input finds its reference: same relative path or stem; 'prefix' also tries the stem up to "
+        "the first '_' (RESIDE/SOTS: hazy 0001_0.8_0.2.jpg -> clear 0001.png)",
+    )
     output_dir: str = _f("runs/pipeline", "where outputs, the resolved config and reports go")
     recursive: bool = _f(False, "also read sub-folders of input")
     device: str = _f("auto", "auto, cpu, cuda or cuda:N")
@@ -88,18 +93,22 @@ class Run:
         return dst
 
 
-def find_reference(gt_root: Path, rel: Path) -> Path | None:
-    """The reference of input ``rel``: same relative path, else same folder and stem (any extension)."""
+def find_reference(gt_root: Path, rel: Path, match: str = "stem") -> Path | None:
+    """The reference of input ``rel``: same relative path, else same folder and stem (any extension);
+    with ``match="prefix"`` also the stem up to the first ``_`` (RESIDE/SOTS naming)."""
     from robustsam_prior.io import is_image_file
 
     direct = gt_root / rel
     if direct.is_file():
         return direct
     folder = (gt_root / rel).parent
+    stems = [rel.stem] + ([rel.stem.split("_")[0]] if match == "prefix" and "_" in rel.stem else [])
     if folder.is_dir():
-        for p in sorted(folder.iterdir()):
-            if p.stem == rel.stem and is_image_file(p):
-                return p
+        candidates = sorted(p for p in folder.iterdir() if is_image_file(p))
+        for stem in stems:
+            for p in candidates:
+                if p.stem == stem:
+                    return p
     return None
 
 
@@ -139,7 +148,7 @@ def run_pipeline(config: PipelineConfig, *, resolved_source: str | None = None, 
             image = to_tensor(data.pixels)
             item = Item(rel=rel, source=src, input=image, image=image, alpha=data.alpha, bit_depth=data.bit_depth)
             if gt_root is not None:
-                ref = find_reference(gt_root, rel)
+                ref = find_reference(gt_root, rel, config.gt_match)
                 if ref is None:
                     raise ValueError(f"ground_truth: no reference for {rel} in {gt_root}")
                 item.gt = to_tensor(read_image(ref).pixels)
