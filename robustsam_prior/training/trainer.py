@@ -19,9 +19,10 @@ NaN safety: the official code zeroes NaN gradients every step; their cause is ``
 gradient at ``|Z| = 0`` in the Fourier block, which :class:`~robustsam_prior.modeling.components.FGMBlock`
 avoids. A non-finite loss or gradient here is an error naming the parameters, never silently zeroed.
 
-BatchNorm: ``bn_mode="batch"`` by default (per-image statistics, as the official training, which
-decodes one image at a time in train mode); running statistics are updated for later
-``bn_mode="running"`` inference.
+BatchNorm: ``bn_mode="batch"`` while training (per-image statistics, as the official training,
+which decodes one image at a time in train mode); running statistics are updated for later
+``bn_mode="running"`` inference. :meth:`AntiDegradationTrainer.train` puts the model back in eval
+mode with the BN mode it had before.
 """
 
 from __future__ import annotations
@@ -96,7 +97,7 @@ class AntiDegradationTrainer:
         self.optimizer = torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
         self.transform = ResizeLongestSide(model.image_size)
         self.step_count = 0
-        model.set_bn_mode(config.bn_mode)
+        self.inference_bn_mode = model.bn_mode  # restored by train() when it finishes
 
     @property
     def device(self) -> torch.device:
@@ -136,8 +137,10 @@ class AntiDegradationTrainer:
         )
 
     def step(self, batch: list[TrainingPair]) -> dict[str, float]:
-        """One optimisation step; returns the loss terms as floats."""
+        """One optimisation step (BatchNorm in ``config.bn_mode``); returns the loss terms as floats."""
         self.model.train()
+        if self.model.bn_mode != self.config.bn_mode:
+            self.model.set_bn_mode(self.config.bn_mode)
         losses = self.compute_losses(batch)
         if not torch.isfinite(losses["total"]):
             raise FloatingPointError(f"non-finite loss at step {self.step_count}: { {k: float(v) for k, v in losses.items()} }")
@@ -174,6 +177,7 @@ class AntiDegradationTrainer:
                     callback(self.step_count, terms)
         if len(history) < total:
             logger.warning("the batches ran out after %d of %d steps", len(history), total)
+        self.model.set_bn_mode(self.inference_bn_mode)
         self.model.eval()
         return history
 

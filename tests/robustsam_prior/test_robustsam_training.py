@@ -105,6 +105,7 @@ def test_smoke_training_from_sam_checkpoint(tmp_path):
     trainer = AntiDegradationTrainer(model, AntiDegradationConfig(steps=10, lr=1e-3, prompt="both"))
     history = trainer.train([batch] * 10, progress=False)  # overfit one batch: the loss must fall
     assert all(np.isfinite(h["total"]) for h in history)
+    assert model.bn_mode == "running" and not model.training  # inference settings restored
     assert history[-1]["total"] < 0.8 * history[0]["total"], [round(h["total"], 4) for h in history]
     assert history[-1]["focal"] < 0.8 * history[0]["focal"], [round(h["focal"], 4) for h in history]
     after = model.state_dict()
