@@ -12,7 +12,7 @@ are reproducible byte for byte on the same library versions:
 - ``hazy/``: ``haze`` severity 3 (scattering model, synthetic depth, grey airlight);
 - ``blurry/``: ``camera_shake_blur`` severity 2 (a random camera-shake trajectory kernel).
 
-A ``manifest.json`` in each folder records the source, the kind, the severity, the seed and the drawn
+``examples/manifest.json`` records for each image the source, the kind, the severity, the seed and the drawn
 parameters. ``--before-after`` restores each example with the task's default model (``restore.zoo``)
 and writes side-by-side pictures (degraded | restored) for the README.
 """
@@ -56,15 +56,14 @@ def source_path(package: str, rel: str) -> Path:
 
 
 def make_examples(out_dir: Path = HERE) -> list[Path]:
-    """Write the degraded examples (and a manifest per folder) under ``out_dir``; returns the image paths."""
+    """Write the degraded examples and ``manifest.json`` under ``out_dir``; returns the image paths."""
     import torch
 
     from robustsam_prior.degradations import degrade
     from robustsam_prior.io import read_image, to_numpy, to_tensor, write_image
 
-    written = []
+    written, manifest = [], {}
     for folder, (_task, kind, severity, offset) in FOLDERS.items():
-        manifest = {}
         for i, (name, package, rel) in enumerate(SOURCES):
             src = source_path(package, rel)
             clean = to_tensor(read_image(src).pixels)
@@ -73,7 +72,7 @@ def make_examples(out_dir: Path = HERE) -> list[Path]:
                 out = degrade(clean, kind, severity, seed=seed)
             path = write_image(out_dir / folder / f"{name}.png", to_numpy(out.image.clamp(0, 1)))
             written.append(path)
-            manifest[path.name] = {
+            manifest[f"{folder}/{path.name}"] = {
                 "source": f"{package}: {rel}",
                 "kind": kind,
                 "severity": severity,
@@ -81,7 +80,8 @@ def make_examples(out_dir: Path = HERE) -> list[Path]:
                 "params": out.params,
             }
             logger.info("%s <- %s (%s, severity %d, seed %d)", path, src, kind, severity, seed)
-        (out_dir / folder / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    # beside, not inside, the image folders: `robustsam-restore dehaze examples/hazy out/` sees images only
+    (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     return written
 
 

@@ -1,0 +1,173 @@
+"""Copy trained default models into this folder (the packaged weights) with their training record.
+
+    python restore/weights/ship.py /work/train_runs/default_dehaze /work/train_runs/default_deblur \
+        /work/train_runs/default_dehaze_noprior /work/train_runs/default_deblur_noprior
+
+For each run folder (written by ``robustsam-restore train``) it takes ``models/final.safetensors``, or
+the newest ``models/iter_*.safetensors`` while the run is still going, and writes
+``restore/weights/<file>`` (see :data:`MODELS`) with the checkpoint's metadata plus a ``training``
+record: recipe, iterations done / planned, wall time (the sum of the logged step windows, so it adds
+up over resumed sessions), the validation history and the final validation metrics. It then writes
+``zoo.json`` (the table ``restore.zoo`` reads) and ``TRAINING.md`` + ``training_log.json``
+(the training log summary). Weights are the EMA weights the trainer saves; nothing is retrained here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+# run name (the recipe's `name`) -> zoo name, weight file, recipe, description
+MODELS: dict[str, dict[str, str]] = {
+    "default_dehaze": {
+        "zoo": "robustsam-dehaze",
+        "file": "dehaze_regions_map_nafnet.safetensors",
+        "recipe": "pipelines/train_default_dehaze.yml",
+        "description": "default dehazer: MAP-NAFNet (width 16) on the built-in regions prior",
+    },
+    "default_deblur": {
+        "zoo": "robustsam-deblur",
+        "file": "deblur_regions_map_nafnet.safetensors",
+        "recipe": "pipelines/train_default_deblur.yml",
+        "description": "default deblurrer: MAP-NAFNet (width 16) on the built-in regions prior",
+    },
+    "default_dehaze_noprior": {
+        "zoo": "dehaze-noprior",
+        "file": "dehaze_noprior_nafnet.safetensors",
+        "recipe": "pipelines/train_default_dehaze_noprior.yml",
+        "description": "ablation: the same NAFNet without a prior, same data and budget",
+    },
+    "default_deblur_noprior": {
+        "zoo": "deblur-noprior",
+        "file": "deblur_noprior_nafnet.safetensors",
+        "recipe": "pipelines/train_default_deblur_noprior.yml",
+        "description": "ablation: the same NAFNet without a prior, same data and budget",
+    },
+}
+MAX_BYTES = 15 * 1024 * 1024  # issue 7: each packaged model <= 15 MB
+
+
+def read_log(run: Path, log_every: int = 10) -> dict[str, Any]:
+    """Wall time and validation history from ``log.jsonl`` (``log_every``: the recipe's logging period)."""
+    wall, val = 0.0, []
+    log = run / "log.jsonl"
+    if log.is_file():
+        prev = 0
+        for line in log.read_text(encoding="utf-8").splitlines():
+            rec = json.loads(line)
+            if "it_per_s" in rec:
+                it = rec["iteration"]
+                # after a resume the log goes back to the checkpoint's iteration: one window of steps
+                steps = it - prev if it > prev else (it - 1) % log_every + 1
+                wall += steps / max(rec["it_per_s"], 1e-9)
+                prev = it
+            if "val/psnr" in rec:
+                val.append({k: v for k, v in rec.items() if k == "iteration" or k.startswith("val/")})
+    return {"wall_time_s": round(wall, 1), "validation": val}
+
+
+def newest_weights(run: Path) -> Path:
+    final = run / "models" / "final.safetensors"
+    if final.is_file():
+        return final
+    iters = sorted((run / "models").glob("iter_*.safetensors"))
+    if not iters:
+        raise FileNotFoundError(f"{run}: no weights under models/ yet")
+    return iters[-1]
+
+
+def ship(run: Path) -> dict[str, Any]:
+    """Package one run; returns its training record."""
+    from robustsam_prior.checkpoint import read_checkpoint, save_checkpoint
+
+    src = newest_weights(run)
+    ckpt = read_checkpoint(src)
+    meta = dict(ckpt.metadata)
+    name = meta.get("name")
+    if name not in MODELS:
+        raise ValueError(f"{src}: run name {name!r} is not one of {sorted(MODELS)}")
+    spec = MODELS[name]
+    loop = (meta.get("config") or {}).get("train", {})
+    log = read_log(run, int(loop.get("log_every", 10)))
+    planned = loop.get("iterations")
+    record = {
+        "zoo": spec["zoo"],
+        "file": spec["file"],
+        "recipe": spec["recipe"],
+        "arch": meta.get("arch"),
+        "arch_kwargs": meta.get("arch_kwargs"),
+        "prior": meta.get("prior"),
+        "iterations": meta.get("iteration"),
+        "planned_iterations": planned,
+        "finished": src.name == "final.safetensors",
+        "wall_time_s": log["wall_time_s"],
+        "device": "CPU, 1 torch thread (2 cores shared with other work)",
+        "metrics": meta.get("metrics") or {},
+        "validation": log["validation"],
+        "source_sha256": ckpt.sha256,
+    }
+    meta["training"] = {k: v for k, v in record.items() if k not in ("zoo", "file", "validation", "metrics")}
+    dest = HERE / spec["file"]
+    save_checkpoint(dest, ckpt.state_dict, meta)
+    size = dest.stat().st_size
+    if size > MAX_BYTES:
+        raise ValueError(f"{dest}: {size / 1e6:.1f} MB is over the 15 MB package limit")
+    record["size_bytes"] = size
+    return record
+
+
+def write_tables(records: dict[str, dict[str, Any]]) -> None:
+    zoo_path = HERE / "zoo.json"
+    zoo = json.loads(zoo_path.read_text(encoding="utf-8")) if zoo_path.is_file() else {}
+    log_path = HERE / "training_log.json"
+    log = json.loads(log_path.read_text(encoding="utf-8")) if log_path.is_file() else {}
+    for run, rec in records.items():
+        spec = MODELS[run]
+        task = "dehaze" if "dehaze" in run else "deblur"
+        zoo[spec["zoo"]] = {"task": task, "file": spec["file"], "description": spec["description"]}
+        log[run] = rec
+    zoo_path.write_text(json.dumps(zoo, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    log_path.write_text(json.dumps(log, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    lines = [
+        "# Packaged models: training log summary",
+        "",
+        "Written by `restore/weights/ship.py` from the runs of the recipes under `pipelines/`; per-step",
+        "validation history in `training_log.json`. Validation: held-out scikit-image `chelsea` + `coffee`,",
+        "whole images, one fixed degradation each (haze severity 3 / camera shake severity 2), PSNR in dB.",
+        "",
+        "| model | file | recipe | iterations | wall time | val PSNR (input) | size |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for run in MODELS:
+        rec = log.get(run)
+        if rec is None:
+            continue
+        m = rec["metrics"]
+        its = f"{rec['iterations']}/{rec['planned_iterations']}" + ("" if rec["finished"] else " (running)")
+        lines.append(
+            f"| {rec['zoo']} | `{rec['file']}` | `{rec['recipe']}` | {its} | {rec['wall_time_s'] / 60:.0f} min | "
+            f"{m.get('val/psnr', float('nan')):.2f} ({m.get('val/input_psnr', float('nan')):.2f}) | "
+            f"{rec['size_bytes'] / 1e6:.1f} MB |"
+        )
+    (HERE / "TRAINING.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("runs", nargs="+", type=Path, help="run folders of robustsam-restore train")
+    args = parser.parse_args()
+    records = {}
+    for run in args.runs:
+        rec = ship(run)
+        name = next(k for k, v in MODELS.items() if v["file"] == rec["file"])
+        records[name] = rec
+        print(f"{rec['zoo']}: {rec['file']} <- {run} (iteration {rec['iterations']}, "
+              f"val {rec['metrics'].get('val/psnr', float('nan')):.2f} dB)")
+    write_tables(records)
+
+
+if __name__ == "__main__":
+    main()
