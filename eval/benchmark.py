@@ -273,15 +273,19 @@ class SyntheticPairs:
     def __len__(self) -> int:
         return len(self.files)
 
-    def pairs(self) -> Iterable[tuple[str, torch.Tensor, torch.Tensor]]:
+    def load(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(degraded (1,3,H,W) float32, clean (1,3,H,W) float64 exact levels)`` of image ``index``."""
         from robustsam_prior.degradations import degrade
 
-        for rel, src in self.files:
-            clean = _read_tensor(src)
-            out = degrade(
-                clean, self.kind, self.severity, seed=seed_for(self.seed, rel, self.kind, self.severity)
-            )
-            yield rel, out.image.clamp(0, 1).to(torch.float32), clean
+        rel, src = self.files[index]
+        clean = _read_tensor(src)
+        seed = seed_for(self.seed, rel, self.kind, self.severity)
+        out = degrade(clean, self.kind, self.severity, seed=seed)
+        return out.image.clamp(0, 1).to(torch.float32), _read_exact(src)
+
+    def pairs(self) -> Iterable[tuple[str, torch.Tensor, torch.Tensor]]:
+        for i, (rel, _) in enumerate(self.files):
+            yield (rel, *self.load(i))
 
     def describe(self) -> dict:
         return {
@@ -292,9 +296,13 @@ class SyntheticPairs:
         }
 
 
-def _paired_iter(ds: PairedDataset) -> Iterable[tuple[str, torch.Tensor, torch.Tensor]]:
-    for it in ds.items:
-        yield it.name, _read_tensor(it.lq), _read_exact(it.gt)
+def _loaders(
+    data: PairedDataset | SyntheticPairs,
+) -> list[tuple[str, Callable[[], tuple[torch.Tensor, torch.Tensor]]]]:
+    """``(name, load)`` per pair; ``load()`` reads (or synthesises) the pair only when called."""
+    if isinstance(data, SyntheticPairs):
+        return [(rel, (lambda i=i: data.load(i))) for i, (rel, _) in enumerate(data.files)]
+    return [(it.name, (lambda it=it: (_read_tensor(it.lq), _read_exact(it.gt)))) for it in data.items]
 
 
 def evaluate_pairs(
@@ -382,35 +390,46 @@ def run_restoration_benchmark(
     prov = provenance()
     crops_root = Path(crops_dir) if crops_dir is not None else None
     out_dir = Path(out).parent if out is not None else None
-    # the data are read once; each method sees the same tensors
-    pairs = list(data.pairs() if isinstance(data, SyntheticPairs) else _paired_iter(data))
-    rows = []
-    for method in resolved:
-        acc = ImageMetrics(metrics=fns, unavailable=unavailable)
-        seconds, failed, crops = 0.0, [], {}
-        for idx, (name, lq, gt) in enumerate(tqdm(pairs, desc=method.name, unit="img", leave=False)):
+    # images outer, methods inner: one pair in memory at a time, read (or synthesised) once for all methods
+    accs = {m.name: ImageMetrics(metrics=fns, unavailable=unavailable) for m in resolved}
+    seconds = {m.name: 0.0 for m in resolved}
+    failed: dict[str, list[dict]] = {m.name: [] for m in resolved}
+    crops: dict[str, dict] = {m.name: {} for m in resolved}
+    for idx, (name, load) in enumerate(tqdm(_loaders(data), desc="benchmark", unit="img", leave=False)):
+        try:
+            lq, gt = load()
+        except Exception as e:  # an unreadable pair fails for every method, and the run goes on
+            logger.error("%s: %s", name, e)
+            for m in resolved:
+                failed[m.name].append({"name": name, "error": str(e) or type(e).__name__})
+            continue
+        for method in resolved:
             try:
                 t0 = time.perf_counter()
                 with torch.no_grad():
                     pred = method.fn(lq.to(device))
-                seconds += time.perf_counter() - t0
+                seconds[method.name] += time.perf_counter() - t0
                 pred = pred.detach().to("cpu").clamp(0, 1)
                 if pred.shape != gt.shape:
                     raise ValueError(
                         f"output shape {tuple(pred.shape)} differs from ground truth {tuple(gt.shape)}"
                     )
-                acc.update(pred, gt, [name])
+                accs[method.name].update(pred, gt, [name])
             except Exception as e:  # one failing image must not lose the benchmark
                 logger.error("%s on %s failed: %s", method.name, name, e)
-                failed.append({"name": name, "error": str(e) or type(e).__name__})
+                failed[method.name].append({"name": name, "error": str(e) or type(e).__name__})
                 continue
             if crops_root is not None and idx < num_crops:
-                crops[name] = _save_crops(
+                crops[method.name][name] = _save_crops(
                     crops_root, dataset_info["name"], name, method.name, lq, pred, gt, crop_size, out_dir
                 )
+    rows = []
+    for method in resolved:
+        acc = accs[method.name]
         if not acc.per_image:
+            fails = failed[method.name]
             raise RuntimeError(
-                f"{method.name}: every image failed ({failed[0]['error'] if failed else 'no images'})"
+                f"{method.name}: every image failed ({fails[0]['error'] if fails else 'no images'})"
             )
         result = acc.compute()
         n = result["count"]
@@ -424,14 +443,17 @@ def run_restoration_benchmark(
                 "checkpoint_sha256": method.checkpoint_sha256,
                 "prior": method.prior,
                 "method_info": method.info,
-                "metrics": {**result["mean"], "images_per_s": n / seconds if seconds > 0 else None},
+                "metrics": {
+                    **result["mean"],
+                    "images_per_s": n / seconds[method.name] if seconds[method.name] > 0 else None,
+                },
                 "unavailable": result["unavailable"],
                 "per_image": result["per_image"],
                 "count": n,
-                "failed": failed,
-                "seconds": seconds,
+                "failed": failed[method.name],
+                "seconds": seconds[method.name],
                 "conventions": {**conventions.to_dict(), "metrics": list(metrics)},
-                "crops": crops,
+                "crops": crops[method.name],
                 "provenance": prov,
             }
         )

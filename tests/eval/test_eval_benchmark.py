@@ -113,6 +113,13 @@ def test_restoration_failures_are_recorded(tmp_path):
     assert row["failed"] == [
         {"name": "im1.png", "error": "output shape (1, 3, 40, 47) differs from ground truth (1, 3, 40, 48)"}
     ]
+    # an unreadable file fails that pair for every method; the others are still scored
+    (lq / "im0.png").write_bytes(b"\x89PNG broken")
+    rows = run_restoration_benchmark(methods=["identity", Method("ok", lambda x: x)], data=pair_folders(lq, gt),
+                                     metrics=["psnr"])  # fmt: skip
+    for r in rows:
+        assert list(r["per_image"]) == ["im1.png"]
+        assert [f["name"] for f in r["failed"]] == ["im0.png"] and "im0.png" in r["failed"][0]["error"]
     with pytest.raises(ValueError, match="unique"):
         run_restoration_benchmark(
             methods=["identity", "identity"], data=pair_folders(lq, gt), metrics=["psnr"]
