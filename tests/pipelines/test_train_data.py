@@ -1,0 +1,157 @@
+"""Training data: joint augmentation keeps labels on the image, positions fix samples, rank slices
+make up the global batch, workers give the same batches, schedule and EMA formulas, losses vs BasicSR."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from restore.training.data import DataError, PairDataset, PositionBatches, collate, relabel
+from restore.training.losses import PixelLoss, charbonnier_loss, l1_loss, psnr_loss
+from restore.training.options import AugmentOptions, DatasetOptions, DegradationOptions, LossTerm
+from restore.training.trainer import Ema, lr_factor
+from robustsam_prior.prior import PriorOutput
+
+
+class QuantisePrior:
+    """A prior whose label map is a function of the pixels it sees: floor(4 * red) + 4 * floor(4 * green)."""
+
+    name = "quantise"
+    meta = {"name": "quantise"}
+
+    def __call__(self, images):
+        q = (images[:, :2] * 3.999).floor().int()
+        return PriorOutput((q[:, 0] + 4 * q[:, 1]).int(), {}, {})
+
+
+def _synthetic(tmp_path, pairs_factory, **kw):
+    lq, gt = pairs_factory(tmp_path, 3, 64, seed=0)
+    opts = DatasetOptions(type="paired", lq_dir=str(lq), gt_dir=str(gt), crop_size=24, **kw)
+    return opts
+
+
+def test_joint_augmentation_keeps_labels_aligned(tmp_path, pairs_factory):
+    opts = _synthetic(tmp_path, pairs_factory, augment=AugmentOptions(hflip=True, vflip=True, rot90=True))
+    ds = PairDataset(opts, key="data.train", seed=1, train=True, prior=QuantisePrior())
+    seen_rot = 0
+    for p in range(24):
+        s = ds[p]
+        expected = QuantisePrior()(s.lq[None]).labels[0].numpy()
+        assert np.array_equal(s.labels.numpy(), relabel(expected)), f"position {p}: labels off the image"
+        assert s.labels.min() == 0 and s.labels.max() == len(np.unique(s.labels)) - 1
+        seen_rot += int(not np.array_equal(s.lq.numpy(), s.lq.numpy()[:, ::-1]))
+    assert seen_rot > 0
+    # the ground truth went through the same transform: the test images are hazed as
+    # lq = gt * t + 0.85 * (1 - t) with t in [0.35, 0.75], so lq - 0.85 and gt - 0.85 share signs
+    s = ds[5]
+    assert s.lq.shape == s.gt.shape == (3, 24, 24)
+    same_sign = ((s.lq - 0.85) * (s.gt - 0.85) >= -1e-2).float().mean()
+    assert same_sign > 0.97
+
+
+def test_positions_fix_samples_and_ranks_split_the_global_batch(tmp_path, pairs_factory):
+    opts = _synthetic(tmp_path, pairs_factory)
+    a = PairDataset(opts, key="k", seed=4, train=True)
+    b = PairDataset(opts, key="k", seed=4, train=True)
+    for p in (0, 7, 3, 7):
+        assert torch.equal(a[p].lq, b[p].lq) and a[p].name == b[p].name
+    assert not torch.equal(a[0].lq, PairDataset(opts, key="k", seed=5, train=True)[0].lq)
+    # every image once per epoch, a new order the next epoch
+    e0 = [a.image_index(p) for p in range(3)]
+    e1 = [a.image_index(p) for p in range(3, 6)]
+    assert sorted(e0) == sorted(e1) == [0, 1, 2]
+    single = list(PositionBatches(global_batch=4, rank=0, world_size=1, start_step=2, steps=4))
+    ranks = [list(PositionBatches(global_batch=4, rank=r, world_size=2, start_step=2, steps=4)) for r in (0, 1)]
+    assert single == [[8, 9, 10, 11], [12, 13, 14, 15]]
+    assert [r0 + r1 for r0, r1 in zip(*ranks)] == single
+    with pytest.raises(DataError, match="global batch 3 must be divisible by the number of processes"):
+        PositionBatches(global_batch=3, rank=0, world_size=2, start_step=0, steps=1)
+    loader = torch.utils.data.DataLoader(
+        a, batch_sampler=PositionBatches(global_batch=2, rank=0, world_size=1, start_step=0, steps=3),
+        collate_fn=collate, num_workers=1,
+    )
+    for t, batch in enumerate(loader):
+        direct = collate([b[p] for p in (2 * t, 2 * t + 1)])
+        assert torch.equal(batch["lq"], direct["lq"]) and batch["names"] == direct["names"]
+
+
+def test_dataset_errors(tmp_path, pairs_factory):
+    lq, gt = pairs_factory(tmp_path, 2, 32, seed=0)
+    with pytest.raises(DataError, match=r"data.train.crop_size: 48 is larger than image 'img0.png' \(32x32\)"):
+        PairDataset(DatasetOptions(type="paired", lq_dir=str(lq), gt_dir=str(gt), crop_size=48),
+                    key="data.train", seed=0, train=True)
+    with pytest.raises(DataError, match=r"data.train.lq_dir: no image files in .* match include=\['\*.jpg'\]"):
+        PairDataset(DatasetOptions(type="paired", lq_dir=str(lq), gt_dir=str(gt), include=("*.jpg",)),
+                    key="data.train", seed=0, train=True)
+    (gt / "img1.png").unlink()
+    with pytest.raises(DataError, match=r"data.val.gt_dir: no ground truth .* for 1 input\(s\) \(gt_match='stem'\)"):
+        PairDataset(DatasetOptions(type="paired", lq_dir=str(lq), gt_dir=str(gt), crop_size=16),
+                    key="data.val", seed=0, train=False)
+
+
+def test_synthetic_fresh_and_variants(tmp_path, pairs_factory):
+    _, gt = pairs_factory(tmp_path, 2, 64, seed=0)
+    deg = DegradationOptions(kinds=("haze",), severity=(3, 3))
+    fresh = PairDataset(DatasetOptions(clean_dir=str(gt), degradation=deg, crop_size=32), key="k", seed=0,
+                        train=True, prior=QuantisePrior())
+    assert fresh.needs_prior_on_batch()
+    s = fresh[0]
+    assert s.labels is None and s.lq.shape == (3, 32, 32)
+    assert float((s.lq - s.gt).abs().mean()) > 0.02, "haze changed nothing"
+    var = PairDataset(DatasetOptions(clean_dir=str(gt), degradation=deg, crop_size=32, variants=2), key="k",
+                      seed=0, train=True, prior=QuantisePrior())
+    assert not var.needs_prior_on_batch()
+    for p in range(6):
+        s = var[p]
+        assert s.labels is not None
+    assert len(var._variants) <= 4  # 2 images x 2 variants, each degraded and segmented once
+
+
+@pytest.mark.filterwarnings("ignore:Detected call of")
+def test_lr_schedule_and_ema_formulas():
+    kw = dict(iterations=110, warmup=10, kind="cosine", base_lr=1e-3, eta_min=1e-5)
+    assert lr_factor(0, **kw) == pytest.approx(0.1) and lr_factor(9, **kw) == pytest.approx(1.0)
+    assert lr_factor(10, **kw) == pytest.approx(1.0)
+    assert lr_factor(60, **kw) * 1e-3 == pytest.approx(1e-5 + (1e-3 - 1e-5) * 0.5)
+    assert lr_factor(110, **kw) * 1e-3 == pytest.approx(1e-5)
+    # torch's CosineAnnealingLR gives the same curve (no warm-up)
+    p = torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.SGD([p], lr=1e-3)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=50, eta_min=1e-5)
+    for step in range(50):
+        assert opt.param_groups[0]["lr"] == pytest.approx(
+            1e-3 * lr_factor(step, iterations=50, warmup=0, kind="cosine", base_lr=1e-3, eta_min=1e-5))
+        sched.step()  # no optimizer.step(): its first call imports torch._dynamo (seconds)
+    net = torch.nn.Linear(2, 1)
+    ema = Ema(net, decay=0.9)
+    before = ema.module.weight.detach().clone()
+    with torch.no_grad():
+        net.weight.add_(1.0)
+    ema.update(net)
+    d = min(0.9, 2 / 11)
+    torch.testing.assert_close(ema.module.weight, d * before + (1 - d) * net.weight)
+    assert not any(q.requires_grad for q in ema.module.parameters())
+
+
+def test_losses_match_basicsr_and_nafnet_definitions():
+    from robustsam_prior._basicsr import import_basicsr
+
+    import_basicsr()
+    from basicsr.losses.basic_loss import CharbonnierLoss, L1Loss
+
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.rand(2, 3, 8, 8, generator=g), torch.rand(2, 3, 8, 8, generator=g)
+    torch.testing.assert_close(l1_loss(a, b), L1Loss()(a, b))
+    torch.testing.assert_close(charbonnier_loss(a, b, 1e-6), CharbonnierLoss(eps=1e-6)(a, b))
+    # NAFNet's PSNRLoss: 10/ln(10) * mean_b log(mse_b + 1e-8) (restoration_spec.md 1.6)
+    mse = ((a - b) ** 2).mean(dim=(1, 2, 3))
+    expected = float(np.mean([10 * math.log10(float(m) + 1e-8) for m in mse]))
+    assert float(psnr_loss(a, b)) == pytest.approx(expected, rel=1e-6)
+    total, parts = PixelLoss((LossTerm(type="l1", weight=2.0), LossTerm(type="psnr", weight=0.5)))(a, b)
+    assert float(total) == pytest.approx(2 * float(l1_loss(a, b)) + 0.5 * expected, rel=1e-6)
+    assert set(parts) == {"l1", "psnr"}
+    with pytest.raises(ValueError, match="at least one term"):
+        PixelLoss(())
