@@ -177,6 +177,9 @@ class Restorer:
                 multiple=getattr(self.net, "multiple", 1),
             )
             logger.info("restoring %dx%d in tiles of %d", w, h, spec.padded_tile)
+            if prior is not None and hasattr(self.net, "prepare_prior"):  # whole-image MAP means
+                with self._autocast():
+                    prior = self.net.prepare_prior(image, prior)
             out = tiled_forward(self._run, image, prior, spec)
         else:
             out = self._run(image, prior)

@@ -16,8 +16,9 @@ its own channel statistics and the result is not exactly local: for a random wid
 NAFNet (beta/gamma ~ N(0, 0.1)) on a 96x80 image with tile 48, overlap 16, the largest absolute
 difference to whole-image inference is 5.7e-4 on the [0, 1] scale (asserted < 2e-3 in
 ``tests/restore/test_restore_tiling.py::test_nafnet_tiling_bound``). Trained networks with larger
-SCA weights can differ more; use bigger tiles (``--tile``) where it matters. SAM-Deblur's MAP unit
-likewise pools over the part of a region inside the tile, not the whole region.
+SCA weights can differ more; use bigger tiles (``--tile``) where it matters. The MAP unit's region
+means are exact: the inference engine computes them on the whole image first
+(``MapNAFNet.prepare_prior``) and every tile paints its pixels from that table.
 
 The prior runs once on the whole image: each tile gets the cropped label map and the *full*
 feature maps plus ``meta["regions"] = [(y0, x0, H, W), ...]`` telling the network where the tile

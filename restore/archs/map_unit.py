@@ -37,6 +37,42 @@ def _check_labels(x: torch.Tensor, labels: torch.Tensor) -> None:
         raise ValueError(f"mask_average_pool: labels must be >= 0, got min {int(labels.min())}")
 
 
+def region_means(x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Per-sample, per-region channel means of ``x (B, C, H, W)`` over ``labels (B, H, W)``.
+
+    Returns ``(B, C, 1, K)`` with ``K = max(labels) + 1`` over the batch (ids that no pixel of a
+    sample has get 0), computed for the whole batch with one ``index_add_`` over offset ids. The
+    4-D shape lets the table travel as a ``PriorOutput`` feature (see ``MapNAFNet.prepare_prior``).
+    """
+    _check_labels(x, labels)
+    b, c, h, w = x.shape
+    k = int(labels.max()) + 1 if labels.numel() else 1
+    ids = labels.to(device=x.device, dtype=torch.long).reshape(b, h * w)
+    # offset each sample's ids so that regions of different images never share a slot
+    flat = (ids + torch.arange(b, device=x.device)[:, None] * k).reshape(-1)
+    # sums in float32 at least: a float16 sum over a large region overflows (max 65504)
+    acc = torch.promote_types(x.dtype, torch.float32)
+    vals = x.permute(0, 2, 3, 1).reshape(-1, c).to(acc)
+    sums = torch.zeros(b * k, c, dtype=acc, device=x.device).index_add_(0, flat, vals)
+    counts = torch.bincount(flat, minlength=b * k).clamp_(min=1).to(acc)
+    means = (sums / counts[:, None]).to(x.dtype)
+    return means.reshape(b, k, c).permute(0, 2, 1)[:, :, None, :]
+
+
+def gather_region_means(means: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Paint each pixel of ``labels (B, H, W)`` with its region's row of ``means (B, C, 1, K)``."""
+    b, c, _, k = means.shape
+    if labels.dim() != 3 or labels.shape[0] != b:
+        raise ValueError(f"gather_region_means: labels must be (B={b}, H, W), got {tuple(labels.shape)}")
+    ids = labels.to(device=means.device, dtype=torch.long)
+    if ids.numel() and int(ids.max()) >= k:
+        raise ValueError(f"gather_region_means: label {int(ids.max())} has no mean (table of {k} regions)")
+    h, w = ids.shape[1:]
+    table = means[:, :, 0, :].permute(0, 2, 1).reshape(b * k, c)
+    flat = (ids.reshape(b, -1) + torch.arange(b, device=ids.device)[:, None] * k).reshape(-1)
+    return table[flat].reshape(b, h, w, c).permute(0, 3, 1, 2)
+
+
 def mask_average_pool(x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Replace each pixel of ``x (B, C, H, W)`` by the mean of ``x`` over its region.
 
@@ -44,22 +80,9 @@ def mask_average_pool(x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     ``(B, C, H, W)``; differentiable with respect to ``x``.
     """
     _check_labels(x, labels)
-    b, c, h, w = x.shape
     if x.numel() == 0:
         return x.clone()
-    ids = labels.to(device=x.device, dtype=torch.long).reshape(b, h * w)
-    # offset each sample's ids so that regions of different images never share a slot
-    n_per = ids.amax(dim=1) + 1
-    offsets = torch.cumsum(n_per, 0) - n_per
-    flat = (ids + offsets[:, None]).reshape(-1)
-    n = int(n_per.sum())
-    # sums in float32 at least: a float16 sum over a large region overflows (max 65504)
-    acc = torch.promote_types(x.dtype, torch.float32)
-    vals = x.permute(0, 2, 3, 1).reshape(-1, c).to(acc)
-    sums = torch.zeros(n, c, dtype=acc, device=x.device).index_add_(0, flat, vals)
-    counts = torch.bincount(flat, minlength=n).clamp_(min=1).to(acc)
-    means = (sums / counts[:, None]).to(x.dtype)
-    return means[flat].reshape(b, h, w, c).permute(0, 3, 1, 2)
+    return gather_region_means(region_means(x, labels), labels)
 
 
 def region_dropout(labels: torch.Tensor, p: float, *, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -105,7 +128,15 @@ class MapUnit(nn.Module):
         self.dropout = dropout
         self.generator: torch.Generator | None = None  # set for reproducible training
 
-    def forward(self, image: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    def seg(self, image: torch.Tensor) -> torch.Tensor:
+        """The learned ``(B, seg_channels, H, W)`` map that is pooled."""
+        return self.pre_seg_in(self.pre_seg(image))
+
+    def forward(self, image: torch.Tensor, labels: torch.Tensor, means: torch.Tensor | None = None) -> torch.Tensor:
+        """``means`` (from :func:`region_means` of :meth:`seg` on the whole image) replaces the
+        pooling: tiles of an image then get the whole image's region means (inference only)."""
+        if means is not None:
+            return gather_region_means(means.to(image.dtype), labels).to(image.dtype)
         if self.training and self.dropout > 0:
             labels = region_dropout(labels, self.dropout, generator=self.generator)
-        return mask_average_pool(self.pre_seg_in(self.pre_seg(image)), labels)
+        return mask_average_pool(self.seg(image), labels)

@@ -26,7 +26,7 @@ from torch import nn
 
 from ._registry import ARCHS
 from .fusion import SFTFusion
-from .map_unit import MapUnit
+from .map_unit import MapUnit, region_means
 from .nafnet_arch import NAFNet
 
 if TYPE_CHECKING:
@@ -40,6 +40,8 @@ DEFAULT_FEATURES = {"robust_mask_features": 32, "image_embedding": 256}
 # fills the encoder input, zero-padded bottom/right to a square: the map covers a max(H, W) square
 # anchored at the top-left corner); "image" = the map spans exactly the image
 FEATURE_FRAMES = ("sam", "image")
+# the feature name under which prepare_prior passes whole-image MAP region means to tiles
+MAP_MEANS = "map_region_means"
 
 
 def _labels(prior: PriorOutput | None, image: torch.Tensor, name: str) -> torch.Tensor:
@@ -82,9 +84,22 @@ class MapNAFNet(nn.Module):
         )
         self.multiple = self.backbone.multiple
 
+    def prepare_prior(self, image: torch.Tensor, prior: PriorOutput) -> PriorOutput:
+        """Add the whole image's MAP region means as feature ``map_region_means`` (B, S, 1, K).
+
+        Called by the inference engine before tiling, so that every tile pools over whole regions,
+        not over the part of a region inside the tile (inference only; no region dropout).
+        """
+        from robustsam_prior.prior import PriorOutput
+
+        labels = _labels(prior, image, type(self).__name__)
+        means = region_means(self.map.seg(image), labels)
+        return PriorOutput(prior.labels, {**prior.features, MAP_MEANS: means}, dict(prior.meta))
+
     def _input(self, image: torch.Tensor, prior: PriorOutput | None) -> torch.Tensor:
         labels = _labels(prior, image, type(self).__name__)
-        return torch.cat([image, self.map(image, labels)], dim=1)
+        means = None if self.training else prior.features.get(MAP_MEANS)
+        return torch.cat([image, self.map(image, labels, means)], dim=1)
 
     def forward(self, image: torch.Tensor, prior: PriorOutput | None) -> torch.Tensor:
         return self.backbone.run(self._input(image, prior), image)

@@ -8,7 +8,13 @@ import torch.nn.functional as F
 
 from restore.archs import ARCHS, build_arch, register_with_basicsr
 from restore.archs.fusion import SFTFusion, aligned_grid
-from restore.archs.map_unit import MapUnit, mask_average_pool, region_dropout
+from restore.archs.map_unit import (
+    MapUnit,
+    gather_region_means,
+    mask_average_pool,
+    region_dropout,
+    region_means,
+)
 from restore.archs.nafnet_arch import LayerNorm2d, NAFBlock, NAFNet
 from robustsam_prior.prior import PriorOutput
 
@@ -125,6 +131,36 @@ def test_map_single_region_is_global_mean_and_empty_image():
     torch.testing.assert_close(out, x.mean((2, 3), keepdim=True).expand_as(x))
     empty = torch.zeros(2, 3, 0, 4)
     assert mask_average_pool(empty, torch.zeros(2, 0, 4, dtype=torch.int32)).shape == (2, 3, 0, 4)
+
+
+def test_region_means_table_and_gather():
+    x = torch.arange(8, dtype=torch.float32).reshape(1, 1, 2, 4).repeat(2, 1, 1, 1)
+    labels = torch.tensor([[[0, 0, 2, 2], [0, 0, 2, 2]], [[1, 1, 1, 1], [1, 1, 1, 1]]], dtype=torch.int32)
+    means = region_means(x, labels)
+    assert means.shape == (2, 1, 1, 3)  # K = 3 over the batch
+    torch.testing.assert_close(means[0, 0, 0], torch.tensor([2.5, 0.0, 4.5]))  # id 1 absent -> 0
+    torch.testing.assert_close(means[1, 0, 0], torch.tensor([0.0, 3.5, 0.0]))
+    torch.testing.assert_close(gather_region_means(means, labels), mask_average_pool(x, labels))
+    with pytest.raises(ValueError, match="has no mean"):
+        gather_region_means(means, labels + 1)
+    with pytest.raises(ValueError, match=r"\(B=2, H, W\)"):
+        gather_region_means(means, labels[0])
+
+
+def test_prepare_prior_gives_tiles_whole_image_region_means():
+    torch.manual_seed(0)
+    net = build_arch("map_nafnet", **TINY).eval()
+    x = torch.rand(1, 3, 24, 30)
+    pr = _prior(1, 24, 30, features=False, k=4)
+    with torch.no_grad():
+        whole = net._input(x, pr)
+        prepared = net.prepare_prior(x, pr)
+        assert prepared.features["map_region_means"].shape == (1, 2, 1, 4)
+        tile = PriorOutput(pr.labels[:, 5:17, 8:21], {k: v for k, v in prepared.features.items()}, {})
+        part = net._input(x[..., 5:17, 8:21], tile)
+        plain = net._input(x[..., 5:17, 8:21], PriorOutput(pr.labels[:, 5:17, 8:21], {}, {}))
+    torch.testing.assert_close(part, whole[..., 5:17, 8:21])  # exact, up to the tile's edges
+    assert (plain - whole[..., 5:17, 8:21]).abs().max() > 1e-4  # pooling inside the tile differs
 
 
 def test_map_half_precision_does_not_overflow():

@@ -90,7 +90,8 @@ def test_load_checkpoint_and_restore_matches_direct_call(tmp_path):
     assert r.use_tiles(37, 29)
     tiled = r.restore(x)
     with torch.no_grad():
-        ref = tiled_forward(net, x, r.prior(x), TileSpec(tile=16, overlap=4, batch_size=1, multiple=4))
+        prepared = net.prepare_prior(x, r.prior(x))  # whole-image MAP region means for every tile
+        ref = tiled_forward(net, x, prepared, TileSpec(tile=16, overlap=4, batch_size=1, multiple=4))
     torch.testing.assert_close(tiled, ref.clamp(0, 1), atol=1e-5, rtol=0)
     r.tile = 0
     assert not r.use_tiles(10_000, 10_000)
