@@ -133,6 +133,7 @@ def test_lr_schedule_and_ema_formulas():
     assert not any(q.requires_grad for q in ema.module.parameters())
 
 
+@pytest.mark.slow  # importing BasicSR takes seconds
 def test_losses_match_basicsr_and_nafnet_definitions():
     from robustsam_prior._basicsr import import_basicsr
 
