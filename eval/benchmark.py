@@ -532,19 +532,47 @@ class PromptSegmenter:
         return [self.predict(p) for p in prompts]
 
 
-class PredictorSegmenter(PromptSegmenter):
-    """RobustSAM (``path="robust"``) or SAM (``path="sam"``) through :class:`robustsam_prior.RobustSamPredictor`."""
+class _SharedPredictor:
+    """One predictor per model, shared by the ``robustsam`` and ``sam`` segmenters: the image is
+    encoded once and each path's prompt-independent features are cached by the predictor."""
 
-    def __init__(self, *, model, path: str, name: str | None = None) -> None:
+    def __init__(self, model) -> None:
         from robustsam_prior import RobustSamPredictor
 
-        self.predictor = RobustSamPredictor(model, path=path)
+        self.predictor = RobustSamPredictor(model)
+        self.image: np.ndarray | None = None  # kept alive so that the identity check below is sound
+
+    def set_image(self, image: np.ndarray) -> None:
+        if image is not self.image:
+            self.predictor.set_image((np.clip(image, 0, 1) * 255).round().astype(np.uint8))
+            self.image = image
+
+
+class PredictorSegmenter(PromptSegmenter):
+    """RobustSAM (``path="robust"``) or SAM (``path="sam"``) through :class:`robustsam_prior.RobustSamPredictor`.
+
+    Segmenters built on one ``shared`` predictor encode each image once.
+    """
+
+    def __init__(
+        self, *, model, path: str, name: str | None = None, shared: _SharedPredictor | None = None
+    ) -> None:
+        if path not in ("robust", "sam"):
+            raise ValueError(f"path must be 'robust' or 'sam', got {path!r}")
+        self.shared = shared if shared is not None else _SharedPredictor(model)
+        self.path = path
         self.name = name or ("robustsam" if path == "robust" else "sam")
         sha = getattr(model, "checkpoint_sha256", None)
         self.meta = {"name": self.name, "path": path, "checkpoint_sha256": sha}
 
+    @property
+    def predictor(self):
+        p = self.shared.predictor
+        p.path = self.path  # the decoder path this segmenter asks for
+        return p
+
     def set_image(self, image: np.ndarray) -> None:
-        self.predictor.set_image((np.clip(image, 0, 1) * 255).round().astype(np.uint8))
+        self.shared.set_image(image)
 
     def predict(self, prompt: dict) -> np.ndarray:
         masks, _, _ = self.predictor.predict(
@@ -618,14 +646,20 @@ def build_segmenters(
     from robustsam_prior.registry import did_you_mean
 
     out: list[PromptSegmenter] = []
+    shared = None
     for n in names:
         if n in ("robustsam", "sam"):
             if model is None:
                 from robustsam_prior import build_robustsam, resolve_checkpoint
 
-                ckpt = resolve_checkpoint(checkpoint if checkpoint is not None else model_config or "vit_b")
-                model = build_robustsam(model_config, ckpt)
-            out.append(PredictorSegmenter(model=model, path="robust" if n == "robustsam" else "sam"))
+                variant = model_config if isinstance(model_config, str) else "vit_b"
+                model = build_robustsam(
+                    model_config, resolve_checkpoint(checkpoint if checkpoint is not None else variant)
+                )
+            shared = shared or _SharedPredictor(model)
+            out.append(
+                PredictorSegmenter(model=model, path="robust" if n == "robustsam" else "sam", shared=shared)
+            )
         elif n == "regions":
             out.append(RegionsSegmenter())
         else:

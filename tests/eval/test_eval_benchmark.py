@@ -289,27 +289,36 @@ def test_regions_segmenter_rules():
 
 @pytest.mark.slow
 def test_segmentation_benchmark_tiny_robustsam_is_deterministic(tmp_path):
-    from eval.benchmark import build_segmenters
+    from eval.benchmark import PredictorSegmenter, build_segmenters
     from robustsam_prior import build_robustsam
 
     torch.manual_seed(0)
     model = build_robustsam(TINY)
+    calls = []
+    encode = model.encode
+    model.encode = lambda *a, **k: calls.append(1) or encode(*a, **k)
     ds = _shapes(n=1, size=64, seed=3)
     segs = build_segmenters(["robustsam", "sam"], model=model)
-    kw = dict(
-        dataset=ds, segmenters=segs, degradations=["elastic_transform"], prompt="point", num_points=2, seed=1
-    )
+    kw = dict(dataset=ds, degradations=["elastic_transform"], prompt="point", num_points=2, seed=1)
     out = tmp_path / "seg.jsonl"
-    a = run_segmentation_benchmark(**kw, out=out)
-    b = run_segmentation_benchmark(**kw)
+    a = run_segmentation_benchmark(segmenters=segs, **kw, out=out)
+    assert len(calls) == 2  # one encoding per image and condition, shared by the robust and SAM paths
+    b = run_segmentation_benchmark(segmenters=segs, **kw)
     assert [r["metrics"] for r in a] == [r["metrics"] for r in b]
+    # separate predictors (no sharing) give the same numbers
+    alone = [PredictorSegmenter(model=model, path="robust"), PredictorSegmenter(model=model, path="sam")]
+    c = run_segmentation_benchmark(segmenters=alone, **kw)
+    assert [r["metrics"] for r in c] == [r["metrics"] for r in a]
     assert [(r["method"], r["degradation"]) for r in a] == [
         ("robustsam", "clear"), ("robustsam", "elastic_transform"), ("sam", "clear"), ("sam", "elastic_transform"),
     ]  # fmt: skip
+    assert a[0]["metrics"] != a[2]["metrics"]  # the two paths really differ
     for r in a:
         assert all(0 <= r["metrics"][k] <= 1 for k in ("iou", "dice", "pa"))
         assert r["prompt"] == {"type": "point", "num_points": 2, "seed": 1}
     assert [r["method"] for r in read_rows(out)] == [r["method"] for r in a]
+    with pytest.raises(ValueError, match="path must be"):
+        PredictorSegmenter(model=model, path="clear")
 
 
 def test_jsonable_and_rows_io(tmp_path):
