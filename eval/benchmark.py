@@ -408,6 +408,8 @@ def run_restoration_benchmark(
                 t0 = time.perf_counter()
                 with torch.no_grad():
                     pred = method.fn(lq.to(device))
+                if isinstance(pred, torch.Tensor) and pred.is_cuda:
+                    torch.cuda.synchronize(pred.device)  # time the work, not the kernel launches
                 seconds[method.name] += time.perf_counter() - t0
                 pred = pred.detach().to("cpu").clamp(0, 1)
                 if pred.shape != gt.shape:
@@ -423,14 +425,13 @@ def run_restoration_benchmark(
                 crops[method.name][name] = _save_crops(
                     crops_root, dataset_info["name"], name, method.name, lq, pred, gt, crop_size, out_dir
                 )
-    rows = []
+    rows, dead = [], []
     for method in resolved:
         acc = accs[method.name]
         if not acc.per_image:
             fails = failed[method.name]
-            raise RuntimeError(
-                f"{method.name}: every image failed ({fails[0]['error'] if fails else 'no images'})"
-            )
+            dead.append(f"{method.name}: every image failed ({fails[0]['error'] if fails else 'no images'})")
+            continue
         result = acc.compute()
         n = result["count"]
         rows.append(
@@ -457,8 +458,10 @@ def run_restoration_benchmark(
                 "provenance": prov,
             }
         )
-    if out is not None:
-        write_rows(out, rows)
+    if out is not None and rows:
+        write_rows(out, rows)  # the methods that worked are kept even if another one failed throughout
+    if dead:
+        raise RuntimeError("; ".join(dead))
     return rows
 
 

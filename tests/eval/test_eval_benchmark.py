@@ -99,8 +99,11 @@ def test_restoration_failures_are_recorded(tmp_path):
     rows = run_restoration_benchmark(methods=["identity", Method("ok", lambda x: x)], data=pair_folders(lq, gt),
                                      metrics=["psnr"])  # fmt: skip
     assert rows[0]["failed"] == []
-    with pytest.raises(RuntimeError, match="every image failed"):
-        run_restoration_benchmark(methods=[Method("bad", bad)], data=pair_folders(lq, gt), metrics=["psnr"])
+    out = tmp_path / "partial.jsonl"
+    with pytest.raises(RuntimeError, match="bad: every image failed \\(boom\\)"):
+        run_restoration_benchmark(methods=["identity", Method("bad", bad)], data=pair_folders(lq, gt),
+                                  metrics=["psnr"], out=out)  # fmt: skip
+    assert [r["method"] for r in read_rows(out)] == ["identity"]  # what worked is kept
     calls = []
 
     def second_crops(x):  # the second image comes back one column short
