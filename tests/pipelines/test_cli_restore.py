@@ -110,7 +110,11 @@ def test_deblur_with_tiny_checkpoint_and_regions_prior(inputs: Path, tmp_path: P
     assert res.exit_code == 1 and "deblur model" in res.output
 
 
-def test_model_errors(inputs: Path, tmp_path: Path):
+def test_model_errors(inputs: Path, tmp_path: Path, monkeypatch):
+    import restore.zoo
+
+    # an installation without packaged weights (the state before the default models are trained)
+    monkeypatch.setattr(restore.zoo, "ZOO_FILE", tmp_path / "no-zoo.json")
     res = _run("deblur", inputs, tmp_path / "o")
     assert res.exit_code == 1 and "--model identity|PATH" in res.output
     res = _run("dehaze", inputs, tmp_path / "o")
