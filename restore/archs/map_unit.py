@@ -37,16 +37,14 @@ def _check_labels(x: torch.Tensor, labels: torch.Tensor) -> None:
         raise ValueError(f"mask_average_pool: labels must be >= 0, got min {int(labels.min())}")
 
 
-def region_means(x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Per-sample, per-region channel means of ``x (B, C, H, W)`` over ``labels (B, H, W)``.
+def region_sums(x: torch.Tensor, labels: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-sample region sums ``(B*k, C)`` (float32 at least) and pixel counts ``(B*k,)``.
 
-    Returns ``(B, C, 1, K)`` with ``K = max(labels) + 1`` over the batch (ids that no pixel of a
-    sample has get 0), computed for the whole batch with one ``index_add_`` over offset ids. The
-    4-D shape lets the table travel as a ``PriorOutput`` feature (see ``MapNAFNet.prepare_prior``).
+    Sample ``b``'s region ``i`` is row ``b*k + i``: one ``index_add_`` over offset ids for the whole
+    batch. ``labels`` must be < ``k``.
     """
     _check_labels(x, labels)
     b, c, h, w = x.shape
-    k = int(labels.max()) + 1 if labels.numel() else 1
     ids = labels.to(device=x.device, dtype=torch.long).reshape(b, h * w)
     # offset each sample's ids so that regions of different images never share a slot
     flat = (ids + torch.arange(b, device=x.device)[:, None] * k).reshape(-1)
@@ -54,9 +52,26 @@ def region_means(x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     acc = torch.promote_types(x.dtype, torch.float32)
     vals = x.permute(0, 2, 3, 1).reshape(-1, c).to(acc)
     sums = torch.zeros(b * k, c, dtype=acc, device=x.device).index_add_(0, flat, vals)
-    counts = torch.bincount(flat, minlength=b * k).clamp_(min=1).to(acc)
-    means = (sums / counts[:, None]).to(x.dtype)
-    return means.reshape(b, k, c).permute(0, 2, 1)[:, :, None, :]
+    return sums, torch.bincount(flat, minlength=b * k)
+
+
+def means_table(sums: torch.Tensor, counts: torch.Tensor, b: int, dtype: torch.dtype) -> torch.Tensor:
+    """``(B*k, C)`` sums and ``(B*k,)`` counts -> the ``(B, C, 1, k)`` table of means (0 where empty)."""
+    means = (sums / counts.clamp(min=1).to(sums.dtype)[:, None]).to(dtype)
+    return means.reshape(b, -1, sums.shape[1]).permute(0, 2, 1)[:, :, None, :]
+
+
+def region_means(x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Per-sample, per-region channel means of ``x (B, C, H, W)`` over ``labels (B, H, W)``.
+
+    Returns ``(B, C, 1, K)`` with ``K = max(labels) + 1`` over the batch (ids that no pixel of a
+    sample has get 0). The 4-D shape lets the table travel as a ``PriorOutput`` feature (see
+    ``MapNAFNet.prepare_prior``).
+    """
+    _check_labels(x, labels)
+    k = int(labels.max()) + 1 if labels.numel() else 1
+    sums, counts = region_sums(x, labels, k)
+    return means_table(sums, counts, x.shape[0], x.dtype)
 
 
 def gather_region_means(means: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

@@ -26,7 +26,7 @@ from torch import nn
 
 from ._registry import ARCHS
 from .fusion import SFTFusion
-from .map_unit import MapUnit, region_means
+from .map_unit import MapUnit, means_table, region_sums
 from .nafnet_arch import NAFNet
 
 if TYPE_CHECKING:
@@ -84,16 +84,27 @@ class MapNAFNet(nn.Module):
         )
         self.multiple = self.backbone.multiple
 
-    def prepare_prior(self, image: torch.Tensor, prior: PriorOutput) -> PriorOutput:
+    def prepare_prior(self, image: torch.Tensor, prior: PriorOutput, *, rows: int = 256) -> PriorOutput:
         """Add the whole image's MAP region means as feature ``map_region_means`` (B, S, 1, K).
 
         Called by the inference engine before tiling, so that every tile pools over whole regions,
-        not over the part of a region inside the tile (inference only; no region dropout).
+        not over the part of a region inside the tile (inference only; no region dropout). The
+        learned map is computed ``rows`` image rows at a time (with a 1-row halo for its 3x3
+        convolution, so the sums are exact) to keep memory bounded on very large images.
         """
         from robustsam_prior.prior import PriorOutput
 
         labels = _labels(prior, image, type(self).__name__)
-        means = region_means(self.map.seg(image), labels)
+        b, _, h, _ = image.shape
+        k = int(labels.max()) + 1
+        sums, counts = None, None
+        for y0 in range(0, h, rows):
+            y1 = min(h, y0 + rows)
+            top, bottom = max(0, y0 - 1), min(h, y1 + 1)
+            seg = self.map.seg(image[..., top:bottom, :])[..., y0 - top : y0 - top + y1 - y0, :]
+            s, c = region_sums(seg, labels[:, y0:y1], k)
+            sums, counts = (s, c) if sums is None else (sums + s, counts + c)
+        means = means_table(sums, counts, b, image.dtype)
         return PriorOutput(prior.labels, {**prior.features, MAP_MEANS: means}, dict(prior.meta))
 
     def _input(self, image: torch.Tensor, prior: PriorOutput | None) -> torch.Tensor:

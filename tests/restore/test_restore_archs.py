@@ -160,6 +160,11 @@ def test_prepare_prior_gives_tiles_whole_image_region_means():
         part = net._input(x[..., 5:17, 8:21], tile)
         plain = net._input(x[..., 5:17, 8:21], PriorOutput(pr.labels[:, 5:17, 8:21], {}, {}))
     torch.testing.assert_close(part, whole[..., 5:17, 8:21])  # exact, up to the tile's edges
+    with torch.no_grad():  # computed a few rows at a time (bounded memory): the same table
+        chunked = net.prepare_prior(x, pr, rows=5).features["map_region_means"]
+        direct = region_means(net.map.seg(x), pr.labels)
+    torch.testing.assert_close(chunked, prepared.features["map_region_means"], atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(chunked, direct, atol=1e-6, rtol=1e-5)
     assert (plain - whole[..., 5:17, 8:21]).abs().max() > 1e-4  # pooling inside the tile differs
 
 
