@@ -575,6 +575,17 @@ def train_restoration(
     metrics: Mapping[str, MetricFn] | None = None,
     output_dir: str | os.PathLike | None = None,
 ) -> dict[str, Any]:
-    """Build a :class:`Trainer` and run it (see module docstring); returns the summary."""
-    trainer = Trainer(config, resolved_config=resolved_config, metrics=metrics, output_dir=output_dir)
-    return trainer.fit(resume=resume)
+    """Build a :class:`Trainer` and run it (see module docstring); returns the summary.
+
+    The process-wide torch settings the trainer changes (thread count, deterministic algorithms) are
+    restored afterwards, so calling this from a larger program (or a test) leaves no trace.
+    """
+    threads = torch.get_num_threads()
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    try:
+        trainer = Trainer(config, resolved_config=resolved_config, metrics=metrics, output_dir=output_dir)
+        return trainer.fit(resume=resume)
+    finally:
+        torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)

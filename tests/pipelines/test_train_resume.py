@@ -22,6 +22,7 @@ def _weights(path):
     return read_checkpoint(path).state_dict
 
 
+@pytest.mark.slow
 def test_kill_and_resume_reaches_identical_parameters(tmp_path, recipe_factory, cli_script, subprocess_env, one_thread):
     recipe = recipe_factory(tmp_path, iterations=150, checkpoint_every=10)
     # the run that gets killed: a real process, SIGKILLed as soon as its first checkpoint exists
@@ -58,6 +59,7 @@ def test_kill_and_resume_reaches_identical_parameters(tmp_path, recipe_factory, 
     wa, wb = _weights(killed_dir / "models" / "final.safetensors"), _weights(tmp_path / "ref" / "models" / "final.safetensors")
     assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wb)
     assert resumed["metrics"] == ref["metrics"]
+    assert not torch.are_deterministic_algorithms_enabled(), "process-wide torch settings leaked"
 
 
 def test_interrupted_writes_keep_the_previous_good_files(tmp_path, recipe_factory, monkeypatch, one_thread):
