@@ -286,6 +286,8 @@ class Trainer:
             ck = read_checkpoint(cfg.model.init)
             load_strict(self.net, ck.state_dict, source=cfg.model.init)
         self.net.to(self.device)
+        self.memory_format = torch.channels_last if loop.channels_last else torch.contiguous_format
+        self.net.to(memory_format=self.memory_format)
         needs_prior = bool(getattr(self.net, "needs_prior", False))
         uses_features = tuple(getattr(self.net, "uses_features", ()))
         self.prior = None
@@ -429,7 +431,7 @@ class Trainer:
             s = self.val_ds[idx]
             lq, gt = s.lq[None].to(self.device), s.gt[None].to(self.device)
             prior = self._val_prior(idx, lq)
-            pred = module(lq, prior).clamp(0, 1)
+            pred = module(lq.contiguous(memory_format=self.memory_format), prior).clamp(0, 1)
             for j, name in enumerate(names):
                 sums[j] += float(self.metrics[name](pred, gt))
                 sums[len(names) + j] += float(self.metrics[name](lq, gt))
@@ -498,7 +500,7 @@ class Trainer:
             torch.manual_seed(_step_seed(self.cfg.seed, self.step))
             lq, gt = batch["lq"].to(self.device), batch["gt"].to(self.device)
             prior = self._prior_for(batch, lq)
-            pred = self.model(lq, prior)
+            pred = self.model(lq.contiguous(memory_format=self.memory_format), prior)
             loss, parts = self.loss(pred, gt)
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"non-finite loss {float(loss)} at iteration {self.step}")
