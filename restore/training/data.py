@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import fnmatch
 import logging
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -203,8 +204,8 @@ class PairDataset(torch.utils.data.Dataset):
         else:
             lq = list_images(config_path(opts.lq_dir), opts, f"{key}.lq_dir")
             self.pairs = match_pairs(lq, config_path(opts.gt_dir), opts.gt_match, key)
-        self._images: dict[int, tuple[np.ndarray | None, np.ndarray]] = {}
-        self._variants: dict[tuple[int, int], tuple[np.ndarray, np.ndarray | None]] = {}
+        self._images: OrderedDict[int, tuple[np.ndarray | None, np.ndarray]] = OrderedDict()
+        self._variants: OrderedDict[tuple[int, int], tuple[np.ndarray, np.ndarray | None]] = OrderedDict()
         self._perms: dict[int, np.ndarray] = {}
         self._check_sizes()
 
@@ -250,8 +251,15 @@ class PairDataset(torch.utils.data.Dataset):
             self._perms = {epoch: perm}  # keep one epoch: positions are visited in order
         return int(perm[offset])
 
+    def _remember(self, cache: OrderedDict, key: Any, value: Any) -> None:
+        cache[key] = value
+        while len(cache) > self.opts.cache_images:
+            cache.popitem(last=False)
+
     def _load(self, idx: int) -> tuple[np.ndarray | None, np.ndarray]:
-        if idx not in self._images:
+        if idx in self._images:
+            self._images.move_to_end(idx)
+        else:
             lq_path, gt_path = self.pairs[idx]
             gt = read_rgb(gt_path)
             lq = read_rgb(lq_path) if lq_path is not None else None
@@ -260,7 +268,8 @@ class PairDataset(torch.utils.data.Dataset):
                     f"{self.key}: {lq_path.name} is {lq.shape[1]}x{lq.shape[0]} but its ground truth "
                     f"{gt_path.name} is {gt.shape[1]}x{gt.shape[0]}"
                 )
-            self._images[idx] = (lq, gt)
+            self._remember(self._images, idx, (lq, gt))
+            return lq, gt
         return self._images[idx]
 
     # -- degradation and prior ---------------------------------------------------------------------
@@ -290,11 +299,14 @@ class PairDataset(torch.utils.data.Dataset):
     def _variant(self, idx: int, variant: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         lq, gt = self._load(idx)
         key = (idx, variant)
-        if key not in self._variants:
+        if key in self._variants:
+            self._variants.move_to_end(key)
+            lq, labels = self._variants[key]
+        else:
             if lq is None:
                 lq = self.degrade(gt, np.random.default_rng([_SEED_SALT, self.seed, 2, idx, variant]))
-            self._variants[key] = (lq, self.whole_prior(lq))
-        lq, labels = self._variants[key]
+            labels = self.whole_prior(lq)
+            self._remember(self._variants, key, (lq, labels))
         return lq, gt, labels
 
     # -- samples -----------------------------------------------------------------------------------

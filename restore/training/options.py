@@ -94,6 +94,9 @@ class DatasetOptions:
     augment: AugmentOptions = _f(AugmentOptions, "joint augmentation (training only)")
     max_images: int | None = _f(None, "use at most this many images (sorted by name)", min=1)
     grayscale_ok: bool = _f(True, "accept grayscale images (converted to RGB)")
+    cache_images: int = _f(
+        512, "decoded images (and degraded variants with their label maps) kept in memory, least recently used "
+        "dropped first; use prior.cache_dir so dropped label maps are read back instead of recomputed", min=0)
 
     def check(self) -> None:
         if self.type == "synthetic":

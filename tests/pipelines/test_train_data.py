@@ -153,3 +153,15 @@ def test_losses_match_basicsr_and_nafnet_definitions():
     assert set(parts) == {"l1", "psnr"}
     with pytest.raises(ValueError, match="at least one term"):
         PixelLoss(())
+
+
+def test_memory_cache_is_bounded_and_does_not_change_samples(tmp_path, pairs_factory):
+    opts = _synthetic(tmp_path, pairs_factory)
+    big = PairDataset(opts, key="k", seed=2, train=True, prior=QuantisePrior())
+    small = PairDataset(DatasetOptions(**{**opts.__dict__, "cache_images": 1}), key="k", seed=2, train=True,
+                        prior=QuantisePrior())
+    for p in range(9):
+        a, b = big[p], small[p]
+        assert torch.equal(a.lq, b.lq) and torch.equal(a.labels, b.labels)
+        assert len(small._images) <= 1 and len(small._variants) <= 1
+    assert len(big._images) == 3
