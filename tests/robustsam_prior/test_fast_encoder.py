@@ -153,6 +153,21 @@ def test_bias_chunking_does_not_change_the_result(budget):
     assert _rel(out, ref) < 1e-5
 
 
+def test_mlp_chunks_and_other_activation(monkeypatch):
+    """Token chunks smaller than the grid (with a ragged last chunk), and a non-GELU activation."""
+    import robustsam_prior.fast_encoder as fe
+
+    monkeypatch.setattr(fe, "MLP_CHUNK", 7)
+    enc = _encoder(img_size=72, window_size=4, depth=2, global_attn_indexes=(1,))
+    x = torch.randn(2, 3, 72, 72)
+    ref, out, _, _ = _run_both(enc, x)
+    assert _rel(out, ref) < 1e-5
+    for blk in enc.blocks:
+        blk.mlp.act = torch.nn.SiLU()
+    ref, out, _, _ = _run_both(enc, x)
+    assert _rel(out, ref) < 1e-5
+
+
 def test_without_rel_pos_or_qkv_bias():
     enc = _encoder(img_size=64, window_size=3, use_rel_pos=False, qkv_bias=False)
     x = torch.randn(1, 3, 64, 64)
