@@ -1,0 +1,283 @@
+"""How fast is the prior? RobustSAM's image encoder against the machine's matrix-multiply floor.
+
+Usage::
+
+    python benchmarks/prior_speed.py                   # vit_b at 1024x1024, 2 threads, 3 repeats
+    python benchmarks/prior_speed.py --repeats 5 --json out.json
+    python benchmarks/prior_speed.py --amg --e2e       # + automatic masks, + `dehaze` images/s
+
+What it measures, in one run (interleaved, so both paths see the same machine load):
+
+1. the fp32 matrix-multiply rate of this machine (median GFLOP/s of a square matmul, ``--mm-size``),
+   measured between the encoder runs;
+2. the FLOPs of the encoder (``torch.utils.flop_counter.FlopCounterMode``: matmuls, convolutions
+   and attention; element-wise work is not counted) for the stock and the fast path;
+3. seconds per image of ``segment_anything``'s stock ``ImageEncoderViT`` (vit_b hyper-parameters,
+   random weights, fixed seed) and of the same module after ``robustsam_prior.fast_encoder.accelerate``,
+   side by side, and the floor ``stock FLOPs / matmul rate``; fast / floor is the target ratio (<= 1.3);
+4. the largest relative difference between the two paths (final embedding and the early
+   global-block feature);
+5. with ``--amg``: RobustSAM automatic masks (32x32 points) on a 1024 image: decoder time vs
+   encoder time; with ``--e2e``: images/s of ``robustsam-restore dehaze`` on a folder of
+   1-megapixel images with the ``regions`` prior.
+
+The machine is shared: the 1-minute load average is printed before and after; timings are medians.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import statistics
+import sys
+import tempfile
+import time
+from functools import partial
+from pathlib import Path
+
+logger = logging.getLogger("prior_speed")
+
+# segment_anything's build_sam_vit_b/l/h hyper-parameters (segment_anything/build_sam.py)
+VARIANTS = {
+    "vit_b": dict(embed_dim=768, depth=12, num_heads=12, global_attn_indexes=(2, 5, 8, 11)),
+    "vit_l": dict(embed_dim=1024, depth=24, num_heads=16, global_attn_indexes=(5, 11, 17, 23)),
+    "vit_h": dict(embed_dim=1280, depth=32, num_heads=16, global_attn_indexes=(7, 15, 23, 31)),
+}
+
+
+def build_encoder(variant: str, img_size: int, seed: int = 0):
+    """A stock ``segment_anything`` ``ImageEncoderViT`` with random weights (rel-pos tables random too)."""
+    import torch
+    from segment_anything.modeling import ImageEncoderViT
+
+    torch.manual_seed(seed)
+    enc = ImageEncoderViT(
+        img_size=img_size,
+        patch_size=16,
+        mlp_ratio=4.0,
+        out_chans=256,
+        qkv_bias=True,
+        norm_layer=partial(torch.nn.LayerNorm, eps=1e-6),
+        use_rel_pos=True,
+        window_size=14,
+        **VARIANTS[variant],
+    ).eval()
+    with torch.no_grad():  # they init to zero; random values exercise the bias paths
+        for name, p in enc.named_parameters():
+            if "rel_pos" in name:
+                p.normal_(0.0, 0.02)
+    return enc
+
+
+def matmul_gflops(n: int, reps: int = 5, clock=time.perf_counter) -> float:
+    """Median GFLOP/s of an ``n x n @ n x n`` fp32 matmul (timed with ``clock``)."""
+    import torch
+
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    out = torch.empty(n, n)
+    torch.mm(a, b, out=out)
+    times = []
+    for _ in range(reps):
+        t = clock()
+        torch.mm(a, b, out=out)
+        times.append(clock() - t)
+    return 2 * n**3 / statistics.median(times) / 1e9
+
+
+def _register_cpu_sdpa_flops() -> None:
+    """FlopCounterMode knows the CUDA attention kernels but not the CPU flash kernel: count it the same way."""
+    import torch
+    from torch.utils import flop_counter
+
+    op = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
+    if op in flop_counter.flop_registry:
+        return
+
+    @flop_counter.register_flop_formula(op)
+    def _flops(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
+        return flop_counter.sdpa_flop_count(query_shape, key_shape, value_shape)
+
+
+def count_flops(fn) -> int:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    _register_cpu_sdpa_flops()
+    counter = FlopCounterMode(display=False)
+    with counter:
+        fn()
+    return int(counter.get_total_flops())
+
+
+def load() -> float:
+    return os.getloadavg()[0]
+
+
+def bench_encoder(args) -> dict:
+    import torch
+
+    from robustsam_prior.fast_encoder import accelerate, stock
+
+    enc = build_encoder(args.variant, args.size)
+    tap = VARIANTS[args.variant]["global_attn_indexes"][0]
+    captured = []
+    enc.blocks[tap].register_forward_hook(lambda _m, _i, out: captured.append(out))
+    x = torch.randn(1, 3, args.size, args.size, generator=torch.Generator().manual_seed(1))
+
+    clock = time.process_time if args.clock == "cpu" else time.perf_counter
+
+    def run(fast: bool):
+        (accelerate if fast else stock)(enc)
+        captured.clear()
+        t = clock()
+        y = enc(x)
+        return clock() - t, y, captured[0]
+
+    res: dict = {"variant": args.variant, "size": args.size, "threads": torch.get_num_threads(), "clock": args.clock}
+    with torch.inference_mode():  # (the counted runs also warm up both paths)
+        res["flops_stock"] = count_flops(lambda: run(False))
+        res["flops_fast"] = count_flops(lambda: run(True))
+        _, ref, ref_tap = run(False)  # warm-up + reference
+        _, out, out_tap = run(True)
+        res["rel_diff_embedding"] = ((out - ref).abs().max() / ref.abs().max()).item()
+        res["rel_diff_early"] = ((out_tap - ref_tap).abs().max() / ref_tap.abs().max()).item()
+        stock_t, fast_t, rates = [], [], []
+        for i in range(args.repeats):
+            rates.append(matmul_gflops(args.mm_size, clock=clock))
+            stock_t.append(run(False)[0])
+            rates.append(matmul_gflops(args.mm_size, clock=clock))
+            fast_t.append(run(True)[0])
+            logger.info("repeat %d: stock %.2f s, fast %.2f s, matmul %.0f/%.0f GFLOP/s (load %.1f)",
+                        i, stock_t[-1], fast_t[-1], rates[-2], rates[-1], load())
+    res["stock_s"] = statistics.median(stock_t)
+    res["fast_s"] = statistics.median(fast_t)
+    res["stock_s_all"], res["fast_s_all"], res["matmul_gflops_all"] = stock_t, fast_t, rates
+    res["matmul_gflops"] = statistics.median(rates)
+    res["floor_s"] = res["flops_stock"] / (res["matmul_gflops"] * 1e9)
+    res["fast_over_floor"] = res["fast_s"] / res["floor_s"]
+    res["stock_over_floor"] = res["stock_s"] / res["floor_s"]
+    res["speedup"] = res["stock_s"] / res["fast_s"]
+    return res
+
+
+def bench_amg(args) -> dict:
+    """Automatic masks (``--points``^2 grid) on one image: encoder vs everything after it."""
+    import numpy as np
+    import torch
+
+    from robustsam_prior import RobustSamAutomaticMaskGenerator, build_robustsam
+
+    torch.manual_seed(0)
+    config = json.loads(Path(args.amg_config).read_text()) if args.amg_config else args.variant
+    model = build_robustsam(config, fast=True).eval()
+    gen = RobustSamAutomaticMaskGenerator(model, points_per_side=args.points, points_per_batch=args.points_per_batch)
+    image = (np.random.default_rng(0).random((args.size, args.size, 3)) * 255).astype(np.uint8)
+    with torch.inference_mode():
+        t = time.perf_counter()
+        gen.predictor.set_image(image)
+        enc_s = time.perf_counter() - t
+        set_image = gen.predictor.set_image
+        gen.predictor.set_image = lambda *a, **k: None  # the embedding is already there
+        try:
+            t = time.perf_counter()
+            masks = gen.generate(image)
+            dec_s = time.perf_counter() - t
+        finally:
+            gen.predictor.set_image = set_image
+    return {"amg_points": args.points ** 2, "amg_encoder_s": enc_s, "amg_decoder_s": dec_s, "amg_masks": len(masks)}
+
+
+def bench_e2e(args) -> dict:
+    """Images/s of ``robustsam-restore dehaze`` on a folder of 1-megapixel images, ``regions`` prior."""
+    import numpy as np
+    from click.testing import CliRunner
+
+    from pipelines.cli import main
+    from robustsam_prior.io import write_image
+
+    with tempfile.TemporaryDirectory() as tmp:
+        src, dst = Path(tmp, "in"), Path(tmp, "out")
+        src.mkdir()
+        rng = np.random.default_rng(0)
+        for i in range(args.e2e_images):
+            write_image(src / f"img{i}.png", rng.random((1000, 1000, 3)).astype(np.float32))
+        cmd = ["dehaze", str(src), str(dst), "--prior", "regions"] + (["--model", args.e2e_model] if args.e2e_model else [])
+        t = time.perf_counter()
+        result = CliRunner().invoke(main, cmd, catch_exceptions=False)
+        secs = time.perf_counter() - t
+        if result.exit_code != 0:
+            raise RuntimeError(f"dehaze failed ({result.exit_code}): {result.output[-2000:]}")
+    return {"e2e_images": args.e2e_images, "e2e_s": secs, "e2e_images_per_s": args.e2e_images / secs}
+
+
+def print_table(res: dict) -> None:
+    g = 1e9
+    rows = [("machine", f"{res['threads']} threads, {res['clock']} clock, load {res['load_before']:.1f} -> "
+                        f"{res['load_after']:.1f} (1-min average, {os.cpu_count()} CPUs)")]
+    if "fast_s" in res:
+        rows += [
+            ("matmul rate (fp32, median)", f"{res['matmul_gflops']:.0f} GFLOP/s"),
+            (f"encoder {res['variant']} @ {res['size']}: FLOPs stock / fast",
+             f"{res['flops_stock'] / g:.0f} / {res['flops_fast'] / g:.0f} GFLOP"),
+            ("floor = stock FLOPs / rate", f"{res['floor_s']:.2f} s"),
+            ("stock segment_anything", f"{res['stock_s']:.2f} s/image  ({res['stock_over_floor']:.2f}x floor)"),
+            ("fast (robustsam_prior.fast_encoder)",
+             f"{res['fast_s']:.2f} s/image  ({res['fast_over_floor']:.2f}x floor)"),
+            ("speed-up", f"{res['speedup']:.2f}x"),
+            ("max rel. diff embedding / early", f"{res['rel_diff_embedding']:.1e} / {res['rel_diff_early']:.1e}"),
+        ]
+    if "amg_decoder_s" in res:
+        rows.append((f"automatic masks ({res['amg_points']} points)",
+                     f"encoder {res['amg_encoder_s']:.2f} s, decoder {res['amg_decoder_s']:.2f} s, "
+                     f"{res['amg_masks']} masks"))
+    if "e2e_images_per_s" in res:
+        rows.append(("dehaze, regions prior, 1 MP images",
+                     f"{res['e2e_images_per_s']:.2f} images/s ({res['e2e_images']} in {res['e2e_s']:.1f} s)"))
+    width = max(len(r[0]) for r in rows)
+    for name, value in rows:
+        print(f"{name:<{width}}  {value}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--variant", choices=sorted(VARIANTS), default="vit_b")
+    p.add_argument("--size", type=int, default=1024, help="input side in pixels (default 1024)")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--clock", choices=["wall", "cpu"], default="wall",
+                   help="wall: elapsed time; cpu: this process's CPU time (robust to other load; use with "
+                        "--threads 1, as the spin-waits of several threads count too)")
+    p.add_argument("--mm-size", type=int, default=2048, help="side of the square matmul for the rate")
+    p.add_argument("--no-encoder", action="store_true", help="skip the encoder comparison")
+    p.add_argument("--amg", action="store_true", help="also time automatic masks (needs robustsam_prior)")
+    p.add_argument("--points", type=int, default=32, help="points per side for --amg")
+    p.add_argument("--points-per-batch", type=int, default=64)
+    p.add_argument("--amg-config", default=None, help="RobustSAM config JSON for --amg (default: --variant)")
+    p.add_argument("--e2e", action="store_true", help="also time `robustsam-restore dehaze` end to end")
+    p.add_argument("--e2e-images", type=int, default=4)
+    p.add_argument("--e2e-model", default=None, help="--model for dehaze (default: the command's default)")
+    p.add_argument("--json", type=Path, default=None, help="also write the results here")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+    import torch
+
+    torch.set_num_threads(args.threads)
+    res = {"load_before": load(), "threads": args.threads, "clock": args.clock}
+    if not args.no_encoder:
+        res.update(bench_encoder(args))
+    if args.amg:
+        res.update(bench_amg(args))
+    if args.e2e:
+        res.update(bench_e2e(args))
+    res["load_after"] = load()
+    print_table(res)
+    if args.json:
+        args.json.write_text(json.dumps(res, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
