@@ -391,3 +391,12 @@ def test_register_with_basicsr():
 
     net = build_network({"type": "MapNAFNet", **TINY})
     assert type(net) is ARCHS.get("map_nafnet")
+
+
+def test_register_with_basicsr_refuses_a_different_class(monkeypatch):
+    register_with_basicsr()
+    from basicsr.utils.registry import ARCH_REGISTRY
+
+    monkeypatch.setattr(ARCH_REGISTRY, "_obj_map", {**ARCH_REGISTRY._obj_map, "NAFNet": object})
+    with pytest.raises(RuntimeError, match="different 'NAFNet'"):
+        register_with_basicsr()
