@@ -87,7 +87,7 @@ def matmul_gflops(n: int, reps: int = 5, clock=time.perf_counter) -> float:
 
 
 def _register_cpu_sdpa_flops() -> None:
-    """FlopCounterMode knows the CUDA attention kernels but not the CPU flash kernel: count it the same way."""
+    """FlopCounterMode misses the CPU flash-attention kernel and in-place addmm_: count them like their peers."""
     import torch
     from torch.utils import flop_counter
 
@@ -98,6 +98,9 @@ def _register_cpu_sdpa_flops() -> None:
     @flop_counter.register_flop_formula(op)
     def _flops(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
         return flop_counter.sdpa_flop_count(query_shape, key_shape, value_shape)
+
+    # in-place addmm (the fast MLP fuses its residual add into the second matmul)
+    flop_counter.register_flop_formula(torch.ops.aten.addmm_, get_raw=True)(flop_counter.addmm_flop)
 
 
 def count_flops(fn) -> int:
