@@ -50,14 +50,17 @@ MODELS: dict[str, dict[str, str]] = {
 MAX_BYTES = 15 * 1024 * 1024  # issue 7: each packaged model <= 15 MB
 
 
-def read_log(run: Path, log_every: int = 10) -> dict[str, Any]:
-    """Wall time and validation history from ``log.jsonl`` (``log_every``: the recipe's logging period)."""
+def read_log(run: Path, log_every: int = 10, upto: int | None = None) -> dict[str, Any]:
+    """Wall time and validation history from ``log.jsonl`` (``log_every``: the recipe's logging period)
+    up to iteration ``upto`` (the shipped weights' iteration; None = all)."""
     wall, val = 0.0, []
     log = run / "log.jsonl"
     if log.is_file():
         prev = 0
         for line in log.read_text(encoding="utf-8").splitlines():
             rec = json.loads(line)
+            if upto is not None and rec["iteration"] > upto:
+                continue
             if "it_per_s" in rec:
                 it = rec["iteration"]
                 # after a resume the log goes back to the checkpoint's iteration: one window of steps
@@ -69,7 +72,13 @@ def read_log(run: Path, log_every: int = 10) -> dict[str, Any]:
     return {"wall_time_s": round(wall, 1), "validation": val}
 
 
-def newest_weights(run: Path) -> Path:
+def newest_weights(run: Path, at: int | None = None) -> Path:
+    """``final.safetensors``, else the newest periodic file; ``at``: the periodic file of that iteration."""
+    if at is not None:
+        path = run / "models" / f"iter_{at:07d}.safetensors"
+        if not path.is_file():
+            raise FileNotFoundError(f"{run}: no weights of iteration {at} ({path.name}) under models/")
+        return path
     final = run / "models" / "final.safetensors"
     if final.is_file():
         return final
@@ -79,11 +88,11 @@ def newest_weights(run: Path) -> Path:
     return iters[-1]
 
 
-def ship(run: Path) -> dict[str, Any]:
-    """Package one run; returns its training record."""
+def ship(run: Path, at: int | None = None) -> dict[str, Any]:
+    """Package one run (its newest weights, or those of iteration ``at``); returns its training record."""
     from robustsam_prior.checkpoint import read_checkpoint, save_checkpoint
 
-    src = newest_weights(run)
+    src = newest_weights(run, at)
     ckpt = read_checkpoint(src)
     meta = dict(ckpt.metadata)
     name = meta.get("name")
@@ -91,7 +100,7 @@ def ship(run: Path) -> dict[str, Any]:
         raise ValueError(f"{src}: run name {name!r} is not one of {sorted(MODELS)}")
     spec = MODELS[name]
     loop = (meta.get("config") or {}).get("train", {})
-    log = read_log(run, int(loop.get("log_every", 10)))
+    log = read_log(run, int(loop.get("log_every", 10)), upto=meta.get("iteration"))
     planned = loop.get("iterations")
     record = {
         "zoo": spec["zoo"],
@@ -158,10 +167,11 @@ def write_tables(records: dict[str, dict[str, Any]]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="+", type=Path, help="run folders of robustsam-restore train")
+    parser.add_argument("--at", type=int, default=None, help="ship the periodic weights of this iteration")
     args = parser.parse_args()
     records = {}
     for run in args.runs:
-        rec = ship(run)
+        rec = ship(run, args.at)
         name = next(k for k, v in MODELS.items() if v["file"] == rec["file"])
         records[name] = rec
         print(f"{rec['zoo']}: {rec['file']} <- {run} (iteration {rec['iterations']}, "
