@@ -143,7 +143,7 @@ class AntiDegradationTrainer:
             self.model.set_bn_mode(self.config.bn_mode)
         losses = self.compute_losses(batch)
         if not torch.isfinite(losses["total"]):
-            raise FloatingPointError(f"non-finite loss at step {self.step_count}: { {k: float(v) for k, v in losses.items()} }")
+            raise FloatingPointError(f"non-finite loss at step {self.step_count}: { {k: float(v.detach()) for k, v in losses.items()} }")
         self.optimizer.zero_grad(set_to_none=True)
         losses["total"].backward()
         bad = [n for n, p in self.model.named_parameters() if p.grad is not None and not torch.isfinite(p.grad).all()]
@@ -198,6 +198,7 @@ def train_anti_degradation(
     fresh_robust_modules: bool = False,
     config: AntiDegradationConfig = AntiDegradationConfig(),
     dataset: Any = None,
+    scenes: int = 64,
     batch_size: int = 2,
     degradations: tuple[str, ...] | None = None,
     severities: tuple[int, ...] = (1, 2, 3, 4, 5),
@@ -207,14 +208,17 @@ def train_anti_degradation(
     seed: int = 0,
     device: str = "cpu",
     progress: bool = True,
+    callback: Callable[[int, dict[str, float]], None] | None = None,
+    metadata: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """One call for a whole run (what a ``kind: robustsam`` training recipe maps to).
 
     Builds the model (``model_config`` and/or ``checkpoint``; a Meta SAM checkpoint needs
     ``fresh_robust_modules=True``), draws pairs from ``dataset`` (default: the built-in procedural
-    shapes at the model's input size, 64 scenes) degraded with ``degradations`` (default: the paper's
+    shapes at the model's input size, ``scenes`` of them) degraded with ``degradations`` (default: the paper's
     15 Robust-Seg degradations) plus the identity, trains ``config.steps`` steps and writes
-    ``output`` (this project's RobustSAM safetensors). Returns a JSON-able summary.
+    ``output`` (this project's RobustSAM safetensors, ``metadata`` added to its header).
+    ``callback(step, losses)`` is called after every step. Returns a JSON-able summary.
     """
     import time
 
@@ -226,7 +230,7 @@ def train_anti_degradation(
     torch.manual_seed(seed)
     model = build_robustsam(model_config, checkpoint, fresh_robust_modules=fresh_robust_modules, device=device)
     if dataset is None:
-        dataset = ShapesDataset(length=64, height=model.image_size, width=model.image_size, seed=seed)
+        dataset = ShapesDataset(length=scenes, height=model.image_size, width=model.image_size, seed=seed)
     sampler = PairSampler(
         dataset,
         batch_size=batch_size,
@@ -239,8 +243,8 @@ def train_anti_degradation(
     )
     trainer = AntiDegradationTrainer(model, config)
     start = time.perf_counter()
-    history = trainer.train(sampler, progress=progress)
-    sha = trainer.save(output, metadata={"initialised_from": model.checkpoint_path, "seed": seed})
+    history = trainer.train(sampler, progress=progress, callback=callback)
+    sha = trainer.save(output, metadata={"initialised_from": model.checkpoint_path, "seed": seed, **(metadata or {})})
     return {
         "steps": trainer.step_count,
         "wall_time_s": time.perf_counter() - start,
@@ -249,3 +253,89 @@ def train_anti_degradation(
         "weights": str(output),
         "sha256": sha,
     }
+
+
+def train_from_options(
+    options: Any,
+    *,
+    resolved_config: dict[str, Any] | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Run a validated ``kind: robustsam`` recipe
+    (:class:`robustsam_prior.training.options.RobustSamTrainConfig`).
+
+    Writes under ``options.output_dir``: ``models/final.safetensors`` (this project's RobustSAM
+    checkpoint; metadata: run name, initial checkpoint, seed, training settings, ``recipe`` = ``resolved_config``),
+    ``log.jsonl`` (one line ``{"step", <loss terms>}`` every ``train.log_every`` steps, first and last
+    always) and ``summary.json``; returns the summary (see :func:`train_anti_degradation`, plus
+    ``log`` and ``output_dir``). Single process; torch's thread count is restored afterwards.
+    """
+    import json
+    from pathlib import Path
+
+    from ..fileio import atomic_write, write_json
+    from .losses import LossWeights
+
+    o = options
+    out = Path(o.output_dir)
+    (out / "models").mkdir(parents=True, exist_ok=True)
+    device = o.train.device
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    config = AntiDegradationConfig(
+        steps=o.train.steps,
+        lr=o.optim.lr,
+        weight_decay=o.optim.weight_decay,
+        grad_clip=o.optim.grad_clip,
+        prompt=o.data.prompt,
+        train_sam_decoder=o.train.train_sam_decoder,
+        detach_targets=o.train.detach_targets,
+        bn_mode=o.train.bn_mode,
+        weights=LossWeights(focal=o.losses.focal, dice=o.losses.dice, token=o.losses.token, feature=o.losses.feature),
+    )
+    dataset = None
+    if o.data.image_size is not None:
+        from ..data.shapes import ShapesDataset
+
+        dataset = ShapesDataset(length=o.data.scenes, height=o.data.image_size, width=o.data.image_size, seed=o.seed)
+
+    lines: list[str] = []
+    steps = o.train.steps
+
+    def log(step: int, terms: dict[str, float]) -> None:
+        if step == 1 or step == steps or step % o.train.log_every == 0:
+            lines.append(json.dumps({"step": step, **terms}))
+            logger.info("step %d: %s", step, ", ".join(f"{k} {v:.4g}" for k, v in terms.items()))
+
+    threads = torch.get_num_threads()
+    if o.train.threads is not None:
+        torch.set_num_threads(o.train.threads)
+    try:
+        summary = train_anti_degradation(
+            output=out / "models" / "final.safetensors",
+            model_config=o.model.model_config(),
+            checkpoint=o.model.checkpoint,
+            fresh_robust_modules=o.model.fresh_robust_modules,
+            config=config,
+            dataset=dataset,
+            scenes=o.data.scenes,
+            batch_size=o.train.batch_size,
+            degradations=o.data.degradations,
+            severities=tuple(o.data.severities),
+            include_identity=o.data.identity,
+            num_points=o.data.num_points,
+            instance=o.data.instance,
+            seed=o.seed,
+            device=device,
+            progress=progress,
+            callback=log,
+            metadata={"name": o.name, **({"recipe": resolved_config} if resolved_config else {})},
+        )
+    finally:
+        torch.set_num_threads(threads)
+        if lines:
+            with atomic_write(out / "log.jsonl", "w") as f:
+                f.write("\n".join(lines) + "\n")
+    summary.update({"output_dir": str(out), "log": str(out / "log.jsonl"), "device": device})
+    write_json(out / "summary.json", summary)
+    return summary

@@ -1,0 +1,193 @@
+"""Typed, frozen options of a RobustSAM anti-degradation training run (``kind: robustsam`` recipes).
+
+Plain stdlib dataclasses, like ``restore.training.options``: ``pipelines.config`` validates YAML into
+them (key-path errors, "did you mean", ``2e-4`` as a number, ``key=value`` overrides, the resolved
+config saved) and :func:`robustsam_prior.training.trainer.train_from_options` runs them. Field
+metadata (``help``, ``min``, ``max``, ``exists``, ``min_len``) drives validation and the JSON Schema;
+``check()`` raises ``ValueError("key: message")`` for cross-field rules. Nothing here imports torch.
+
+Defaults follow the official code (robustsam_spec.md section 3.2: Adam lr 1e-4, weight decay 1e-5,
+gradient clip 1.0, 3 positive points, loss weights focal 20 / dice 1 / token 2 / feature 100), except
+that SAM stays frozen (``train.train_sam_decoder: false``) as the paper says.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+VARIANT_NAMES = ("vit_b", "vit_l", "vit_h")
+# the paper's 15 Robust-Seg degradations (robustsam_prior.degradations.ROBUST_SEG_SET) is the default:
+# ``data.degradations: null``
+
+
+def _f(default: Any = None, help: str = "", **meta: Any) -> Any:
+    if isinstance(default, type):  # nested dataclass default: a fresh one each time
+        return field(default_factory=default, metadata={"help": help, **meta})
+    return field(default=default, metadata={"help": help, **meta})
+
+
+def _req(help: str, **meta: Any) -> Any:
+    return field(metadata={"help": help, **meta})
+
+
+@dataclass(frozen=True)
+class RobustSamArchOptions:
+    """A custom RobustSAM architecture; keys as the reference ``tiny_config.json``
+    (``robustsam_prior.modeling.build.RobustSamConfig``)."""
+
+    img_size: int = _req("encoder input side in pixels (a multiple of patch)", min=1)
+    patch: int = _req("ViT patch size", min=1)
+    enc_dim: int = _req("ViT width", min=1)
+    enc_depth: int = _req("ViT depth (blocks)", min=1)
+    enc_heads: int = _req("ViT attention heads", min=1)
+    global_attn: tuple[int, ...] = _req("indexes of global-attention blocks (the first is the early-feature tap)",
+                                        min_len=1)
+    window: int = _req("window size of the other ViT blocks", min=1)
+    prompt_dim: int = _req("prompt / two-way transformer width", min=1)
+    dec_depth: int = _req("two-way transformer depth", min=1)
+    dec_mlp: int = _req("two-way transformer MLP width", min=1)
+    dec_heads: int = _req("two-way transformer heads", min=1)
+    iou_hidden: int = _req("IoU head width", min=1)
+    mask_in_chans: int = _req("prompt-encoder mask channels", min=1)
+    num_multimask_outputs: int = _f(3, "multimask outputs (3 in every official model)", min=1)
+
+    def check(self) -> None:  # the rules of RobustSamConfig.validate, with key paths
+        if self.img_size % self.patch:
+            raise ValueError(f"img_size: {self.img_size} is not a multiple of patch {self.patch}")
+        bad = [i for i in self.global_attn if not 0 <= i < self.enc_depth]
+        if bad:
+            raise ValueError(f"global_attn: {bad[0]} is not a block index in 0..{self.enc_depth - 1}")
+        if self.enc_dim % self.enc_heads:
+            raise ValueError(f"enc_heads: {self.enc_heads} does not divide enc_dim {self.enc_dim}")
+        if self.prompt_dim % self.dec_heads:
+            raise ValueError(f"dec_heads: {self.dec_heads} does not divide prompt_dim {self.prompt_dim}")
+
+
+@dataclass(frozen=True)
+class RobustSamModelOptions:
+    """The model to train: an official size or a custom ``arch``, and the weights to start from."""
+
+    variant: Literal["vit_b", "vit_l", "vit_h"] | None = _f(
+        None, "official size; null = take it from the checkpoint, or use arch")
+    arch: RobustSamArchOptions | None = _f(None, "custom (e.g. tiny) architecture instead of a variant")
+    checkpoint: str | None = _f(
+        None, "starting weights: a RobustSAM checkpoint (robustsam_checkpoint_b.pth or this project's "
+        ".safetensors) or, with fresh_robust_modules, a Meta SAM one (sam_vit_b_01ec64.pth); null = random",
+        exists="file")
+    fresh_robust_modules: bool = _f(
+        False, "accept a SAM checkpoint and initialise the six RobustSAM modules randomly")
+
+    def check(self) -> None:
+        if self.variant is not None and self.arch is not None:
+            raise ValueError("arch: give either variant or arch, not both")
+        if self.variant is None and self.arch is None and self.checkpoint is None:
+            raise ValueError("variant: needs a variant, an arch or a checkpoint to build the model from")
+        if self.fresh_robust_modules and self.checkpoint is None:
+            raise ValueError("fresh_robust_modules: only meaningful with a (SAM) checkpoint")
+
+    def model_config(self) -> str | dict[str, Any] | None:
+        """What ``build_robustsam(config, ...)`` takes: a variant name, a dict, or None (from the file)."""
+        if self.arch is not None:
+            d = {k: getattr(self.arch, k) for k in self.arch.__dataclass_fields__}
+            d["global_attn"] = list(d["global_attn"])
+            return d
+        return self.variant
+
+
+@dataclass(frozen=True)
+class RobustSamDataOptions:
+    """Clear/degraded pairs with a ground-truth instance mask and prompts drawn from it.
+
+    ``source: shapes``: the built-in procedural scenes (``robustsam_prior.data.shapes``, exact masks,
+    no download), ``scenes`` of them at the model's input size. Each pair's degraded image is drawn
+    uniformly from ``degradations`` (+ the identity when ``identity``) at a severity drawn from
+    ``severities`` — the paper's "15 degradations + identity mapping".
+    """
+
+    source: Literal["shapes"] = _f("shapes", "where scenes come from")
+    scenes: int = _f(64, "number of distinct scenes", min=1)
+    image_size: int | None = _f(None, "scene side in pixels (null = the model's input size)", min=8)
+    degradations: tuple[str, ...] | None = _f(
+        None, "degradation names from robustsam_prior.degradations (null = the paper's 15 Robust-Seg ones)")
+    severities: tuple[int, ...] = _f((1, 2, 3, 4, 5), "severities to draw from (1..5)", min_len=1)
+    identity: bool = _f(True, "also draw the identity mapping (degraded = clear)")
+    num_points: int = _f(3, "positive point prompts per pair (official: 3)", min=1)
+    prompt: Literal["points", "box", "both"] = _f("points", "prompts given to both branches")
+    instance: Literal["random", "largest"] = _f("random", "which instance of a scene is the target")
+
+    def check(self) -> None:
+        bad = [s for s in self.severities if not 1 <= s <= 5]
+        if bad:
+            raise ValueError(f"severities: expected values in 1..5, got {bad[0]}")
+        if self.degradations is not None:
+            if not self.degradations and not self.identity:
+                raise ValueError("degradations: empty, and identity is false: nothing to draw")
+            from robustsam_prior.degradations import DEGRADATIONS  # registry names (no weights)
+            from robustsam_prior.registry import did_you_mean
+
+            known = list(DEGRADATIONS.names())
+            for i, name in enumerate(self.degradations):
+                if name not in known:
+                    raise ValueError(f"degradations[{i}]: unknown degradation {name!r}{did_you_mean(name, known)}")
+
+
+@dataclass(frozen=True)
+class RobustSamLossOptions:
+    """Loss weights (official ``engine.py``, robustsam_spec.md section 3.2): total = focal * Focal +
+    dice * Dice (degraded-image mask vs ground truth) + token * MSE(tokens) + feature * MSE(mask features)."""
+
+    focal: float = _f(20.0, "weight of the sigmoid focal loss", min=0.0)
+    dice: float = _f(1.0, "weight of the Dice loss", min=0.0)
+    token: float = _f(2.0, "weight of the output-token consistency loss (L_TC)", min=0.0)
+    feature: float = _f(100.0, "weight of the mask-feature consistency loss (L_MFC)", min=0.0)
+
+    def check(self) -> None:
+        if not (self.focal or self.dice or self.token or self.feature):
+            raise ValueError("feature: every loss weight is 0")
+
+
+@dataclass(frozen=True)
+class RobustSamOptimOptions:
+    """Adam, as the official code."""
+
+    lr: float = _f(1e-4, "learning rate (official: 1e-4)", min=0.0)
+    weight_decay: float = _f(1e-5, "Adam (L2) weight decay (official: 1e-5)", min=0.0)
+    grad_clip: float = _f(1.0, "gradient-norm clip (official: 1.0)", min=0.0)
+
+    def check(self) -> None:
+        if self.lr <= 0:
+            raise ValueError(f"lr: must be > 0, got {self.lr}")
+        if self.grad_clip <= 0:
+            raise ValueError(f"grad_clip: must be > 0, got {self.grad_clip}")
+
+
+@dataclass(frozen=True)
+class RobustSamLoopOptions:
+    """Steps, batch, what trains, logging and the device."""
+
+    steps: int = _f(1000, "optimizer steps", min=1)
+    batch_size: int = _f(2, "pairs per step", min=1)
+    train_sam_decoder: bool = _f(
+        False, "also train SAM's mask decoder as the official code does (false = the paper's frozen SAM)")
+    detach_targets: bool = _f(False, "no gradient through the clear (target) branch")
+    bn_mode: Literal["batch", "running"] = _f("batch", "BatchNorm statistics while training (official: batch)")
+    log_every: int = _f(10, "append the loss terms to log.jsonl every N steps (the first and last always)", min=1)
+    device: str = _f("cpu", "cpu, cuda, cuda:N or auto")
+    threads: int | None = _f(None, "torch CPU threads (null = torch's default)", min=1)
+
+
+@dataclass(frozen=True)
+class RobustSamTrainConfig:
+    """A RobustSAM anti-degradation training recipe (``kind: robustsam``):
+    ``robustsam-restore train RECIPE.yml [key=value ...]``."""
+
+    kind: Literal["robustsam"] = _f("robustsam", "what is trained")
+    name: str = _f("robustsam", "run name (recorded in the checkpoint)")
+    seed: int = _f(0, "seed of initialisation, scenes, pairs, degradations and prompts", min=0)
+    output_dir: str = _f("runs/robustsam", "folder for the weights, log and resolved config")
+    model: RobustSamModelOptions = _f(RobustSamModelOptions, "the model and its starting weights")
+    data: RobustSamDataOptions = _f(RobustSamDataOptions, "training pairs")
+    losses: RobustSamLossOptions = _f(RobustSamLossOptions, "loss weights")
+    optim: RobustSamOptimOptions = _f(RobustSamOptimOptions, "optimizer")
+    train: RobustSamLoopOptions = _f(RobustSamLoopOptions, "optimisation loop")
