@@ -324,9 +324,22 @@ def apply_overrides(data: dict, overrides: list[str] | tuple[str, ...]) -> dict:
     return data
 
 
-def load_config(cls: type, path: str | os.PathLike, overrides: list[str] | tuple[str, ...] = ()) -> Any:
-    """Read YAML ``path``, apply ``overrides``, validate into ``cls``; errors name the file and key."""
+def load_config(
+    cls: type,
+    path: str | os.PathLike,
+    overrides: list[str] | tuple[str, ...] = (),
+    *,
+    kinds: dict[str, type] | None = None,
+) -> Any:
+    """Read YAML ``path``, apply ``overrides``, validate into ``cls``; errors name the file and key.
+
+    ``kinds``: other dataclasses chosen by the top-level ``kind`` key (after overrides), e.g.
+    ``{"robustsam": RobustSamTrainConfig}`` for training recipes; any other ``kind`` goes to ``cls``.
+    """
     data = apply_overrides(read_yaml(path), overrides)
+    kind = data.get("kind")
+    if kinds and isinstance(kind, str) and kind in kinds:
+        cls = kinds[kind]
     try:
         return build(cls, data)
     except ConfigError as e:
@@ -367,11 +380,27 @@ def save_resolved(obj: Any, path: str | os.PathLike, *, source: str | None = Non
 # ---------------------------------------------------------------------------------------------
 
 
-def json_schema(cls: type, *, title: str | None = None) -> dict:
-    """A JSON Schema (draft 2020-12) of the YAML format described by dataclass ``cls``."""
+def json_schema(cls: type, *, title: str | None = None, kinds: dict[str, type] | None = None) -> dict:
+    """A JSON Schema (draft 2020-12) of the YAML format described by dataclass ``cls``.
+
+    ``kinds`` (as in :func:`load_config`): a document whose ``kind`` is one of its keys follows that
+    dataclass instead (``if``/``then`` on ``kind``); every other document follows ``cls``.
+    """
     defs: dict[str, dict] = {}
     root = _schema_of(cls, {}, defs)
     out = {"$schema": "https://json-schema.org/draft/2020-12/schema", "title": title or cls.__name__}
+    if kinds:
+        branch: dict[str, Any] = {"$ref": f"#/$defs/{cls.__name__}"}
+        for kind, other in reversed(list(kinds.items())):
+            _schema_of(other, {}, defs)
+            branch = {
+                "if": {"properties": {"kind": {"const": kind}}, "required": ["kind"]},
+                "then": {"$ref": f"#/$defs/{other.__name__}"},
+                "else": branch,
+            }
+        out.update(branch)
+        out["$defs"] = defs
+        return out
     out.update(defs[cls.__name__])
     others = {k: v for k, v in defs.items() if k != cls.__name__}
     if others:
@@ -459,11 +488,26 @@ SCHEMAS: dict[str, str] = {
     "train": "restore.training.options:TrainConfig",
     "pipeline": "pipelines.runner:PipelineConfig",
 }
+# formats with other dataclasses selected by the top-level ``kind``: name -> {kind: "module:dataclass"}
+SCHEMA_KINDS: dict[str, dict[str, str]] = {
+    "train": {"robustsam": "robustsam_prior.training.options:RobustSamTrainConfig"},
+}
+
+
+def _import_target(target: str) -> type:
+    import importlib
+
+    module, attr = target.split(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def format_kinds(name: str) -> dict[str, type]:
+    """The ``kinds`` table of format ``name`` (see :data:`SCHEMA_KINDS`), for :func:`load_config`."""
+    return {kind: _import_target(t) for kind, t in SCHEMA_KINDS.get(name, {}).items()}
 
 
 def write_schemas(folder: str | os.PathLike) -> list[Path]:
     """Write ``<name>.schema.json`` for every format in :data:`SCHEMAS` into ``folder``."""
-    import importlib
     import json
 
     from robustsam_prior.fileio import atomic_write
@@ -471,11 +515,10 @@ def write_schemas(folder: str | os.PathLike) -> list[Path]:
     folder = Path(folder)
     written = []
     for name, target in SCHEMAS.items():
-        module, attr = target.split(":")
-        cls = getattr(importlib.import_module(module), attr)
+        cls = _import_target(target)
         path = folder / f"{name}.schema.json"
         with atomic_write(path, "w") as f:
-            json.dump(json_schema(cls, title=f"robustsam-restore {name} YAML"), f, indent=2)
+            json.dump(json_schema(cls, title=f"robustsam-restore {name} YAML", kinds=format_kinds(name)), f, indent=2)
             f.write("\n")
         written.append(path)
     return written

@@ -1,7 +1,8 @@
-"""``robustsam-restore train RECIPE.yml [key=value ...] [--resume]``: train a restoration network.
+"""``robustsam-restore train RECIPE.yml [key=value ...] [--resume]``: train a restoration network,
+or (``kind: robustsam``) RobustSAM's anti-degradation modules.
 
 The recipe is validated into :class:`restore.training.options.TrainConfig` (key-path errors, "did you
-mean"); ``key=value`` overrides are applied first and the resolved config is written to
+mean"), or :class:`robustsam_prior.training.options.RobustSamTrainConfig` for ``kind: robustsam``; ``key=value`` overrides are applied first and the resolved config is written to
 ``OUTPUT_DIR/config.yml``. Under ``torchrun --nproc_per_node N`` (``python -m torch.distributed.run``)
 the same command trains with DDP.
 """
@@ -17,11 +18,45 @@ logger = logging.getLogger(__name__)
 
 
 def load_train_config(path: str, overrides: tuple[str, ...] | list[str]):
-    """Validated :class:`TrainConfig` from a YAML file plus overrides (``ConfigError`` on problems)."""
-    from pipelines.config import load_config
+    """Validated :class:`TrainConfig` from a YAML file plus overrides (``ConfigError`` on problems);
+    ``kind: robustsam`` recipes give a :class:`robustsam_prior.training.options.RobustSamTrainConfig`."""
+    from pipelines.config import format_kinds, load_config
     from restore.training.options import TrainConfig
 
-    return load_config(TrainConfig, path, overrides)
+    return load_config(TrainConfig, path, overrides, kinds=format_kinds("train"))
+
+
+def train_robustsam(cfg, *, recipe: str, overrides: tuple[str, ...], resume: bool, as_json: bool) -> None:
+    """The ``kind: robustsam`` branch: RobustSAM anti-degradation training (single process)."""
+    import os
+    from pathlib import Path
+
+    from pipelines.config import save_resolved, to_dict
+    from robustsam_prior.checkpoint import CheckpointError
+    from robustsam_prior.training.trainer import train_from_options
+
+    if resume:
+        raise click.ClickException(f"{recipe}: --resume is not supported for kind 'robustsam' (runs are short)")
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise click.ClickException(f"{recipe}: kind 'robustsam' trains in one process; run it without torchrun")
+    out = Path(cfg.output_dir)
+    final = out / "models" / "final.safetensors"
+    if final.is_file():
+        raise click.ClickException(f"{out} already holds a run ({final.relative_to(out)}); choose another output_dir")
+    save_resolved(cfg, out / "config.yml", source=recipe, overrides=overrides)
+    try:
+        summary = train_from_options(cfg, resolved_config=to_dict(cfg))
+    except (CheckpointError, FileNotFoundError, FloatingPointError) as e:
+        raise click.ClickException(str(e)) from None
+    if as_json:
+        click.echo(json.dumps(summary, indent=2))
+        return
+    first, last = summary["first_losses"], summary["last_losses"]
+    click.echo(
+        f"trained RobustSAM's anti-degradation modules for {summary['steps']} steps in "
+        f"{summary['wall_time_s']:.1f} s; loss {first.get('total', float('nan')):.4f} -> "
+        f"{last.get('total', float('nan')):.4f}; weights: {summary['weights']}"
+    )
 
 
 def eval_metrics() -> dict:
@@ -48,10 +83,9 @@ def train(recipe: str, overrides: tuple[str, ...], resume: bool, output_dir: str
         cfg = load_train_config(recipe, overrides)
     except ConfigError as e:
         raise click.ClickException(str(e)) from None
-    if cfg.kind == "robustsam":
-        raise click.ClickException(
-            f"{recipe}: kind 'robustsam' (RobustSAM anti-degradation training) is not available yet"
-        )
+    if cfg.kind == "robustsam":  # a RobustSamTrainConfig (load_train_config dispatches on kind)
+        train_robustsam(cfg, recipe=recipe, overrides=overrides, resume=resume, as_json=as_json)
+        return
     from pathlib import Path
 
     from restore.training.data import DataError

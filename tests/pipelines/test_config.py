@@ -180,6 +180,13 @@ def test_every_shipped_yaml_validates(tmp_path):
         if data.get("kind") == "pipeline":
             cfg = build(PipelineConfig, {**data, "input": str(REPO)})
             assert cfg.steps
+        elif data.get("kind") == "robustsam":  # RobustSAM recipes (more in test_train_robustsam_cli.py)
+            from robustsam_prior.training.options import RobustSamTrainConfig
+
+            (tmp_path / "sam.pth").touch()  # full-size recipes name SAM weights that exist only where downloaded
+            overrides = [f"model.checkpoint={tmp_path / 'sam.pth'}"] if data["model"].get("checkpoint") else []
+            cfg = build(RobustSamTrainConfig, apply_overrides(data, overrides))
+            assert to_dict(cfg)["name"] == data["name"]
         else:
             # full-size recipes name dataset folders that exist only where the data sets are
             overrides = [f"data.{split}.{key}={tmp_path}" for split in ("train", "val")
