@@ -46,7 +46,7 @@ def train_robustsam(cfg, *, recipe: str, overrides: tuple[str, ...], resume: boo
     save_resolved(cfg, out / "config.yml", source=recipe, overrides=overrides)
     try:
         summary = train_from_options(cfg, resolved_config=to_dict(cfg))
-    except (CheckpointError, FileNotFoundError, FloatingPointError) as e:
+    except (CheckpointError, FloatingPointError, ValueError) as e:  # bad weights, divergence, no CUDA
         raise click.ClickException(str(e)) from None
     if as_json:
         click.echo(json.dumps(summary, indent=2))

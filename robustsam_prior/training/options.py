@@ -176,6 +176,12 @@ class RobustSamLoopOptions:
     device: str = _f("cpu", "cpu, cuda, cuda:N or auto")
     threads: int | None = _f(None, "torch CPU threads (null = torch's default)", min=1)
 
+    def check(self) -> None:
+        import re
+
+        if not re.fullmatch(r"cpu|auto|cuda(:\d+)?", self.device):
+            raise ValueError(f"device: expected cpu, cuda, cuda:N or auto, got {self.device!r}")
+
 
 @dataclass(frozen=True)
 class RobustSamTrainConfig:

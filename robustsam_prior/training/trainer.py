@@ -278,10 +278,12 @@ def train_from_options(
 
     o = options
     out = Path(o.output_dir)
-    (out / "models").mkdir(parents=True, exist_ok=True)
     device = o.train.device
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
+    elif device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"train.device: {device!r} was asked for but CUDA is not available here")
+    (out / "models").mkdir(parents=True, exist_ok=True)
     config = AntiDegradationConfig(
         steps=o.train.steps,
         lr=o.optim.lr,

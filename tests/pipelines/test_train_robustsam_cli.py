@@ -135,6 +135,9 @@ def test_training_errors_are_click_errors(tmp_path, sam_file, monkeypatch):
                              "train.steps=4", "data.scenes=1"])
     assert r.exit_code == 1 and "non-finite" in r.output, r.output
     assert not (tmp_path / "b" / "models" / "final.safetensors").exists()
+    if not torch.cuda.is_available():
+        r = runner.invoke(main, ["train", SMOKE, f"output_dir={tmp_path / 'c'}", "train.device=cuda:0"])
+        assert r.exit_code == 1 and "train.device: 'cuda:0' was asked for but CUDA is not available" in r.output
 
 
 @pytest.mark.parametrize(
@@ -165,6 +168,7 @@ def test_training_errors_are_click_errors(tmp_path, sam_file, monkeypatch):
         (["data.source=coco"], "data.source: expected one of 'shapes', got 'coco'"),
         (["losses.focal=0", "losses.dice=0", "losses.token=0", "losses.feature=0"], "losses.feature: every loss weight is 0"),
         (["losses.token=-1"], "losses.token: must be >= 0.0, got -1.0"),
+        (["train.device=gpu"], "train.device: expected cpu, cuda, cuda:N or auto, got 'gpu'"),
     ],
 )
 def test_config_errors_name_the_key_path(overrides, message):
