@@ -124,6 +124,23 @@ def test_shipped_recipe_as_is_json_summary(tmp_path, monkeypatch):
     assert json.loads((tmp_path / "r" / "log.jsonl").read_text())["step"] == 1
 
 
+def test_official_mode_updates_sam_decoder_only(tmp_path, sam_file, monkeypatch):
+    from robustsam_prior.checkpoint import read_checkpoint
+
+    monkeypatch.chdir(REPO)
+    out = tmp_path / "official"
+    r = CliRunner().invoke(main, ["train", SMOKE, f"output_dir={out}", f"model.checkpoint={sam_file}",
+                                  "model.fresh_robust_modules=true", "train.train_sam_decoder=true", "train.steps=3",
+                                  "train.log_every=2", "train.batch_size=1", "data.scenes=1", "data.prompt=both"])
+    assert r.exit_code == 0, r.output
+    assert [json.loads(x)["step"] for x in (out / "log.jsonl").read_text().splitlines()] == [1, 2, 3]
+    sam = torch.load(sam_file, weights_only=True)
+    state = read_checkpoint(out / "models" / "final.safetensors").state_dict
+    changed = {k for k in sam if not torch.equal(sam[k], state[k])}
+    assert changed and all(k.startswith("mask_decoder.") for k in changed)
+    assert "mask_decoder.transformer.layers.0.mlp.lin1.weight" in changed
+
+
 def test_training_errors_are_click_errors(tmp_path, sam_file, monkeypatch):
     monkeypatch.chdir(REPO)
     runner = CliRunner()
