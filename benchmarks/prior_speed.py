@@ -130,8 +130,16 @@ def bench_encoder(args) -> dict:
 
     clock = time.process_time if args.clock == "cpu" else time.perf_counter
 
+    import robustsam_prior.fast_encoder as fast_encoder
+
+    if args.mlp_chunk:
+        fast_encoder.MLP_CHUNK = args.mlp_chunk
+
     def run(fast: bool):
-        (accelerate if fast else stock)(enc)
+        if fast:
+            accelerate(enc, bias_budget=args.bias_budget)
+        else:
+            stock(enc)
         captured.clear()
         t = clock()
         y = enc(x)
@@ -252,6 +260,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="wall: elapsed time; cpu: this process's CPU time (robust to other load; use with "
                         "--threads 1, as the spin-waits of several threads count too)")
     p.add_argument("--mm-size", type=int, default=2048, help="side of the square matmul for the rate")
+    p.add_argument("--bias-budget", type=int, default=None, help="fast path: attention-bias chunk (elements)")
+    p.add_argument("--mlp-chunk", type=int, default=None, help="fast path: tokens per MLP chunk")
     p.add_argument("--no-encoder", action="store_true", help="skip the encoder comparison")
     p.add_argument("--amg", action="store_true", help="also time automatic masks (needs robustsam_prior)")
     p.add_argument("--points", type=int, default=32, help="points per side for --amg")
