@@ -1,0 +1,54 @@
+import os
+import stat
+
+import pytest
+
+from robustsam_prior.fileio import _umask_mode, atomic_path, atomic_write, sha256_file, write_json
+
+
+def test_atomic_write_replaces_only_on_success(tmp_path):
+    target = tmp_path / "a.txt"
+    target.write_text("old")
+    with pytest.raises(RuntimeError):
+        with atomic_write(target, "w") as f:
+            f.write("half")
+            raise RuntimeError("boom")
+    assert target.read_text() == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt"]  # no temporary left behind
+    with atomic_write(target, "w") as f:
+        f.write("new")
+    assert target.read_text() == "new"
+
+
+def test_atomic_path_keeps_suffix_and_cleans_up(tmp_path):
+    target = tmp_path / "sub" / "img.png"
+    with atomic_path(target) as tmp:
+        assert tmp.suffix == ".png" and tmp.parent == target.parent
+        tmp.write_bytes(b"x")
+    assert target.read_bytes() == b"x"
+    with pytest.raises(ValueError), atomic_path(tmp_path / "b.png") as tmp:
+        raise ValueError
+    assert not (tmp_path / "b.png").exists() and not tmp.exists()
+
+
+def test_written_files_follow_the_umask_not_mkstemp_0600(tmp_path):
+    write_json(tmp_path / "m.json", {"a": 1})
+    with atomic_path(tmp_path / "p.bin") as tmp:
+        tmp.write_bytes(b"1")
+    (tmp_path / "plain").write_bytes(b"")  # what open() gives a new file under this umask
+    expected = stat.S_IMODE(os.stat(tmp_path / "plain").st_mode)
+    assert _umask_mode() == expected
+    for name in ("m.json", "p.bin"):
+        assert stat.S_IMODE(os.stat(tmp_path / name).st_mode) == expected
+
+
+def test_atomic_write_rejects_append_mode(tmp_path):
+    with pytest.raises(ValueError, match="modes"):
+        with atomic_write(tmp_path / "x", "a"):
+            pass
+
+
+def test_sha256_file(tmp_path):
+    p = tmp_path / "f"
+    p.write_bytes(b"abc")
+    assert sha256_file(p) == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
