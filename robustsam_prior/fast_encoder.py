@@ -6,8 +6,14 @@ tree, the parameters (the same objects) and therefore the state-dict keys are un
 hooks on blocks still fire (the early-feature tap of RobustSAM keeps working), and checkpoints load
 either way. :func:`stock` switches back, so the stock path stays available for checking.
 
-Where the stock block spends its time, and what the fast block does instead (inference numbers for
-vit_b at 1024x1024 on 2 CPU cores, see ``benchmarks/prior_speed.py``):
+Measured with ``benchmarks/prior_speed.py`` (vit_b, 1024x1024, random weights; shared 2-core AMD
+EPYC build machine, 2026-11-25, whose load average from other jobs was 4-20 throughout): one
+thread, CPU-time clock (robust to the other load): stock 21.4-23.1 s = 2.1x the matmul floor
+(972 GFLOP at 90-96 GFLOP/s), fast 12.1-13.5 s = 1.20-1.23x the floor (1.7-1.8x faster);
+2 threads, wall clock at load 6: stock 36 s, fast 29 s (the floor cannot be reached while
+other jobs hold the cores). Outputs match the stock path within 2e-6 relative.
+
+Where the stock block spends its time, and what the fast block does instead:
 
 - Global-attention blocks materialise ``(B*heads, 4096, 4096)`` attention maps (805 MB per block
   for vit_b), add the decomposed relative-position terms to them (MViTv2's ``rel_h[..., None] +
@@ -26,7 +32,8 @@ On GPU the same code runs under ``torch.autocast`` (bf16/fp16): SDPA picks its f
 memory-efficient kernel, which accepts an additive bias; the bias chunking is then sized for GPU
 memory (see :func:`accelerate`'s ``bias_budget``).
 
-Inference is the target, but every operation is differentiable, so gradients flow the same way.
+With autograd enabled, blocks take a whole-tensor path with nothing in place, so gradients equal
+the stock ones (tested); without it, windowed blocks run band by band and the MLP in place.
 """
 
 from __future__ import annotations
@@ -42,10 +49,11 @@ if TYPE_CHECKING:  # pragma: no cover
 
 logger = logging.getLogger(__name__)
 
-# Elements of the per-chunk attention bias. 2**20 floats (4 MiB) keeps a chunk's bias inside the
-# L2/L3 cache of one CPU core, which measured fastest on the 2-core build machine (chunks of 0.5-1 M
-# elements: 0.9-1.0 s per vit_b global block single-threaded; 3 M: 1.2 s; the whole map: 1.6 s).
-CPU_BIAS_BUDGET = 1 << 20
+# Elements of the per-chunk attention bias: 2**22 floats (16 MiB; 16 query rows of one head for
+# vit_b's global blocks). On the shared 2-core build machine (vit_b, 1024x1024, medians in
+# benchmarks/prior_speed.py) this was as fast as 2**20 single-threaded (12.1 vs 12.8-13.2 s CPU
+# time) and clearly faster with 2 threads under load (fewer, larger parallel regions).
+CPU_BIAS_BUDGET = 1 << 22
 # On a GPU the bias only has to fit in memory: 2**28 floats (1 GiB in fp32).
 GPU_BIAS_BUDGET = 1 << 28
 
@@ -176,8 +184,9 @@ def fast_block_forward(blk: nn.Module, x: torch.Tensor, *, bias_budget: int | No
     return out
 
 
-# tokens per MLP chunk: 1024 x 3072 hidden floats = 12 MB (fastest of 256..4096 single-threaded)
-MLP_CHUNK = 1024
+# Tokens per MLP chunk (a 64x64 vit grid is 4096 tokens). 1024 was 2% faster single-threaded,
+# 4096 (one reused 50 MB hidden buffer per block) faster with 2 threads under load.
+MLP_CHUNK = 4096
 
 
 def _add_mlp_(blk: nn.Module, x: torch.Tensor) -> torch.Tensor:
