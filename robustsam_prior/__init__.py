@@ -9,7 +9,7 @@ import importlib
 
 # public name -> submodule that defines it
 _EXPORTS = {
-    # RobustSAM model, loading, prompted and automatic masks (helper "robustsam-model")
+    # RobustSAM model, loading, prompted and automatic masks
     "build_robustsam": "loading",
     "save_robustsam": "loading",
     "load_robustsam_weights": "loading",
@@ -19,7 +19,7 @@ _EXPORTS = {
     "RobustSamPredictor": "predictor",
     "RobustSamAutomaticMaskGenerator": "automatic",
     "masks_to_label_map": "automatic",
-    # checkpoints and priors (helper "prior")
+    # checkpoints, priors and their cache
     "resolve_checkpoint": "hub",
     "build_prior": "prior",
     "PriorOutput": "prior",
