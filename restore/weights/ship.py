@@ -3,8 +3,9 @@
     python restore/weights/ship.py /work/train_runs/default_dehaze /work/train_runs/default_deblur \
         /work/train_runs/default_dehaze_noprior /work/train_runs/default_deblur_noprior
 
-For each run folder (written by ``robustsam-restore train``) it takes ``models/final.safetensors``, or
-the newest ``models/iter_*.safetensors`` while the run is still going, and writes
+For each run folder (written by ``robustsam-restore train``) it takes the newest weight file under
+``models/`` (``final.safetensors`` at the end, ``iter_*.safetensors`` while the run is going; ``--at N``:
+the periodic file of iteration N, to compare runs at the same budget), and writes
 ``restore/weights/<file>`` (see :data:`MODELS`) with the checkpoint's metadata plus a ``training``
 record: recipe, iterations done / planned, wall time (the sum of the logged step windows, so it adds
 up over resumed sessions), the validation history and the final validation metrics. It then writes
@@ -73,19 +74,17 @@ def read_log(run: Path, log_every: int = 10, upto: int | None = None) -> dict[st
 
 
 def newest_weights(run: Path, at: int | None = None) -> Path:
-    """``final.safetensors``, else the newest periodic file; ``at``: the periodic file of that iteration."""
+    """The newest weight file of a run; ``at``: the periodic file of that iteration."""
     if at is not None:
         path = run / "models" / f"iter_{at:07d}.safetensors"
         if not path.is_file():
             raise FileNotFoundError(f"{run}: no weights of iteration {at} ({path.name}) under models/")
         return path
-    final = run / "models" / "final.safetensors"
-    if final.is_file():
-        return final
-    iters = sorted((run / "models").glob("iter_*.safetensors"))
-    if not iters:
+    # the newest file: a run resumed with more iterations leaves an older final.safetensors behind
+    files = sorted((run / "models").glob("*.safetensors"), key=lambda p: p.stat().st_mtime)
+    if not files:
         raise FileNotFoundError(f"{run}: no weights under models/ yet")
-    return iters[-1]
+    return files[-1]
 
 
 def ship(run: Path, at: int | None = None) -> dict[str, Any]:
@@ -111,7 +110,7 @@ def ship(run: Path, at: int | None = None) -> dict[str, Any]:
         "prior": meta.get("prior"),
         "iterations": meta.get("iteration"),
         "planned_iterations": planned,
-        "finished": src.name == "final.safetensors",
+        "finished": meta.get("iteration") == planned,
         "wall_time_s": log["wall_time_s"],
         "device": "CPU, 1 torch thread (2 cores shared with other work)",
         "metrics": meta.get("metrics") or {},
