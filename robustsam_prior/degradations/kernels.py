@@ -105,6 +105,10 @@ def camera_shake_kernel(size: float, rng: np.random.Generator, *, anxiety: float
     s = np.concatenate([[0.0], np.cumsum(seg)])
     u = np.linspace(0, total, int(math.ceil(total * 8)) + 2)
     dense = np.stack([np.interp(u, s, traj[:, 0]), np.interp(u, s, traj[:, 1])], axis=1)
+    # Centre the kernel's mass, not the path's bounding box: a kernel whose centroid is off the
+    # centre also shifts the image, and a restoration net trained on such pairs must learn the shift.
+    # The splat preserves the first moment, so the kernel's centroid is then exactly its centre.
+    dense -= dense.mean(axis=0)
     return rasterize_trajectory(dense)
 
 

@@ -378,3 +378,15 @@ def test_frosted_glass_offsets_bounded_by_radius():
     assert np.abs(dx).max() <= 3.0 + 1e-3 and np.abs(dy).max() <= 3.0 + 1e-3
     assert np.abs(dx).max() > 2.9 and np.abs(dx).std() > 0.5  # uniform in [-3, 3], not collapsed
     assert abs(np.corrcoef(dx[:, 1:].ravel(), dx[:, :-1].ravel())[0, 1]) < 0.05  # independent per pixel
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_camera_shake_kernel_is_centred_on_its_mass(seed):
+    """An off-centre kernel would also translate the image (blurred and clean no longer aligned)."""
+    from robustsam_prior.degradations import camera_shake_kernel
+
+    k = camera_shake_kernel(25, np.random.default_rng(seed)).astype(np.float64)
+    half = (k.shape[0] - 1) / 2
+    ys, xs = np.mgrid[: k.shape[0], : k.shape[1]]
+    assert abs((k * xs).sum() / k.sum() - half) < 1e-3
+    assert abs((k * ys).sum() / k.sum() - half) < 1e-3
