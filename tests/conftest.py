@@ -16,3 +16,28 @@ def _seed_everything():
     torch.manual_seed(0)
     np.random.seed(0)  # noqa: NPY002 -- libraries (scikit-image, lpips) may draw from the legacy global RNG
     yield
+
+
+def randomize_like_reference(module, seed: int):
+    """Fill every float parameter and buffer of ``module`` with seeded random values, in place.
+
+    The same recipe as the official reference vectors (``../shared/reference/robustsam/
+    how_these_were_made.py.txt``): BatchNorm running variances in [0.5, 1.5), weights ~ N(0, 0.5/fan),
+    vectors ~ N(0, 0.1). Nothing stays at an identity or zero initialisation that could hide a mistake.
+    """
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for k, v in module.state_dict().items():
+            if k.endswith("running_var"):
+                v.copy_(torch.rand(v.shape, generator=g) + 0.5)
+            elif v.dtype.is_floating_point:
+                v.copy_(torch.randn(v.shape, generator=g) * (0.5 / max(1, v.shape[-1]) ** 0.5 if v.dim() > 1 else 0.1))
+    return module
+
+
+@pytest.fixture(scope="session")
+def randomize_weights():
+    """The :func:`randomize_like_reference` function, for module-scoped model fixtures."""
+    return randomize_like_reference

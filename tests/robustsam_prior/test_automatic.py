@@ -65,16 +65,10 @@ def test_label_map_edge_cases():
 
 
 @pytest.fixture(scope="module")
-def model():
+def model(randomize_weights):
     torch.manual_seed(0)
     m = build_robustsam_model(TINY)
-    g = torch.Generator().manual_seed(7)
-    with torch.no_grad():
-        for k, v in m.state_dict().items():
-            if k.endswith("running_var"):
-                v.copy_(torch.rand(v.shape, generator=g) + 0.5)
-            elif v.dtype.is_floating_point:
-                v.copy_(torch.randn(v.shape, generator=g) * (0.5 / max(1, v.shape[-1]) ** 0.5 if v.dim() > 1 else 0.1))
+    randomize_weights(m, 7)
     return m
 
 

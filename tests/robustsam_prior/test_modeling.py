@@ -162,15 +162,9 @@ OTHER = dict(img_size=128, patch=8, enc_dim=48, enc_depth=3, enc_heads=3, global
 
 
 @pytest.fixture(scope="module")
-def other_model():
+def other_model(randomize_weights):
     model = build_robustsam_model(OTHER)
-    g = torch.Generator().manual_seed(3)
-    with torch.no_grad():  # randomise everything (norms, BN statistics) so no identity hides a mistake
-        for k, v in model.state_dict().items():
-            if k.endswith("running_var"):
-                v.copy_(torch.rand(v.shape, generator=g) + 0.5)
-            elif v.dtype.is_floating_point:
-                v.copy_(torch.randn(v.shape, generator=g) * (0.5 / max(1, v.shape[-1]) ** 0.5 if v.dim() > 1 else 0.1))
+    randomize_weights(model, 3)
     return model
 
 

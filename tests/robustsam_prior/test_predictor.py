@@ -14,16 +14,10 @@ TINY = dict(img_size=64, patch=8, enc_dim=32, enc_depth=2, enc_heads=2, global_a
 
 
 @pytest.fixture(scope="module")
-def model():
+def model(randomize_weights):
     torch.manual_seed(0)
     m = build_robustsam_model(TINY)
-    g = torch.Generator().manual_seed(5)
-    with torch.no_grad():
-        for k, v in m.state_dict().items():
-            if k.endswith("running_var"):
-                v.copy_(torch.rand(v.shape, generator=g) + 0.5)
-            elif v.dtype.is_floating_point:
-                v.copy_(torch.randn(v.shape, generator=g) * (0.5 / max(1, v.shape[-1]) ** 0.5 if v.dim() > 1 else 0.1))
+    randomize_weights(m, 5)
     return m
 
 
