@@ -10,7 +10,7 @@ Sets (each row is the mean over the set's images):
   ``grace_hopper``; none is in the training sets of ``pipelines/train_default_*.yml``) degraded with
   this project's degradation library at fixed seeds: haze severities 2, 3, 4 (dehaze); camera shake
   2 and 3, defocus 2, linear motion 2 (deblur).
-- ``real``: the real pairs in ``--real-dir`` (default ``/work/shared/data/real``): O-HAZE image 35
+- ``real``: the real pairs in ``--real-dir`` (default ``../shared/data/real`` beside the checkout): O-HAZE image 35
   (``dehaze/hazy`` vs ``dehaze/gt``) and the two GoPro examples (``deblur/blur`` vs ``deblur/gt``).
 
 Methods: the degraded ``input``; the classical baseline (``dcp``: dark channel prior with the standard
@@ -41,7 +41,8 @@ import numpy as np
 
 logger = logging.getLogger("quality")
 
-REAL_DIR = Path("/work/shared/data/real")
+# the shared data folder beside the checkout (../shared/data/real), as on the build machines
+REAL_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "real"
 HELD_OUT = (
     ("chelsea", "skimage", "chelsea.png"),
     ("coffee", "skimage", "coffee.png"),
