@@ -5,7 +5,7 @@ Names are re-exported lazily (module ``__getattr__``): ``import robustsam_prior`
 
 from __future__ import annotations
 
-import importlib
+from ._lazy import lazy_exports
 
 # public name -> submodule that defines it
 _EXPORTS = {
@@ -28,12 +28,4 @@ _EXPORTS = {
 
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS))
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

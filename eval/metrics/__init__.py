@@ -5,7 +5,7 @@ Re-exports are resolved lazily so that ``import eval.metrics`` does not import t
 
 from __future__ import annotations
 
-import importlib
+from robustsam_prior._lazy import lazy_exports
 
 _EXPORTS = {
     "psnr": "psnr_ssim",
@@ -34,8 +34,4 @@ _EXPORTS = {
 
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -3,18 +3,10 @@ the training loop (EMA, checkpoints, exact resume, DDP). Nothing heavy is import
 
 from __future__ import annotations
 
-from typing import Any
+from robustsam_prior._lazy import lazy_exports
 
-__all__ = ["TrainConfig", "Trainer", "train_restoration"]
+_EXPORTS = {"TrainConfig": "options", "Trainer": "trainer", "train_restoration": "trainer"}
 
+__all__ = sorted(_EXPORTS)
 
-def __getattr__(name: str) -> Any:
-    if name == "TrainConfig":
-        from .options import TrainConfig
-
-        return TrainConfig
-    if name in ("Trainer", "train_restoration"):
-        from . import trainer
-
-        return getattr(trainer, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
