@@ -18,7 +18,8 @@ What it measures, in one run (interleaved, so both paths see the same machine lo
 4. the largest relative difference between the two paths (final embedding and the early
    global-block feature);
 5. with ``--amg``: RobustSAM automatic masks (32x32 points) on a 1024 image: decoder time vs
-   encoder time; with ``--e2e``: images/s of ``robustsam-restore dehaze`` on a folder of
+   encoder time, the decoder's time per prompt (one at a time and batched) and the FLOPs of each
+   part, which bound what any implementation can reach; with ``--e2e``: images/s of ``robustsam-restore dehaze`` on a folder of
    1-megapixel images with the ``regions`` prior.
 
 The machine is shared: the 1-minute load average is printed before and after; timings are medians.
@@ -173,7 +174,13 @@ def bench_encoder(args) -> dict:
 
 
 def bench_amg(args) -> dict:
-    """Automatic masks (``--points``^2 grid) on one image: encoder vs everything after it."""
+    """Automatic masks (``--points``^2 grid) on one image: encoder vs everything after it.
+
+    Also counts the FLOPs (the floor of each part): the encoder, the prompt-independent robust image
+    features (once per image) and one prompt's decoder pass (transformer, upscaling, the mask-feature
+    AMFG at 4h x 4w, logits), and times the decoder per prompt with the prompts run one at a time
+    (``prompt_batch=1``, the default for vit_b) and all at once (``prompt_batch=--points-per-batch``).
+    """
     import numpy as np
     import torch
 
@@ -182,21 +189,45 @@ def bench_amg(args) -> dict:
     torch.manual_seed(0)
     config = json.loads(Path(args.amg_config).read_text()) if args.amg_config else args.variant
     model = build_robustsam(config, fast=True).eval()
+    dec = model.mask_decoder
     gen = RobustSamAutomaticMaskGenerator(model, points_per_side=args.points, points_per_batch=args.points_per_batch)
     image = (np.random.default_rng(0).random((args.size, args.size, 3)) * 255).astype(np.uint8)
+    res: dict = {"amg_points": args.points**2}
     with torch.inference_mode():
         t = time.perf_counter()
         gen.predictor.set_image(image)
-        enc_s = time.perf_counter() - t
+        res["amg_encoder_s"] = time.perf_counter() - t
+        x = model.preprocess(torch.as_tensor(gen.predictor.transform.apply_image(image)).permute(2, 0, 1)[None].float())
+        res["amg_flops_encoder"] = count_flops(lambda: model.encode(x))
+        emb, early = gen.predictor.features, gen.predictor.early_features
+        res["amg_flops_image_features"] = count_flops(lambda: dec.robust_image_features(emb, early))
+        rif = dec.robust_image_features(emb, early)
+        k = min(args.points_per_batch, 8)
+        coords = torch.rand(k, 1, 2, generator=torch.Generator().manual_seed(2)) * 1024
+        labels = torch.ones(k, 1, dtype=torch.int)
+
+        def decode():
+            return model.decode(emb, None, point_coords=coords, point_labels=labels, robust_image_features=rif)
+
+        res["amg_flops_per_prompt"] = count_flops(decode) / k
+        for batch in (1, args.points_per_batch):
+            dec.prompt_batch = batch
+            decode()  # warm-up
+            t = time.perf_counter()
+            decode()
+            res[f"amg_prompt_s_batch{batch}"] = (time.perf_counter() - t) / k
+        dec.prompt_batch = None  # the default
         set_image = gen.predictor.set_image
         gen.predictor.set_image = lambda *a, **k: None  # the embedding is already there
         try:
             t = time.perf_counter()
             masks = gen.generate(image)
-            dec_s = time.perf_counter() - t
+            res["amg_decoder_s"] = time.perf_counter() - t
         finally:
             gen.predictor.set_image = set_image
-    return {"amg_points": args.points ** 2, "amg_encoder_s": enc_s, "amg_decoder_s": dec_s, "amg_masks": len(masks)}
+    res["amg_masks"] = len(masks)
+    res["amg_points_per_batch"] = args.points_per_batch
+    return res
 
 
 def bench_e2e(args) -> dict:
@@ -239,9 +270,21 @@ def print_table(res: dict) -> None:
             ("max rel. diff embedding / early", f"{res['rel_diff_embedding']:.1e} / {res['rel_diff_early']:.1e}"),
         ]
     if "amg_decoder_s" in res:
-        rows.append((f"automatic masks ({res['amg_points']} points)",
-                     f"encoder {res['amg_encoder_s']:.2f} s, decoder {res['amg_decoder_s']:.2f} s, "
-                     f"{res['amg_masks']} masks"))
+        n, per = res["amg_points"], res["amg_flops_per_prompt"]
+        dec_flops = res["amg_flops_image_features"] + n * per
+        full = res["amg_flops_image_features"] + 1024 * per
+        rows += [
+            (f"automatic masks ({n} points)", f"encoder {res['amg_encoder_s']:.2f} s, decoder (all after the "
+                                              f"encoder) {res['amg_decoder_s']:.2f} s, {res['amg_masks']} masks"),
+            ("decoder per prompt: one at a time / batch "
+             f"{res['amg_points_per_batch']}", f"{res['amg_prompt_s_batch1']:.3f} / "
+                                               f"{res['amg_prompt_s_batch' + str(res['amg_points_per_batch'])]:.3f} s"),
+            ("FLOPs: encoder / robust image features / per prompt",
+             f"{res['amg_flops_encoder'] / g:.0f} / {res['amg_flops_image_features'] / g:.0f} / {per / g:.2f} GFLOP"),
+            (f"decoder FLOPs for {n} / 1024 points", f"{dec_flops / g:.0f} / {full / g:.0f} GFLOP = "
+                                                     f"{dec_flops / res['amg_flops_encoder']:.1f}x / "
+                                                     f"{full / res['amg_flops_encoder']:.1f}x the encoder's"),
+        ]
     if "e2e_images_per_s" in res:
         rows.append(("dehaze, regions prior, 1 MP images",
                      f"{res['e2e_images_per_s']:.2f} images/s ({res['e2e_images']} in {res['e2e_s']:.1f} s)"))

@@ -315,3 +315,27 @@ def test_fast_encoder_option_matches_reference(ref):
         emb, early = model.encode(model.preprocess(ref["image"][None]))
     assert_close_rel(emb, ref["image_embeddings"], what="fast image_embeddings")
     assert_close_rel(early, ref["early_features"], what="fast early_features")
+
+
+@pytest.mark.parametrize("bn_mode", ["running", "batch"])
+@pytest.mark.parametrize("path", ["robust", "sam"])
+def test_prompt_batch_does_not_change_results(other_model, bn_mode, path):
+    """The decoder runs `prompt_batch` prompt sets at a time; only speed may depend on it."""
+    m = copy.deepcopy(other_model)
+    m.set_bn_mode(bn_mode)
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        emb, early = m.encode(m.preprocess(torch.rand(1, 3, 128, 128, generator=g) * 255))
+        coords = torch.rand(5, 2, 2, generator=g) * 128
+        labels = torch.tensor([[1, 0]] * 5, dtype=torch.int)
+        outs = []
+        for prompt_batch in (None, 2, 1):  # None: the default grouping (all 5 at once here)
+            m.mask_decoder.prompt_batch = prompt_batch
+            outs.append(m.decode(emb, early, point_coords=coords, point_labels=labels, path=path))
+    for out in outs[1:]:
+        torch.testing.assert_close(out.logits, outs[0].logits, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(out.robust_embeddings, outs[0].robust_embeddings, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(out.iou_predictions, outs[0].iou_predictions, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(out.tokens, outs[0].tokens, rtol=1e-5, atol=1e-6)
+    # the prompts' logits differ by more than the tolerance, so a mix-up of chunks would show
+    assert not torch.allclose(outs[0].logits[0], outs[0].logits[1], rtol=1e-5, atol=1e-5)
