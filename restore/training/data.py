@@ -200,6 +200,11 @@ class PairDataset(torch.utils.data.Dataset):
         self.prior, self.prior_cache = prior, prior_cache
         if opts.type == "synthetic":
             self.clean_files = list_images(config_path(opts.clean_dir), opts, f"{key}.clean_dir")
+            for i, extra in enumerate(opts.extra_clean_dirs):
+                folder, extra_key = config_path(extra), f"{key}.extra_clean_dirs[{i}]"
+                if not folder.is_dir():
+                    raise DataError(f"{extra_key}: folder not found: {extra!r}")
+                self.clean_files += list_images(folder, opts, extra_key)
             self.pairs: list[tuple[Path | None, Path]] = [(None, p) for p in self.clean_files]
         else:
             lq = list_images(config_path(opts.lq_dir), opts, f"{key}.lq_dir")

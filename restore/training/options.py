@@ -77,6 +77,8 @@ class DatasetOptions:
 
     type: Literal["synthetic", "paired"] = _f("synthetic", "where pairs come from")
     clean_dir: str | None = _f(None, "synthetic: folder of clean images (pkg://skimage.data allowed)", exists="dir")
+    extra_clean_dirs: tuple[str, ...] = _f(
+        (), "synthetic: more folders of clean images, filtered by the same include/exclude (pkg:// allowed)")
     lq_dir: str | None = _f(None, "paired: folder of degraded images", exists="dir")
     gt_dir: str | None = _f(None, "paired: folder of ground-truth images", exists="dir")
     gt_match: Literal["name", "stem", "prefix"] = _f("stem", "paired: how input names map to ground truth")
@@ -111,7 +113,7 @@ class DatasetOptions:
                 raise ValueError("lq_dir: required for type 'paired'")
             if self.gt_dir is None:
                 raise ValueError("gt_dir: required for type 'paired'")
-            if self.clean_dir is not None:
+            if self.clean_dir is not None or self.extra_clean_dirs:
                 raise ValueError("clean_dir: only for type 'synthetic'")
             if self.variants:
                 raise ValueError("variants: only for type 'synthetic'")

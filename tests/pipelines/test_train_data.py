@@ -165,3 +165,17 @@ def test_memory_cache_is_bounded_and_does_not_change_samples(tmp_path, pairs_fac
         assert torch.equal(a.lq, b.lq) and torch.equal(a.labels, b.labels)
         assert len(small._images) <= 1 and len(small._variants) <= 1
     assert len(big._images) == 3
+
+
+def test_synthetic_extra_clean_dirs(tmp_path, pairs_factory):
+    _, first = pairs_factory(tmp_path / "a", 2, 64, seed=0)
+    _, second = pairs_factory(tmp_path / "b", 3, 64, seed=1)
+    deg = DegradationOptions(kinds=("haze",), severity=(3, 3))
+    opts = DatasetOptions(clean_dir=str(first), extra_clean_dirs=(str(second),), degradation=deg, crop_size=32,
+                          exclude=("img0.*",))
+    data = PairDataset(opts, key="data.train", seed=0, train=True)
+    # both folders, the exclude glob applied to each: 1 + 2 images
+    assert [p.parent for p in data.clean_files] == [first, second, second]
+    missing = DatasetOptions(clean_dir=str(first), extra_clean_dirs=(str(tmp_path / "nope"),), degradation=deg)
+    with pytest.raises(DataError, match=r"data.train.extra_clean_dirs\[0\]: folder not found"):
+        PairDataset(missing, key="data.train", seed=0, train=True)
