@@ -8,6 +8,7 @@ in tiles). Target (issue 4): a 6000x4000 input with tiling stays under 3 GB.
 
     python benchmarks/tiling_memory.py                       # 6000x4000, tile 1024, prior none
     python benchmarks/tiling_memory.py --size 2000x1500 --tile 0 --tile 1024   # compare
+    python benchmarks/tiling_memory.py --model robustsam-dehaze      # the packaged default, its prior
 """
 
 from __future__ import annotations
@@ -35,14 +36,20 @@ def child(args: argparse.Namespace) -> None:
 
     torch.set_num_threads(args.threads)
     w, h = (int(v) for v in args.size.split("x"))
-    kwargs = {"width": args.width, "enc_blocks": [1, 1, 1, 1], "middle_blocks": 1, "dec_blocks": [1, 1, 1, 1]}
-    net = build_arch(args.arch, **kwargs)
-    with tempfile.TemporaryDirectory() as tmp:
-        ck = Path(tmp) / "bench.safetensors"
-        save_checkpoint(ck, net.state_dict(), {"format": CHECKPOINT_FORMAT, "arch": args.arch, "arch_kwargs": kwargs,
-                                               "task": "dehaze", "prior": {"name": args.prior, "options": {}}})
-        del net
-        r = Restorer.load(str(ck), task="dehaze", device="cpu", tile=args.tile)
+    if args.model:  # a packaged model or checkpoint, with its own prior
+        r = Restorer.load(args.model, task="dehaze", device="cpu", tile=args.tile)
+        args.arch, args.prior = r.metadata["arch"], r.metadata["prior"]["name"]
+        args.width = r.metadata.get("arch_kwargs", {}).get("width")
+    else:
+        kwargs = {"width": args.width, "enc_blocks": [1, 1, 1, 1], "middle_blocks": 1, "dec_blocks": [1, 1, 1, 1]}
+        net = build_arch(args.arch, **kwargs)
+        with tempfile.TemporaryDirectory() as tmp:
+            ck = Path(tmp) / "bench.safetensors"
+            meta = {"format": CHECKPOINT_FORMAT, "arch": args.arch, "arch_kwargs": kwargs, "task": "dehaze",
+                    "prior": {"name": args.prior, "options": {}}}
+            save_checkpoint(ck, net.state_dict(), meta)
+            del net
+            r = Restorer.load(str(ck), task="dehaze", device="cpu", tile=args.tile)
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
     pixels = np.stack([0.5 + 0.4 * np.sin(xx / 37 + c) * np.cos(yy / 53) for c in range(3)], -1).astype(np.float32)
     del yy, xx
@@ -54,7 +61,8 @@ def child(args: argparse.Namespace) -> None:
     dt = time.perf_counter() - t0
     assert out.shape == pixels.shape
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"size": args.size, "tile": args.tile, "tiled": r.use_tiles(h, w), "arch": args.arch,
+    print(json.dumps({"size": args.size, "tile": args.tile, "tiled": r.use_tiles(h, w), "model": args.model,
+                      "arch": args.arch,
                       "width": args.width, "prior": args.prior, "threads": args.threads,
                       "seconds": round(dt, 2), "megapixels_per_s": round(w * h / 1e6 / dt, 3),
                       "rss_before_mb": round(rss0), "peak_rss_mb": round(peak)}))
@@ -67,6 +75,8 @@ def main() -> None:
     p.add_argument("--arch", default="fusion_nafnet")
     p.add_argument("--width", type=int, default=16)
     p.add_argument("--prior", default="none", choices=["none", "regions"])
+    p.add_argument("--model", default=None,
+                   help="measure this packaged model or checkpoint (e.g. robustsam-dehaze) instead of a random net")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -77,6 +87,7 @@ def main() -> None:
     for tile in args.tile or [1024]:
         cmd = [sys.executable, __file__, "--child", "--size", args.size, "--tile", str(tile), "--arch", args.arch,
                "--width", str(args.width), "--prior", args.prior, "--threads", str(args.threads)]
+        cmd += ["--model", args.model] if args.model else []
         res = subprocess.run(cmd, capture_output=True, text=True)
         if res.returncode != 0:
             print(f"tile {tile}: failed\n{res.stderr[-2000:]}")
