@@ -53,6 +53,7 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
     os.chmod(tmp, _umask_mode())
     try:
         yield Path(tmp)
+        os.chmod(tmp, _umask_mode())  # again: some writers (safetensors) recreate the file as 0600
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)

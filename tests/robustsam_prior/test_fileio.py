@@ -2,7 +2,9 @@ import os
 import stat
 
 import pytest
+import torch
 
+from robustsam_prior.checkpoint import save_checkpoint
 from robustsam_prior.fileio import _umask_mode, atomic_path, atomic_write, sha256_file, write_json
 
 
@@ -35,10 +37,15 @@ def test_written_files_follow_the_umask_not_mkstemp_0600(tmp_path):
     write_json(tmp_path / "m.json", {"a": 1})
     with atomic_path(tmp_path / "p.bin") as tmp:
         tmp.write_bytes(b"1")
+    with atomic_path(tmp_path / "q.bin") as tmp:  # a writer that replaces the file with a private one
+        tmp.unlink()
+        tmp.write_bytes(b"2")
+        os.chmod(tmp, 0o600)
+    save_checkpoint(tmp_path / "w.safetensors", {"a": torch.zeros(2)}, {"format": "test"})
     (tmp_path / "plain").write_bytes(b"")  # what open() gives a new file under this umask
     expected = stat.S_IMODE(os.stat(tmp_path / "plain").st_mode)
     assert _umask_mode() == expected
-    for name in ("m.json", "p.bin"):
+    for name in ("m.json", "p.bin", "q.bin", "w.safetensors"):
         assert stat.S_IMODE(os.stat(tmp_path / name).st_mode) == expected
 
 
