@@ -104,8 +104,17 @@ class AntiDegradationTrainer:
         return self.model.device
 
     def _inputs(self, images: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
-        """(B,3,H,W) [0,1] -> preprocessed (B,3,S,S) and the resized size (h', w')."""
-        resized = self.transform.apply_image_torch(images * 255.0)
+        """(B,3,H,W) [0,1] -> preprocessed (B,3,S,S) and the resized size (h', w'): longest side S,
+        aspect ratio kept, the rounding of ``ResizeLongestSide`` (which maps the prompts)."""
+        import torch.nn.functional as F
+
+        # not ResizeLongestSide.apply_image_torch: segment_anything 1.0 computes its target size from
+        # image.shape[0], image.shape[1] (batch and channels, not height and width)
+        h, w = images.shape[-2:]
+        target = ResizeLongestSide.get_preprocess_shape(h, w, self.model.image_size)
+        resized = images * 255.0
+        if target != (h, w):
+            resized = F.interpolate(resized, target, mode="bilinear", align_corners=False, antialias=True)
         return self.model.preprocess(resized), tuple(resized.shape[-2:])
 
     def compute_losses(self, batch: list[TrainingPair]) -> dict[str, torch.Tensor]:

@@ -122,6 +122,20 @@ def test_smoke_training_from_sam_checkpoint(tmp_path):
     assert all(torch.equal(reloaded.state_dict()[k], after[k]) for k in after)
 
 
+def test_trainer_resizes_by_height_and_width_not_batch_and_channels():
+    """segment_anything's ResizeLongestSide.apply_image_torch sizes its output from (B, C); a batch of
+    four 64x64 images came out 64x48, with the prompts still mapped for 64x64."""
+    model = build_robustsam_model(TINY)
+    trainer = AntiDegradationTrainer(model)
+    images = torch.rand(4, 3, 64, 64)
+    x, size = trainer._inputs(images)
+    assert size == (64, 64)
+    torch.testing.assert_close(x, model.preprocess(images * 255.0), rtol=0, atol=0)
+    x, size = trainer._inputs(torch.rand(2, 3, 30, 40))  # longest side to 64, SAM's rounding
+    assert size == (48, 64) and x.shape == (2, 3, 64, 64)
+    assert (x[..., 48:, :] == 0).all()  # padded below, as SAM's preprocess does
+
+
 def test_official_mode_trains_sam_decoder_and_detached_targets():
     torch.manual_seed(0)
     model = build_robustsam_model(TINY)
