@@ -118,32 +118,57 @@ class AntiDegradationTrainer:
         return self.model.preprocess(resized), tuple(resized.shape[-2:])
 
     def compute_losses(self, batch: list[TrainingPair]) -> dict[str, torch.Tensor]:
-        """Forward both branches for ``batch`` (all images the same size) and return the loss terms."""
+        """Forward both branches for ``batch`` and return the loss terms.
+
+        Images may differ in size between pairs (a folder of photos with several aspect ratios): each
+        is resized and padded to the encoder's square input on its own, prompts are mapped with its own
+        size, and the terms are then the mean over pairs of each pair's terms. For a batch of one size
+        that is the same as the batched formulas (every pair has as many pixels, tokens and features).
+        """
         dev = self.device
-        size = tuple(batch[0].clear.shape[-2:])
-        if any(tuple(p.clear.shape[-2:]) != size or tuple(p.degraded.shape[-2:]) != size for p in batch):
-            raise ValueError("all images of a batch must have the same size")
+        sizes = [tuple(p.clear.shape[-2:]) for p in batch]
+        bad = [i for i, p in enumerate(batch) if tuple(p.degraded.shape[-2:]) != sizes[i]]
+        if bad:
+            raise ValueError(f"pair {bad[0]} of the batch: clear and degraded images differ in size")
         n = len(batch)
-        images = torch.stack([p.clear for p in batch] + [p.degraded for p in batch]).to(dev)
-        x, input_size = self._inputs(images)
+        if len(set(sizes)) == 1:
+            images = torch.stack([p.clear for p in batch] + [p.degraded for p in batch]).to(dev)
+            x, input_size = self._inputs(images)
+            input_sizes = [input_size] * n
+        else:
+            parts = [self._inputs(img[None].to(dev)) for img in [p.clear for p in batch] + [p.degraded for p in batch]]
+            x = torch.cat([part[0] for part in parts])
+            input_sizes = [part[1] for part in parts[:n]]
         with torch.no_grad():
             emb, early = self.model.encode(x)
         prompts: dict[str, torch.Tensor] = {}
         if self.config.prompt in ("points", "both"):
-            prompts["point_coords"] = self.transform.apply_coords_torch(torch.stack([p.points for p in batch]).to(dev), size)
+            prompts["point_coords"] = torch.cat([
+                self.transform.apply_coords_torch(p.points[None].to(dev), sizes[i]) for i, p in enumerate(batch)])
             prompts["point_labels"] = torch.stack([p.point_labels for p in batch]).to(dev)
         if self.config.prompt in ("box", "both"):
-            prompts["boxes"] = self.transform.apply_boxes_torch(torch.stack([p.box for p in batch]).to(dev), size)
+            prompts["boxes"] = torch.cat([
+                self.transform.apply_boxes_torch(p.box[None].to(dev), sizes[i]) for i, p in enumerate(batch)])
 
         with torch.set_grad_enabled(not self.config.detach_targets):
             clear = self.model.decode(emb[:n], early[:n], path="sam", **prompts)
         degraded = self.model.decode(emb[n:], early[n:], path="robust", **prompts)
-        seg_logits = self.model.postprocess_masks(degraded.logits[:, :1], input_size, size)
-        gt = torch.stack([p.mask for p in batch]).to(dev)[:, None]
-        return anti_degradation_losses(
-            seg_logits, gt, degraded.tokens, clear.tokens, degraded.robust_embeddings, clear.robust_embeddings,
-            self.config.weights,
-        )
+        if len(set(sizes)) == 1:
+            seg_logits = self.model.postprocess_masks(degraded.logits[:, :1], input_sizes[0], sizes[0])
+            gt = torch.stack([p.mask for p in batch]).to(dev)[:, None]
+            return anti_degradation_losses(
+                seg_logits, gt, degraded.tokens, clear.tokens, degraded.robust_embeddings, clear.robust_embeddings,
+                self.config.weights,
+            )
+        per_pair = [
+            anti_degradation_losses(
+                self.model.postprocess_masks(degraded.logits[i:i + 1, :1], input_sizes[i], sizes[i]),
+                p.mask.to(dev)[None, None], degraded.tokens[i:i + 1], clear.tokens[i:i + 1],
+                degraded.robust_embeddings[i:i + 1], clear.robust_embeddings[i:i + 1], self.config.weights,
+            )
+            for i, p in enumerate(batch)
+        ]
+        return {k: torch.stack([t[k] for t in per_pair]).mean() for k in per_pair[0]}
 
     def step(self, batch: list[TrainingPair]) -> dict[str, float]:
         """One optimisation step (BatchNorm in ``config.bn_mode``); returns the loss terms as floats."""

@@ -149,7 +149,7 @@ def test_official_mode_trains_sam_decoder_and_detached_targets():
     assert not torch.equal(before["mask_decoder.transformer.layers.0.mlp.lin1.weight"],
                            after["mask_decoder.transformer.layers.0.mlp.lin1.weight"])
     assert torch.equal(before["image_encoder.patch_embed.proj.weight"], after["image_encoder.patch_embed.proj.weight"])
-    with pytest.raises(ValueError, match="same size"):
+    with pytest.raises(ValueError, match="pair 1 of the batch: clear and degraded images differ in size"):
         pair = next(iter(batches))[0]
         small = copy.copy(pair)
         small.clear = pair.clear[:, :32]
