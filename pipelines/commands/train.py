@@ -27,7 +27,8 @@ def load_train_config(path: str, overrides: tuple[str, ...] | list[str]):
 
 
 def train_robustsam(cfg, *, recipe: str, overrides: tuple[str, ...], resume: bool, as_json: bool) -> None:
-    """The ``kind: robustsam`` branch: RobustSAM anti-degradation training (single process)."""
+    """The ``kind: robustsam`` branch: RobustSAM anti-degradation training (single process), with the
+    restoration branch's rules for ``--resume`` and existing runs."""
     import os
     from pathlib import Path
 
@@ -35,25 +36,30 @@ def train_robustsam(cfg, *, recipe: str, overrides: tuple[str, ...], resume: boo
     from robustsam_prior.checkpoint import CheckpointError
     from robustsam_prior.training.trainer import train_from_options
 
-    if resume:
-        raise click.ClickException(f"{recipe}: --resume is not supported for kind 'robustsam' (runs are short)")
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise click.ClickException(f"{recipe}: kind 'robustsam' trains in one process; run it without torchrun")
     out = Path(cfg.output_dir)
+    state = out / "state" / "latest.pt"
     final = out / "models" / "final.safetensors"
-    if final.is_file():
-        raise click.ClickException(f"{out} already holds a run ({final.relative_to(out)}); choose another output_dir")
+    if resume and not state.is_file():
+        raise click.ClickException(f"--resume: no training state at {state}")
+    if not resume and (state.is_file() or final.is_file()):
+        held = (state if state.is_file() else final).relative_to(out)
+        raise click.ClickException(
+            f"{out} already holds a run ({held}); pass --resume to continue it or choose another output_dir"
+        )
     save_resolved(cfg, out / "config.yml", source=recipe, overrides=overrides)
     try:
-        summary = train_from_options(cfg, resolved_config=to_dict(cfg))
-    except (CheckpointError, FloatingPointError, ValueError) as e:  # bad weights, divergence, no CUDA
+        summary = train_from_options(cfg, resolved_config=to_dict(cfg), resume=resume)
+    except (CheckpointError, FloatingPointError, ValueError) as e:  # bad weights/data/state, divergence, no CUDA
         raise click.ClickException(str(e)) from None
     if as_json:
         click.echo(json.dumps(summary, indent=2))
         return
     first, last = summary["first_losses"], summary["last_losses"]
+    resumed = f" (resumed at step {summary['resumed_from']})" if summary.get("resumed_from") is not None else ""
     click.echo(
-        f"trained RobustSAM's anti-degradation modules for {summary['steps']} steps in "
+        f"trained RobustSAM's anti-degradation modules for {summary['steps']} steps{resumed} in "
         f"{summary['wall_time_s']:.1f} s; loss {first.get('total', float('nan')):.4f} -> "
         f"{last.get('total', float('nan')):.4f}; weights: {summary['weights']}"
     )

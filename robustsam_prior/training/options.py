@@ -100,14 +100,27 @@ class RobustSamDataOptions:
     """Clear/degraded pairs with a ground-truth instance mask and prompts drawn from it.
 
     ``source: shapes``: the built-in procedural scenes (``robustsam_prior.data.shapes``, exact masks,
-    no download), ``scenes`` of them at the model's input size. Each pair's degraded image is drawn
+    no download), ``scenes`` of them at the model's input size. ``source: folder``: your images in
+    ``images_dir`` with label masks of the same stem in ``masks_dir`` (8/16-bit PNG or TIFF, 0 =
+    background, every other value one instance; :class:`robustsam_prior.training.data.FolderDataset`),
+    resized so that the longest side is ``image_size`` (null = the model's input size), aspect ratio
+    kept. Each pair's degraded image is drawn
     uniformly from ``degradations`` (+ the identity when ``identity``) at a severity drawn from
     ``severities`` — the paper's "15 degradations + identity mapping".
     """
 
-    source: Literal["shapes"] = _f("shapes", "where scenes come from")
-    scenes: int = _f(64, "number of distinct scenes", min=1)
-    image_size: int | None = _f(None, "scene side in pixels (null = the model's input size)", min=8)
+    source: Literal["shapes", "folder"] = _f(
+        "shapes", "where scenes come from: built-in procedural shapes, or images_dir + masks_dir")
+    scenes: int = _f(64, "shapes: number of distinct scenes", min=1)
+    images_dir: str | None = _f(None, "folder: the images", exists="dir")
+    masks_dir: str | None = _f(
+        None, "folder: label masks named like their images (stem), 8/16-bit PNG or TIFF, 0 = background, "
+        "every other value one instance", exists="dir")
+    include: tuple[str, ...] = _f(("*",), "folder: glob patterns of image file names to use", min_len=1)
+    exclude: tuple[str, ...] = _f((), "folder: glob patterns of image file names to leave out")
+    cache_images: int = _f(16, "folder: decoded scenes kept in memory (least recently used dropped first)", min=0)
+    image_size: int | None = _f(
+        None, "shapes: scene side; folder: longest side after resizing (null = the model's input size)", min=8)
     degradations: tuple[str, ...] | None = _f(
         None, "degradation names from robustsam_prior.degradations (null = the paper's 15 Robust-Seg ones)")
     severities: tuple[int, ...] = _f((1, 2, 3, 4, 5), "severities to draw from (1..5)", min_len=1)
@@ -117,6 +130,14 @@ class RobustSamDataOptions:
     instance: Literal["random", "largest"] = _f("random", "which instance of a scene is the target")
 
     def check(self) -> None:
+        if self.source == "folder":
+            for key in ("images_dir", "masks_dir"):
+                if getattr(self, key) is None:
+                    raise ValueError(f"{key}: required for source 'folder'")
+        else:
+            for key in ("images_dir", "masks_dir"):
+                if getattr(self, key) is not None:
+                    raise ValueError(f"{key}: only for source 'folder'")
         bad = [s for s in self.severities if not 1 <= s <= 5]
         if bad:
             raise ValueError(f"severities: expected values in 1..5, got {bad[0]}")
@@ -173,6 +194,9 @@ class RobustSamLoopOptions:
     detach_targets: bool = _f(False, "no gradient through the clear (target) branch")
     bn_mode: Literal["batch", "running"] = _f("batch", "BatchNorm statistics while training (official: batch)")
     log_every: int = _f(10, "append the loss terms to log.jsonl every N steps (the first and last always)", min=1)
+    checkpoint_every: int = _f(
+        0, "write models/step_NNNNNNN.safetensors + state/latest.pt every N steps (0 = only at the end)", min=0)
+    keep_checkpoints: int = _f(3, "periodic weight files kept (the oldest are deleted; final is always kept)", min=1)
     device: str = _f("cpu", "cpu, cuda, cuda:N or auto")
     threads: int | None = _f(None, "torch CPU threads (null = torch's default)", min=1)
 
@@ -186,12 +210,12 @@ class RobustSamLoopOptions:
 @dataclass(frozen=True)
 class RobustSamTrainConfig:
     """A RobustSAM anti-degradation training recipe (``kind: robustsam``):
-    ``robustsam-restore train RECIPE.yml [key=value ...]``."""
+    ``robustsam-restore train RECIPE.yml [key=value ...] [--resume]``."""
 
     kind: Literal["robustsam"] = _f("robustsam", "what is trained")
     name: str = _f("robustsam", "run name (recorded in the checkpoint)")
     seed: int = _f(0, "seed of initialisation, scenes, pairs, degradations and prompts", min=0)
-    output_dir: str = _f("runs/robustsam", "folder for the weights, log and resolved config")
+    output_dir: str = _f("runs/robustsam", "folder for the weights, training state, log and resolved config")
     model: RobustSamModelOptions = _f(RobustSamModelOptions, "the model and its starting weights")
     data: RobustSamDataOptions = _f(RobustSamDataOptions, "training pairs")
     losses: RobustSamLossOptions = _f(RobustSamLossOptions, "loss weights")

@@ -201,7 +201,8 @@ class AntiDegradationTrainer:
 
         total = self.config.steps if steps is None else steps
         history = []
-        with tqdm(total=total, desc="robustsam anti-degradation", disable=not progress, unit="step") as bar:
+        with tqdm(total=self.step_count + total, initial=self.step_count, desc="robustsam anti-degradation",
+                  disable=not progress, unit="step") as bar:
             for _, batch in zip(range(total), batches):
                 terms = self.step(batch)
                 history.append(terms)
@@ -214,6 +215,37 @@ class AntiDegradationTrainer:
         self.model.set_bn_mode(self.inference_bn_mode)
         self.model.eval()
         return history
+
+    def mutable_state(self) -> dict[str, torch.Tensor]:
+        """What training changes: the trainable parameters and every buffer (BatchNorm statistics).
+        The frozen rest comes back from the starting checkpoint when a run is rebuilt."""
+        state = self.model.state_dict()
+        buffers = {name for name, _ in self.model.named_buffers()}
+        return {k: v for k, v in state.items() if k in buffers or k in self.trainable}
+
+    def state_dict(self) -> dict[str, Any]:
+        """Model (:meth:`mutable_state`), optimizer and step count; tensors and primitives only."""
+        return {"step": self.step_count, "model": self.mutable_state(), "optimizer": self.optimizer.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any], *, source: str = "training state") -> None:
+        """Restore :meth:`state_dict`; a set of trained parameters other than this trainer's (another
+        ``train_sam_decoder``, another architecture) raises a ``CheckpointError`` naming the keys."""
+        from ..checkpoint import CheckpointError, load_strict
+
+        mine = self.mutable_state()
+        saved = state["model"]
+        if set(saved) != set(mine):
+            missing, unexpected = sorted(set(mine) - set(saved)), sorted(set(saved) - set(mine))
+            raise CheckpointError(
+                f"{source}: trains other parameters than this config (train.train_sam_decoder or the model "
+                f"changed?): missing {missing[:5]}{' ...' if len(missing) > 5 else ''}, unexpected "
+                f"{unexpected[:5]}{' ...' if len(unexpected) > 5 else ''}"
+            )
+        full = self.model.state_dict()
+        full.update(saved)
+        load_strict(self.model, full, source=source)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.step_count = int(state["step"])
 
     def save(self, path: str | os.PathLike, *, metadata: dict[str, Any] | None = None) -> str:
         """Save the model (this project's RobustSAM format) with the training settings; sha256."""
@@ -289,25 +321,148 @@ def train_anti_degradation(
     }
 
 
+STATE_FORMAT = "robustsam-restore/robustsam-training-state"
+
+
+def save_training_state(path: str | os.PathLike, state: dict[str, Any]) -> None:
+    """``torch.save`` atomically (a kill mid-write leaves the previous file); tensors and primitives only,
+    so :func:`load_training_state` reads it with ``weights_only=True``."""
+    from ..fileio import atomic_write
+
+    with atomic_write(path, "wb") as f:
+        torch.save(state, f)
+
+
+def load_training_state(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a :func:`save_training_state` file (``weights_only=True``: no pickled code runs).
+    ``FileNotFoundError`` when absent; ``CheckpointError`` naming the file when it is unreadable or not
+    a RobustSAM training state."""
+    from pathlib import Path
+
+    from ..checkpoint import CheckpointError
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no training state to resume from")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # truncated, corrupt, or holding pickled objects
+        raise CheckpointError(f"{path}: unreadable training state ({e})") from e
+    if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
+        raise CheckpointError(f"{path}: not a RobustSAM training state (format {STATE_FORMAT!r})")
+    return state
+
+
+def rng_state(generator: Any) -> dict[str, Any]:
+    """torch's CPU (and CUDA, when initialised) RNG states and the numpy ``generator``'s bit-generator
+    state (as JSON text: its 128-bit integers are not tensors, and ``weights_only`` loads strings)."""
+    import json
+
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else [],
+        "numpy": json.dumps(generator.bit_generator.state),
+    }
+
+
+def set_rng_state(state: dict[str, Any], generator: Any) -> None:
+    """Undo :func:`rng_state` into the process and ``generator``."""
+    import json
+
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    generator.bit_generator.state = json.loads(state["numpy"])
+
+
+# what must not change across a resume for it to be exact (compared as JSON; a difference is a warning,
+# as for restoration runs: changing e.g. the learning rate of a resumed run can be deliberate)
+FINGERPRINT_KEYS = ("seed", "model", "data", "losses", "optim", "train.batch_size", "train.train_sam_decoder",
+                    "train.detach_targets", "train.bn_mode")
+
+
+def fingerprint(config: dict[str, Any] | None) -> dict[str, Any]:
+    """The :data:`FINGERPRINT_KEYS` of a resolved config (plain data)."""
+    out: dict[str, Any] = {}
+    for key in FINGERPRINT_KEYS:
+        value: Any = config or {}
+        for part in key.split("."):
+            value = value.get(part) if isinstance(value, dict) else None
+        out[key] = value
+    return out
+
+
+def folder_or_shapes_dataset(data: Any, *, image_size: int, seed: int) -> Any:
+    """The scenes of ``data`` (:class:`~robustsam_prior.training.options.RobustSamDataOptions`):
+    procedural shapes (square, side ``data.image_size`` or ``image_size``) or a :class:`FolderDataset`
+    (longest side ``data.image_size`` or ``image_size``)."""
+    size = data.image_size or image_size
+    if data.source == "folder":
+        from .data import FolderDataset
+
+        return FolderDataset(data.images_dir, data.masks_dir, size=size, include=data.include,
+                             exclude=data.exclude, cache=data.cache_images)
+    from ..data.shapes import ShapesDataset
+
+    return ShapesDataset(length=data.scenes, height=size, width=size, seed=seed)
+
+
+def _json_or_none(line: str) -> Any:
+    """A log line, or None for the half-written last line of a killed run."""
+    import json
+
+    try:
+        return json.loads(line)
+    except json.JSONDecodeError:
+        return None
+
+
 def train_from_options(
     options: Any,
     *,
     resolved_config: dict[str, Any] | None = None,
     progress: bool = True,
+    resume: bool = False,
 ) -> dict[str, Any]:
     """Run a validated ``kind: robustsam`` recipe
-    (:class:`robustsam_prior.training.options.RobustSamTrainConfig`).
+    (:class:`robustsam_prior.training.options.RobustSamTrainConfig`); ``resume`` continues the run in
+    ``output_dir`` from ``state/latest.pt``.
 
-    Writes under ``options.output_dir``: ``models/final.safetensors`` (this project's RobustSAM
-    checkpoint; metadata: run name, initial checkpoint, seed, training settings, ``recipe`` = ``resolved_config``),
-    ``log.jsonl`` (one line ``{"step", <loss terms>}`` every ``train.log_every`` steps, first and last
-    always) and ``summary.json``; returns the summary (see :func:`train_anti_degradation`, plus
-    ``log`` and ``output_dir``). Single process; torch's thread count is restored afterwards.
+    Files under ``options.output_dir``, each written as soon as it is known (a killed run loses at most
+    the steps since the last checkpoint)::
+
+        models/step_0000500.safetensors  every train.checkpoint_every steps (the last keep_checkpoints kept)
+        models/final.safetensors         at the end
+        state/latest.pt                  with every checkpoint and at the end: trained parameters and
+                                         buffers, Adam state, step, torch + numpy (PairSampler) RNG states
+        log.jsonl                        {"step", <loss terms>} appended and flushed every train.log_every
+                                         steps (first and last always); cut back to the resumed step
+        summary.json                     at the end
+
+    Weight files are this project's RobustSAM checkpoints (``build_robustsam(None, path)`` loads them;
+    metadata: run name, step, initial checkpoint, seed, training settings, ``recipe`` =
+    ``resolved_config``). All are written atomically.
+
+    Exactness: the model is rebuilt from the recipe (seeded torch, the same starting checkpoint,
+    checked by sha256), then the saved trained parameters, buffers, optimizer and RNG states are put
+    back; every random draw of the data comes from PairSampler's numpy generator, whose state is
+    saved between batches. A resumed run therefore ends with the same weights, bit for bit, as an
+    uninterrupted one on the same machine and thread count. A resolved config that differs from the
+    saved run in :data:`FINGERPRINT_KEYS` is logged as a warning. Resuming a finished run with a larger
+    ``train.steps`` continues it.
+
+    Single process; torch's thread count is restored afterwards. Returns the summary (steps,
+    resumed_from, wall time, first/last losses, weights and their sha256, log, output_dir, device).
     """
     import json
+    import time
     from pathlib import Path
 
+    from ..checkpoint import CheckpointError
+    from ..degradations import ROBUST_SEG_SET
     from ..fileio import atomic_write, write_json
+    from ..loading import build_robustsam
+    from .data import PairSampler
     from .losses import LossWeights
 
     o = options
@@ -317,7 +472,8 @@ def train_from_options(
         device = "cuda" if torch.cuda.is_available() else "cpu"
     elif device.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"train.device: {device!r} was asked for but CUDA is not available here")
-    (out / "models").mkdir(parents=True, exist_ok=True)
+    state_path = out / "state" / "latest.pt"
+    saved = load_training_state(state_path) if resume else None
     config = AntiDegradationConfig(
         steps=o.train.steps,
         lr=o.optim.lr,
@@ -329,49 +485,103 @@ def train_from_options(
         bn_mode=o.train.bn_mode,
         weights=LossWeights(focal=o.losses.focal, dice=o.losses.dice, token=o.losses.token, feature=o.losses.feature),
     )
-    dataset = None
-    if o.data.image_size is not None:
-        from ..data.shapes import ShapesDataset
-
-        dataset = ShapesDataset(length=o.data.scenes, height=o.data.image_size, width=o.data.image_size, seed=o.seed)
-
-    lines: list[str] = []
-    steps = o.train.steps
-
-    def log(step: int, terms: dict[str, float]) -> None:
-        if step == 1 or step == steps or step % o.train.log_every == 0:
-            lines.append(json.dumps({"step": step, **terms}))
-            logger.info("step %d: %s", step, ", ".join(f"{k} {v:.4g}" for k, v in terms.items()))
-
     threads = torch.get_num_threads()
     if o.train.threads is not None:
         torch.set_num_threads(o.train.threads)
+    log_file = None
     try:
-        summary = train_anti_degradation(
-            output=out / "models" / "final.safetensors",
-            model_config=o.model.model_config(),
-            checkpoint=o.model.checkpoint,
-            fresh_robust_modules=o.model.fresh_robust_modules,
-            config=config,
-            dataset=dataset,
-            scenes=o.data.scenes,
+        torch.manual_seed(o.seed)
+        model = build_robustsam(o.model.model_config(), o.model.checkpoint,
+                                fresh_robust_modules=o.model.fresh_robust_modules, device=device)
+        dataset = folder_or_shapes_dataset(o.data, image_size=model.image_size, seed=o.seed)
+        sampler = PairSampler(
+            dataset,
             batch_size=o.train.batch_size,
-            degradations=o.data.degradations,
+            seed=o.seed,
+            degradations=tuple(ROBUST_SEG_SET if o.data.degradations is None else o.data.degradations),
             severities=tuple(o.data.severities),
             include_identity=o.data.identity,
             num_points=o.data.num_points,
             instance=o.data.instance,
-            seed=o.seed,
-            device=device,
-            progress=progress,
-            callback=log,
-            metadata={"name": o.name, **({"recipe": resolved_config} if resolved_config else {})},
         )
+        trainer = AntiDegradationTrainer(model, config)
+        records: list[dict[str, Any]] = []
+        log_path = out / "log.jsonl"
+        if saved is not None:
+            if saved["init_sha256"] != model.checkpoint_sha256:
+                raise CheckpointError(
+                    f"{state_path}: the run started from weights with sha256 {saved['init_sha256']}, but "
+                    f"model.checkpoint is now {o.model.checkpoint} (sha256 {model.checkpoint_sha256}); the frozen "
+                    "weights would differ"
+                )
+            was = json.loads(saved["fingerprint"])
+            now = json.loads(json.dumps(fingerprint(resolved_config), default=str))  # tuples -> lists, as saved
+            changed = [k for k in FINGERPRINT_KEYS if resolved_config and was.get(k) != now[k]]
+            if changed:
+                logger.warning("resuming %s with settings that differ from the saved run (%s): the result will "
+                               "not match an uninterrupted run", out, ", ".join(changed))
+            trainer.load_state_dict(saved["trainer"], source=str(state_path))
+            set_rng_state(saved["rng"], sampler.rng)
+            if log_path.is_file():  # drop what was logged after the checkpoint: those steps are redone
+                records = [r for r in map(_json_or_none, log_path.read_text().splitlines())
+                           if r is not None and r["step"] <= trainer.step_count]
+            logger.info("resumed %s at step %d of %d", out, trainer.step_count, o.train.steps)
+        resumed_from = trainer.step_count if saved is not None else None
+        with atomic_write(log_path, "w") as f:
+            f.writelines(json.dumps(r) + "\n" for r in records)
+        log_file = open(log_path, "a", encoding="utf-8")  # noqa: SIM115 (closed in finally)
+        meta = {"name": o.name, "initialised_from": model.checkpoint_path, "seed": o.seed,
+                **({"recipe": resolved_config} if resolved_config else {})}
+        steps = o.train.steps
+
+        def save_state() -> None:
+            save_training_state(state_path, {
+                "format": STATE_FORMAT,
+                "trainer": trainer.state_dict(),
+                "rng": rng_state(sampler.rng),
+                "init_sha256": model.checkpoint_sha256,
+                "fingerprint": json.dumps(fingerprint(resolved_config), default=str),
+            })
+
+        def after_step(step: int, terms: dict[str, float]) -> None:
+            if step == 1 or step == steps or step % o.train.log_every == 0:
+                rec = {"step": step, **terms}
+                log_file.write(json.dumps(rec) + "\n")
+                log_file.flush()
+                os.fsync(log_file.fileno())
+                records.append(rec)
+                logger.info("step %d: %s", step, ", ".join(f"{k} {v:.4g}" for k, v in terms.items()))
+            every = o.train.checkpoint_every
+            if every and step % every == 0:
+                models = out / "models"
+                trainer.save(models / f"step_{step:07d}.safetensors", metadata={**meta, "step": step})
+                save_state()
+                for old in sorted(models.glob("step_*.safetensors"))[: -o.train.keep_checkpoints]:
+                    old.unlink(missing_ok=True)
+                logger.info("checkpoint at step %d", step)
+
+        start = time.perf_counter()
+        history = trainer.train(sampler, steps=max(0, steps - trainer.step_count), progress=progress,
+                                callback=after_step)
+        final = out / "models" / "final.safetensors"
+        sha = trainer.save(final, metadata={**meta, "step": trainer.step_count})
+        save_state()
     finally:
         torch.set_num_threads(threads)
-        if lines:
-            with atomic_write(out / "log.jsonl", "w") as f:
-                f.write("\n".join(lines) + "\n")
-    summary.update({"output_dir": str(out), "log": str(out / "log.jsonl"), "device": device})
+        if log_file is not None:
+            log_file.close()
+    summary = {
+        "steps": trainer.step_count,
+        "resumed_from": resumed_from,
+        "wall_time_s": time.perf_counter() - start,
+        "first_losses": {k: v for k, v in records[0].items() if k != "step"} if records else {},
+        "last_losses": history[-1] if history else ({k: v for k, v in records[-1].items() if k != "step"}
+                                                    if records else {}),
+        "weights": str(final),
+        "sha256": sha,
+        "output_dir": str(out),
+        "log": str(log_path),
+        "device": device,
+    }
     write_json(out / "summary.json", summary)
     return summary

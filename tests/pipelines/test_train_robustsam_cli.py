@@ -87,7 +87,9 @@ def test_smoke_training_lowers_losses_keeps_sam_frozen_and_loads(smoke_run, sam_
     assert len(moved) > 0.9 * len(robust), (len(moved), len(robust))  # the robust modules trained
 
     meta = trained.metadata
-    assert meta["name"] == "robustsam_smoke" and meta["initialised_from"] == str(sam_file)
+    assert meta["name"] == "robustsam_smoke" and meta["initialised_from"] == str(sam_file) and meta["step"] == 8
+    assert sorted(p.name for p in (out / "models").iterdir()) == ["final.safetensors"]  # checkpoint_every: 0
+    assert (out / "state" / "latest.pt").is_file()  # so that --resume with more steps can go on
     assert meta["recipe"]["model"]["checkpoint"] == str(sam_file)
     assert meta["training"]["config"]["weights"] == {"focal": 20.0, "dice": 1.0, "token": 2.0, "feature": 100.0}
     assert meta["training"]["config"]["train_sam_decoder"] is False
@@ -100,14 +102,14 @@ def test_smoke_training_lowers_losses_keeps_sam_frozen_and_loads(smoke_run, sam_
     assert "# override: model.fresh_robust_modules=true" in (out / "config.yml").read_text()
 
 
-def test_refuses_existing_run_resume_and_torchrun(smoke_run, monkeypatch):
+def test_refuses_existing_run_missing_state_and_torchrun(smoke_run, monkeypatch):
     out, _ = smoke_run
     monkeypatch.chdir(REPO)
     runner = CliRunner()
     r = runner.invoke(main, ["train", SMOKE, f"output_dir={out}"])
-    assert r.exit_code == 1 and "already holds a run (models/final.safetensors)" in r.output
+    assert r.exit_code == 1 and "already holds a run (state/latest.pt); pass --resume to continue it" in r.output
     r = runner.invoke(main, ["train", SMOKE, f"output_dir={out}_2", "--resume"])
-    assert r.exit_code == 1 and "--resume is not supported for kind 'robustsam'" in r.output
+    assert r.exit_code == 1 and "--resume: no training state at" in r.output
     monkeypatch.setenv("WORLD_SIZE", "2")
     r = runner.invoke(main, ["train", SMOKE, f"output_dir={out}_3"])
     assert r.exit_code == 1 and "run it without torchrun" in r.output
@@ -182,7 +184,15 @@ def test_training_errors_are_click_errors(tmp_path, sam_file, monkeypatch):
         (["data.degradations=[fog, gausian_noise]"],
          "data.degradations[1]: unknown degradation 'gausian_noise' (did you mean 'gaussian_noise'"),
         (["data.degradations=[]", "data.identity=false"], "data.degradations: empty, and identity is false"),
-        (["data.source=coco"], "data.source: expected one of 'shapes', got 'coco'"),
+        (["data.source=coco"], "data.source: expected one of 'shapes', 'folder', got 'coco'"),
+        (["data.source=folder"], "data.images_dir: required for source 'folder'"),
+        (["data.source=folder", f"data.images_dir={REPO / 'pipelines'}"], "data.masks_dir: required for source 'folder'"),
+        ([f"data.images_dir={REPO / 'pipelines'}"], "data.images_dir: only for source 'folder'"),
+        (["data.source=folder", "data.images_dir=no_such_dir"], "data.images_dir: folder not found: 'no_such_dir'"),
+        (["data.include=[]"], "data.include: needs at least 1 item(s), got 0"),
+        (["data.cache_images=-1"], "data.cache_images: must be >= 0, got -1"),
+        (["train.checkpoint_every=-1"], "train.checkpoint_every: must be >= 0, got -1"),
+        (["train.keep_checkpoints=0"], "train.keep_checkpoints: must be >= 1, got 0"),
         (["losses.focal=0", "losses.dice=0", "losses.token=0", "losses.feature=0"], "losses.feature: every loss weight is 0"),
         (["losses.token=-1"], "losses.token: must be >= 0.0, got -1.0"),
         (["train.device=gpu"], "train.device: expected cpu, cuda, cuda:N or auto, got 'gpu'"),
