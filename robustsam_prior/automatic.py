@@ -31,9 +31,33 @@ class RobustSamAutomaticMaskGenerator(SamAutomaticMaskGenerator):
     ``stability_score_thresh=0.95``) were tuned for SAM ViT-H.
     """
 
-    def __init__(self, model: RobustSam, *, path: str = "robust", **options: Any) -> None:
+    def __init__(self, model: RobustSam, *, path: str = "robust", progress: bool = False, **options: Any) -> None:
         super().__init__(model, **options)
         self.predictor = RobustSamPredictor(model, path=path)
+        # a bar over the point prompts of generate(): on a CPU each ViT-B prompt costs ~0.2 s, so a
+        # 32x32 grid runs for minutes (benchmarks/prior_speed.py --amg)
+        self.progress = progress
+        self._bar: Any = None
+
+    def generate(self, image: np.ndarray) -> list[dict[str, Any]]:
+        if not self.progress:
+            return super().generate(image)
+        from segment_anything.utils.amg import generate_crop_boxes
+        from tqdm import tqdm
+
+        _, layers = generate_crop_boxes(image.shape[:2], self.crop_n_layers, self.crop_overlap_ratio)
+        total = sum(len(self.point_grids[layer]) for layer in layers)
+        with tqdm(total=total, desc="automatic masks", unit="prompt", leave=False) as self._bar:
+            try:
+                return super().generate(image)
+            finally:
+                self._bar = None
+
+    def _process_batch(self, points: np.ndarray, *args: Any, **kwargs: Any) -> Any:
+        data = super()._process_batch(points, *args, **kwargs)
+        if self._bar is not None:
+            self._bar.update(len(points))
+        return data
 
 
 def _segmentation(mask: Any, index: int) -> np.ndarray:

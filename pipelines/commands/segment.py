@@ -151,6 +151,7 @@ def segment(
             points_per_side=points_per_side,
             pred_iou_thresh=pred_iou_thresh,
             stability_score_thresh=stability_thresh,
+            progress=True,
         )
         records = generator.generate(rgb8)
         label_map, sources = masks_to_label_map(records, (h, w), return_sources=True)

@@ -116,3 +116,25 @@ def test_generator_sam_path_differs(model, image):
     assert [r["predicted_iou"] for r in robust] != [r["predicted_iou"] for r in sam] or not all(
         np.array_equal(a["segmentation"], b["segmentation"]) for a, b in zip(robust, sam)
     )
+
+
+def test_generator_progress_counts_every_prompt_and_changes_nothing(model, image, capsys):
+    kw = dict(points_per_side=3, points_per_batch=4, pred_iou_thresh=0.0, stability_score_thresh=0.0,
+              crop_n_layers=1)  # crops: 1 + 4, 9 points each -> 45 prompts in batches of <= 4
+    plain = RobustSamAutomaticMaskGenerator(model, **kw).generate(image)
+    gen = RobustSamAutomaticMaskGenerator(model, progress=True, **kw)
+    counted = []
+    original = gen._process_batch
+
+    def spy(points, *args, **kwargs):
+        counted.append(len(points))
+        return original(points, *args, **kwargs)
+
+    gen._process_batch = spy
+    shown = gen.generate(image)
+    assert sum(counted) == 45 and max(counted) == 4
+    err = capsys.readouterr().err
+    assert "automatic masks" in err and "/45 [" in err  # the bar knows the total up front
+    assert len(shown) == len(plain)
+    for a, b in zip(shown, plain):
+        np.testing.assert_array_equal(a["segmentation"], b["segmentation"])
