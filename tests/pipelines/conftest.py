@@ -116,3 +116,24 @@ def pairs_factory():
 @pytest.fixture
 def subprocess_env() -> dict[str, str]:
     return cli_env()
+
+
+def kill_when_file_appears(cmd: list[str], env: dict[str, str], path: Path, timeout: float = 120.0) -> None:
+    """Run ``cmd``, SIGKILL it as soon as ``path`` exists, and assert it was the kill that ended it."""
+    import signal
+    import subprocess
+    import time
+
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + timeout
+    while not path.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGKILL)
+    out = proc.communicate()[0].decode(errors="replace")
+    assert proc.returncode == -signal.SIGKILL, f"the run ended on its own before the kill:\n{out[-2000:]}"
+
+
+@pytest.fixture
+def kill_when():
+    """``kill_when(cmd, env, path)``: see :func:`kill_when_file_appears`."""
+    return kill_when_file_appears

@@ -3,10 +3,7 @@ uninterrupted run; interrupted writes never replace a good checkpoint."""
 
 from __future__ import annotations
 
-import signal
-import subprocess
 import sys
-import time
 
 import pytest
 import torch
@@ -23,19 +20,14 @@ def _weights(path):
 
 
 @pytest.mark.slow
-def test_kill_and_resume_reaches_identical_parameters(tmp_path, recipe_factory, cli_script, subprocess_env, one_thread):
+def test_kill_and_resume_reaches_identical_parameters(tmp_path, recipe_factory, cli_script, subprocess_env, one_thread,
+                                                     kill_when):
     recipe = recipe_factory(tmp_path, iterations=150, checkpoint_every=10)
     # the run that gets killed: a real process, SIGKILLed as soon as its first checkpoint exists
     killed_dir = tmp_path / "killed"
     cmd = [sys.executable, str(cli_script), "train", str(recipe), f"output_dir={killed_dir}"]
-    proc = subprocess.Popen(cmd, env=subprocess_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     state_file = killed_dir / "state" / "latest.pt"
-    deadline = time.monotonic() + 120
-    while not state_file.exists() and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.005)
-    proc.send_signal(signal.SIGKILL)
-    out = proc.communicate()[0].decode(errors="replace")
-    assert proc.returncode == -signal.SIGKILL, f"the run ended on its own before the kill:\n{out[-2000:]}"
+    kill_when(cmd, subprocess_env, state_file)
     assert not (killed_dir / "summary.json").exists()
     killed_at = load_state(state_file)["iteration"]
     assert 10 <= killed_at < 150 and killed_at % 10 == 0

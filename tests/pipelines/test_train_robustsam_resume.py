@@ -8,10 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -163,18 +160,11 @@ def test_cli_refuses_to_overwrite_and_needs_a_state_to_resume(tmp_path, folder_d
 
 
 @pytest.mark.slow
-def test_sigkill_and_resume_reaches_identical_weights(tmp_path, folder_data, cli_script, subprocess_env):
+def test_sigkill_and_resume_reaches_identical_weights(tmp_path, folder_data, cli_script, subprocess_env, kill_when):
     out, ref = tmp_path / "killed", tmp_path / "ref"
     args = ["train", SMOKE, *TINY, *folder_data, "train.steps=12", "train.checkpoint_every=2", "train.log_every=1"]
-    proc = subprocess.Popen([sys.executable, str(cli_script), *args, f"output_dir={out}"], env=subprocess_env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     state = out / "state" / "latest.pt"
-    deadline = time.monotonic() + 120
-    while not state.exists() and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.005)
-    proc.send_signal(signal.SIGKILL)
-    text = proc.communicate()[0].decode(errors="replace")
-    assert proc.returncode == -signal.SIGKILL, f"the run ended on its own before the kill:\n{text[-2000:]}"
+    kill_when([sys.executable, str(cli_script), *args, f"output_dir={out}"], subprocess_env, state)
     killed_at = load_training_state(state)["trainer"]["step"]
     assert 2 <= killed_at < 12 and killed_at % 2 == 0
     assert [r["step"] for r in _log(out)][:killed_at] == list(range(1, killed_at + 1))  # flushed as it went
