@@ -250,6 +250,26 @@ def resize_longest(image: np.ndarray, labels: np.ndarray, size: int) -> tuple[np
     return np.clip(image, 0.0, 1.0), labels[rows[:, None], cols[None, :]]
 
 
+def _size_mismatch(mask: Path, mask_wh: Sequence[int], image: Path, image_wh: Sequence[int]) -> str:
+    return (f"mask {mask}: {mask_wh[0]}x{mask_wh[1]} pixels (WxH) but its image {image.name} "
+            f"is {image_wh[0]}x{image_wh[1]}")
+
+
+def _header_size(path: Path, *, oriented: bool) -> tuple[int, int] | None:
+    """(W, H) from the file header, after EXIF orientation if ``oriented`` (as ``read_image`` applies it);
+    None where Pillow cannot read the header (the full read reports that file later)."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            w, h = im.size
+            if oriented and im.getexif().get(0x0112) in (5, 6, 7, 8):  # transposed orientations
+                w, h = h, w
+            return w, h
+    except Exception:  # noqa: BLE001 - any unreadable header is reported by the full read
+        return None
+
+
 class FolderDataset:
     """Scenes from ``images_dir`` and label masks in ``masks_dir``, matched by file stem.
 
@@ -260,7 +280,8 @@ class FolderDataset:
     dataset is made, but decoded only when a scene is asked for; the last ``cache`` scenes are kept.
 
     Errors (:class:`DataError`, naming the file): an empty selection, an image without a mask, two masks
-    with the same stem, an unreadable file, a mask of another size than its image. A mask without any
+    with the same stem, a mask of another size than its image (from the file headers, when the dataset is
+    made), an unreadable file (when the scene is loaded). A mask without any
     instance (all 0, or every instance gone after resizing) is not an error here: the scene comes back
     with no masks and :class:`PairSampler` skips it with a warning.
     """
@@ -309,6 +330,10 @@ class FolderDataset:
             if len(found) > 1:
                 raise DataError(f"image {img}: several masks with its stem: {', '.join(p.name for p in found)}")
             self.items.append((img, found[0]))
+        for img, mask in self.items:  # headers only: a mismatch shows at the start, not hours into a run
+            image_size, mask_size = _header_size(img, oriented=True), _header_size(mask, oriented=False)
+            if image_size and mask_size and image_size != mask_size:
+                raise DataError(_size_mismatch(mask, mask_size, img, image_size))
         self.cache_size = cache
         self._cache: OrderedDict[int, FolderScene] = OrderedDict()
 
@@ -334,10 +359,7 @@ class FolderDataset:
         image = read_image(img_path).pixels  # ImageReadError (a ValueError) names the file
         labels = read_label_mask(mask_path)
         if labels.shape != image.shape[:2]:
-            raise DataError(
-                f"mask {mask_path}: {labels.shape[1]}x{labels.shape[0]} pixels (WxH) but its image {img_path.name} "
-                f"is {image.shape[1]}x{image.shape[0]}"
-            )
+            raise DataError(_size_mismatch(mask_path, labels.shape[::-1], img_path, image.shape[1::-1]))
         image, labels = resize_longest(image, labels, self.size)
         ids = np.unique(labels)
         ids = ids[ids != 0]

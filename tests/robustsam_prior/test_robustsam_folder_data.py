@@ -124,9 +124,15 @@ def test_folder_errors_name_the_file(tmp_path):
         FolderDataset(images, masks, size=32)
     (masks / "lonely.tif").unlink()
 
-    _write(masks, "lonely.png", _labels(8, 9, [1]))  # one column too many
+    _write(masks, "lonely.png", _labels(8, 9, [1]))  # one column too many: found from the headers, up front
     with pytest.raises(DataError, match=r"mask .*lonely\.png: 9x8 pixels \(WxH\) but its image lonely\.png is 8x8"):
-        FolderDataset(images, masks, size=32)[0]
+        FolderDataset(images, masks, size=32)
+    # an image whose EXIF orientation turns it (read_image applies it): 8x9 stored, 9x8 shown, so it fits
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(_image(9, 8, 0)).save(images / "lonely.png", exif=exif)
+    assert FolderDataset(images, masks, size=32)[0].masks.shape[1:] == (28, 32)
+    _write(images, "lonely.png", _image(8, 8, 0))
     _write(masks, "lonely.png", _image(8, 8, 1))  # RGB
     with pytest.raises(DataError, match=r"mask .*lonely\.png: a mode RGB colour image; a mask must be a single-channel"):
         FolderDataset(images, masks, size=32)[0]
