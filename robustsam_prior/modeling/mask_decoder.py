@@ -151,7 +151,7 @@ class RobustMaskDecoder(MaskDecoder):
 
         # Every step below is per prompt set, so the prompts run in groups (results are the same). Small
         # groups keep the 4h x 4w tensors of the mask-feature AMFG in cache: on vit_b one prompt at a time
-        # is 2.3x faster per prompt than batches of 16 on CPU (benchmarks/prior_speed.py --amg), while
+        # takes 0.175 s per prompt on 2 CPU cores, batches of 16 0.359 s (benchmarks/prior_speed.py --amg), while
         # small models gain from batching. Default: prompts whose robust mask feature (D/8 x 4h x 4w
         # floats each) fit in DENSE_BUDGET elements, at least one.
         step = self.prompt_batch
