@@ -8,7 +8,9 @@ For each run folder (written by ``robustsam-restore train``) it takes the newest
 the periodic file of iteration N, to compare runs at the same budget), and writes
 ``restore/weights/<file>`` (see :data:`MODELS`) with the checkpoint's metadata plus a ``training``
 record: recipe, iterations done / planned, wall time (the sum of the logged step windows, so it adds
-up over resumed sessions), the validation history and the final validation metrics. It then writes
+up over resumed sessions), the validation history and the final validation metrics. A run that started
+from another run's weights (``model.init``: the ``*_stage2.yml`` recipes) is recorded with all its
+stages: iterations and wall time add up over them. It then writes
 ``zoo.json`` (the table ``restore.zoo`` reads) and ``TRAINING.md`` + ``training_log.json``
 (the training log summary). Weights are the EMA weights the trainer saves; nothing is retrained here.
 """
@@ -48,6 +50,9 @@ MODELS: dict[str, dict[str, str]] = {
         "description": "ablation: the same NAFNet without a prior, same data and budget",
     },
 }
+# second stages (`model.init` = the first stage's weights) package into the same files as their first stage
+for _first in ("default_deblur", "default_deblur_noprior"):
+    MODELS[f"{_first}_stage2"] = {**MODELS[_first], "recipe": MODELS[_first]["recipe"].replace(".yml", "_stage2.yml")}
 MAX_BYTES = 15 * 1024 * 1024  # issue 7: each packaged model <= 15 MB
 
 
@@ -87,6 +92,32 @@ def newest_weights(run: Path, at: int | None = None) -> Path:
     return files[-1]
 
 
+def stages(meta: dict[str, Any], run: Path) -> list[dict[str, Any]]:
+    """The training stages behind a checkpoint, first stage first. A run started from another run's weights
+    (``model.init``, e.g. ``<first run>/models/final.safetensors``) lists that run's stages before its own;
+    the first run's folder is the one above the weight file's ``models/``."""
+    from robustsam_prior.checkpoint import read_checkpoint
+
+    config = meta.get("config") or {}
+    loop = config.get("train", {})
+    own = {
+        "name": meta.get("name"),
+        "run": str(run),
+        "iterations": meta.get("iteration"),
+        "planned_iterations": loop.get("iterations"),
+        **read_log(run, int(loop.get("log_every", 10)), upto=meta.get("iteration")),
+    }
+    init = (config.get("model") or {}).get("init")
+    if not init:
+        return [own]
+    init_path = Path(init)
+    if not init_path.is_file():
+        raise FileNotFoundError(f"{run}: the weights this run started from ({init}) are gone; their training "
+                                "record cannot be read")
+    parent = init_path.parent.parent if init_path.parent.name == "models" else init_path.parent
+    return stages(dict(read_checkpoint(init_path).metadata), parent) + [own]
+
+
 def ship(run: Path, at: int | None = None) -> dict[str, Any]:
     """Package one run (its newest weights, or those of iteration ``at``); returns its training record."""
     from robustsam_prior.checkpoint import read_checkpoint, save_checkpoint
@@ -99,7 +130,7 @@ def ship(run: Path, at: int | None = None) -> dict[str, Any]:
         raise ValueError(f"{src}: run name {name!r} is not one of {sorted(MODELS)}")
     spec = MODELS[name]
     loop = (meta.get("config") or {}).get("train", {})
-    log = read_log(run, int(loop.get("log_every", 10)), upto=meta.get("iteration"))
+    chain = stages(meta, run)
     planned = loop.get("iterations")
     record = {
         "zoo": spec["zoo"],
@@ -108,15 +139,22 @@ def ship(run: Path, at: int | None = None) -> dict[str, Any]:
         "arch": meta.get("arch"),
         "arch_kwargs": meta.get("arch_kwargs"),
         "prior": meta.get("prior"),
-        "iterations": meta.get("iteration"),
-        "planned_iterations": planned,
+        "iterations": sum(st["iterations"] or 0 for st in chain),
+        "planned_iterations": sum(st["planned_iterations"] or 0 for st in chain),
         "finished": meta.get("iteration") == planned,
-        "wall_time_s": log["wall_time_s"],
+        "wall_time_s": round(sum(st["wall_time_s"] for st in chain), 1),
         "device": "CPU, 1 torch thread (2 cores shared with other work)",
         "metrics": meta.get("metrics") or {},
-        "validation": log["validation"],
+        "validation": chain[-1]["validation"],
+        "stages": [{k: v for k, v in st.items() if k != "validation"} for st in chain],
         "source_sha256": ckpt.sha256,
     }
+    if len(chain) > 1:  # the validation history of every stage, iterations counted from the first stage's start
+        offset, history = 0, []
+        for st in chain:
+            history += [{**v, "iteration": v["iteration"] + offset} for v in st["validation"]]
+            offset += st["iterations"] or 0
+        record["validation"] = history
     meta["training"] = {k: v for k, v in record.items() if k not in ("zoo", "file", "validation", "metrics")}
     dest = HERE / spec["file"]
     save_checkpoint(dest, ckpt.state_dict, meta)
@@ -136,6 +174,9 @@ def write_tables(records: dict[str, dict[str, Any]]) -> None:
         spec = MODELS[run]
         task = "dehaze" if "dehaze" in run else "deblur"
         zoo[spec["zoo"]] = {"task": task, "file": spec["file"], "description": spec["description"]}
+        for other, other_spec in MODELS.items():  # a second stage replaces its first stage's entry
+            if other_spec["file"] == spec["file"]:
+                log.pop(other, None)
         log[run] = rec
     zoo_path.write_text(json.dumps(zoo, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     log_path.write_text(json.dumps(log, indent=2, sort_keys=True) + "\n", encoding="utf-8")
@@ -155,6 +196,8 @@ def write_tables(records: dict[str, dict[str, Any]]) -> None:
             continue
         m = rec["metrics"]
         its = f"{rec['iterations']}/{rec['planned_iterations']}" + ("" if rec["finished"] else " (running)")
+        if len(rec.get("stages", ())) > 1:
+            its += " (" + " + ".join(str(st["iterations"]) for st in rec["stages"]) + ")"
         lines.append(
             f"| {rec['zoo']} | `{rec['file']}` | `{rec['recipe']}` | {its} | {rec['wall_time_s'] / 60:.0f} min | "
             f"{m.get('val/psnr', float('nan')):.2f} ({m.get('val/input_psnr', float('nan')):.2f}) | "
