@@ -9,8 +9,8 @@ the periodic file of iteration N, to compare runs at the same budget), and write
 ``restore/weights/<file>`` (see :data:`MODELS`) with the checkpoint's metadata plus a ``training``
 record: recipe, iterations done / planned, wall time (the sum of the logged step windows, so it adds
 up over resumed sessions), the validation history and the final validation metrics. A run that started
-from another run's weights (``model.init``: the ``*_stage2.yml`` recipes) is recorded with all its
-stages: iterations and wall time add up over them. It then writes
+from another run's weights (``model.init``, fine-tuning) is recorded with all its stages: iterations and
+wall time add up over them. It then writes
 ``zoo.json`` (the table ``restore.zoo`` reads) and ``TRAINING.md`` + ``training_log.json``
 (the training log summary). Weights are the EMA weights the trainer saves; nothing is retrained here.
 """
@@ -50,9 +50,6 @@ MODELS: dict[str, dict[str, str]] = {
         "description": "ablation: the same NAFNet without a prior, same data and budget",
     },
 }
-# second stages (`model.init` = the first stage's weights) package into the same files as their first stage
-for _first in ("default_deblur", "default_deblur_noprior"):
-    MODELS[f"{_first}_stage2"] = {**MODELS[_first], "recipe": MODELS[_first]["recipe"].replace(".yml", "_stage2.yml")}
 MAX_BYTES = 15 * 1024 * 1024  # issue 7: each packaged model <= 15 MB
 
 
