@@ -286,8 +286,13 @@ class PairDataset(torch.utils.data.Dataset):
         kind = d.kinds[int(rng.integers(len(d.kinds)))]
         severity = int(rng.integers(d.severity[0], d.severity[1] + 1))
         seed = int(rng.integers(2**31 - 1))
-        out = degrade(_chw(gt)[None], kind, severity, seed=seed)
-        return out.image[0].clamp(0, 1).permute(1, 2, 0).numpy().astype(np.float32)
+        x = _chw(gt)[None]
+        if d.gamma != 1.0:  # to linear light (stored values are gamma-encoded)
+            x = x.clamp(0, 1) ** d.gamma
+        lq = degrade(x, kind, severity, seed=seed).image.clamp(0, 1)
+        if d.gamma != 1.0:
+            lq = lq ** (1.0 / d.gamma)
+        return lq[0].permute(1, 2, 0).numpy().astype(np.float32)
 
     def whole_prior(self, lq: np.ndarray) -> np.ndarray | None:
         """Label map ``(H, W)`` of the prior on a whole degraded image (``None`` without a prior)."""

@@ -42,6 +42,9 @@ class DegradationOptions:
 
     kinds: tuple[str, ...] = _f(("haze",), "degradation kinds, one drawn uniformly per sample", min_len=1)
     severity: tuple[int, int] = _f((1, 5), "inclusive severity range [low, high] drawn per sample")
+    gamma: float = _f(1.0, "degrade in linear light: x**gamma, degrade, then **(1/gamma); 2.2 as GoPro's blur, "
+                      "which averages frames after undoing a gamma-2.2 camera response (Nah et al., CVPR 2017); "
+                      "1 = degrade the stored values", min=0.1, max=5.0)
 
     def check(self) -> None:
         lo, hi = self.severity

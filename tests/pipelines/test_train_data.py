@@ -179,3 +179,31 @@ def test_synthetic_extra_clean_dirs(tmp_path, pairs_factory):
     missing = DatasetOptions(clean_dir=str(first), extra_clean_dirs=(str(tmp_path / "nope"),), degradation=deg)
     with pytest.raises(DataError, match=r"data.train.extra_clean_dirs\[0\]: folder not found"):
         PairDataset(missing, key="data.train", seed=0, train=True)
+
+
+def test_gamma_blurs_in_linear_light(tmp_path):
+    """gamma 2.2 blurs x**2.2 and re-encodes: on a black/white image a blur keeps the mean of the linear
+    values, so the stored values come out brighter than with gamma 1, which keeps their own mean."""
+    from PIL import Image
+
+    clean = tmp_path / "clean"
+    clean.mkdir()
+    bars = np.zeros((64, 64, 3), np.uint8)
+    bars[:, ::8] = bars[:, 1::8] = bars[:, 2::8] = bars[:, 3::8] = 255  # 4-px bars: a blur mixes them
+    Image.fromarray(bars).save(clean / "bars.png")
+    gt = bars[..., 0].astype(np.float32) / 255
+    means = {}
+    for gamma in (1.0, 2.2):
+        deg = DegradationOptions(kinds=("defocus_blur",), severity=(3, 3), gamma=gamma)
+        data = PairDataset(DatasetOptions(clean_dir=str(clean), degradation=deg, crop_size=32), key="data.train",
+                           seed=0, train=True)
+        lq = data.degrade(np.repeat(gt[..., None], 3, axis=2), np.random.default_rng(0))[..., 0]
+        assert 0.05 < lq.std() < gt.std()  # blurred, not flat
+        means[gamma] = (float(lq.mean()), float((lq.astype(np.float64) ** gamma).mean()))
+    assert means[1.0][0] == pytest.approx(gt.mean(), abs=0.01)
+    assert means[2.2][1] == pytest.approx(gt.mean(), abs=0.01)  # linear light kept
+    assert means[2.2][0] > gt.mean() + 0.1  # re-encoded: brighter than the blurred stored values
+    with pytest.raises(ValueError, match="gamma"):
+        from pipelines.config import build
+
+        build(DegradationOptions, {"gamma": 0})
