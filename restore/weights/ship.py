@@ -8,9 +8,7 @@ For each run folder (written by ``robustsam-restore train``) it takes the newest
 the periodic file of iteration N, to compare runs at the same budget), and writes
 ``restore/weights/<file>`` (see :data:`MODELS`) with the checkpoint's metadata plus a ``training``
 record: recipe, iterations done / planned, wall time (the sum of the logged step windows, so it adds
-up over resumed sessions), the validation history and the final validation metrics. A run that started
-from another run's weights (``model.init``, fine-tuning) is recorded with all its stages: iterations and
-wall time add up over them. It then writes
+up over resumed sessions), the validation history and the final validation metrics. It then writes
 ``zoo.json`` (the table ``restore.zoo`` reads) and ``TRAINING.md`` + ``training_log.json``
 (the training log summary). Weights are the EMA weights the trainer saves; nothing is retrained here.
 """
@@ -89,32 +87,6 @@ def newest_weights(run: Path, at: int | None = None) -> Path:
     return files[-1]
 
 
-def stages(meta: dict[str, Any], run: Path) -> list[dict[str, Any]]:
-    """The training stages behind a checkpoint, first stage first. A run started from another run's weights
-    (``model.init``, e.g. ``<first run>/models/final.safetensors``) lists that run's stages before its own;
-    the first run's folder is the one above the weight file's ``models/``."""
-    from robustsam_prior.checkpoint import read_checkpoint
-
-    config = meta.get("config") or {}
-    loop = config.get("train", {})
-    own = {
-        "name": meta.get("name"),
-        "run": str(run),
-        "iterations": meta.get("iteration"),
-        "planned_iterations": loop.get("iterations"),
-        **read_log(run, int(loop.get("log_every", 10)), upto=meta.get("iteration")),
-    }
-    init = (config.get("model") or {}).get("init")
-    if not init:
-        return [own]
-    init_path = Path(init)
-    if not init_path.is_file():
-        raise FileNotFoundError(f"{run}: the weights this run started from ({init}) are gone; their training "
-                                "record cannot be read")
-    parent = init_path.parent.parent if init_path.parent.name == "models" else init_path.parent
-    return stages(dict(read_checkpoint(init_path).metadata), parent) + [own]
-
-
 def ship(run: Path, at: int | None = None) -> dict[str, Any]:
     """Package one run (its newest weights, or those of iteration ``at``); returns its training record."""
     from robustsam_prior.checkpoint import read_checkpoint, save_checkpoint
@@ -127,7 +99,7 @@ def ship(run: Path, at: int | None = None) -> dict[str, Any]:
         raise ValueError(f"{src}: run name {name!r} is not one of {sorted(MODELS)}")
     spec = MODELS[name]
     loop = (meta.get("config") or {}).get("train", {})
-    chain = stages(meta, run)
+    log = read_log(run, int(loop.get("log_every", 10)), upto=meta.get("iteration"))
     planned = loop.get("iterations")
     record = {
         "zoo": spec["zoo"],
@@ -136,22 +108,15 @@ def ship(run: Path, at: int | None = None) -> dict[str, Any]:
         "arch": meta.get("arch"),
         "arch_kwargs": meta.get("arch_kwargs"),
         "prior": meta.get("prior"),
-        "iterations": sum(st["iterations"] or 0 for st in chain),
-        "planned_iterations": sum(st["planned_iterations"] or 0 for st in chain),
+        "iterations": meta.get("iteration"),
+        "planned_iterations": planned,
         "finished": meta.get("iteration") == planned,
-        "wall_time_s": round(sum(st["wall_time_s"] for st in chain), 1),
+        "wall_time_s": log["wall_time_s"],
         "device": "CPU, 1 torch thread (2 cores shared with other work)",
         "metrics": meta.get("metrics") or {},
-        "validation": chain[-1]["validation"],
-        "stages": [{k: v for k, v in st.items() if k != "validation"} for st in chain],
+        "validation": log["validation"],
         "source_sha256": ckpt.sha256,
     }
-    if len(chain) > 1:  # the validation history of every stage, iterations counted from the first stage's start
-        offset, history = 0, []
-        for st in chain:
-            history += [{**v, "iteration": v["iteration"] + offset} for v in st["validation"]]
-            offset += st["iterations"] or 0
-        record["validation"] = history
     meta["training"] = {k: v for k, v in record.items() if k not in ("zoo", "file", "validation", "metrics")}
     dest = HERE / spec["file"]
     save_checkpoint(dest, ckpt.state_dict, meta)
@@ -171,9 +136,6 @@ def write_tables(records: dict[str, dict[str, Any]]) -> None:
         spec = MODELS[run]
         task = "dehaze" if "dehaze" in run else "deblur"
         zoo[spec["zoo"]] = {"task": task, "file": spec["file"], "description": spec["description"]}
-        for other, other_spec in MODELS.items():  # a second stage replaces its first stage's entry
-            if other_spec["file"] == spec["file"]:
-                log.pop(other, None)
         log[run] = rec
     zoo_path.write_text(json.dumps(zoo, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     log_path.write_text(json.dumps(log, indent=2, sort_keys=True) + "\n", encoding="utf-8")
@@ -193,8 +155,6 @@ def write_tables(records: dict[str, dict[str, Any]]) -> None:
             continue
         m = rec["metrics"]
         its = f"{rec['iterations']}/{rec['planned_iterations']}" + ("" if rec["finished"] else " (running)")
-        if len(rec.get("stages", ())) > 1:
-            its += " (" + " + ".join(str(st["iterations"]) for st in rec["stages"]) + ")"
         lines.append(
             f"| {rec['zoo']} | `{rec['file']}` | `{rec['recipe']}` | {its} | {rec['wall_time_s'] / 60:.0f} min | "
             f"{m.get('val/psnr', float('nan')):.2f} ({m.get('val/input_psnr', float('nan')):.2f}) | "

@@ -149,28 +149,3 @@ def test_ship_refuses_a_run_it_does_not_know(tmp_path):
     save_checkpoint(tmp_path / "models" / "iter_0000010.safetensors", {"w": torch.zeros(2)}, {"name": "other"})
     with pytest.raises(ValueError, match="run name 'other'"):
         mod.ship(tmp_path)
-
-
-def test_ship_records_every_stage_of_a_fine_tuned_run(tmp_path):
-    """A second stage (model.init = the first run's weights) counts the first run's iterations and time."""
-    from robustsam_prior.checkpoint import save_checkpoint
-
-    first, second = tmp_path / "first", tmp_path / "second"
-    for run, its, rate in ((first, 30, 1.0), (second, 20, 2.0)):
-        (run / "models").mkdir(parents=True)
-        recs = [{"iteration": i, "it_per_s": rate} for i in range(10, its + 1, 10)]
-        recs.append({"iteration": its, "val/psnr": 20.0 + its / 10, "val/input_psnr": 15.0})
-        (run / "log.jsonl").write_text("\n".join(json.dumps(r) for r in recs) + "\n")
-    init = first / "models" / "final.safetensors"
-    save_checkpoint(init, {"w": torch.zeros(2)},
-                    {"name": "default_deblur", "iteration": 30, "config": {"train": {"iterations": 30}}})
-    meta = {"name": "default_deblur_stage2", "iteration": 20,
-            "config": {"model": {"init": str(init)}, "train": {"iterations": 40, "log_every": 10}}}
-    chain = _ship_module().stages(meta, second)
-    assert [(s["name"], s["iterations"], s["planned_iterations"]) for s in chain] == [
-        ("default_deblur", 30, 30), ("default_deblur_stage2", 20, 40)]
-    assert [s["wall_time_s"] for s in chain] == [pytest.approx(30.0), pytest.approx(10.0)]
-    assert chain[0]["run"] == str(first) and chain[1]["validation"][0]["val/psnr"] == 22.0
-    init.unlink()
-    with pytest.raises(FileNotFoundError, match="are gone"):
-        _ship_module().stages(meta, second)
