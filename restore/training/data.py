@@ -152,15 +152,31 @@ def augment_geometry(
     return out
 
 
-def color_jitter(image: np.ndarray, rng: np.random.Generator, strength: float) -> np.ndarray:
-    """Brightness, contrast and saturation gains in ``1 +- strength`` (clean images only)."""
+def color_jitter(
+    image: np.ndarray, rng: np.random.Generator, strength: float, *, like: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Brightness, contrast and saturation gains in ``1 +- strength`` on a clean image (and its input).
+
+    The map is affine per pixel: saturation scales the offset from the pixel's grey value, contrast
+    the offset from ``image``'s mean (one constant), brightness multiplies. ``like``, a degraded
+    version of ``image``, gets the *same* map (same gains, same mean constant): an affine map ``f``
+    commutes with any degradation that mixes pixels with weights summing to one, so for haze
+    ``f(J t + A (1 - t)) = f(J) t + f(A) (1 - t)`` (the scene ``f(J)`` under airlight ``f(A)``) and for
+    blur ``f(k * J) = k * f(J)``; the pair stays physically consistent up to clipping at 0 and 1.
+    Returns ``(image, like)``; ``like`` stays ``None`` when not given.
+    """
     if strength <= 0:
-        return image
+        return image, like
     b, c, s = rng.uniform(1 - strength, 1 + strength, size=3)
-    gray = image.mean(axis=2, keepdims=True)
-    image = gray + (image - gray) * s
-    image = image.mean() + (image - image.mean()) * c
-    return np.clip(image * b, 0.0, 1.0).astype(np.float32)
+    mean = float(image.mean())
+
+    def apply(x: np.ndarray) -> np.ndarray:
+        gray = x.mean(axis=2, keepdims=True)
+        x = gray + (x - gray) * s
+        x = mean + (x - mean) * c
+        return np.clip(x * b, 0.0, 1.0).astype(np.float32)
+
+    return apply(image), None if like is None else apply(like)
 
 
 @dataclass
@@ -350,8 +366,8 @@ class PairDataset(torch.utils.data.Dataset):
         lq = None if lq is None else lq[sl]
         labels = None if labels is None else labels[sl]
         gt, lq, labels = augment_geometry([gt, lq, labels], rng, aug)
+        gt, lq = color_jitter(gt, rng, aug.color, like=lq)
         if lq is None:  # fresh synthetic sample
-            gt = color_jitter(gt, rng, aug.color)
             lq = self.degrade(gt, rng)
         return Sample(_chw(lq), _chw(gt), None if labels is None else torch.from_numpy(relabel(labels)), name)
 

@@ -60,7 +60,7 @@ class AugmentOptions:
     vflip: bool = _f(True, "random vertical flip")
     rot90: bool = _f(True, "random rotation by k*90 degrees")
     scale: tuple[float, float] = _f((1.0, 1.0), "random rescale range [low, high] before cropping")
-    color: float = _f(0.0, "strength of brightness/contrast/saturation jitter of clean images (synthetic, variants 0)", min=0.0, max=1.0)
+    color: float = _f(0.0, "strength of brightness/contrast/saturation gains (1 +- color) on ground truth and input alike", min=0.0, max=1.0)
 
     def check(self) -> None:
         lo, hi = self.scale

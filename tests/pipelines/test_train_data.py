@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from restore.training.data import DataError, PairDataset, PositionBatches, collate, relabel
+from restore.training.data import DataError, PairDataset, PositionBatches, collate, color_jitter, relabel
 from restore.training.losses import PixelLoss, charbonnier_loss, l1_loss, psnr_loss
 from restore.training.options import AugmentOptions, DatasetOptions, DegradationOptions, LossTerm
 from restore.training.trainer import Ema, lr_factor
@@ -207,3 +207,54 @@ def test_gamma_blurs_in_linear_light(tmp_path):
         from pipelines.config import build
 
         build(DegradationOptions, {"gamma": 0})
+
+
+def test_color_jitter_commutes_with_the_scattering_model():
+    """One affine colour map on a clean image J and its hazy version I = J t + A (1 - t) gives the hazy
+    version of the mapped scene under the mapped airlight: f(I) = f(J) t + f(A) (1 - t)."""
+    rng = np.random.default_rng(3)
+    J = rng.uniform(0.2, 0.6, (16, 16, 3)).astype(np.float32)
+    t = rng.uniform(0.3, 0.9, (16, 16, 1)).astype(np.float32)
+    A = np.full_like(J, 0.7)
+    hazy = J * t + A * (1 - t)
+    fJ, fI = color_jitter(J, np.random.default_rng(11), 0.15, like=hazy)
+    fJ2, fA = color_jitter(J, np.random.default_rng(11), 0.15, like=A)
+    assert np.array_equal(fJ, fJ2)
+    assert np.abs(fJ - J).max() > 0.02, "the map did nothing"
+    np.testing.assert_allclose(fI, fJ * t + fA * (1 - t), atol=1e-5)
+    assert color_jitter(J, rng, 0.0, like=hazy) == (J, hazy)
+
+
+@pytest.mark.parametrize("kind", ["paired", "variants"])
+def test_color_augmentation_maps_input_and_ground_truth_alike(tmp_path, pairs_factory, kind):
+    """With stored inputs (paired files, fixed synthetic variants) ``augment.color`` must map the input
+    with the same affine colour map as the ground truth: fit the map from the un-jittered ground truth
+    of the same sample position to the jittered one, and it must carry the un-jittered input onto the
+    jittered input. Crops, flips and label maps stay those of color 0."""
+    lq_dir, gt_dir = pairs_factory(tmp_path, 3, 64, seed=0)
+
+    def dataset(color):
+        aug = AugmentOptions(hflip=True, vflip=True, rot90=True, color=color)
+        if kind == "paired":
+            opts = DatasetOptions(type="paired", lq_dir=str(lq_dir), gt_dir=str(gt_dir), crop_size=24, augment=aug)
+        else:
+            deg = DegradationOptions(kinds=("haze",), severity=(2, 2))
+            opts = DatasetOptions(clean_dir=str(gt_dir), degradation=deg, crop_size=24, variants=2, augment=aug)
+        return PairDataset(opts, key="data.train", seed=2, train=True, prior=QuantisePrior())
+
+    plain, jittered = dataset(0.0), dataset(0.3)
+    changed = 0
+    for p in range(6):
+        a, b = plain[p], jittered[p]
+        assert a.name == b.name and torch.equal(a.labels, b.labels)
+        gt0, gt1 = (x.numpy().reshape(3, -1).T.astype(np.float64) for x in (a.gt, b.gt))
+        lq0, lq1 = (x.numpy().reshape(3, -1).T.astype(np.float64) for x in (a.lq, b.lq))
+        inside = ((gt1 > 1e-3) & (gt1 < 1 - 1e-3)).all(axis=1)
+        assert inside.mean() > 0.5
+        design = np.c_[gt0[inside], np.ones(inside.sum())]
+        coef = np.linalg.lstsq(design, gt1[inside], rcond=None)[0]  # (4, 3): f(x) = x @ M + v
+        assert np.abs(design @ coef - gt1[inside]).max() < 1e-4, "the ground truth map is not affine"
+        pred = np.clip(np.c_[lq0, np.ones(len(lq0))] @ coef, 0, 1)
+        assert np.abs(pred - lq1).max() < 1e-3, f"position {p}: the input got another colour map"
+        changed += int(np.abs(gt1 - gt0).max() > 0.02)
+    assert changed >= 5
