@@ -85,18 +85,12 @@ def parse_number(value: Any, path: str, *, integer: bool = False) -> int | float
 
 def resolve_path(value: str, path: str) -> Path:
     """A path from the config: ``~`` expanded, ``pkg://module/rest`` resolved to a package folder."""
-    if value.startswith("pkg://"):
-        import importlib.util
+    from robustsam_prior.fileio import package_path
 
-        module, _, rest = value[len("pkg://"):].partition("/")
-        try:
-            spec = importlib.util.find_spec(module)
-        except (ImportError, ValueError):
-            spec = None
-        if spec is None or not spec.submodule_search_locations:
-            fail(path, f"{value!r}: no installed package {module!r}")
-        return Path(list(spec.submodule_search_locations)[0]) / rest
-    return Path(os.path.expanduser(value))
+    try:
+        return package_path(value)
+    except FileNotFoundError as e:
+        fail(path, str(e))
 
 
 # ---------------------------------------------------------------------------------------------

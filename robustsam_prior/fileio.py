@@ -1,4 +1,6 @@
-"""Atomic file writing: a reader never sees a half-written file, and a failure leaves the old one.
+"""Atomic file writing, and ``pkg://`` paths to folders inside installed packages.
+
+Atomic writing: a reader never sees a half-written file, and a failure leaves the old one.
 
 Everything this project writes (images, JSON manifests, checkpoints, cache entries) goes through
 :func:`atomic_write`: data goes to a temporary file in the destination folder, is flushed and
@@ -88,3 +90,23 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+def package_path(value: str) -> Path:
+    """``value`` as a path: ``pkg://module/rest`` is ``rest`` inside installed package ``module``
+    (``pkg://skimage.data``, ``pkg://skimage/data``); anything else has ``~`` expanded.
+
+    Raises ``FileNotFoundError`` naming ``value`` when the package is not installed.
+    """
+    if not value.startswith("pkg://"):
+        return Path(os.path.expanduser(value))
+    import importlib.util
+
+    module, _, rest = value[len("pkg://"):].partition("/")
+    try:
+        spec = importlib.util.find_spec(module)
+    except (ImportError, ValueError):  # a parent package missing, or an empty/relative name
+        spec = None
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(f"{value!r}: no installed package {module!r}")
+    return Path(list(spec.submodule_search_locations)[0]) / rest

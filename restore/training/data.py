@@ -47,15 +47,12 @@ class DataError(ValueError):
 
 def config_path(value: str) -> Path:
     """Resolve a config path (``pkg://module/sub`` names a folder inside an installed package)."""
-    if value.startswith("pkg://"):
-        import importlib.util
+    from robustsam_prior.fileio import package_path
 
-        module, _, rest = value[len("pkg://"):].partition("/")
-        spec = importlib.util.find_spec(module)
-        if spec is None or not spec.submodule_search_locations:
-            raise DataError(f"{value!r}: no installed package {module!r}")
-        return Path(list(spec.submodule_search_locations)[0]) / rest
-    return Path(value).expanduser()
+    try:
+        return package_path(value)
+    except FileNotFoundError as e:
+        raise DataError(str(e)) from None
 
 
 def list_images(folder: Path, opts: DatasetOptions, key: str) -> list[Path]:

@@ -4,12 +4,21 @@ make up the global batch, workers give the same batches, schedule and EMA formul
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from restore.training.data import DataError, PairDataset, PositionBatches, collate, color_jitter, relabel
+from restore.training.data import (
+    DataError,
+    PairDataset,
+    PositionBatches,
+    collate,
+    color_jitter,
+    config_path,
+    relabel,
+)
 from restore.training.losses import PixelLoss, charbonnier_loss, l1_loss, psnr_loss
 from restore.training.options import AugmentOptions, DatasetOptions, DegradationOptions, LossTerm
 from restore.training.trainer import Ema, lr_factor
@@ -258,3 +267,15 @@ def test_color_augmentation_maps_input_and_ground_truth_alike(tmp_path, pairs_fa
         assert np.abs(pred - lq1).max() < 1e-3, f"position {p}: the input got another colour map"
         changed += int(np.abs(gt1 - gt0).max() > 0.02)
     assert changed >= 5
+
+
+def test_config_path_names_a_missing_package():
+    """Data folders resolve ``pkg://`` like the config loader; a missing package, or a missing parent of a
+    dotted name, is a DataError naming the path (not a ModuleNotFoundError from importlib)."""
+    import skimage.data
+
+    assert config_path("pkg://skimage.data") == Path(skimage.data.__file__).parent
+    assert config_path("~/x") == Path.home() / "x"
+    for value in ("pkg://nope_zz", "pkg://nope_zz.sub/images"):
+        with pytest.raises(DataError, match=f"'{value}': no installed package"):
+            config_path(value)
