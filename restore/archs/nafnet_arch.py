@@ -13,6 +13,14 @@ Written from the paper's description (summarised in ``restoration_spec.md`` §3.
   additive skip, blocks), ``ending`` 3x3 conv and a global residual ``+ input``. The input is
   zero-padded right/bottom to a multiple of ``2 ** levels`` and the output cropped back.
 
+Output heads (``head=``): ``"residual"`` (NAFNet's: ``ending(x) + input``) or ``"scattering"``, an
+inverted atmospheric scattering model for dehazing, ``J = (I - A) / t + A``: ``ending`` predicts a
+full-resolution transmission ``t = t_min + (1 - t_min) sigmoid(z)`` and a 1x1 conv on the bottleneck
+features an airlight ``A = sigmoid(.)`` at 1/``2 ** levels`` resolution, upsampled bilinearly (smooth,
+and local, so overlapping tiles agree). The output can then only rescale the input's contrast around
+a smooth airlight per pixel, not paint new colours or textures: the model that the haze follows
+(AOD-Net, Li et al. ICCV 2017, and DehazeNet, Cai et al. TIP 2016, predict the same quantities).
+
 The backbone accepts extra input channels (a prior map concatenated to the RGB image) and an
 optional per-level ``modulate`` hook applied after each encoder stage's blocks (used by the
 feature-fusion variant). It knows nothing of optimisers, datasets or YAML.
@@ -32,6 +40,12 @@ if TYPE_CHECKING:
 
 # modulate(level, features (B,C,h,w)) -> features of the same shape
 Modulate = Callable[[int, torch.Tensor], torch.Tensor]
+
+HEADS = ("residual", "scattering")
+# lowest transmission the scattering head can predict (the library's severity-5 haze reaches ~0.05)
+T_MIN = 0.03
+# the scattering head starts near t = 0.9 (close to the identity, as NAFNet's residual head does)
+T_INIT_LOGIT = 2.2
 
 
 class LayerNorm2d(nn.Module):
@@ -118,15 +132,20 @@ class NAFNet(nn.Module):
         enc_blocks: Sequence[int] = (1, 1, 1, 1),
         middle_blocks: int = 1,
         dec_blocks: Sequence[int] = (1, 1, 1, 1),
+        head: str = "residual",
     ) -> None:
         super().__init__()
+        if head not in HEADS:
+            raise ValueError(f"head must be one of {HEADS}, got {head!r}")
+        if head == "scattering" and out_channels != 3:
+            raise ValueError(f"the scattering head restores RGB images: out_channels must be 3, got {out_channels}")
         if len(enc_blocks) != len(dec_blocks):
             raise ValueError(f"enc_blocks {list(enc_blocks)} and dec_blocks {list(dec_blocks)} need the same length")
         if width < 2 or width % 2:
             raise ValueError(f"width must be an even number >= 2, got {width}")
-        self.in_channels, self.out_channels = in_channels, out_channels
+        self.in_channels, self.out_channels, self.head = in_channels, out_channels, head
         self.intro = nn.Conv2d(in_channels, width, 3, padding=1)
-        self.ending = nn.Conv2d(width, out_channels, 3, padding=1)
+        self.ending = nn.Conv2d(width, 1 if head == "scattering" else out_channels, 3, padding=1)
         self.encoders, self.downs = nn.ModuleList(), nn.ModuleList()
         self.level_channels: list[int] = []
         ch = width
@@ -136,6 +155,9 @@ class NAFNet(nn.Module):
             self.downs.append(nn.Conv2d(ch, 2 * ch, 2, stride=2))
             ch *= 2
         self.middle = nn.Sequential(*[NAFBlock(ch) for _ in range(middle_blocks)])
+        if head == "scattering":
+            self.airlight = nn.Conv2d(ch, 3, 1)
+            nn.init.constant_(self.ending.bias, T_INIT_LOGIT)
         self.ups, self.decoders = nn.ModuleList(), nn.ModuleList()
         for n in dec_blocks:
             self.ups.append(nn.Sequential(Conv1x1(ch, 2 * ch, bias=False), nn.PixelShuffle(2)))
@@ -147,7 +169,8 @@ class NAFNet(nn.Module):
         return self.run(image, image)
 
     def run(self, x: torch.Tensor, residual: torch.Tensor, modulate: Modulate | None = None) -> torch.Tensor:
-        """The U-Net on ``x (B, in_channels, H, W)``; returns ``body(x) + residual (B, out, H, W)``.
+        """The U-Net on ``x (B, in_channels, H, W)``; returns ``body(x) + residual (B, out, H, W)``
+        (residual head) or ``(residual - A) / t + A`` (scattering head; ``residual`` is the image).
 
         ``modulate(level, feats)`` (if given) transforms the encoder features of each level
         (``level_channels[level]`` channels at 1/2**level of the padded size) before the skip and
@@ -166,6 +189,13 @@ class NAFNet(nn.Module):
             skips.append(x)
             x = down(x)
         x = self.middle(x)
+        bottom = x
         for up, dec, skip in zip(self.ups, self.decoders, reversed(skips)):
             x = dec(up(x) + skip)
-        return self.ending(x)[..., :h, :w] + residual
+        out = self.ending(x)
+        if self.head == "residual":
+            return out[..., :h, :w] + residual
+        t = T_MIN + (1 - T_MIN) * torch.sigmoid(out[..., :h, :w])
+        a = F.interpolate(torch.sigmoid(self.airlight(bottom)), size=out.shape[-2:], mode="bilinear", align_corners=False)
+        a = a[..., :h, :w]
+        return (residual - a) / t + a

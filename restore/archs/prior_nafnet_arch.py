@@ -2,7 +2,8 @@
 
 All take ``forward(image (B,3,H,W) float in [0,1], prior: PriorOutput | None) -> (B,3,H,W)`` of the
 input's size (any size; padded internally to a multiple of ``2 ** levels``) and expose
-``needs_prior`` and ``uses_features``.
+``needs_prior`` and ``uses_features``. Each takes ``head="residual" | "scattering"`` (the output
+head, see :mod:`restore.archs.nafnet_arch`).
 
 - ``nafnet``: the NAFNet backbone alone, no prior (the ablation).
 - ``map_nafnet``: SAM-Deblur (arXiv 2309.02270): the MAP unit's ``seg_channels`` region-pooled maps
@@ -72,6 +73,7 @@ class MapNAFNet(nn.Module):
         dec_blocks: Sequence[int] = (1, 1, 1, 1),
         seg_channels: int = 2,
         region_dropout: float = 0.5,
+        head: str = "residual",
     ) -> None:
         super().__init__()
         self.map = MapUnit(seg_channels=seg_channels, dropout=region_dropout)
@@ -81,6 +83,7 @@ class MapNAFNet(nn.Module):
             enc_blocks=enc_blocks,
             middle_blocks=middle_blocks,
             dec_blocks=dec_blocks,
+            head=head,
         )
         self.multiple = self.backbone.multiple
 
@@ -132,6 +135,7 @@ class FusionNAFNet(MapNAFNet):
         feature_channels: Mapping[str, int] | None = None,
         fusion_channels: int = 16,
         feature_frame: str = "sam",
+        head: str = "residual",
     ) -> None:
         super().__init__(
             width=width,
@@ -140,6 +144,7 @@ class FusionNAFNet(MapNAFNet):
             dec_blocks=dec_blocks,
             seg_channels=seg_channels,
             region_dropout=region_dropout,
+            head=head,
         )
         feature_channels = dict(DEFAULT_FEATURES if feature_channels is None else feature_channels)
         self.fusion = SFTFusion(

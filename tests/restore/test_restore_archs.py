@@ -15,7 +15,7 @@ from restore.archs.map_unit import (
     region_dropout,
     region_means,
 )
-from restore.archs.nafnet_arch import LayerNorm2d, NAFBlock, NAFNet
+from restore.archs.nafnet_arch import T_MIN, LayerNorm2d, NAFBlock, NAFNet
 from robustsam_prior.prior import PriorOutput
 
 TINY = {"width": 8, "enc_blocks": [1, 1], "middle_blocks": 1, "dec_blocks": [1, 1]}
@@ -111,6 +111,47 @@ def test_nafnet_bad_config():
         NAFNet(enc_blocks=[1, 1], dec_blocks=[1])
     with pytest.raises(ValueError, match="even"):
         NAFNet(width=7)
+    with pytest.raises(ValueError, match="head must be one of"):
+        NAFNet(head="physics")
+    with pytest.raises(ValueError, match="out_channels must be 3"):
+        NAFNet(out_channels=1, head="scattering")
+
+
+def _set_scattering_head(net: NAFNet, t: float, a: tuple[float, float, float]) -> None:
+    """Make the head predict a constant transmission ``t`` and airlight ``a`` whatever the input."""
+    logit = lambda v: torch.logit(torch.as_tensor(v, dtype=torch.float32))  # noqa: E731
+    with torch.no_grad():
+        net.ending.weight.zero_()
+        net.ending.bias.fill_(logit((t - T_MIN) / (1 - T_MIN)))
+        net.airlight.weight.zero_()
+        net.airlight.bias.copy_(logit(torch.tensor(a)))
+
+
+@pytest.mark.parametrize("size", [(16, 16), (13, 10)])
+def test_scattering_head_inverts_the_scattering_model(size):
+    # a hazy image made by I = J t + A (1 - t); with the head set to predict that t and A, out == J
+    g = torch.Generator().manual_seed(0)
+    clear = torch.rand(2, 3, *size, generator=g)
+    t, a = 0.35, (0.8, 0.85, 0.9)
+    airlight = torch.tensor(a).view(1, 3, 1, 1)
+    hazy = clear * t + airlight * (1 - t)
+    net = NAFNet(**TINY, head="scattering")
+    _set_scattering_head(net, t, a)
+    torch.testing.assert_close(net(hazy), clear, atol=1e-5, rtol=1e-5)
+
+
+def test_scattering_head_starts_near_identity_and_cannot_paint():
+    torch.manual_seed(0)
+    net = NAFNet(**TINY, head="scattering")
+    x = torch.rand(1, 3, 24, 20)
+    with torch.no_grad():
+        out = net(x)
+    # fresh head: t ~ 0.9 -> a mild contrast stretch of the input around the airlight
+    assert (out - x).abs().mean() < 0.1
+    # whatever t and A it predicts, out - A is the input's (I - A) scaled by 1/t >= 1: no new hue
+    _set_scattering_head(net, 0.5, (0.6, 0.6, 0.6))
+    with torch.no_grad():
+        torch.testing.assert_close(net(x) - 0.6, (x - 0.6) * 2, atol=1e-5, rtol=1e-5)
 
 
 # ---------------------------------------------------------------- MAP unit
@@ -289,9 +330,10 @@ def _prior(b, h, w, features=True, k=5, seed=0):
 
 @pytest.mark.parametrize("name", ["nafnet", "map_nafnet", "fusion_nafnet"])
 @pytest.mark.parametrize("size", [(16, 16), (13, 21), (1, 7)])
-def test_variants_forward_backward_any_size(name, size):
+@pytest.mark.parametrize("head", ["residual", "scattering"])
+def test_variants_forward_backward_any_size(name, size, head):
     torch.manual_seed(0)
-    net = build_arch(name, **TINY)
+    net = build_arch(name, **TINY, head=head)
     # make beta/gamma and the fusion non-zero so every parameter is on the gradient path
     with torch.no_grad():
         for n, p in net.named_parameters():
