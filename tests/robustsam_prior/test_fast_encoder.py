@@ -249,15 +249,36 @@ def test_tiny_robustsam_reference_config():
     assert _rel(out_tap, ref_tap) < 1e-5
 
 
+def test_cpu_autocast_bf16_matches_stock_under_autocast():
+    # the in-place no-grad path uses out= ops that autocast does not cast; under autocast the fast
+    # blocks must take the whole-tensor path (this failed on a GPU with "Expected out tensor to have
+    # dtype float, but got BFloat16", and the CPU's autocast reaches the same code)
+    enc = _encoder(img_size=128, window_size=5, depth=3, global_attn_indexes=(1,), embed_dim=64, num_heads=4)
+    x = torch.randn(1, 3, 128, 128, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        ref = enc(x)  # fp32, stock
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        bf_stock, bf_fast, _, _ = _run_both(enc, x)
+    assert bf_fast.dtype == bf_stock.dtype
+    assert _rel(bf_fast.float(), ref) < 5e-2 and _rel(bf_stock.float(), ref) < 5e-2
+    assert _rel(bf_fast.float(), bf_stock.float()) < 5e-2
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
 def test_gpu_autocast(dtype):
     enc = _encoder(img_size=128, window_size=5, depth=3, global_attn_indexes=(1,), embed_dim=64, num_heads=4)
     x = torch.randn(2, 3, 128, 128)
-    with torch.no_grad():
-        ref = enc(x)  # fp32 on CPU, stock
-        enc = accelerate(enc.cuda())
-        with torch.autocast("cuda", dtype=dtype, enabled=dtype != torch.float32):
-            out = enc(x.cuda()).float().cpu()
+    # fp32 means fp32: with cuDNN's default TF32 convolutions the embedding was 3.9e-4 off on an H200
+    tf32 = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        with torch.no_grad():
+            ref = enc(x)  # fp32 on CPU, stock
+            enc = accelerate(enc.cuda())
+            with torch.autocast("cuda", dtype=dtype, enabled=dtype != torch.float32):
+                out = enc(x.cuda()).float().cpu()
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = tf32
     assert _rel(out, ref) < (1e-4 if dtype == torch.float32 else 5e-2)
