@@ -339,3 +339,12 @@ def test_prompt_batch_does_not_change_results(other_model, bn_mode, path):
         torch.testing.assert_close(out.tokens, outs[0].tokens, rtol=1e-5, atol=1e-6)
     # the prompts' logits differ by more than the tolerance, so a mix-up of chunks would show
     assert not torch.allclose(outs[0].logits[0], outs[0].logits[1], rtol=1e-5, atol=1e-5)
+
+
+def test_default_prompt_batch_by_device(other_model):
+    # vit_b's robust mask feature per prompt: 32 x 256 x 256 floats. The CPU runs one prompt at a time
+    # (cache), a GPU 64 (on an H200 1.7 ms per prompt against 4.7 ms one at a time)
+    dec = other_model.mask_decoder
+    assert dec.default_prompt_batch(torch.empty(1, 32, 256, 256)) == 1
+    assert dec.default_prompt_batch(torch.empty(1, 32, 256, 256, device="meta")) == 64
+    assert dec.default_prompt_batch(torch.empty(1, 4, 32, 32)) == 512
