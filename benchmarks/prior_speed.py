@@ -5,6 +5,7 @@ Usage::
     python benchmarks/prior_speed.py                   # vit_b at 1024x1024, 2 threads, 3 repeats
     python benchmarks/prior_speed.py --repeats 5 --json out.json
     python benchmarks/prior_speed.py --amg --e2e       # + automatic masks, + `dehaze` images/s
+    python benchmarks/prior_speed.py --device cuda --dtype bf16 --amg --e2e   # the same on a GPU
 
 What it measures, in one run (interleaved, so both paths see the same machine load):
 
@@ -23,6 +24,12 @@ What it measures, in one run (interleaved, so both paths see the same machine lo
    1-megapixel images with the ``regions`` prior.
 
 The machine is shared: the 1-minute load average is printed before and after; timings are medians.
+
+On a GPU (``--device cuda``) everything runs there: the matmul rate is measured in ``--dtype`` (a
+square product of side ``--mm-size``, default 8192 there; TF32 off, so fp32 is fp32), the encoder runs under ``torch.autocast``
+for bf16/fp16 (the way ``robustsam_prior`` runs it on a GPU), each timing is bracketed by
+``torch.cuda.synchronize()``, and the card's name is printed. The relative differences then compare the
+fast path with the stock path in the same dtype.
 """
 
 from __future__ import annotations
@@ -72,19 +79,44 @@ def build_encoder(variant: str, img_size: int, seed: int = 0):
     return enc
 
 
-def matmul_gflops(n: int, reps: int = 5, clock=time.perf_counter) -> float:
-    """Median GFLOP/s of an ``n x n @ n x n`` fp32 matmul (timed with ``clock``)."""
+DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
+
+
+def _sync(device) -> None:
     import torch
 
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    out = torch.empty(n, n)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def matmul_gflops(n: int, reps: int = 5, clock=time.perf_counter, device=None, dtype=None) -> float:
+    """Median GFLOP/s of an ``n x n @ n x n`` matmul on ``device`` in ``dtype`` (default CPU fp32)."""
+    import torch
+
+    device = torch.device("cpu") if device is None else device
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    out = torch.empty(n, n, device=device, dtype=dtype)
     torch.mm(a, b, out=out)
     times = []
     for _ in range(reps):
+        _sync(device)
         t = clock()
         torch.mm(a, b, out=out)
+        _sync(device)
         times.append(clock() - t)
     return 2 * n**3 / statistics.median(times) / 1e9
+
+
+def autocast(device, dtype_name: str):
+    """``torch.autocast`` for a GPU run in bf16/fp16; a no-op context for fp32 (and on the CPU)."""
+    import contextlib
+
+    import torch
+
+    if dtype_name == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=getattr(torch, DTYPES[dtype_name]))
 
 
 def _register_cpu_sdpa_flops() -> None:
@@ -123,11 +155,13 @@ def bench_encoder(args) -> dict:
 
     from robustsam_prior.fast_encoder import accelerate, stock
 
-    enc = build_encoder(args.variant, args.size)
+    device = torch.device(args.device)
+    enc = build_encoder(args.variant, args.size).to(device)
     tap = VARIANTS[args.variant]["global_attn_indexes"][0]
     captured = []
-    enc.blocks[tap].register_forward_hook(lambda _m, _i, out: captured.append(out))
-    x = torch.randn(1, 3, args.size, args.size, generator=torch.Generator().manual_seed(1))
+    enc.blocks[tap].register_forward_hook(lambda _m, _i, out: captured.append(out.float()))
+    x = torch.randn(1, 3, args.size, args.size, generator=torch.Generator().manual_seed(1)).to(device)
+    mm_dtype = getattr(torch, DTYPES[args.dtype])
 
     clock = time.process_time if args.clock == "cpu" else time.perf_counter
 
@@ -142,11 +176,15 @@ def bench_encoder(args) -> dict:
         else:
             stock(enc)
         captured.clear()
+        _sync(device)
         t = clock()
-        y = enc(x)
+        with autocast(device, args.dtype):
+            y = enc(x).float()
+        _sync(device)
         return clock() - t, y, captured[0]
 
-    res: dict = {"variant": args.variant, "size": args.size, "threads": torch.get_num_threads(), "clock": args.clock}
+    res: dict = {"variant": args.variant, "size": args.size, "threads": torch.get_num_threads(), "clock": args.clock,
+                 "device": str(device), "dtype": args.dtype}
     with torch.inference_mode():  # (the counted runs also warm up both paths)
         res["flops_stock"] = count_flops(lambda: run(False))
         res["flops_fast"] = count_flops(lambda: run(True))
@@ -156,9 +194,9 @@ def bench_encoder(args) -> dict:
         res["rel_diff_early"] = ((out_tap - ref_tap).abs().max() / ref_tap.abs().max()).item()
         stock_t, fast_t, rates = [], [], []
         for i in range(args.repeats):
-            rates.append(matmul_gflops(args.mm_size, clock=clock))
+            rates.append(matmul_gflops(args.mm_size, clock=clock, device=device, dtype=mm_dtype))
             stock_t.append(run(False)[0])
-            rates.append(matmul_gflops(args.mm_size, clock=clock))
+            rates.append(matmul_gflops(args.mm_size, clock=clock, device=device, dtype=mm_dtype))
             fast_t.append(run(True)[0])
             logger.info("repeat %d: stock %.2f s, fast %.2f s, matmul %.0f/%.0f GFLOP/s (load %.1f)",
                         i, stock_t[-1], fast_t[-1], rates[-2], rates[-1], load())
@@ -180,6 +218,7 @@ def bench_amg(args) -> dict:
     features (once per image) and one prompt's decoder pass (transformer, upscaling, the mask-feature
     AMFG at 4h x 4w, logits), and times the decoder per prompt with the prompts run one at a time
     (``prompt_batch=1``, the default for vit_b) and all at once (``prompt_batch=--points-per-batch``).
+    On a GPU it runs in fp32 (the robust decoder's FFT block has no bf16 kernels), after a warm-up image.
     """
     import numpy as np
     import torch
@@ -188,23 +227,33 @@ def bench_amg(args) -> dict:
 
     torch.manual_seed(0)
     config = json.loads(Path(args.amg_config).read_text()) if args.amg_config else args.variant
-    model = build_robustsam(config, fast=True).eval()
+    device = torch.device(args.device)
+    model = build_robustsam(config, fast=True).eval().to(device)
     dec = model.mask_decoder
     gen = RobustSamAutomaticMaskGenerator(model, points_per_side=args.points, points_per_batch=args.points_per_batch)
     image = (np.random.default_rng(0).random((args.size, args.size, 3)) * 255).astype(np.uint8)
     res: dict = {"amg_points": args.points**2}
-    with torch.inference_mode():
+
+    def timed(fn):
+        _sync(device)
         t = time.perf_counter()
-        gen.predictor.set_image(image)
-        res["amg_encoder_s"] = time.perf_counter() - t
-        x = model.preprocess(torch.as_tensor(gen.predictor.transform.apply_image(image)).permute(2, 0, 1)[None].float())
+        out = fn()
+        _sync(device)
+        return time.perf_counter() - t, out
+
+    with torch.inference_mode():
+        if device.type == "cuda":
+            gen.predictor.set_image(image)  # warm-up: CUDA context, kernels, allocator
+        res["amg_encoder_s"] = timed(lambda: gen.predictor.set_image(image))[0]
+        x = torch.as_tensor(gen.predictor.transform.apply_image(image), device=device)
+        x = model.preprocess(x.permute(2, 0, 1)[None].float())
         res["amg_flops_encoder"] = count_flops(lambda: model.encode(x))
         emb, early = gen.predictor.features, gen.predictor.early_features
         res["amg_flops_image_features"] = count_flops(lambda: dec.robust_image_features(emb, early))
         rif = dec.robust_image_features(emb, early)
         k = min(args.points_per_batch, 8)
-        coords = torch.rand(k, 1, 2, generator=torch.Generator().manual_seed(2)) * 1024
-        labels = torch.ones(k, 1, dtype=torch.int)
+        coords = (torch.rand(k, 1, 2, generator=torch.Generator().manual_seed(2)) * 1024).to(device)
+        labels = torch.ones(k, 1, dtype=torch.int, device=device)
 
         def decode():
             return model.decode(emb, None, point_coords=coords, point_labels=labels, robust_image_features=rif)
@@ -213,16 +262,12 @@ def bench_amg(args) -> dict:
         for batch in (1, args.points_per_batch):
             dec.prompt_batch = batch
             decode()  # warm-up
-            t = time.perf_counter()
-            decode()
-            res[f"amg_prompt_s_batch{batch}"] = (time.perf_counter() - t) / k
+            res[f"amg_prompt_s_batch{batch}"] = timed(decode)[0] / k
         dec.prompt_batch = None  # the default
         set_image = gen.predictor.set_image
         gen.predictor.set_image = lambda *a, **k: None  # the embedding is already there
         try:
-            t = time.perf_counter()
-            masks = gen.generate(image)
-            res["amg_decoder_s"] = time.perf_counter() - t
+            res["amg_decoder_s"], masks = timed(lambda: gen.generate(image))
         finally:
             gen.predictor.set_image = set_image
     res["amg_masks"] = len(masks)
@@ -244,7 +289,8 @@ def bench_e2e(args) -> dict:
         rng = np.random.default_rng(0)
         for i in range(args.e2e_images):
             write_image(src / f"img{i}.png", rng.random((1000, 1000, 3)).astype(np.float32))
-        cmd = ["dehaze", str(src), str(dst), "--prior", "regions"] + (["--model", args.e2e_model] if args.e2e_model else [])
+        cmd = ["dehaze", str(src), str(dst), "--prior", "regions", "--device", args.device]
+        cmd += ["--model", args.e2e_model] if args.e2e_model else []
         t = time.perf_counter()
         result = CliRunner().invoke(main, cmd, catch_exceptions=False)
         secs = time.perf_counter() - t
@@ -257,9 +303,11 @@ def print_table(res: dict) -> None:
     g = 1e9
     rows = [("machine", f"{res['threads']} threads, {res['clock']} clock, load {res['load_before']:.1f} -> "
                         f"{res['load_after']:.1f} (1-min average, {os.cpu_count()} CPUs)")]
+    if res.get("gpu"):
+        rows.append(("GPU", f"{res['gpu']}, encoder in {res['dtype']} (autocast), automatic masks in fp32"))
     if "fast_s" in res:
         rows += [
-            ("matmul rate (fp32, median)", f"{res['matmul_gflops']:.0f} GFLOP/s"),
+            (f"matmul rate ({res['dtype']}, median)", f"{res['matmul_gflops']:.0f} GFLOP/s"),
             (f"encoder {res['variant']} @ {res['size']}: FLOPs stock / fast",
              f"{res['flops_stock'] / g:.0f} / {res['flops_fast'] / g:.0f} GFLOP"),
             ("floor = stock FLOPs / rate", f"{res['floor_s']:.2f} s"),
@@ -302,7 +350,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--clock", choices=["wall", "cpu"], default="wall",
                    help="wall: elapsed time; cpu: this process's CPU time (robust to other load; use with "
                         "--threads 1, as the spin-waits of several threads count too)")
-    p.add_argument("--mm-size", type=int, default=2048, help="side of the square matmul for the rate")
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    p.add_argument("--dtype", choices=sorted(DTYPES), default="fp32",
+                   help="encoder precision: bf16/fp16 run under torch.autocast (GPU only)")
+    p.add_argument("--mm-size", type=int, default=None,
+                   help="side of the square matmul for the rate (default 2048 on the CPU, 8192 on a GPU)")
     p.add_argument("--bias-budget", type=int, default=None, help="fast path: attention-bias chunk (elements)")
     p.add_argument("--mlp-chunk", type=int, default=None, help="fast path: tokens per MLP chunk")
     p.add_argument("--no-encoder", action="store_true", help="skip the encoder comparison")
@@ -315,13 +367,25 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--e2e-model", default=None, help="--model for dehaze (default: the command's default)")
     p.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = p.parse_args(argv)
+    if args.device == "cpu" and args.dtype != "fp32":
+        p.error("--dtype bf16/fp16 needs --device cuda (the CPU path is measured in fp32)")
+    if args.device == "cuda" and args.clock == "cpu":
+        p.error("--clock cpu measures this process's CPU time, not the GPU's: use --clock wall with --device cuda")
+    if args.mm_size is None:
+        args.mm_size = 8192 if args.device == "cuda" else 2048
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
     import torch
 
     torch.set_num_threads(args.threads)
-    res = {"load_before": load(), "threads": args.threads, "clock": args.clock}
+    if args.device == "cuda" and not torch.cuda.is_available():
+        p.error("--device cuda: torch sees no CUDA device")
+    if args.device == "cuda":  # fp32 means fp32: no TF32 in matmuls or cuDNN convolutions
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+    res = {"load_before": load(), "threads": args.threads, "clock": args.clock, "dtype": args.dtype,
+           "gpu": torch.cuda.get_device_name() if args.device == "cuda" else None}
     if not args.no_encoder:
         res.update(bench_encoder(args))
     if args.amg:
