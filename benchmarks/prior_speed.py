@@ -26,10 +26,10 @@ What it measures, in one run (interleaved, so both paths see the same machine lo
 The machine is shared: the 1-minute load average is printed before and after; timings are medians.
 
 On a GPU (``--device cuda``) everything runs there: the matmul rate is measured in ``--dtype`` (a
-square product of side ``--mm-size``, default 8192 there; TF32 off, so fp32 is fp32), the encoder runs under ``torch.autocast``
-for bf16/fp16 (the way ``robustsam_prior`` runs it on a GPU), each timing is bracketed by
-``torch.cuda.synchronize()``, and the card's name is printed. The relative differences then compare the
-fast path with the stock path in the same dtype.
+square product of side ``--mm-size``, default 8192 there; TF32 off, so fp32 is fp32), the encoder
+runs under ``torch.autocast`` for bf16/fp16 (the way ``robustsam_prior`` runs it on a GPU), each
+timing is bracketed by ``torch.cuda.synchronize()``, and the card's name is printed. The relative
+differences then compare the fast path with the stock path in the same dtype.
 """
 
 from __future__ import annotations
@@ -217,7 +217,7 @@ def bench_amg(args) -> dict:
     Also counts the FLOPs (the floor of each part): the encoder, the prompt-independent robust image
     features (once per image) and one prompt's decoder pass (transformer, upscaling, the mask-feature
     AMFG at 4h x 4w, logits), and times the decoder per prompt with the prompts run one at a time
-    (``prompt_batch=1``, the default for vit_b) and all at once (``prompt_batch=--points-per-batch``).
+    (``prompt_batch=1``, the CPU default for vit_b) and all at once (``prompt_batch=--points-per-batch``).
     On a GPU it runs in fp32 (the robust decoder's FFT block has no bf16 kernels), after a warm-up image.
     """
     import numpy as np
@@ -304,7 +304,8 @@ def print_table(res: dict) -> None:
     rows = [("machine", f"{res['threads']} threads, {res['clock']} clock, load {res['load_before']:.1f} -> "
                         f"{res['load_after']:.1f} (1-min average, {os.cpu_count()} CPUs)")]
     if res.get("gpu"):
-        rows.append(("GPU", f"{res['gpu']}, encoder in {res['dtype']} (autocast), automatic masks in fp32"))
+        how = "fp32" if res["dtype"] == "fp32" else f"{res['dtype']} (autocast)"
+        rows.append(("GPU", f"{res['gpu']}, encoder in {how}, automatic masks in fp32"))
     if "fast_s" in res:
         rows += [
             (f"matmul rate ({res['dtype']}, median)", f"{res['matmul_gflops']:.0f} GFLOP/s"),

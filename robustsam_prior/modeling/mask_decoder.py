@@ -110,7 +110,7 @@ class RobustMaskDecoder(MaskDecoder):
         self.fourier_first_layer_features = FirstLayerFeatureBlock(vit_dim, transformer_dim, bn_mode=bn_mode)
         self.fourier_last_layer_features = LastLayerFeatureBlock(transformer_dim, bn_mode=bn_mode)
         self.custom_token_block = TokenBlock(input_dim=t, mlp_dim=transformer_dim // t)  # AOTG
-        # prompt sets per pass through the decoder (speed only; None = by DENSE_BUDGET, see decode())
+        # prompt sets per pass through the decoder (speed only; None = default_prompt_batch())
         self.prompt_batch: int | None = None
 
     def default_prompt_batch(self, robust_image_features: torch.Tensor) -> int:
