@@ -9,7 +9,8 @@ slice ``r*B/W .. (r+1)*B/W - 1`` (the same global order as a single-process run)
 
 Pairs come from (``DatasetOptions.type``):
 
-- ``synthetic``: clean images degraded with :func:`robustsam_prior.degradations.degrade`. With
+- ``synthetic``: clean images (files, plus ``dead_leaves`` procedural images made on demand from the
+  seed, :mod:`restore.training.procedural`) degraded with :func:`robustsam_prior.degradations.degrade`. With
   ``variants = 0`` each sample is a fresh degradation of the augmented crop and the prior is computed
   on the degraded crop, batched, in the training process (:meth:`PairDataset.needs_prior_on_batch`).
   With ``variants = N`` each image has ``N`` fixed degraded versions, whose prior is computed once on
@@ -35,6 +36,7 @@ import numpy as np
 import torch
 
 from .options import AugmentOptions, DatasetOptions
+from .procedural import ProceduralImage
 
 logger = logging.getLogger(__name__)
 
@@ -218,7 +220,11 @@ class PairDataset(torch.utils.data.Dataset):
                 if not folder.is_dir():
                     raise DataError(f"{extra_key}: folder not found: {extra!r}")
                 self.clean_files += list_images(folder, opts, extra_key)
-            self.pairs: list[tuple[Path | None, Path]] = [(None, p) for p in self.clean_files]
+            self.pairs: list[tuple[Path | None, Path | ProceduralImage]] = [(None, p) for p in self.clean_files]
+            self.pairs += [
+                (None, ProceduralImage("dead_leaves", i, opts.dead_leaves_size, seed))
+                for i in range(opts.dead_leaves)
+            ]
         else:
             lq = list_images(config_path(opts.lq_dir), opts, f"{key}.lq_dir")
             self.pairs = match_pairs(lq, config_path(opts.gt_dir), opts.gt_match, key)
@@ -251,8 +257,11 @@ class PairDataset(torch.utils.data.Dataset):
             return
         smin = self.opts.augment.scale[0] if self.train else 1.0
         for _, gt in self.pairs:
-            with Image.open(gt) as im:
-                w, h = im.size
+            if isinstance(gt, ProceduralImage):
+                h = w = gt.size
+            else:
+                with Image.open(gt) as im:
+                    w, h = im.size
             if min(h, w) * smin < crop:
                 raise DataError(
                     f"{self.key}.crop_size: {crop} is larger than image {gt.name!r} ({w}x{h})"
@@ -279,7 +288,7 @@ class PairDataset(torch.utils.data.Dataset):
             self._images.move_to_end(idx)
         else:
             lq_path, gt_path = self.pairs[idx]
-            gt = read_rgb(gt_path)
+            gt = gt_path.render() if isinstance(gt_path, ProceduralImage) else read_rgb(gt_path)
             lq = read_rgb(lq_path) if lq_path is not None else None
             if lq is not None and lq.shape != gt.shape:
                 raise DataError(

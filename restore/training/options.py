@@ -82,6 +82,10 @@ class DatasetOptions:
     clean_dir: str | None = _f(None, "synthetic: folder of clean images (pkg://skimage.data allowed)", exists="dir")
     extra_clean_dirs: tuple[str, ...] = _f(
         (), "synthetic: more folders of clean images, filtered by the same include/exclude (pkg:// allowed)")
+    dead_leaves: int = _f(
+        0, "synthetic: add this many procedural dead-leaves images (restore/training/procedural.py, seeded) to the "
+        "clean images", min=0)
+    dead_leaves_size: int = _f(384, "synthetic: side in pixels of each dead-leaves image", min=8)
     lq_dir: str | None = _f(None, "paired: folder of degraded images", exists="dir")
     gt_dir: str | None = _f(None, "paired: folder of ground-truth images", exists="dir")
     gt_match: Literal["name", "stem", "prefix"] = _f("stem", "paired: how input names map to ground truth")
@@ -118,6 +122,8 @@ class DatasetOptions:
                 raise ValueError("gt_dir: required for type 'paired'")
             if self.clean_dir is not None or self.extra_clean_dirs:
                 raise ValueError("clean_dir: only for type 'synthetic'")
+            if self.dead_leaves:
+                raise ValueError("dead_leaves: only for type 'synthetic'")
             if self.variants:
                 raise ValueError("variants: only for type 'synthetic'")
 
