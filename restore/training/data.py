@@ -36,7 +36,7 @@ import numpy as np
 import torch
 
 from .options import AugmentOptions, DatasetOptions
-from .procedural import ProceduralImage
+from .procedural import DeadLeavesImage
 
 logger = logging.getLogger(__name__)
 
@@ -220,9 +220,9 @@ class PairDataset(torch.utils.data.Dataset):
                 if not folder.is_dir():
                     raise DataError(f"{extra_key}: folder not found: {extra!r}")
                 self.clean_files += list_images(folder, opts, extra_key)
-            self.pairs: list[tuple[Path | None, Path | ProceduralImage]] = [(None, p) for p in self.clean_files]
+            self.pairs: list[tuple[Path | None, Path | DeadLeavesImage]] = [(None, p) for p in self.clean_files]
             self.pairs += [
-                (None, ProceduralImage("dead_leaves", i, opts.dead_leaves_size, seed))
+                (None, DeadLeavesImage(i, opts.dead_leaves_size, seed))
                 for i in range(opts.dead_leaves)
             ]
         else:
@@ -257,7 +257,7 @@ class PairDataset(torch.utils.data.Dataset):
             return
         smin = self.opts.augment.scale[0] if self.train else 1.0
         for _, gt in self.pairs:
-            if isinstance(gt, ProceduralImage):
+            if isinstance(gt, DeadLeavesImage):
                 h = w = gt.size
             else:
                 with Image.open(gt) as im:
@@ -288,7 +288,7 @@ class PairDataset(torch.utils.data.Dataset):
             self._images.move_to_end(idx)
         else:
             lq_path, gt_path = self.pairs[idx]
-            gt = gt_path.render() if isinstance(gt_path, ProceduralImage) else read_rgb(gt_path)
+            gt = gt_path.render() if isinstance(gt_path, DeadLeavesImage) else read_rgb(gt_path)
             lq = read_rgb(lq_path) if lq_path is not None else None
             if lq is not None and lq.shape != gt.shape:
                 raise DataError(

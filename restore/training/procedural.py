@@ -7,7 +7,7 @@ occlusion edges at every scale and orientation, flat regions of every size, whic
 that deblurring and denoising networks have to learn. Achddou, Gousseau and Ladjal ("Synthetic
 images as a regularity prior for image restoration neural networks", SSVM 2021) trained restoration
 networks on such images and came close to training on natural photos. Here they add edge variety
-to the few photos that installed packages ship (``data.*.procedural`` in a training recipe).
+to the few photos that installed packages ship (``data.*.dead_leaves`` in a training recipe).
 
 Rendering is front to back (each new disk only paints pixels that no earlier disk covered, which
 gives the same law as painting back to front without drawing the hidden disks), at twice the output
@@ -87,19 +87,16 @@ def dead_leaves(
 
 
 @dataclass(frozen=True)
-class ProceduralImage:
-    """A procedural clean image that a dataset lists beside its files (seeded, made on demand)."""
+class DeadLeavesImage:
+    """A dead-leaves clean image that a dataset lists beside its files (seeded, made on demand)."""
 
-    kind: str
     index: int
     size: int
     seed: int
 
     @property
     def name(self) -> str:
-        return f"{self.kind}_{self.index:04d}"
+        return f"dead_leaves_{self.index:04d}"
 
     def render(self) -> np.ndarray:
-        if self.kind != "dead_leaves":
-            raise ValueError(f"unknown procedural image kind {self.kind!r} (known: dead_leaves)")
         return dead_leaves(self.size, np.random.default_rng([self.seed, self.index]))

@@ -8,7 +8,7 @@ from scipy import ndimage
 
 from restore.training.data import PairDataset
 from restore.training.options import DatasetOptions, DegradationOptions
-from restore.training.procedural import ProceduralImage, _radii, dead_leaves
+from restore.training.procedural import DeadLeavesImage, _radii, dead_leaves
 
 
 def test_radii_follow_the_power_law():
@@ -45,11 +45,11 @@ def test_dataset_adds_dead_leaves_to_the_clean_images(tmp_path, pairs_factory):
     data = PairDataset(opts, key="data.train", seed=5, train=True)
     assert data.num_images == 5
     procedural = [gt_path for _, gt_path in data.pairs[2:]]
-    assert procedural == [ProceduralImage("dead_leaves", i, 48, 5) for i in range(3)]
+    assert procedural == [DeadLeavesImage(i, 48, 5) for i in range(3)]
     names = {data[p].name for p in range(20)}
     assert {"dead_leaves_0000", "dead_leaves_0001", "dead_leaves_0002"} <= names
     _, clean = data._load(3)
-    np.testing.assert_array_equal(clean, ProceduralImage("dead_leaves", 1, 48, 5).render())
+    np.testing.assert_array_equal(clean, DeadLeavesImage(1, 48, 5).render())
     # a crop larger than the procedural images is refused like one larger than a file
     with pytest.raises(ValueError, match="dead_leaves_0000"):
         PairDataset(DatasetOptions(clean_dir=str(gt), degradation=deg, crop_size=56, dead_leaves=1,
