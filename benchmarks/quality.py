@@ -3,6 +3,7 @@
     python benchmarks/quality.py                        # both tasks, shipped models, real pairs from ../shared
     python benchmarks/quality.py --task dehaze --default-dehaze /work/train_runs/default_dehaze/models/final.safetensors
     python benchmarks/quality.py --json results.json --skip-speed
+    python benchmarks/quality.py --task deblur --skip-speed --local-pool 144   # networks with TLC statistics
 
 Sets (each row is the mean over the set's images):
 
@@ -128,12 +129,13 @@ def methods(task: str, args: argparse.Namespace) -> dict[str, str | None]:
     rows: dict[str, str | None] = {"input": None}
     if task == "dehaze":
         rows["dcp"] = "dcp"
-    rows["nafnet (no prior, ablation)"] = getattr(args, f"ablation_{task}")
-    rows["map_nafnet + regions (default)"] = getattr(args, f"default_{task}")
+    tlc = f", local pool {args.local_pool} px" if args.local_pool else ""
+    rows[f"nafnet (no prior, ablation{tlc})"] = getattr(args, f"ablation_{task}")
+    rows[f"map_nafnet + regions (default{tlc})"] = getattr(args, f"default_{task}")
     return rows
 
 
-def restore_fn(ref: str | None, task: str):
+def restore_fn(ref: str | None, task: str, local_pool: int | None = None):
     import torch
 
     from restore.inference import Restorer
@@ -141,7 +143,7 @@ def restore_fn(ref: str | None, task: str):
 
     if ref is None:
         return lambda x: x
-    restorer = Restorer.load(ref, task=task, device="cpu")
+    restorer = Restorer.load(ref, task=task, device="cpu", local_pool=local_pool)
 
     def fn(x: np.ndarray) -> np.ndarray:
         with torch.inference_mode():
@@ -155,7 +157,7 @@ def evaluate(task: str, sets: dict[str, list[Pair]], args: argparse.Namespace) -
     records = []
     for label, ref in methods(task, args).items():
         try:
-            fn = restore_fn(ref, task)
+            fn = restore_fn(ref, task, None if ref in (None, "dcp") else args.local_pool)
         except (ValueError, FileNotFoundError) as e:  # a missing model: say so, keep the other rows
             logger.warning("%s %s: %s", task, label, e)
             continue
@@ -257,6 +259,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs for the speed row")
     parser.add_argument("--skip-speed", action="store_true")
+    parser.add_argument("--local-pool", type=int, default=None, metavar="PX",
+                        help="run the networks with local channel-attention statistics (TLC; Restorer local_pool)")
     parser.add_argument("--json", type=Path, default=None, help="also write the records as JSON")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")

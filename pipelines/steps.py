@@ -72,6 +72,9 @@ class RestoreStep:
     prior: str | None = _f(None, "override the checkpoint's prior (name)")
     prior_checkpoint: str | None = _f(None, "RobustSAM/SAM weights for the robustsam/sam priors", exists="file")
     tile: int | None = _f(None, "tile size (null = automatic, 0 = never tile)", min=0)
+    local_pool: int | None = _f(
+        None, "channel-attention statistics over this many pixels around each pixel (TLC; null = whole image)", min=0
+    )
     save: bool = _f(True, "write restored images to OUTPUT_DIR/restored (same name, size, bit depth, alpha)")
 
 
@@ -230,7 +233,7 @@ class Restore(Step):
 
         o = self.options
         self.restorer = Restorer.load(o.model, task=o.task, prior=o.prior, prior_checkpoint=o.prior_checkpoint,
-                                      device=run.device, tile=o.tile)
+                                      device=run.device, tile=o.tile, local_pool=o.local_pool)
         self.reuse = None
         prior_step = run.shared.get("prior")
         if self.restorer.prior is not None and prior_step is not None:

@@ -98,6 +98,7 @@ class Restorer:
     overlap: int = 32
     tile_threshold: int = 2048 * 2048
     half: bool = True
+    local_pool: int | None = None  # SCA statistics window in pixels (TLC); None = whole image
 
     @classmethod
     def load(
@@ -111,12 +112,15 @@ class Restorer:
         tile: int | None = None,
         overlap: int = 32,
         half: bool = True,
+        local_pool: int | None = None,
     ) -> Restorer:
         """Resolve ``model`` (None = the task's default), load it and build its prior.
 
         ``prior`` overrides the checkpoint's prior (name only; the checkpoint's options are kept
         when the name is the same); ``prior_checkpoint`` is the RobustSAM/SAM weight file for the
-        ``robustsam``/``sam`` priors.
+        ``robustsam``/``sam`` priors. ``local_pool`` (pixels) gives the network's channel attention
+        the mean over a window of that size around each pixel instead of the whole image
+        (:meth:`restore.archs.nafnet_arch.NAFNet.set_local_pool`).
         """
         dev = resolve_device(device)
         if tile is not None and tile < 0:
@@ -128,6 +132,8 @@ class Restorer:
             net, meta = load_restoration_checkpoint(ref.path)
             if meta["task"] != task:
                 raise ValueError(f"{ref.path}: a {meta['task']} model; it cannot {task}")
+        if local_pool:
+            _set_local_pool(net, local_pool, ref.name)
         net = net.to(dev)
         if dev.type == "cpu":
             net = net.to(memory_format=torch.channels_last)
@@ -137,7 +143,7 @@ class Restorer:
         elif prior is not None or prior_checkpoint is not None:
             logger.warning("model %s uses no prior; --prior/--prior-checkpoint ignored", ref.name)
         return cls(net=net, task=task, name=ref.name, prior=prior_obj, metadata=meta, device=dev,
-                   tile=tile, overlap=overlap, half=half)
+                   tile=tile, overlap=overlap, half=half, local_pool=local_pool or None)
 
     # ------------------------------------------------------------------ running
 
@@ -192,6 +198,16 @@ class Restorer:
         data = read_image(src)
         out = to_numpy(self.restore(to_tensor(data.pixels)))
         return write_image(dst, out, alpha=data.alpha, bit_depth=data.bit_depth)
+
+
+def _set_local_pool(net: nn.Module, pixels: int, name: str) -> None:
+    from .archs.nafnet_arch import NAFNet
+
+    backbones = [m for m in net.modules() if isinstance(m, NAFNet)]
+    if not backbones:
+        raise ValueError(f"local_pool: model {name} has no NAFNet channel attention to localise")
+    for backbone in backbones:
+        backbone.set_local_pool(pixels)
 
 
 def _is_classical(net: nn.Module) -> bool:

@@ -39,6 +39,7 @@ def run_restore(
     prior_checkpoint: str | None,
     tile: int | None,
     overwrite: bool,
+    local_pool: int | None = None,
     recursive: bool,
     device: str,
 ) -> None:
@@ -51,9 +52,12 @@ def run_restore(
 
     if tile is not None and tile < 0:
         raise click.BadParameter("must be >= 0 (0 = never tile)", param_hint="--tile")
+    if local_pool is not None and local_pool < 0:
+        raise click.BadParameter("must be >= 0 pixels (0 = the whole image)", param_hint="--local-pool")
     try:
         restorer = Restorer.load(
-            model, task=task, prior=prior, prior_checkpoint=prior_checkpoint, device=device, tile=tile
+            model, task=task, prior=prior, prior_checkpoint=prior_checkpoint, device=device, tile=tile,
+            local_pool=local_pool,
         )
     except (CheckpointError, ValueError, KeyError, FileNotFoundError) as e:
         raise click.ClickException(str(e).strip("'\"")) from e
@@ -99,13 +103,18 @@ def _command(task: str) -> click.Command:
     @click.option("--tile", type=int, default=None,
                   help="Tile size in pixels for large images (0 = never tile; default: tiles of 1024 "
                        "above 4 megapixels).")
+    @click.option("--local-pool", type=int, default=None, metavar="PX",
+                  help="Channel-attention statistics over a PX-wide window around each pixel instead of "
+                       "the whole image (TLC, Chu et al. ECCV 2022; 1.5x the training crop = 144 for the "
+                       "default models). Helps blur that varies across the image; default: whole image.")
     @click.option("--overwrite", is_flag=True, help="Redo outputs that already exist.")
     @click.option("--recursive", is_flag=True, help="Also process sub-folders (the tree is kept).")
     @click.option("--device", type=click.Choice(DEVICE_CHOICES), default="auto", show_default=True,
                   help="Where the network runs (half precision on CUDA).")
-    def command(input, output, model, prior, prior_checkpoint, tile, overwrite, recursive, device) -> None:
+    def command(input, output, model, prior, prior_checkpoint, tile, local_pool, overwrite, recursive,
+                device) -> None:
         run_restore(task, input, output, model=model, prior=prior, prior_checkpoint=prior_checkpoint,
-                    tile=tile, overwrite=overwrite, recursive=recursive, device=device)
+                    tile=tile, overwrite=overwrite, recursive=recursive, device=device, local_pool=local_pool)
 
     return command
 

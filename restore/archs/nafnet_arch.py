@@ -21,6 +21,13 @@ and local, so overlapping tiles agree). The output can then only rescale the inp
 a smooth airlight per pixel, not paint new colours or textures: the model that the haze follows
 (AOD-Net, Li et al. ICCV 2017, and DehazeNet, Cai et al. TIP 2016, predict the same quantities).
 
+Local statistics (``NAFNet.set_local_pool``, off by default): SCA's global average is taken over
+a training crop (96 px here) but over the whole image at inference. TLC (Chu et al., "Improving
+Image Restoration by Revisiting Global Information Aggregation", ECCV 2022) replaces it at test
+time by the mean over a window of about the training crop's size around each pixel, so that each
+pixel sees the statistics it was trained with. :func:`box_mean` computes that mean in O(1) per pixel
+(integral sums, the window clipped at the image border).
+
 The backbone accepts extra input channels (a prior map concatenated to the RGB image) and an
 optional per-level ``modulate`` hook applied after each encoder stage's blocks (used by the
 feature-fusion variant). It knows nothing of optimisers, datasets or YAML.
@@ -87,8 +94,40 @@ class SimpleGate(nn.Module):
         return a * b
 
 
+def box_mean(x: torch.Tensor, window: int) -> torch.Tensor:
+    """Mean of ``x (B, C, H, W)`` over the ``window x window`` square centred on each pixel; near the
+    border, over the part of the square inside the image. ``window`` must be odd.
+
+    Separable running sums (cumulative sums along H, then W) of ``x`` minus its global mean, which
+    keeps the float32 sums small; cost O(1) per pixel whatever the window (about ten passes over the
+    tensor: on a 1-megapixel image the default models' network time roughly doubles).
+    """
+    if window < 1 or window % 2 == 0:
+        raise ValueError(f"box_mean: window must be an odd number >= 1, got {window}")
+    mean = x.mean((2, 3), keepdim=True)
+    y = (x - mean).contiguous()
+    r = window // 2
+    for dim in (2, 3):
+        n = y.shape[dim]
+        run = y.cumsum(dim)
+        # running sums padded so that the window sum at i is padded[i + 2r + 1] - padded[i]:
+        # r + 1 zeros in front (windows starting before the image), r copies of the total behind
+        zero = torch.zeros_like(run.narrow(dim, 0, 1))
+        total = run.narrow(dim, n - 1, 1)
+        padded = torch.cat([zero.repeat_interleave(r + 1, dim), run, total.repeat_interleave(r, dim)], dim)
+        idx = torch.arange(n, device=x.device)
+        count = (idx + r + 1).clamp(max=n) - (idx - r).clamp(min=0)
+        count = count.to(y.dtype).view([n if d == dim else 1 for d in range(4)])
+        y = (padded.narrow(dim, 2 * r + 1, n) - padded.narrow(dim, 0, n)) / count
+    return y + mean
+
+
 class NAFBlock(nn.Module):
-    """One NAFNet block on ``(B, channels, H, W)``; shape-preserving."""
+    """One NAFNet block on ``(B, channels, H, W)``; shape-preserving.
+
+    ``pool_window``: 0 (NAFNet's SCA over the whole feature map) or an odd window in feature pixels
+    for local statistics (:func:`box_mean`; set through :meth:`NAFNet.set_local_pool`).
+    """
 
     def __init__(self, channels: int, *, dw_expand: int = 2, ffn_expand: int = 2) -> None:
         super().__init__()
@@ -105,10 +144,17 @@ class NAFBlock(nn.Module):
         self.conv5 = Conv1x1(ffn // 2, c)
         self.beta = nn.Parameter(torch.zeros(1, c, 1, 1))
         self.gamma = nn.Parameter(torch.zeros(1, c, 1, 1))
+        self.pool_window = 0
+
+    def _pool(self, y: torch.Tensor) -> torch.Tensor:
+        r = self.pool_window // 2
+        if self.pool_window == 0 or (r >= y.shape[2] - 1 and r >= y.shape[3] - 1):
+            return y.mean((2, 3), keepdim=True)  # a window over the whole map: the global mean
+        return box_mean(y, self.pool_window)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.gate(self.conv2(self.conv1(self.norm1(x))))
-        y = y * self.sca(y.mean((2, 3), keepdim=True))
+        y = y * self.sca(self._pool(y))
         x = torch.addcmul(x, self.conv3(y), self.beta)  # x + beta * y in one pass
         y = self.conv5(self.gate(self.conv4(self.norm2(x))))
         return torch.addcmul(x, y, self.gamma)
@@ -167,6 +213,24 @@ class NAFNet(nn.Module):
 
     def forward(self, image: torch.Tensor, prior: PriorOutput | None = None) -> torch.Tensor:
         return self.run(image, image)
+
+    def set_local_pool(self, pixels: int | None) -> None:
+        """SCA statistics over a ``pixels``-wide window of the input image (TLC, see the module
+        docstring) instead of the whole image; ``None`` or 0 restores the global mean. A block at
+        level ``l`` (1/2**l resolution) gets the odd window nearest ``pixels / 2**l``. The weights are
+        unchanged; this is an inference setting (the TLC paper uses 1.5x the training crop)."""
+        if pixels is not None and pixels < 0:
+            raise ValueError(f"local pool window must be >= 0 pixels (0 = global), got {pixels}")
+        levels = len(self.encoders)
+        stages = [*enumerate(self.encoders), (levels, self.middle)]
+        stages += [(levels - 1 - j, dec) for j, dec in enumerate(self.decoders)]
+        for level, stage in stages:
+            window = 0
+            if pixels:
+                window = max(1, round(pixels / 2**level))
+                window += 1 - window % 2  # odd: centred on the pixel
+            for block in stage:
+                block.pool_window = window
 
     def run(self, x: torch.Tensor, residual: torch.Tensor, modulate: Modulate | None = None) -> torch.Tensor:
         """The U-Net on ``x (B, in_channels, H, W)``; returns ``body(x) + residual (B, out, H, W)``

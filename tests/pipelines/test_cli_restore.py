@@ -138,3 +138,34 @@ def test_model_errors(inputs: Path, tmp_path: Path, monkeypatch):
     assert res.exit_code == 1 and "neither a known model name nor an existing file" in res.output
     res = _run("models")
     assert res.exit_code == 0 and "robustsam-dehaze" in res.output and "unavailable" in res.output
+
+
+def test_local_pool_option(tmp_path: Path):
+    """--local-pool reaches the network (a different output from the same weights) and is refused
+    where it cannot apply."""
+    src = tmp_path / "in.png"
+    img = np.random.default_rng(2).random((40, 48, 3)).astype(np.float32) * 0.3
+    img[:, :24] += 0.6  # halves with different statistics
+    write_image(src, img)
+    torch.manual_seed(0)
+    net = build_arch("nafnet", **TINY)
+    with torch.no_grad():
+        for n, p in net.named_parameters():
+            if n.endswith(("beta", "gamma")):
+                p.normal_(0, 0.5)  # blocks that are not the identity, so SCA matters
+    ck = tmp_path / "tiny.safetensors"
+    save_checkpoint(ck, net.state_dict(), {"format": CHECKPOINT_FORMAT, "arch": "nafnet", "arch_kwargs": TINY,
+                                           "task": "deblur", "prior": None})
+    outs = {}
+    for pool in (None, "1000", "8"):
+        dst = tmp_path / f"out_{pool}.png"
+        res = _run("deblur", src, dst, "--model", ck, *(("--local-pool", pool) if pool else ()))
+        assert res.exit_code == 0, res.output
+        outs[pool] = read_image(dst).pixels
+    np.testing.assert_array_equal(outs["1000"], outs[None])  # a window over the whole image: global
+    assert np.abs(outs["8"] - outs[None]).max() > 1e-3
+    res = _run("deblur", src, tmp_path / "x.png", "--model", ck, "--local-pool", "-4")
+    assert res.exit_code == 2 and "--local-pool" in res.output
+    res = _run("dehaze", src, tmp_path / "y.png", "--model", "dcp", "--local-pool", "144")
+    assert res.exit_code == 1 and "no NAFNet channel attention" in res.output
+    assert not (tmp_path / "x.png").exists() and not (tmp_path / "y.png").exists()

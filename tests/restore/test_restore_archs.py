@@ -15,7 +15,7 @@ from restore.archs.map_unit import (
     region_dropout,
     region_means,
 )
-from restore.archs.nafnet_arch import T_MIN, LayerNorm2d, NAFBlock, NAFNet
+from restore.archs.nafnet_arch import T_MIN, LayerNorm2d, NAFBlock, NAFNet, box_mean
 from robustsam_prior.prior import PriorOutput
 
 TINY = {"width": 8, "enc_blocks": [1, 1], "middle_blocks": 1, "dec_blocks": [1, 1]}
@@ -104,6 +104,76 @@ def test_nafnet_global_residual_and_channels():
         net.ending.weight.zero_()
         net.ending.bias.zero_()
     torch.testing.assert_close(net(x), x)  # zero body -> identity through the global residual
+
+
+def _naive_box_mean(x: torch.Tensor, window: int) -> torch.Tensor:
+    r = window // 2
+    out = torch.empty_like(x)
+    h, w = x.shape[-2:]
+    for i in range(h):
+        for j in range(w):
+            out[..., i, j] = x[..., max(0, i - r): i + r + 1, max(0, j - r): j + r + 1].mean((-2, -1))
+    return out
+
+
+@pytest.mark.parametrize("window", [1, 3, 5, 9])
+def test_box_mean_is_the_mean_over_the_window_clipped_at_the_border(window):
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 7, 10) + 50.0  # a large offset: the running sums must stay exact enough
+    torch.testing.assert_close(box_mean(x, window), _naive_box_mean(x, window), atol=1e-4, rtol=1e-5)
+
+
+def test_box_mean_rejects_even_and_empty_windows():
+    x = torch.zeros(1, 1, 4, 4)
+    for bad in (0, 4, -3):
+        with pytest.raises(ValueError, match="odd number"):
+            box_mean(x, bad)
+
+
+def _random_body(net: NAFNet) -> NAFNet:
+    with torch.no_grad():
+        for n, p in net.named_parameters():
+            if n.endswith(("beta", "gamma")):
+                p.normal_(0, 0.5)
+    return net.eval()
+
+
+def test_local_pool_windows_per_level_and_reset():
+    net = NAFNet(width=8, enc_blocks=[1, 1, 1], middle_blocks=1, dec_blocks=[1, 1, 1])
+    net.set_local_pool(96)
+    enc = [blk.pool_window for stage in net.encoders for blk in stage]
+    dec = [blk.pool_window for stage in net.decoders for blk in stage]
+    assert enc == [97, 49, 25]  # 96, 48, 24 made odd
+    assert [blk.pool_window for blk in net.middle] == [13]  # 96 / 8 = 12 -> 13
+    assert dec == [25, 49, 97]  # the decoder climbs back up the levels
+    net.set_local_pool(None)
+    assert all(blk.pool_window == 0 for blk in net.modules() if isinstance(blk, NAFBlock))
+    with pytest.raises(ValueError, match=">= 0"):
+        net.set_local_pool(-1)
+
+
+def test_local_pool_changes_only_what_it_should():
+    torch.manual_seed(3)
+    net = _random_body(NAFNet(**TINY))
+    # left half bright and flat, right half dark noise: local statistics differ from the global ones
+    x = torch.rand(1, 3, 32, 64) * 0.2
+    x[..., :32] = 0.9
+    with torch.no_grad():
+        ref = net(x)
+        net.set_local_pool(1000)  # windows larger than the image at every level: the global mean
+        torch.testing.assert_close(net(x), ref)
+        net.set_local_pool(16)
+        local = net(x)
+        net.set_local_pool(0)
+        torch.testing.assert_close(net(x), ref)
+    assert (local - ref).abs().max() > 1e-3
+    # the same block with a window covering the map is the global SCA of test_nafblock_matches_formula
+    blk = net.encoders[0][0]
+    y = torch.randn(1, 8, 5, 6)
+    blk.pool_window = 11
+    torch.testing.assert_close(blk._pool(y), y.mean((2, 3), keepdim=True))
+    blk.pool_window = 3
+    torch.testing.assert_close(blk._pool(y), _naive_box_mean(y, 3), atol=1e-5, rtol=1e-5)
 
 
 def test_nafnet_bad_config():
