@@ -73,7 +73,7 @@ class RestoreStep:
     prior_checkpoint: str | None = _f(None, "RobustSAM/SAM weights for the robustsam/sam priors", exists="file")
     tile: int | None = _f(None, "tile size (null = automatic, 0 = never tile)", min=0)
     local_pool: int | None = _f(
-        None, "channel-attention statistics over this many pixels around each pixel (TLC; null = whole image)", min=0
+        None, "channel-attention statistics window in pixels (TLC; null = the model's own, 0 = whole image)", min=0
     )
     save: bool = _f(True, "write restored images to OUTPUT_DIR/restored (same name, size, bit depth, alpha)")
 

@@ -98,7 +98,7 @@ class Restorer:
     overlap: int = 32
     tile_threshold: int = 2048 * 2048
     half: bool = True
-    local_pool: int | None = None  # SCA statistics window in pixels (TLC); None = whole image
+    local_pool: int | None = None  # SCA statistics window in pixels (TLC; set on the net by load); None = whole image
 
     @classmethod
     def load(
@@ -120,7 +120,8 @@ class Restorer:
         when the name is the same); ``prior_checkpoint`` is the RobustSAM/SAM weight file for the
         ``robustsam``/``sam`` priors. ``local_pool`` (pixels) gives the network's channel attention
         the mean over a window of that size around each pixel instead of the whole image
-        (:meth:`restore.archs.nafnet_arch.NAFNet.set_local_pool`).
+        (:meth:`restore.archs.nafnet_arch.NAFNet.set_local_pool`); None = the packaged model's own
+        setting (``zoo.json``; the whole image for checkpoint files), 0 = the whole image.
         """
         dev = resolve_device(device)
         if tile is not None and tile < 0:
@@ -132,6 +133,8 @@ class Restorer:
             net, meta = load_restoration_checkpoint(ref.path)
             if meta["task"] != task:
                 raise ValueError(f"{ref.path}: a {meta['task']} model; it cannot {task}")
+        if local_pool is None:
+            local_pool = ref.local_pool
         if local_pool:
             _set_local_pool(net, local_pool, ref.name)
         net = net.to(dev)

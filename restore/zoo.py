@@ -6,7 +6,9 @@ option is ``identity``), a name from the zoo table, or a checkpoint path.
 
 The zoo table maps a name to a weight file under ``restore/weights/`` (packaged with the project).
 It is read from ``restore/weights/zoo.json`` (``{"name": {"task": ..., "file": ...,
-"description": ...}}``) so trained default models can be added without code changes. Until they
+"description": ..., "local_pool": ...}}``) so trained default models can be added without code
+changes. ``local_pool`` (optional) is the model's inference setting for its channel attention's
+statistics window in pixels (``Restorer.load(local_pool=...)``; 0 or absent = the whole image). Until they
 exist the table is empty and the default names in :data:`DEFAULT_MODELS` resolve to a clear error
 that names the options.
 """
@@ -40,6 +42,7 @@ class ZooEntry:
     task: str
     file: str
     description: str = ""
+    local_pool: int = 0  # inference: channel-attention statistics window in pixels (0 = whole image)
 
     @property
     def path(self) -> Path:
@@ -53,6 +56,7 @@ class ModelRef:
     kind: str
     name: str
     path: Path | None = None
+    local_pool: int = 0  # the packaged model's inference setting (ZooEntry.local_pool)
 
 
 def load_zoo(path: Path | None = None) -> dict[str, ZooEntry]:
@@ -88,7 +92,7 @@ def resolve_model(model: str | None, task: str) -> ModelRef:
             raise ModelNotFoundError(f"model {name!r} is a {entry.task} model, not {task}; use {_options(task)}")
         if not entry.path.is_file():
             raise ModelNotFoundError(f"model {name!r}: its weight file {entry.path} is missing; use {_options(task)}")
-        return ModelRef("checkpoint", name, entry.path)
+        return ModelRef("checkpoint", name, entry.path, entry.local_pool)
     if name == DEFAULT_MODELS[task]:
         raise ModelNotFoundError(
             f"the default {task} model {name!r} has no trained weights in this installation yet; "

@@ -48,7 +48,8 @@ def list_models(paths: tuple[Path, ...] = (), task: str | None = None) -> list[d
     for name, entry in zoo.items():
         info = describe_checkpoint(entry.path) if entry.path.is_file() else {
             "available": False, "error": f"weight file {entry.path} is missing"}
-        rows.append({"name": name, "kind": "packaged", "task": entry.task, "path": str(entry.path), **info})
+        rows.append({"name": name, "kind": "packaged", "task": entry.task, "path": str(entry.path),
+                     "local_pool": entry.local_pool, **info})
         rows[-1]["task"] = rows[-1].get("task") or entry.task
     for t, name in DEFAULT_MODELS.items():
         if name not in zoo:
@@ -85,5 +86,7 @@ def models(checkpoints: tuple[Path, ...], task: str | None, as_json: bool) -> No
                                 for k, v in (r.get("metrics") or {}).items()) or "-"
         else:
             metrics = f"unavailable: {r.get('error')}"
+        if r.get("local_pool"):
+            metrics += f"; local pool {r['local_pool']} px"
         click.echo(f"{r['name']:<24} {str(r.get('task')):<7} {r['kind']:<10} {str(r.get('arch') or '-'):<14} "
                    f"{str(r.get('prior') or '-'):<10} {_fmt_size(r):<26} {metrics}")

@@ -104,9 +104,10 @@ def _command(task: str) -> click.Command:
                   help="Tile size in pixels for large images (0 = never tile; default: tiles of 1024 "
                        "above 4 megapixels).")
     @click.option("--local-pool", type=int, default=None, metavar="PX",
-                  help="Channel-attention statistics over a PX-wide window around each pixel instead of "
-                       "the whole image (TLC, Chu et al. ECCV 2022; 1.5x the training crop = 144 for the "
-                       "default models). Helps blur that varies across the image; default: whole image.")
+                  help="Channel-attention statistics over a PX-wide window around each pixel instead of the "
+                       "whole image (TLC, Chu et al. ECCV 2022), for blur that varies across the image; "
+                       "0 = the whole image. Default: the model's own setting (144 for the packaged "
+                       "deblurrers, the whole image otherwise).")
     @click.option("--overwrite", is_flag=True, help="Redo outputs that already exist.")
     @click.option("--recursive", is_flag=True, help="Also process sub-folders (the tree is kept).")
     @click.option("--device", type=click.Choice(DEVICE_CHOICES), default="auto", show_default=True,

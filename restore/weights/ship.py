@@ -21,8 +21,9 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
-# run name (the recipe's `name`) -> zoo name, weight file, recipe, description
-MODELS: dict[str, dict[str, str]] = {
+# run name (the recipe's `name`) -> zoo name, weight file, recipe, description[, local_pool: the
+# packaged model's inference window for channel-attention statistics, see restore.zoo]
+MODELS: dict[str, dict[str, Any]] = {
     "default_dehaze": {
         "zoo": "robustsam-dehaze",
         "file": "dehaze_regions_map_nafnet.safetensors",
@@ -34,6 +35,7 @@ MODELS: dict[str, dict[str, str]] = {
         "file": "deblur_regions_map_nafnet.safetensors",
         "recipe": "pipelines/train_default_deblur.yml",
         "description": "default deblurrer: MAP-NAFNet (width 16) on the built-in regions prior",
+        "local_pool": 144,
     },
     "default_dehaze_noprior": {
         "zoo": "dehaze-noprior",
@@ -46,6 +48,7 @@ MODELS: dict[str, dict[str, str]] = {
         "file": "deblur_noprior_nafnet.safetensors",
         "recipe": "pipelines/train_default_deblur_noprior.yml",
         "description": "ablation: the same NAFNet without a prior, same data and budget",
+        "local_pool": 144,
     },
 }
 MAX_BYTES = 15 * 1024 * 1024  # issue 7: each packaged model <= 15 MB
@@ -136,6 +139,8 @@ def write_tables(records: dict[str, dict[str, Any]]) -> None:
         spec = MODELS[run]
         task = "dehaze" if "dehaze" in run else "deblur"
         zoo[spec["zoo"]] = {"task": task, "file": spec["file"], "description": spec["description"]}
+        if spec.get("local_pool"):
+            zoo[spec["zoo"]]["local_pool"] = spec["local_pool"]
         log[run] = rec
     zoo_path.write_text(json.dumps(zoo, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     log_path.write_text(json.dumps(log, indent=2, sort_keys=True) + "\n", encoding="utf-8")

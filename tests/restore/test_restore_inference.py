@@ -73,6 +73,40 @@ def test_zoo_table(tmp_path, monkeypatch):
         zoo.load_zoo(weights / "zoo.json")
 
 
+def test_packaged_local_pool_is_the_default_and_can_be_overridden(tmp_path, monkeypatch):
+    """A zoo entry's local_pool is applied at load; an explicit value (0 = whole image) wins; a
+    checkpoint file has none unless asked."""
+    from restore.archs.nafnet_arch import NAFBlock
+
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    make_checkpoint(weights / "d.safetensors", task="deblur")
+    (weights / "zoo.json").write_text(json.dumps({
+        "robustsam-deblur": {"task": "deblur", "file": "d.safetensors", "local_pool": 16}}))
+    monkeypatch.setattr(zoo, "WEIGHTS_DIR", weights)
+    monkeypatch.setattr(zoo, "ZOO_FILE", weights / "zoo.json")
+    assert resolve_model(None, "deblur").local_pool == 16
+
+    def windows(r):
+        return {b.pool_window for b in r.net.modules() if isinstance(b, NAFBlock)}
+
+    packaged = Restorer.load(None, task="deblur", device="cpu")
+    assert packaged.local_pool == 16 and windows(packaged) == {17, 9, 5}  # 16 px at levels 0, 1, 2
+    assert windows(Restorer.load(None, task="deblur", device="cpu", local_pool=32)) == {33, 17, 9}
+    whole = Restorer.load(None, task="deblur", device="cpu", local_pool=0)
+    assert whole.local_pool is None and windows(whole) == {0}
+    assert windows(Restorer.load(str(weights / "d.safetensors"), task="deblur", device="cpu")) == {0}
+    x = torch.rand(1, 3, 40, 44, generator=torch.Generator().manual_seed(1))
+    x[..., :20] *= 0.2  # halves with different statistics
+    assert (packaged.restore(x) - whole.restore(x)).abs().max() > 1e-4
+    from click.testing import CliRunner
+
+    from pipelines.cli import main
+
+    res = CliRunner().invoke(main, ["models", "--task", "deblur"])
+    assert res.exit_code == 0 and "local pool 16 px" in res.output
+
+
 def test_load_checkpoint_and_restore_matches_direct_call(tmp_path):
     ck = tmp_path / "m.safetensors"
     net = make_checkpoint(ck)
