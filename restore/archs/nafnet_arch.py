@@ -98,17 +98,26 @@ class SimpleGate(nn.Module):
         return a * b
 
 
-def box_mean(x: torch.Tensor, window: int, *, cell: int = 1) -> torch.Tensor:
+def box_mean(
+    x: torch.Tensor,
+    window: int,
+    *,
+    cell: int = 1,
+    pointwise: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> torch.Tensor:
     """Mean of ``x (B, C, H, W)`` over the ``window x window`` square centred on each pixel; near the
     border, over the part of the square inside the image. ``window`` must be odd.
 
     ``cell > 1`` approximates it on a coarser grid: ``x`` is averaged over ``cell x cell`` cells
     (partial cells at the border over their pixels), the cells over the odd window nearest
     ``window / cell`` cells, and the result is upsampled bilinearly to ``x``'s size.
+    ``pointwise`` (a per-pixel affine map, e.g. a 1x1 convolution) is applied to the means; on the
+    coarse grid it goes before the upsampling, which gives the same result (bilinear weights sum to
+    one) on 1/cell**2 of the pixels.
 
     Separable running sums (cumulative sums along H, then W) of ``x`` minus its global mean, which
-    keeps the float32 sums small; cost O(1) per pixel whatever the window (about ten passes over the
-    tensor: on a 1-megapixel image the default models' network time roughly doubles).
+    keeps the float32 sums small; cost O(1) per pixel whatever the window, but about ten passes over
+    the tensor, so the blocks use cells.
     """
     if window < 1 or window % 2 == 0:
         raise ValueError(f"box_mean: window must be an odd number >= 1, got {window}")
@@ -116,8 +125,9 @@ def box_mean(x: torch.Tensor, window: int, *, cell: int = 1) -> torch.Tensor:
         raise ValueError(f"box_mean: cell must be >= 1, got {cell}")
     if cell > 1:
         cells = max(1, round(window / cell))
-        coarse = box_mean(F.avg_pool2d(x, cell, ceil_mode=True), cells + 1 - cells % 2)
-        return F.interpolate(coarse, size=x.shape[-2:], mode="bilinear", align_corners=False)
+        coarse = box_mean(F.avg_pool2d(x, cell, ceil_mode=True), cells + 1 - cells % 2, pointwise=pointwise)
+        out = F.interpolate(coarse, size=x.shape[-2:], mode="bilinear", align_corners=False)
+        return out.contiguous(memory_format=torch.channels_last) if _channels_last(x) else out
     mean = x.mean((2, 3), keepdim=True)
     y = (x - mean).contiguous()
     r = window // 2
@@ -133,7 +143,14 @@ def box_mean(x: torch.Tensor, window: int, *, cell: int = 1) -> torch.Tensor:
         count = (idx + r + 1).clamp(max=n) - (idx - r).clamp(min=0)
         count = count.to(y.dtype).view([n if d == dim else 1 for d in range(4)])
         y = (padded.narrow(dim, 2 * r + 1, n) - padded.narrow(dim, 0, n)) / count
-    return y + mean
+    y = y + mean
+    if pointwise is not None:
+        y = pointwise(y.contiguous(memory_format=torch.channels_last) if _channels_last(x) else y)
+    return y
+
+
+def _channels_last(x: torch.Tensor) -> bool:
+    return x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
 
 
 class NAFBlock(nn.Module):
@@ -160,15 +177,16 @@ class NAFBlock(nn.Module):
         self.gamma = nn.Parameter(torch.zeros(1, c, 1, 1))
         self.pool_window = 0
 
-    def _pool(self, y: torch.Tensor) -> torch.Tensor:
-        r = self.pool_window // 2
-        if self.pool_window == 0 or (r >= y.shape[2] - 1 and r >= y.shape[3] - 1):
-            return y.mean((2, 3), keepdim=True)  # a window over the whole map: the global mean
-        return box_mean(y, self.pool_window, cell=max(1, self.pool_window // LOCAL_POOL_CELLS))
+    def _attention(self, y: torch.Tensor) -> torch.Tensor:
+        """``sca`` of the mean of ``y``: global, or local (``pool_window``)."""
+        w = self.pool_window
+        if w == 0 or (w // 2 >= y.shape[2] - 1 and w // 2 >= y.shape[3] - 1):
+            return self.sca(y.mean((2, 3), keepdim=True))  # a window over the whole map: the global mean
+        return box_mean(y, w, cell=max(1, w // LOCAL_POOL_CELLS), pointwise=self.sca)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.gate(self.conv2(self.conv1(self.norm1(x))))
-        y = y * self.sca(self._pool(y))
+        y = y * self._attention(y)
         x = torch.addcmul(x, self.conv3(y), self.beta)  # x + beta * y in one pass
         y = self.conv5(self.gate(self.conv4(self.norm2(x))))
         return torch.addcmul(x, y, self.gamma)

@@ -143,6 +143,15 @@ def test_box_mean_on_cells_approximates_the_exact_mean():
     assert err.max() > 0  # it is an approximation, not the same computation  # it is an approximation, not the same computation
     const = torch.full((1, 2, 37, 41), 0.3)
     torch.testing.assert_close(box_mean(const, 17, cell=4), const)
+    # a pointwise affine map (the blocks' 1x1 conv) on the coarse grid = the same map after upsampling
+    conv = torch.nn.Conv2d(4, 3, 1)
+    with torch.no_grad():
+        torch.testing.assert_close(box_mean(smooth, 33, cell=4, pointwise=conv), conv(box_mean(smooth, 33, cell=4)),
+                                   atol=1e-5, rtol=1e-5)
+        cl = smooth.contiguous(memory_format=torch.channels_last)
+        out = box_mean(cl, 33, cell=4, pointwise=conv)
+        assert out.is_contiguous(memory_format=torch.channels_last)
+        torch.testing.assert_close(out, conv(box_mean(smooth, 33, cell=4)), atol=1e-5, rtol=1e-5)
 
 
 def _random_body(net: NAFNet) -> NAFNet:
@@ -186,9 +195,9 @@ def test_local_pool_changes_only_what_it_should():
     blk = net.encoders[0][0]
     y = torch.randn(1, 8, 5, 6)
     blk.pool_window = 11
-    torch.testing.assert_close(blk._pool(y), y.mean((2, 3), keepdim=True))
+    torch.testing.assert_close(blk._attention(y), blk.sca(y.mean((2, 3), keepdim=True)))
     blk.pool_window = 3
-    torch.testing.assert_close(blk._pool(y), _naive_box_mean(y, 3), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(blk._attention(y), blk.sca(_naive_box_mean(y, 3)), atol=1e-5, rtol=1e-5)
 
 
 def test_nafnet_bad_config():
