@@ -21,7 +21,7 @@ and local, so overlapping tiles agree). The output can then only rescale the inp
 a smooth airlight per pixel, not paint new colours or textures: the model that the haze follows
 (AOD-Net, Li et al. ICCV 2017, and DehazeNet, Cai et al. TIP 2016, predict the same quantities).
 
-Local statistics (``NAFNet.set_local_pool``, off by default): SCA's global average is taken over
+Local statistics (``NAFNet.set_local_pool``; off unless set, as the packaged deblurrers do): SCA's global average is taken over
 a training crop (96 px here) but over the whole image at inference. TLC (Chu et al., "Improving
 Image Restoration by Revisiting Global Information Aggregation", ECCV 2022) replaces it at test
 time by the mean over a window of about the training crop's size around each pixel, so that each
@@ -51,7 +51,7 @@ if TYPE_CHECKING:
 Modulate = Callable[[int, torch.Tensor], torch.Tensor]
 
 HEADS = ("residual", "scattering")
-# a local-statistics window spans about this many cells (NAFBlock._pool); 1 cell = exact box_mean
+# a local-statistics window spans about this many cells (NAFBlock._attention); 1 cell = exact box_mean
 LOCAL_POOL_CELLS = 8
 # lowest transmission the scattering head can predict (the library's severity-5 haze reaches ~0.05)
 T_MIN = 0.03
