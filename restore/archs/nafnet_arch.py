@@ -21,14 +21,14 @@ and local, so overlapping tiles agree). The output can then only rescale the inp
 a smooth airlight per pixel, not paint new colours or textures: the model that the haze follows
 (AOD-Net, Li et al. ICCV 2017, and DehazeNet, Cai et al. TIP 2016, predict the same quantities).
 
-Local statistics (``NAFNet.set_local_pool``; off unless set, as the packaged deblurrers do): SCA's global average is taken over
-a training crop (96 px here) but over the whole image at inference. TLC (Chu et al., "Improving
-Image Restoration by Revisiting Global Information Aggregation", ECCV 2022) replaces it at test
-time by the mean over a window of about the training crop's size around each pixel, so that each
-pixel sees the statistics it was trained with. :func:`box_mean` computes that mean in O(1) per pixel
-(running sums, the window clipped at the image border); the blocks take it on a grid of cells about
-1/8 of the window wide (:data:`LOCAL_POOL_CELLS`), upsampled bilinearly, which costs a fraction of
-the exact mean and changes the restored images by a few hundredths of a dB.
+Local statistics (``NAFNet.set_local_pool``; off unless set, as the packaged deblurrers do): SCA's
+global average is taken over a training crop (96 px here) but over the whole image at inference. TLC
+(Chu et al., "Improving Image Restoration by Revisiting Global Information Aggregation", ECCV 2022)
+replaces it at test time by the mean over a window of about the training crop's size around each
+pixel, so that each pixel sees the statistics it was trained with. :func:`box_mean` computes that
+mean in O(1) per pixel (running sums, the window clipped at the image border); the blocks take it on
+a grid of cells about 1/8 of the window wide (:data:`LOCAL_POOL_CELLS`), upsampled bilinearly, which
+costs a fraction of the exact mean and changes the restored images by a few hundredths of a dB.
 
 The backbone accepts extra input channels (a prior map concatenated to the RGB image) and an
 optional per-level ``modulate`` hook applied after each encoder stage's blocks (used by the
