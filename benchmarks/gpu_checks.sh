@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The checks that need a CUDA GPU, in one run (how session 5's H200 figures in README.md were made):
-# the CUDA-only tests, benchmarks/prior_speed.py on the GPU in bf16/fp16/fp32, the dehaze command on
-# cuda against cpu, and short CUDA training runs of both trainers (with a resume).
+# the CUDA-only tests, benchmarks/prior_speed.py on the GPU in bf16/fp16/fp32, the dehaze and deblur
+# commands on cuda against cpu, and short CUDA training runs of both trainers (with a resume).
 #   bash benchmarks/gpu_checks.sh [OUT_DIR]        # from the repository root; OUT_DIR default /tmp/gpu_checks
 # Needs the package's dependencies importable (python3 -m pip install -e . or PYTHONPATH=.).
 set -o pipefail
@@ -23,20 +23,24 @@ for d in fp16 fp32; do
   step "prior speed, $d encoder"
   timeout 120 python3 benchmarks/prior_speed.py --device cuda --dtype $d --repeats 5 --json "$out/prior_speed_$d.json" 2>&1 | tail -9
 done
-step "dehaze examples on cuda (half) against cpu"
-cli 120 dehaze examples/hazy "$out/dehazed_cuda" --device cuda --overwrite 2>&1 | tail -1
-cli 120 dehaze examples/hazy "$out/dehazed_cpu" --device cpu --overwrite 2>&1 | tail -1
-python3 - "$out" <<'PY'
+# deblur: the packaged deblurrers' local channel statistics (box_mean: cumsum runs in float32 under autocast)
+for pair in "dehaze hazy" "deblur blurry"; do
+  set -- $pair
+  step "$1 examples on cuda (half) against cpu"
+  cli 120 "$1" "examples/$2" "$out/$1_cuda" --device cuda --overwrite 2>&1 | tail -1
+  cli 120 "$1" "examples/$2" "$out/$1_cpu" --device cpu --overwrite 2>&1 | tail -1
+  python3 - "$out/$1_cuda" "$out/$1_cpu" <<'PY'
 import sys
 from pathlib import Path
 import numpy as np
 from skimage.io import imread
 from skimage.metrics import peak_signal_noise_ratio
-out = Path(sys.argv[1])
-for f in sorted((out / "dehazed_cuda").iterdir()):
-    g, c = imread(f).astype(int), imread(out / "dehazed_cpu" / f.name).astype(int)
+cuda, cpu = (Path(a) for a in sys.argv[1:])
+for f in sorted(cuda.iterdir()):
+    g, c = imread(f).astype(int), imread(cpu / f.name).astype(int)
     print(f"{f.name}: cuda vs cpu {peak_signal_noise_ratio(c, g, data_range=255):.1f} dB, max diff {np.abs(c - g).max()}")
 PY
+done
 step "restoration training on cuda, then a resume"
 train=(train pipelines/smoke_train_dehaze.yml "output_dir=$out/smoke_dehaze" train.device=cuda train.tensorboard=false
        "data.train.include=[astronaut.png, chelsea.png, camera.png]")
