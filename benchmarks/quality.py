@@ -156,10 +156,12 @@ def restore_fn(ref: str | None, task: str, local_pool: int | None = None):
 
 def evaluate(task: str, sets: dict[str, list[Pair]], args: argparse.Namespace) -> list[dict]:
     """One record per (set, method): mean PSNR/SSIM and the per-image values."""
+    from restore.zoo import CLASSICAL
+
     records = []
     for label, ref in methods(task, args).items():
         try:
-            fn = restore_fn(ref, task, None if ref in (None, "dcp") else args.local_pool)
+            fn = restore_fn(ref, task, None if ref is None or ref in CLASSICAL else args.local_pool)
         except (ValueError, FileNotFoundError) as e:  # a missing model: say so, keep the other rows
             logger.warning("%s %s: %s", task, label, e)
             continue

@@ -5,10 +5,10 @@ deblurring baselines Wiener / Richardson-Lucy need a known kernel, so blind debl
 option is ``identity``), a name from the zoo table, or a checkpoint path.
 
 The zoo table maps a name to a weight file under ``restore/weights/`` (packaged with the project).
-It is read from ``restore/weights/zoo.json`` (``{"name": {"task": ..., "file": ...,
-"description": ..., "local_pool": ...}}``) so trained default models can be added without code
-changes. ``local_pool`` (optional) is the model's inference setting for its channel attention's
-statistics window in pixels (``Restorer.load(local_pool=...)``; 0 or absent = the whole image). Until they
+It is read from ``restore/weights/zoo.json`` (``{"name": {"task": ..., "file": ..., "description":
+..., "local_pool": ...}}``) so trained default models can be added without code changes.
+``local_pool`` (optional) is the model's inference setting for its channel attention's statistics
+window in pixels (``Restorer.load(local_pool=...)``; 0 or absent = the whole image). Until they
 exist the table is empty and the default names in :data:`DEFAULT_MODELS` resolve to a clear error
 that names the options.
 """

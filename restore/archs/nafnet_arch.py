@@ -74,6 +74,11 @@ class LayerNorm2d(nn.Module):
         return y.permute(0, 3, 1, 2)
 
 
+def _channels_last(x: torch.Tensor) -> bool:
+    """True for a 4-D tensor stored channels-last (and not also plain contiguous, e.g. 1x1 maps)."""
+    return x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+
+
 class Conv1x1(nn.Conv2d):
     """A 1x1 ``nn.Conv2d`` (same parameters and state-dict keys) that runs as one matrix product
     (``F.linear`` on the zero-copy channels-last view) when its input is channels-last. PyTorch's
@@ -84,7 +89,7 @@ class Conv1x1(nn.Conv2d):
         super().__init__(in_channels, out_channels, 1, bias=bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+        if x.dim() == 4 and _channels_last(x):
             y = F.linear(x.permute(0, 2, 3, 1), self.weight.reshape(self.out_channels, -1), self.bias)
             return y.permute(0, 3, 1, 2)
         return super().forward(x)
@@ -147,10 +152,6 @@ def box_mean(
     if pointwise is not None:
         y = pointwise(y.contiguous(memory_format=torch.channels_last) if _channels_last(x) else y)
     return y
-
-
-def _channels_last(x: torch.Tensor) -> bool:
-    return x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
 
 
 class NAFBlock(nn.Module):

@@ -140,7 +140,7 @@ def test_box_mean_on_cells_approximates_the_exact_mean():
     exact = box_mean(smooth, 33)
     err = (box_mean(smooth, 33, cell=4) - exact).abs() / (exact.max() - exact.min())
     assert err.mean() < 0.02 and err.max() < 0.1, (err.mean(), err.max())  # measured: 0.009, 0.04
-    assert err.max() > 0  # it is an approximation, not the same computation  # it is an approximation, not the same computation
+    assert err.max() > 0  # it is an approximation, not the same computation
     const = torch.full((1, 2, 37, 41), 0.3)
     torch.testing.assert_close(box_mean(const, 17, cell=4), const)
     # a pointwise affine map (the blocks' 1x1 conv) on the coarse grid = the same map after upsampling
