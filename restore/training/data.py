@@ -232,6 +232,7 @@ class PairDataset(torch.utils.data.Dataset):
         self._variants: OrderedDict[tuple[int, int], tuple[np.ndarray, np.ndarray | None]] = OrderedDict()
         self._perms: dict[int, np.ndarray] = {}
         self._check_sizes()
+        self._warn_if_variants_overflow_cache()
 
     # -- bookkeeping -------------------------------------------------------------------------------
     @property
@@ -277,6 +278,20 @@ class PairDataset(torch.utils.data.Dataset):
             perm = np.random.default_rng([_SEED_SALT, self.seed, 1, epoch]).permutation(n)
             self._perms = {epoch: perm}  # keep one epoch: positions are visited in order
         return int(perm[offset])
+
+    def _warn_if_variants_overflow_cache(self) -> None:
+        """Fixed variants that do not fit in the memory cache are degraded again, and without a prior
+        cache their label maps recomputed, each time they come back: correct, but slow enough to be
+        worth a warning at start-up."""
+        n = self.num_images * self.opts.variants
+        if not self.train or self.opts.variants == 0 or n <= self.opts.cache_images:
+            return
+        again = "degraded again" if self.prior is None or self.prior_cache is not None else (
+            "degraded and segmented again (set prior.cache_dir to read their label maps back)")
+        logger.warning(
+            "%s: %d images x %d variants = %d fixed variants, more than cache_images=%d: those dropped from "
+            "memory are %s each time they are drawn; raise cache_images if memory allows",
+            self.key, self.num_images, self.opts.variants, n, self.opts.cache_images, again)
 
     def _remember(self, cache: OrderedDict, key: Any, value: Any) -> None:
         cache[key] = value

@@ -119,6 +119,27 @@ def test_synthetic_fresh_and_variants(tmp_path, pairs_factory):
     assert len(var._variants) <= 4  # 2 images x 2 variants, each degraded and segmented once
 
 
+def test_warns_when_fixed_variants_overflow_the_memory_cache(tmp_path, pairs_factory, caplog):
+    _, gt = pairs_factory(tmp_path, 2, 64, seed=0)
+    deg = DegradationOptions(kinds=("haze",), severity=(3, 3))
+
+    def build(cache_images, prior, train=True):
+        caplog.clear()
+        opts = DatasetOptions(clean_dir=str(gt), degradation=deg, crop_size=32, variants=2, cache_images=cache_images)
+        PairDataset(opts, key="data.train", seed=0, train=train, prior=prior)
+        return [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+
+    with caplog.at_level("WARNING", logger="restore.training.data"):
+        msgs = build(3, QuantisePrior())
+        assert len(msgs) == 1
+        assert "data.train: 2 images x 2 variants = 4 fixed variants, more than cache_images=3" in msgs[0]
+        assert "segmented again (set prior.cache_dir" in msgs[0]
+        msgs = build(3, None)
+        assert len(msgs) == 1 and "degraded again each time" in msgs[0] and "segmented" not in msgs[0]
+        assert build(4, QuantisePrior()) == []  # fits
+        assert build(3, QuantisePrior(), train=False) == []  # validation draws no variants
+
+
 def test_lr_schedule_and_ema_formulas():
     kw = dict(iterations=110, warmup=10, kind="cosine", base_lr=1e-3, eta_min=1e-5)
     assert lr_factor(0, **kw) == pytest.approx(0.1) and lr_factor(9, **kw) == pytest.approx(1.0)
