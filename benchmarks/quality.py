@@ -126,14 +126,18 @@ def real_pairs(task: str, real_dir: Path) -> list[Pair]:
     return pairs
 
 
-def methods(task: str, args: argparse.Namespace) -> dict[str, str | None]:
-    """Row label -> model reference for Restorer.load (None = the degraded input itself)."""
-    rows: dict[str, str | None] = {"input": None}
+def methods(task: str, args: argparse.Namespace) -> dict[str, tuple[str | None, list[str]]]:
+    """Row name -> (model reference for Restorer.load, notes for the label); None = the degraded input."""
+    rows: dict[str, tuple[str | None, list[str]]] = {"input": (None, [])}
     if task == "dehaze":
-        rows["dcp"] = "dcp"
-    rows["nafnet (no prior, ablation)"] = getattr(args, f"ablation_{task}")
-    rows["map_nafnet + regions (default)"] = getattr(args, f"default_{task}")
+        rows["dcp"] = ("dcp", [])
+    rows["nafnet"] = (getattr(args, f"ablation_{task}"), ["no prior", "ablation"])
+    rows["map_nafnet + regions"] = (getattr(args, f"default_{task}"), ["default"])
     return rows
+
+
+def row_label(name: str, notes: list[str]) -> str:
+    return f"{name} ({', '.join(notes)})" if notes else name
 
 
 def restore_fn(ref: str | None, task: str, local_pool: int | None = None):
@@ -159,14 +163,15 @@ def evaluate(task: str, sets: dict[str, list[Pair]], args: argparse.Namespace) -
     from restore.zoo import CLASSICAL
 
     records = []
-    for label, ref in methods(task, args).items():
+    for name, (ref, notes) in methods(task, args).items():
+        label = row_label(name, notes)
         try:
             fn = restore_fn(ref, task, None if ref is None or ref in CLASSICAL else args.local_pool)
         except (ValueError, FileNotFoundError) as e:  # a missing model: say so, keep the other rows
             logger.warning("%s %s: %s", task, label, e)
             continue
         if getattr(fn, "local_pool", None):
-            label = f"{label[:-1]}, local pool {fn.local_pool} px)"
+            label = row_label(name, [*notes, f"local pool {fn.local_pool} px"])
         for set_name, pairs in sets.items():
             if not pairs:
                 continue
