@@ -27,6 +27,8 @@ Speed: megapixels per second of the default model on a 1024x1024 image (the O-HA
 prior included, with ``--threads`` torch threads (median of ``--repeats`` runs after a warm-up); the
 prior's and the network's shares are printed separately, with the CPU seconds of one restore and the
 load average (on a machine shared with other work the wall time measures the load, not the model).
+Like the ``robustsam-restore`` command, the script keeps freed memory for reuse
+(``robustsam_prior.cpu_memory``); ``ROBUSTSAM_RESTORE_MALLOC=system`` measures the C library's defaults.
 """
 
 from __future__ import annotations
@@ -281,7 +283,11 @@ def main() -> None:
 
     import torch
 
+    from robustsam_prior.cpu_memory import keep_freed_memory
+
     torch.set_num_threads(args.threads)
+    # as the robustsam-restore command does; ROBUSTSAM_RESTORE_MALLOC=system measures glibc's defaults
+    malloc = "freed memory kept, as the CLI" if keep_freed_memory() else "C library defaults"
     tasks = ("dehaze", "deblur") if args.task == "all" else (args.task,)
     wanted = {s.strip() for s in args.sets.split(",") if s.strip()}
     records, speeds = [], []
@@ -298,7 +304,7 @@ def main() -> None:
             except (ValueError, FileNotFoundError) as e:
                 logger.warning("speed %s: %s", task, e)
     print(f"Machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads; "
-          f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}\n")
+          f"malloc: {malloc}; {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}\n")
     print(markdown(records, speeds))
     if args.json:
         args.json.write_text(json.dumps({"records": records, "speed": speeds}, indent=2))

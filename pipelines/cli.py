@@ -58,3 +58,7 @@ def main(verbose: int, quiet: bool) -> None:
     """RobustSAM as a degradation-invariant prior for image restoration."""
     level = logging.ERROR if quiet else (logging.WARNING, logging.INFO, logging.DEBUG)[min(verbose, 2)]
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    # full-size activations reuse freed memory instead of page-faulting fresh mappings (the module says why)
+    from robustsam_prior.cpu_memory import keep_freed_memory
+
+    keep_freed_memory()
