@@ -33,8 +33,11 @@ def child(args: argparse.Namespace) -> None:
     from restore.archs import build_arch
     from restore.inference import CHECKPOINT_FORMAT, Restorer
     from robustsam_prior.checkpoint import save_checkpoint
+    from robustsam_prior.cpu_memory import keep_freed_memory
 
     torch.set_num_threads(args.threads)
+    if not args.system_malloc:
+        keep_freed_memory()  # as the robustsam-restore command does
     w, h = (int(v) for v in args.size.split("x"))
     if args.model:  # a packaged model or checkpoint, with its own prior
         r = Restorer.load(args.model, task="dehaze", device="cpu", tile=args.tile)
@@ -65,6 +68,7 @@ def child(args: argparse.Namespace) -> None:
                       "arch": args.arch,
                       "width": args.width, "prior": args.prior, "threads": args.threads,
                       "seconds": round(dt, 2), "megapixels_per_s": round(w * h / 1e6 / dt, 3),
+                      "malloc": "system" if args.system_malloc else "keep freed",
                       "rss_before_mb": round(rss0), "peak_rss_mb": round(peak)}))
 
 
@@ -78,6 +82,8 @@ def main() -> None:
     p.add_argument("--model", default=None,
                    help="measure this packaged model or checkpoint (e.g. robustsam-dehaze) instead of a random net")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--system-malloc", action="store_true",
+                   help="keep the C library's malloc defaults (the CLI keeps freed memory: robustsam_prior.cpu_memory)")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
@@ -88,6 +94,7 @@ def main() -> None:
         cmd = [sys.executable, __file__, "--child", "--size", args.size, "--tile", str(tile), "--arch", args.arch,
                "--width", str(args.width), "--prior", args.prior, "--threads", str(args.threads)]
         cmd += ["--model", args.model] if args.model else []
+        cmd += ["--system-malloc"] if args.system_malloc else []
         res = subprocess.run(cmd, capture_output=True, text=True)
         if res.returncode != 0:
             print(f"tile {tile}: failed\n{res.stderr[-2000:]}")
