@@ -36,8 +36,8 @@ def child(args: argparse.Namespace) -> None:
     from robustsam_prior.cpu_memory import keep_freed_memory
 
     torch.set_num_threads(args.threads)
-    if not args.system_malloc:
-        keep_freed_memory()  # as the robustsam-restore command does
+    # as the robustsam-restore command does
+    malloc = "system" if args.system_malloc or not keep_freed_memory() else "keep freed"
     w, h = (int(v) for v in args.size.split("x"))
     if args.model:  # a packaged model or checkpoint, with its own prior
         r = Restorer.load(args.model, task="dehaze", device="cpu", tile=args.tile)
@@ -68,7 +68,7 @@ def child(args: argparse.Namespace) -> None:
                       "arch": args.arch,
                       "width": args.width, "prior": args.prior, "threads": args.threads,
                       "seconds": round(dt, 2), "megapixels_per_s": round(w * h / 1e6 / dt, 3),
-                      "malloc": "system" if args.system_malloc else "keep freed",
+                      "malloc": malloc,
                       "rss_before_mb": round(rss0), "peak_rss_mb": round(peak)}))
 
 
