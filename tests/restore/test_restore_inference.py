@@ -252,7 +252,7 @@ def test_quality_benchmark_script_on_tiny_real_pairs(tmp_path):
     import sys
     from pathlib import Path
 
-    from skimage.metrics import peak_signal_noise_ratio
+    from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
     from robustsam_prior.io import read_image, write_image
 
@@ -280,10 +280,12 @@ def test_quality_benchmark_script_on_tiny_real_pairs(tmp_path):
     stdout, rows = run("--local-pool", "16")
     assert list(rows) == ["input", "nafnet (no prior, ablation, local pool 16 px)",
                           "map_nafnet + regions (default, local pool 16 px)"]
-    expected = [peak_signal_noise_ratio(read_image(tmp_path / "real/deblur/gt" / f"{n}.png").pixels,
-                                        read_image(tmp_path / "real/deblur/blur" / f"{n}.png").pixels, data_range=1)
-                for n in ("a", "b")]
-    assert rows["input"]["psnr"] == pytest.approx(np.mean(expected), abs=1e-6)
+    files = [(read_image(tmp_path / "real/deblur/gt" / f"{n}.png").pixels,
+              read_image(tmp_path / "real/deblur/blur" / f"{n}.png").pixels) for n in ("a", "b")]
+    psnr = [peak_signal_noise_ratio(g, b, data_range=1) for g, b in files]
+    ssim = [structural_similarity(g, b, channel_axis=2, data_range=1) for g, b in files]
+    assert rows["input"]["psnr"] == pytest.approx(np.mean(psnr), abs=1e-6)
+    assert rows["input"]["ssim"] == pytest.approx(np.mean(ssim), abs=1e-5)
     assert rows["input"]["n"] == 2 and set(rows["input"]["per_image"]) == {"a", "b"}
     default_row = rows["map_nafnet + regions (default, local pool 16 px)"]
     assert abs(default_row["psnr"] - rows["input"]["psnr"]) > 1e-3  # the network ran
