@@ -1,4 +1,5 @@
-"""Blur: resampling, linear motion, zoom, defocus (disk) and camera-shake trajectories.
+"""Blur: resampling, linear motion, zoom, defocus (disk) and camera-shake trajectories, uniform or
+with camera roll (spatially varying).
 
 All functions take ``HxWx3`` float32 in [0, 1]. Kernel blurs return the kernel they used
 (``Out.kernel``), so ``out == blur_with_kernel(image, kernel)`` exactly.
@@ -9,7 +10,13 @@ from __future__ import annotations
 import numpy as np
 
 from .base import Out, ParamRange, check_image, register, same
-from .kernels import blur_with_kernel, camera_shake_kernel, defocus_kernel, line_kernel
+from .kernels import (
+    blur_with_kernel,
+    camera_shake_kernel,
+    camera_shake_trajectory,
+    defocus_kernel,
+    line_kernel,
+)
 
 
 @register(
@@ -144,3 +151,80 @@ def camera_shake_blur(image: np.ndarray, *, size: float, anxiety: float, rng: np
     x = check_image(image)
     kernel = camera_shake_kernel(size, rng, anxiety=anxiety)
     return Out(blur_with_kernel(x, kernel), kernel=kernel)
+
+
+@register(
+    "nonuniform_shake_blur",
+    family="blur",
+    params=(
+        ParamRange(
+            "size",
+            ((7, 11), (11, 17), (17, 25), (25, 35), (35, 45)),
+            unit="px",
+            help="extent of the translation part of the shake (as camera_shake_blur's size)",
+            bounds=(1, None),
+        ),
+        ParamRange(
+            "roll",
+            ((3, 6), (6, 10), (10, 16), (16, 24), (24, 32)),
+            unit="px",
+            help="extent of the rotation part: how far the pixel farthest from the rotation centre moves",
+            bounds=(0, None),
+        ),
+        ParamRange(
+            "anxiety", same(0.2, 0.8), help="how erratic the trajectories are (0 = smooth curves)", bounds=(0, 1)
+        ),
+        ParamRange("centre_x", same(0.25, 0.75), help="rotation centre, fraction of the width", bounds=(0, 1)),
+        ParamRange("centre_y", same(0.25, 0.75), help="rotation centre, fraction of the height", bounds=(0, 1)),
+    ),
+    summary="spatially varying camera-shake blur: the mean of the image moved along a random path of "
+    "shifts and in-plane rotations (blur grows away from the rotation centre)",
+    reference="rotational camera shake as in Whyte et al. (IJCV 2012) and Gupta et al. (ECCV 2010); "
+    "mean of frames along the path as GoPro (Nah et al., CVPR 2017) makes its blurred images",
+)
+def nonuniform_shake_blur(
+    image: np.ndarray,
+    *,
+    size: float,
+    roll: float,
+    anxiety: float,
+    centre_x: float,
+    centre_y: float,
+    rng: np.random.Generator,
+) -> Out:
+    """Mean of copies of the image along one camera path: shift ``s(t)`` and rotation ``a(t)`` about
+    ``c``, each copy ``out_t(R(a) (p - c) + c + s) = x(p)`` (bilinear, reflected borders).
+
+    The translation path is :func:`~.kernels.camera_shake_trajectory` of extent ``size``; the
+    rotation path is the first coordinate of a second such trajectory, scaled so that the pixel
+    farthest from ``c`` moves ``roll`` pixels over it. Both are centred on their time mean, so
+    every pixel's blur is centred on the pixel (to first order), as camera_shake_blur's kernels
+    are. Copies are taken densely enough that consecutive ones move at most one pixel anywhere
+    (bilinear sampling joins them into a continuous streak).
+    """
+    import cv2
+
+    x = check_image(image)
+    h, w = x.shape[:2]
+    shift = camera_shake_trajectory(size, rng, anxiety=anxiety)
+    angle = camera_shake_trajectory(2.0, rng, anxiety=anxiety)[:, 0]  # extent <= 1
+    cx, cy = centre_x * (w - 1), centre_y * (h - 1)
+    radius = max(np.hypot(max(cx, w - 1 - cx), max(cy, h - 1 - cy)), 1.0)
+    span = angle.max() - angle.min()
+    angle = angle * (roll / radius / span) if span > 0 else np.zeros_like(angle)
+    shift = shift - shift.mean(axis=0)
+    angle = angle - angle.mean()
+    # largest displacement between path steps, anywhere in the image
+    step = np.linalg.norm(np.diff(shift, axis=0), axis=1) + np.abs(np.diff(angle)) * radius
+    n = int(np.clip(np.ceil(step.sum()), 1, 1024))
+    t = np.linspace(0, len(angle) - 1, n) if n > 1 else np.array([(len(angle) - 1) / 2])
+    idx = np.arange(len(angle))
+    sx, sy, a = np.interp(t, idx, shift[:, 0]), np.interp(t, idx, shift[:, 1]), np.interp(t, idx, angle)
+    if n == 1:  # no motion: the image itself
+        sx[:], sy[:], a[:] = 0.0, 0.0, 0.0
+    acc = np.zeros_like(x)
+    for dx, dy, th in zip(sx, sy, a, strict=True):  # whole-image warps, one per path sample
+        c, s_ = np.cos(th), np.sin(th)
+        m = np.array([[c, -s_, cx - c * cx + s_ * cy + dx], [s_, c, cy - s_ * cx - c * cy + dy]], dtype=np.float64)
+        acc += cv2.warpAffine(x, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+    return Out(np.clip(acc / n, 0.0, 1.0), extra={"n_copies": n})

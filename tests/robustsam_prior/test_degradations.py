@@ -232,6 +232,7 @@ def test_bounds_are_checked_by_the_table_and_edge_values_work(image):
         "fog": {"density": 0.0},
         "zoom_blur": {"max_factor": 1.0},
         "camera_shake_blur": {"size": 1.0},
+        "nonuniform_shake_blur": {"size": 1.0, "roll": 0.0},
         "resampling_blur": {"factor": 1.0},
         "motion_blur": {"length": 0},
     }
@@ -240,7 +241,11 @@ def test_bounds_are_checked_by_the_table_and_edge_values_work(image):
         assert out.image.shape == image.shape and torch.isfinite(out.image).all()
     # the identity cases really are identities
     torch.testing.assert_close(degrade(image, "fog", overrides={"density": 0.0}, seed=0).image, image)
-    for name, overrides in (("zoom_blur", {"max_factor": 1.0}), ("camera_shake_blur", {"size": 1.0})):
+    for name, overrides in (
+        ("zoom_blur", {"max_factor": 1.0}),
+        ("camera_shake_blur", {"size": 1.0}),
+        ("nonuniform_shake_blur", {"size": 1.0, "roll": 0.0}),
+    ):
         torch.testing.assert_close(
             degrade(image, name, overrides=overrides, seed=0).image, image, atol=1e-6, rtol=0
         )

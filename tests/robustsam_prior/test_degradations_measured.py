@@ -185,6 +185,46 @@ def test_camera_shake_kernel_extent():
         assert extent == pytest.approx(out.params["size"] - 1, abs=2)
 
 
+def _dot_windows(img: np.ndarray, pos: tuple[int, ...], r: int = 19) -> dict[tuple[int, int], np.ndarray]:
+    return {(y, x): img[y - r : y + r + 1, x - r : x + r + 1] for y in pos for x in pos}
+
+
+def test_nonuniform_shake_blur_is_uniform_without_roll_and_grows_away_from_the_centre_with_it():
+    pos = (40, 80, 120)  # a 3x3 grid of dots; the rotation centre (0.5, 0.5) is the middle one
+    x = torch.zeros(1, 3, 161, 161)
+    for y in pos:
+        x[:, :, y, pos] = 1.0
+    centre = {"centre_x": 0.5, "centre_y": 0.5}
+    # no roll: every dot gets the same spread (a shift-invariant blur)
+    out = degrade(x, "nonuniform_shake_blur", 3, seed=0, overrides={"roll": 0.0, "size": 15.0, **centre})
+    wins = _dot_windows(out.image[0, 0].numpy(), pos)
+    assert wins[(80, 80)].max() < 0.5  # really blurred
+    for w in wins.values():
+        np.testing.assert_allclose(w, wins[(80, 80)], atol=1e-6)
+    # rotation only: the centre dot stays put, the others move along circles about it, the farther
+    # ones farther (roll = the motion of the farthest pixel, the corner at 80 * sqrt(2) px)
+    out = degrade(x, "nonuniform_shake_blur", 3, seed=0, overrides={"roll": 24.0, "size": 1.0, **centre})
+    wins = _dot_windows(out.image[0, 0].numpy(), pos)
+    assert wins[(80, 80)].max() > 0.99
+    yy, xx = np.mgrid[-19:20, -19:20]
+    for (y, x0), w in wins.items():
+        radial = np.array([x0 - 80.0, y - 80.0])
+        dist = np.linalg.norm(radial)
+        if dist == 0:
+            continue
+        radial /= dist
+        tangent = np.array([-radial[1], radial[0]])
+        assert w.sum() == pytest.approx(1.0, abs=1e-4)
+        # centred on the dot (the paths are centred on their time mean)
+        assert abs((w * xx).sum()) < 0.15 and abs((w * yy).sum()) < 0.15
+        on = w > 1e-4
+        along = xx[on] * tangent[0] + yy[on] * tangent[1]
+        across = xx[on] * radial[0] + yy[on] * radial[1]
+        arc = 24.0 * dist / np.hypot(80, 80)
+        assert arc <= np.ptp(along) <= arc + 2.5  # + the bilinear footprint
+        assert np.ptp(across) <= 2.5
+
+
 def test_resampling_blur_equals_torch_bilinear_down_up():
     x = _textured(4, 96, 120)
     out = degrade(x, "resampling_blur", 2, seed=0, overrides={"factor": 2.5})
