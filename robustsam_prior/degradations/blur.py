@@ -220,7 +220,7 @@ def nonuniform_shake_blur(
     t = np.linspace(0, len(angle) - 1, n) if n > 1 else np.array([(len(angle) - 1) / 2])
     idx = np.arange(len(angle))
     sx, sy, a = np.interp(t, idx, shift[:, 0]), np.interp(t, idx, shift[:, 1]), np.interp(t, idx, angle)
-    if n == 1:  # no motion: the image itself
+    if n == 1:  # under one pixel of motion in all: the image itself
         sx[:], sy[:], a[:] = 0.0, 0.0, 0.0
     acc = np.zeros_like(x)
     for dx, dy, th in zip(sx, sy, a, strict=True):  # whole-image warps, one per path sample
