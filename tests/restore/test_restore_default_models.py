@@ -21,16 +21,6 @@ PACKAGED = {
 }
 
 
-def _clean_crop() -> torch.Tensor:
-    """A 96x128 crop of scikit-image's coffee.png (held out of every training set), (1,3,H,W) in [0, 1]."""
-    import skimage.data
-
-    from robustsam_prior.io import read_image, to_tensor
-
-    pixels = read_image(Path(skimage.data.__file__).parent / "coffee.png").pixels
-    return to_tensor(np.ascontiguousarray(pixels[150:246, 240:368]))
-
-
 def _psnr(a: torch.Tensor, b: torch.Tensor) -> float:
     return float(10 * torch.log10(1.0 / torch.mean((a - b) ** 2)))
 
@@ -65,9 +55,32 @@ def test_packaged_weights_load_with_their_metadata(name):
     assert np.isfinite([meta["metrics"]["val/psnr"], meta["metrics"]["val/input_psnr"]]).all()
 
 
-# What the shipped weights must keep, with a margin: dehazers gain well over 3 dB (6.8-10.3 dB on their
-# validation set, 4.8-6.0 dB on the held-out crop below), deblurrers at least 0.5 dB (2.4-2.6 dB on
-# validation, 1.5-2.3 dB on the crop). Quality targets are measured by benchmarks/quality.py, not here.
+def _held_out_crops() -> list[torch.Tensor]:
+    """Twelve odd-sized 95x127 crops of the held-out photos (scikit-image's chelsea and coffee,
+    matplotlib's grace_hopper; in no training set), centred at the quarter points of each image."""
+    import matplotlib
+    import skimage.data
+
+    from robustsam_prior.io import read_image, to_tensor
+
+    files = [Path(skimage.data.__file__).parent / n for n in ("chelsea.png", "coffee.png")]
+    files.append(Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg")
+    crops = []
+    for f in files:
+        img = read_image(f).pixels
+        h, w = img.shape[:2]
+        for fy, fx in ((0.25, 0.25), (0.25, 0.75), (0.75, 0.25), (0.75, 0.75)):
+            y, x = int(fy * h) - 47, int(fx * w) - 63
+            crops.append(to_tensor(np.ascontiguousarray(img[y : y + 95, x : x + 127])))
+    return crops
+
+
+# What the shipped weights must keep, with a margin: dehazers gain well over 3 dB on average over the
+# twelve held-out crops (8.5-8.6 dB; 10.8-11.1 dB on their validation set) and make none of them worse
+# (their smallest gains are 0.9-2.2 dB); deblurrers gain at least 0.5 dB on average (1.2-1.3 dB; 2.4-2.6
+# dB on validation). A single crop is a poor guard: over twelve random 95x127 crops the previous default
+# dehazer (run v7) gained -0.5..10.7 dB. Deblurring may leave a flat crop as it is (-0.1 dB at worst),
+# so only the mean is held there. Quality targets are measured by benchmarks/quality.py, not here.
 _MIN_GAIN_DB = {"dehaze": 3.0, "deblur": 0.5}
 
 
@@ -81,20 +94,25 @@ def test_packaged_model_beats_its_input_on_validation(name):
 
 
 @pytest.mark.parametrize(("task", "kind", "severity"), [("dehaze", "haze", 3), ("deblur", "camera_shake_blur", 2)])
-def test_default_model_restores_a_held_out_image(task, kind, severity):
-    """Odd-sized input: same size out, values in [0, 1], and closer to the clean image than the input."""
+def test_default_model_restores_held_out_images(task, kind, severity):
+    """Odd-sized inputs: same size out, values in [0, 1], deterministic, and closer to the clean images
+    than the inputs (see _MIN_GAIN_DB)."""
     from restore.inference import Restorer
     from robustsam_prior.degradations import degrade
 
-    clean = _clean_crop()[..., :95, :127]
-    degraded = degrade(clean, kind, severity, seed=11).image.clamp(0, 1)
     r = Restorer.load(None, task=task, device="cpu")
-    out = r.restore(degraded)
-    assert out.shape == degraded.shape
-    assert torch.isfinite(out).all() and out.min() >= 0 and out.max() <= 1
-    assert torch.equal(out, r.restore(degraded))  # deterministic on the CPU
-    gain = _psnr(out, clean) - _psnr(degraded, clean)
-    assert gain > _MIN_GAIN_DB[task]
+    gains = []
+    for k, clean in enumerate(_held_out_crops()):
+        degraded = degrade(clean, kind, severity, seed=11 + k).image.clamp(0, 1)
+        out = r.restore(degraded)
+        assert out.shape == degraded.shape
+        assert torch.isfinite(out).all() and out.min() >= 0 and out.max() <= 1
+        if k == 0:
+            assert torch.equal(out, r.restore(degraded))  # deterministic on the CPU
+        gains.append(_psnr(out, clean) - _psnr(degraded, clean))
+    assert np.mean(gains) > _MIN_GAIN_DB[task], gains
+    if task == "dehaze":
+        assert min(gains) > 0, gains
 
 
 def test_models_command_lists_the_packaged_models():
