@@ -7,7 +7,8 @@
 Families: ``noise`` (gaussian, iso, multiplicative, impulse), ``blur`` (resampling, motion, zoom,
 defocus, camera shake: uniform, or spatially varying with roll), ``weather`` (fog, rain, snow),
 ``digital`` (colour jitter, JPEG, low light, contrast), ``geometric`` (elastic, frosted glass; they
-warp label maps too) and ``haze`` (scattering model). Each has one parameter table per severity (1..5) in its registry entry.
+warp label maps too) and ``haze`` (scattering model). Each has one parameter table per severity (1..5)
+in its registry entry.
 
 Names are resolved lazily (module ``__getattr__``) so that importing this package does not import
 torch or OpenCV.

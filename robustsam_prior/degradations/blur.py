@@ -18,6 +18,9 @@ from .kernels import (
     line_kernel,
 )
 
+#: Extent (px) of the camera-shake trajectory per severity, for both camera-shake blurs.
+SHAKE_SIZES = ((7, 11), (11, 17), (17, 25), (25, 35), (35, 45))
+
 
 @register(
     "resampling_blur",
@@ -134,7 +137,7 @@ def defocus_blur(image: np.ndarray, *, radius: float, rng: np.random.Generator |
     params=(
         ParamRange(
             "size",
-            ((7, 11), (11, 17), (17, 25), (25, 35), (35, 45)),
+            SHAKE_SIZES,
             unit="px",
             help="extent of the shake trajectory (largest of its width and height)",
             bounds=(1, None),
@@ -159,7 +162,7 @@ def camera_shake_blur(image: np.ndarray, *, size: float, anxiety: float, rng: np
     params=(
         ParamRange(
             "size",
-            ((7, 11), (11, 17), (17, 25), (25, 35), (35, 45)),
+            SHAKE_SIZES,
             unit="px",
             help="extent of the translation part of the shake (as camera_shake_blur's size)",
             bounds=(1, None),
@@ -217,11 +220,10 @@ def nonuniform_shake_blur(
     # largest displacement between path steps, anywhere in the image
     step = np.linalg.norm(np.diff(shift, axis=0), axis=1) + np.abs(np.diff(angle)) * radius
     n = int(np.clip(np.ceil(step.sum()), 1, 1024))
-    t = np.linspace(0, len(angle) - 1, n) if n > 1 else np.array([(len(angle) - 1) / 2])
-    idx = np.arange(len(angle))
-    sx, sy, a = np.interp(t, idx, shift[:, 0]), np.interp(t, idx, shift[:, 1]), np.interp(t, idx, angle)
     if n == 1:  # under one pixel of motion in all: the image itself
-        sx[:], sy[:], a[:] = 0.0, 0.0, 0.0
+        return Out(x.copy(), extra={"n_copies": 1})
+    t, idx = np.linspace(0, len(angle) - 1, n), np.arange(len(angle))
+    sx, sy, a = np.interp(t, idx, shift[:, 0]), np.interp(t, idx, shift[:, 1]), np.interp(t, idx, angle)
     acc = np.zeros_like(x)
     for dx, dy, th in zip(sx, sy, a, strict=True):  # whole-image warps, one per path sample
         c, s_ = np.cos(th), np.sin(th)
