@@ -22,6 +22,29 @@ from .kernels import (
 SHAKE_SIZES = ((7, 11), (11, 17), (17, 25), (25, 35), (35, 45))
 
 
+def _mean_of_warps(x: np.ndarray, matrices) -> np.ndarray:
+    """Mean of ``x`` warped by each 2x3 affine matrix (source to output, as ``cv2.warpAffine``;
+    bilinear, reflected borders), clipped to [0, 1]: whole-image warps, not a per-pixel loop."""
+    import cv2
+
+    h, w = x.shape[:2]
+    acc, n = np.zeros_like(x), 0
+    for m in matrices:
+        acc += cv2.warpAffine(x, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+        n += 1
+    return np.clip(acc / n, 0.0, 1.0)
+
+
+def _rotation_shift(cx: float, cy: float, angle: float, dx: float, dy: float) -> np.ndarray:
+    """The 2x3 matrix of a rotation by ``angle`` (radians, clockwise on screen) about ``(cx, cy)``
+    followed by the shift ``(dx, dy)``."""
+    import cv2
+
+    m = cv2.getRotationMatrix2D((cx, cy), -np.degrees(angle), 1.0)
+    m[:, 2] += (dx, dy)
+    return m
+
+
 @register(
     "resampling_blur",
     family="blur",
@@ -96,18 +119,13 @@ def zoom_blur(
 ) -> Out:
     """Average of zoomed copies: the copy for factor z has ``out(q) = x(c + (q - c) / z)``,
     ``c`` the image centre, bilinear, reflected borders."""
-    import cv2
-
     x = check_image(image)
     h, w = x.shape[:2]
     cx, cy = (w - 1) / 2, (h - 1) / 2
     # 1, 1 + step, ... below max_factor (at least the unzoomed copy)
     factors = 1.0 + step * np.arange(max(1, int(np.ceil((max_factor - 1.0) / step - 1e-9))))
-    acc = np.zeros_like(x)
-    for z in factors:  # a handful of whole-image warps, not a per-pixel loop
-        m = np.array([[z, 0, (1 - z) * cx], [0, z, (1 - z) * cy]], dtype=np.float64)
-        acc += cv2.warpAffine(x, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
-    return Out(np.clip(acc / len(factors), 0.0, 1.0), extra={"n_copies": int(len(factors))})
+    warps = (np.array([[z, 0, (1 - z) * cx], [0, z, (1 - z) * cy]], dtype=np.float64) for z in factors)
+    return Out(_mean_of_warps(x, warps), extra={"n_copies": int(len(factors))})
 
 
 @register(
@@ -175,10 +193,17 @@ def camera_shake_blur(image: np.ndarray, *, size: float, anxiety: float, rng: np
             bounds=(0, None),
         ),
         ParamRange(
-            "anxiety", same(0.2, 0.8), help="how erratic the trajectories are (0 = smooth curves)", bounds=(0, 1)
+            "anxiety",
+            same(0.2, 0.8),
+            help="how erratic the trajectories are (0 = smooth curves)",
+            bounds=(0, 1),
         ),
-        ParamRange("centre_x", same(0.25, 0.75), help="rotation centre, fraction of the width", bounds=(0, 1)),
-        ParamRange("centre_y", same(0.25, 0.75), help="rotation centre, fraction of the height", bounds=(0, 1)),
+        ParamRange(
+            "centre_x", same(0.25, 0.75), help="rotation centre, fraction of the width", bounds=(0, 1)
+        ),
+        ParamRange(
+            "centre_y", same(0.25, 0.75), help="rotation centre, fraction of the height", bounds=(0, 1)
+        ),
     ),
     summary="spatially varying camera-shake blur: the mean of the image moved along a random path of "
     "shifts and in-plane rotations (blur grows away from the rotation centre)",
@@ -205,8 +230,6 @@ def nonuniform_shake_blur(
     are. Copies are taken densely enough that consecutive ones move at most one pixel anywhere
     (bilinear sampling joins them into a continuous streak).
     """
-    import cv2
-
     x = check_image(image)
     h, w = x.shape[:2]
     shift = camera_shake_trajectory(size, rng, anxiety=anxiety)
@@ -224,9 +247,5 @@ def nonuniform_shake_blur(
         return Out(x.copy(), extra={"n_copies": 1})
     t, idx = np.linspace(0, len(angle) - 1, n), np.arange(len(angle))
     sx, sy, a = np.interp(t, idx, shift[:, 0]), np.interp(t, idx, shift[:, 1]), np.interp(t, idx, angle)
-    acc = np.zeros_like(x)
-    for dx, dy, th in zip(sx, sy, a, strict=True):  # whole-image warps, one per path sample
-        c, s_ = np.cos(th), np.sin(th)
-        m = np.array([[c, -s_, cx - c * cx + s_ * cy + dx], [s_, c, cy - s_ * cx - c * cy + dy]], dtype=np.float64)
-        acc += cv2.warpAffine(x, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
-    return Out(np.clip(acc / n, 0.0, 1.0), extra={"n_copies": n})
+    warps = (_rotation_shift(cx, cy, th, dx, dy) for dx, dy, th in zip(sx, sy, a, strict=True))
+    return Out(_mean_of_warps(x, warps), extra={"n_copies": n})
