@@ -163,7 +163,8 @@ class SchedulerOptions:
 
 @dataclass(frozen=True)
 class LossTerm:
-    type: Literal["l1", "charbonnier", "mse", "psnr"] = _f("l1", "loss function")
+    type: Literal["l1", "charbonnier", "mse", "psnr", "fft"] = _f(
+        "l1", "loss function (fft: L1 on the unnormalised 2-D spectrum, restore.training.losses.fft_loss)")
     weight: float = _f(1.0, "weight of this term", min=0.0)
     eps: float = _f(1e-6, "charbonnier: epsilon (added to the squared difference)", min=0.0)
 

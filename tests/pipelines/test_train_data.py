@@ -19,7 +19,7 @@ from restore.training.data import (
     config_path,
     relabel,
 )
-from restore.training.losses import PixelLoss, charbonnier_loss, l1_loss, psnr_loss
+from restore.training.losses import PixelLoss, charbonnier_loss, fft_loss, l1_loss, psnr_loss
 from restore.training.options import AugmentOptions, DatasetOptions, DegradationOptions, LossTerm
 from restore.training.trainer import Ema, lr_factor
 from robustsam_prior.prior import PriorOutput
@@ -183,6 +183,20 @@ def test_losses_match_basicsr_and_nafnet_definitions():
     assert set(parts) == {"l1", "psnr"}
     with pytest.raises(ValueError, match="at least one term"):
         PixelLoss(())
+
+
+def test_fft_loss_is_l1_on_the_unnormalised_spectrum():
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.rand(2, 3, 8, 10, generator=g), torch.rand(2, 3, 8, 10, generator=g)
+    spec = np.fft.rfft2(a.double().numpy()) - np.fft.rfft2(b.double().numpy())  # numpy: unnormalised too
+    expected = np.mean(np.abs(np.stack([spec.real, spec.imag])))
+    assert float(fft_loss(a, b)) == pytest.approx(expected, rel=1e-5)
+    assert float(fft_loss(a, a)) == 0.0
+    # a constant offset lands on the zero frequency only: (H*W*delta) over the 2*H*(W//2+1) numbers
+    assert float(fft_loss(a + 0.1, a)) == pytest.approx(8 * 10 * 0.1 / (2 * 8 * 6), rel=1e-5)
+    total, parts = PixelLoss((LossTerm(type="charbonnier"), LossTerm(type="fft", weight=0.1)))(a, b)
+    assert set(parts) == {"charbonnier", "fft"}
+    assert float(total) == pytest.approx(float(charbonnier_loss(a, b)) + 0.1 * expected, rel=1e-5)
 
 
 def test_memory_cache_is_bounded_and_does_not_change_samples(tmp_path, pairs_factory):
