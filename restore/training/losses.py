@@ -1,8 +1,9 @@
 """Pixel losses for restoration training: L1, Charbonnier, MSE, the PSNR loss and a frequency loss.
 
 Written here rather than imported from BasicSR because ``import basicsr`` costs ~7 s per process
-(every DDP rank and every resumed run would pay it); ``tests/restore`` checks L1 and Charbonnier
-against BasicSR 1.4.2's ``basicsr.losses.basic_loss`` and the PSNR loss against its definition.
+(every DDP rank and every resumed run would pay it); ``tests/pipelines/test_train_data.py`` checks L1
+and Charbonnier against BasicSR 1.4.2's ``basicsr.losses.basic_loss``, and the PSNR and frequency
+losses against their definitions.
 
 All take ``pred``, ``target`` ``(B, C, H, W)`` and return a scalar (mean reduction).
 """
@@ -43,10 +44,10 @@ def fft_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Mean absolute difference of the 2-D spectra, real and imaginary parts alike (``torch.fft.rfft2``,
     unnormalised, as deblurring papers use it: MIMO-UNet's frequency reconstruction loss, Cho et al.
     ICCV 2021, weight 0.1 beside L1). By Parseval a squared error is the same on pixels and on the
-    spectrum; an absolute error on the spectrum weighs the small high-frequency errors that blur leaves
-    more than a pixel loss does. Unnormalised,
-    a given per-pixel error weighs more on larger crops (about sqrt(H*W) times a pixel loss for white
-    error), so weights carry over between recipes only at the same crop size.
+    spectrum; an absolute error on the spectrum is meant to weigh the small high-frequency errors that
+    blur leaves more than a pixel loss does. Unnormalised, a given per-pixel error weighs more on larger
+    crops (about sqrt(H*W/2) times an L1 pixel loss for white error), so weights carry over between
+    recipes only at the same crop size.
     """
     return torch.view_as_real(torch.fft.rfft2(pred - target)).abs().mean()  # the FFT is linear
 
