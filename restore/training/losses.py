@@ -53,7 +53,11 @@ def fft_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 class PixelLoss(nn.Module):
-    """Weighted sum of loss terms; ``forward`` returns ``(total, {term name: value})``."""
+    """Weighted sum of loss terms; ``forward`` returns ``(total, {term name: value})``.
+
+    A term is named by its type; a second term of the same type is ``<type>_2``, a third ``<type>_3``, so
+    that each logged value keeps its own key.
+    """
 
     def __init__(self, terms: tuple[LossTerm, ...]) -> None:
         super().__init__()
@@ -77,6 +81,10 @@ class PixelLoss(nn.Module):
                 v = fft_loss(pred, target)
             else:
                 raise ValueError(f"unknown loss type {t.type!r}")
-            parts[t.type] = v.detach()
+            key, n = t.type, 1
+            while key in parts:
+                n += 1
+                key = f"{t.type}_{n}"
+            parts[key] = v.detach()
             total = total + t.weight * v
         return total, parts

@@ -181,6 +181,11 @@ def test_losses_match_basicsr_and_nafnet_definitions():
     total, parts = PixelLoss((LossTerm(type="l1", weight=2.0), LossTerm(type="psnr", weight=0.5)))(a, b)
     assert float(total) == pytest.approx(2 * float(l1_loss(a, b)) + 0.5 * expected, rel=1e-6)
     assert set(parts) == {"l1", "psnr"}
+    # two terms of one type keep a key each (the logs would otherwise show only the last)
+    total, parts = PixelLoss((LossTerm(type="l1"), LossTerm(type="psnr"), LossTerm(type="l1", weight=3.0)))(a, b)
+    assert list(parts) == ["l1", "psnr", "l1_2"]
+    assert float(parts["l1_2"]) == pytest.approx(float(l1_loss(a, b)))
+    assert float(total) == pytest.approx(4 * float(l1_loss(a, b)) + expected, rel=1e-6)
     with pytest.raises(ValueError, match="at least one term"):
         PixelLoss(())
 
