@@ -48,11 +48,6 @@ logger = logging.getLogger("quality")
 
 # the shared data folder beside the checkout (../shared/data/real), as on the build machines
 REAL_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "real"
-HELD_OUT = (
-    ("chelsea", "skimage", "chelsea.png"),
-    ("coffee", "skimage", "coffee.png"),
-    ("grace_hopper", "matplotlib", "sample_data/grace_hopper.jpg"),
-)
 # task -> (kind, severity) of the held-out synthetic set
 SYNTHETIC = {
     "dehaze": (("haze", 2), ("haze", 3), ("haze", 4)),
@@ -84,26 +79,18 @@ def psnr_ssim(pred: np.ndarray, gt: np.ndarray) -> tuple[float, float]:
     )
 
 
-def _source(package: str, rel: str) -> Path:
-    if package == "skimage":
-        import skimage.data
-
-        return Path(skimage.data.__file__).parent / rel
-    import matplotlib
-
-    return Path(matplotlib.get_data_path()) / rel
-
-
 def synthetic_pairs(task: str) -> list[Pair]:
     """The held-out synthetic set of ``task`` (deterministic)."""
     import torch
 
+    from restore.zoo import HELD_OUT_PHOTOS
     from robustsam_prior.degradations import degrade
+    from robustsam_prior.fileio import package_path
     from robustsam_prior.io import read_image, to_numpy, to_tensor
 
     pairs = []
-    for i, (name, package, rel) in enumerate(HELD_OUT):
-        gt = read_image(_source(package, rel)).pixels
+    for i, (name, url) in enumerate(HELD_OUT_PHOTOS.items()):
+        gt = read_image(package_path(url)).pixels
         for j, (kind, severity) in enumerate(SYNTHETIC[task]):
             with torch.no_grad():
                 lq = degrade(to_tensor(gt), kind, severity, seed=BASE_SEED + 100 * i + j).image.clamp(0, 1)

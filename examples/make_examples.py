@@ -3,7 +3,7 @@
     python examples/make_examples.py                  # writes examples/hazy/*.png, examples/blurry/*.png
     python examples/make_examples.py --before-after   # also examples/before_after/*.jpg (needs the default models)
 
-Sources (none of them is in the default models' training sets, see pipelines/train_default_*.yml):
+Sources (``restore.zoo.HELD_OUT_PHOTOS``: in none of the default models' training sets, pipelines/train_default_*.yml):
 scikit-image's ``chelsea.png`` (451x300) and ``coffee.png`` (600x400), the two held-out validation images,
 and matplotlib's ``sample_data/grace_hopper.jpg`` (512x600). They are degraded with this project's
 degradation library (``robustsam_prior.degradations.degrade``) with a fixed seed per image, so the files
@@ -29,12 +29,6 @@ import numpy as np
 logger = logging.getLogger("make_examples")
 
 HERE = Path(__file__).resolve().parent
-# (name, package, path inside the package's data folder)
-SOURCES = (
-    ("chelsea", "skimage", "chelsea.png"),
-    ("coffee", "skimage", "coffee.png"),
-    ("grace_hopper", "matplotlib", "sample_data/grace_hopper.jpg"),
-)
 # folder -> (task, degradation kind, severity, seed offset)
 FOLDERS = {
     "hazy": ("dehaze", "haze", 3, 100),
@@ -42,30 +36,19 @@ FOLDERS = {
 }
 
 
-def source_path(package: str, rel: str) -> Path:
-    """Where an installed package keeps the clean image ``rel``."""
-    if package == "skimage":
-        import skimage.data
-
-        return Path(skimage.data.__file__).parent / rel
-    if package == "matplotlib":
-        import matplotlib
-
-        return Path(matplotlib.get_data_path()) / rel
-    raise ValueError(f"unknown source package {package!r}")
-
-
 def make_examples(out_dir: Path = HERE) -> list[Path]:
     """Write the degraded examples and ``manifest.json`` under ``out_dir``; returns the image paths."""
     import torch
 
+    from restore.zoo import HELD_OUT_PHOTOS
     from robustsam_prior.degradations import degrade
+    from robustsam_prior.fileio import package_path
     from robustsam_prior.io import read_image, to_numpy, to_tensor, write_image
 
     written, manifest = [], {}
     for folder, (_task, kind, severity, offset) in FOLDERS.items():
-        for i, (name, package, rel) in enumerate(SOURCES):
-            src = source_path(package, rel)
+        for i, (name, url) in enumerate(HELD_OUT_PHOTOS.items()):
+            src = package_path(url)
             clean = to_tensor(read_image(src).pixels)
             seed = offset + i
             with torch.no_grad():
@@ -73,7 +56,7 @@ def make_examples(out_dir: Path = HERE) -> list[Path]:
             path = write_image(out_dir / folder / f"{name}.png", to_numpy(out.image.clamp(0, 1)))
             written.append(path)
             manifest[f"{folder}/{path.name}"] = {
-                "source": f"{package}: {rel}",
+                "source": url,
                 "kind": kind,
                 "severity": severity,
                 "seed": seed,

@@ -26,6 +26,14 @@ ZOO_FILE = WEIGHTS_DIR / "zoo.json"
 TASKS = ("dehaze", "deblur")
 # the model each task uses when --model is not given
 DEFAULT_MODELS = {"dehaze": "robustsam-dehaze", "deblur": "robustsam-deblur"}
+# The photos that no default model trains on (pipelines/train_default_*.yml), by name: the bundled
+# examples (examples/make_examples.py) and the held-out synthetic sets of benchmarks/quality.py are made
+# from them. ``robustsam_prior.fileio.package_path`` resolves each to a file.
+HELD_OUT_PHOTOS = {
+    "chelsea": "pkg://skimage.data/chelsea.png",
+    "coffee": "pkg://skimage.data/coffee.png",
+    "grace_hopper": "pkg://matplotlib/mpl-data/sample_data/grace_hopper.jpg",
+}
 # classical method -> tasks it applies to
 CLASSICAL = {"dcp": ("dehaze",), "identity": ("dehaze", "deblur")}
 

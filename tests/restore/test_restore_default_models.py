@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from restore.zoo import DEFAULT_MODELS, WEIGHTS_DIR, load_zoo, resolve_model
+from restore.zoo import DEFAULT_MODELS, HELD_OUT_PHOTOS, WEIGHTS_DIR, load_zoo, resolve_model
 
 REPO = Path(__file__).resolve().parents[2]
 PACKAGED = {
@@ -55,19 +55,63 @@ def test_packaged_weights_load_with_their_metadata(name):
     assert np.isfinite([meta["metrics"]["val/psnr"], meta["metrics"]["val/input_psnr"]]).all()
 
 
+def test_held_out_photos_are_in_no_default_training_set():
+    """The examples, the benchmark's synthetic sets and the crops below come from HELD_OUT_PHOTOS, so no
+    default recipe may train on them (its clean_dir, extra_clean_dirs and include/exclude as the trainer
+    reads them)."""
+    from pipelines.config import build, read_yaml
+    from restore.training.data import DataError, config_path, list_images
+    from restore.training.options import TrainConfig
+    from robustsam_prior.fileio import package_path
+
+    held = {package_path(url).resolve() for url in HELD_OUT_PHOTOS.values()}
+    assert all(p.is_file() for p in held)
+    recipes = sorted((REPO / "pipelines").glob("train_default_*.yml"))
+    assert len(recipes) == 4
+    for recipe in recipes:
+        train = build(TrainConfig, read_yaml(recipe)).data.train
+        for folder in (train.clean_dir, *train.extra_clean_dirs):
+            try:
+                files = {p.resolve() for p in list_images(config_path(folder), train, recipe.name)}
+            except DataError:  # a package that is not installed here (scikit-learn: the `train` extra)
+                assert not any(url.startswith(folder) for url in HELD_OUT_PHOTOS.values())
+                continue
+            assert files and not files & held, f"{recipe.name} trains on {sorted(files & held)}"
+
+
+def test_bundled_examples_are_what_make_examples_writes(tmp_path):
+    """examples/hazy and examples/blurry are made, not collected: examples/make_examples.py writes them again
+    from HELD_OUT_PHOTOS (pixels within one grey level, the same manifest)."""
+    from robustsam_prior.io import read_image
+
+    spec = importlib.util.spec_from_file_location("make_examples", REPO / "examples" / "make_examples.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    written = script.make_examples(tmp_path)
+    examples = REPO / "examples"
+    committed = sorted(p.relative_to(examples) for p in examples.glob("*/*.png"))
+    assert len(committed) == 2 * len(HELD_OUT_PHOTOS)
+    assert sorted(p.relative_to(tmp_path) for p in written) == committed
+    for rel in committed:
+        ours, theirs = read_image(tmp_path / rel).pixels, read_image(examples / rel).pixels
+        assert ours.shape == theirs.shape and np.abs(ours - theirs).max() <= 1.001 / 255, rel
+    made = json.loads((tmp_path / "manifest.json").read_text())
+    shipped = json.loads((examples / "manifest.json").read_text())
+    assert made.keys() == shipped.keys()
+    for key, entry in shipped.items():
+        assert {k: v for k, v in made[key].items() if k != "params"} == {k: v for k, v in entry.items() if k != "params"}
+        assert made[key]["params"] == pytest.approx(entry["params"], rel=1e-6), key
+
+
 def _held_out_crops() -> list[torch.Tensor]:
     """Twelve odd-sized 95x127 crops of the held-out photos (scikit-image's chelsea and coffee,
     matplotlib's grace_hopper; in no training set), centred at the quarter points of each image."""
-    import matplotlib
-    import skimage.data
-
+    from robustsam_prior.fileio import package_path
     from robustsam_prior.io import read_image, to_tensor
 
-    files = [Path(skimage.data.__file__).parent / n for n in ("chelsea.png", "coffee.png")]
-    files.append(Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg")
     crops = []
-    for f in files:
-        img = read_image(f).pixels
+    for url in HELD_OUT_PHOTOS.values():
+        img = read_image(package_path(url)).pixels
         h, w = img.shape[:2]
         for fy, fx in ((0.25, 0.25), (0.25, 0.75), (0.75, 0.25), (0.75, 0.75)):
             y, x = int(fy * h) - 47, int(fx * w) - 63
