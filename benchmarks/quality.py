@@ -4,6 +4,7 @@
     python benchmarks/quality.py --task dehaze --default-dehaze /work/train_runs/default_dehaze/models/final.safetensors
     python benchmarks/quality.py --json results.json --skip-speed
     python benchmarks/quality.py --task deblur --skip-speed --local-pool 0   # whole-image statistics
+    python benchmarks/quality.py --task deblur --self-ensemble x8   # adds the default model with x8 self-ensemble
 
 Sets (each row is the mean over the set's images):
 
@@ -19,7 +20,8 @@ settings, dehazing only; for blur the classical baseline is the identity, i.e. t
 no-prior ablation (``nafnet``, same size and training budget); the default model with the ``regions``
 prior. The networks run with their packaged inference settings (the deblurrers: channel-attention
 statistics over 144-px windows, ``restore/weights/zoo.json``); ``--local-pool`` overrides them and the
-row labels say which ran. PSNR/SSIM follow the convention of the reference figures (``SOURCES.md``: scikit-image
+row labels say which ran. ``--self-ensemble flip|x8`` adds a row (and a speed row) for the default model
+with that self-ensemble (``Restorer.self_ensemble``). PSNR/SSIM follow the convention of the reference figures (``SOURCES.md``: scikit-image
 ``peak_signal_noise_ratio`` / ``structural_similarity(channel_axis=2)`` on the full 8-bit RGB image, no
 border crop), so the O-HAZE input row reproduces 13.73 dB / 0.645 and DCP 19.76 dB / 0.868.
 
@@ -115,13 +117,18 @@ def real_pairs(task: str, real_dir: Path) -> list[Pair]:
     return pairs
 
 
-def methods(task: str, args: argparse.Namespace) -> dict[str, tuple[str | None, list[str]]]:
-    """Row name -> (model reference for Restorer.load, notes for the label); None = the degraded input."""
-    rows: dict[str, tuple[str | None, list[str]]] = {"input": (None, [])}
+def methods(task: str, args: argparse.Namespace) -> list[tuple[str, str | None, list[str], str]]:
+    """(row name, model reference for Restorer.load, notes for the label, self-ensemble) per row; a None
+    reference is the degraded input."""
+    rows: list[tuple[str, str | None, list[str], str]] = [("input", None, [], "none")]
     if task == "dehaze":
-        rows["dcp"] = ("dcp", [])
-    rows["nafnet"] = (getattr(args, f"ablation_{task}"), ["no prior", "ablation"])
-    rows["map_nafnet + regions"] = (getattr(args, f"default_{task}"), ["default"])
+        rows.append(("dcp", "dcp", [], "none"))
+    rows.append(("nafnet", getattr(args, f"ablation_{task}"), ["no prior", "ablation"], "none"))
+    rows.append(("map_nafnet + regions", getattr(args, f"default_{task}"), ["default"], "none"))
+    if args.self_ensemble != "none":
+        ensemble = args.self_ensemble
+        rows.append(("map_nafnet + regions", getattr(args, f"default_{task}"), ["default", f"{ensemble} self-ensemble"],
+                     ensemble))
     return rows
 
 
@@ -129,7 +136,7 @@ def row_label(name: str, notes: list[str]) -> str:
     return f"{name} ({', '.join(notes)})" if notes else name
 
 
-def restore_fn(ref: str | None, task: str, local_pool: int | None = None):
+def restore_fn(ref: str | None, task: str, local_pool: int | None = None, self_ensemble: str = "none"):
     import torch
 
     from restore.inference import Restorer
@@ -137,7 +144,7 @@ def restore_fn(ref: str | None, task: str, local_pool: int | None = None):
 
     if ref is None:
         return lambda x: x
-    restorer = Restorer.load(ref, task=task, device="cpu", local_pool=local_pool)
+    restorer = Restorer.load(ref, task=task, device="cpu", local_pool=local_pool, self_ensemble=self_ensemble)
 
     def fn(x: np.ndarray) -> np.ndarray:
         with torch.inference_mode():
@@ -152,10 +159,10 @@ def evaluate(task: str, sets: dict[str, list[Pair]], args: argparse.Namespace) -
     from restore.zoo import CLASSICAL
 
     records = []
-    for name, (ref, notes) in methods(task, args).items():
+    for name, ref, notes, ensemble in methods(task, args):
         label = row_label(name, notes)
         try:
-            fn = restore_fn(ref, task, None if ref is None or ref in CLASSICAL else args.local_pool)
+            fn = restore_fn(ref, task, None if ref is None or ref in CLASSICAL else args.local_pool, ensemble)
         except (ValueError, FileNotFoundError) as e:  # a missing model: say so, keep the other rows
             logger.warning("%s %s: %s", task, label, e)
             continue
@@ -177,12 +184,13 @@ def evaluate(task: str, sets: dict[str, list[Pair]], args: argparse.Namespace) -
     return records
 
 
-def speed(task: str, ref: str, real_dir: Path, repeats: int) -> dict:
-    """MP/s of ``ref`` on a 1024x1024 image, prior included; prior and network times apart."""
+def speed(task: str, ref: str, real_dir: Path, repeats: int, self_ensemble: str = "none") -> dict:
+    """MP/s of ``ref`` on a 1024x1024 image, prior included; prior and network times apart (a self-ensemble
+    runs the prior once per pass: its prior time is that many runs on the image)."""
     import cv2
     import torch
 
-    from restore.inference import Restorer
+    from restore.inference import SELF_ENSEMBLES, Restorer
     from robustsam_prior.io import read_image, to_tensor
 
     src = real_dir / REAL[task][0]
@@ -192,13 +200,14 @@ def speed(task: str, ref: str, real_dir: Path, repeats: int) -> dict:
     else:
         img = np.random.default_rng(0).random((1024, 1024, 3), dtype=np.float32)
     x = to_tensor(img)
-    restorer = Restorer.load(ref, task=task, device="cpu")
+    restorer = Restorer.load(ref, task=task, device="cpu", self_ensemble=self_ensemble)
+    passes = len(SELF_ENSEMBLES[self_ensemble])
     totals, priors, cpu = [], [], []
     with torch.inference_mode():
         restorer.restore(x)  # warm-up
         for _ in range(repeats):
             t0 = time.perf_counter()
-            if restorer.prior is not None:
+            for _ in range(passes if restorer.prior is not None else 0):
                 restorer.prior(x)
             t1 = time.perf_counter()
             c1 = time.process_time()
@@ -211,7 +220,8 @@ def speed(task: str, ref: str, real_dir: Path, repeats: int) -> dict:
     mp = 1024 * 1024 / 1e6
     # CPU seconds (all threads) of one restore: on a machine shared with other work the wall time
     # grows with the load, the CPU time much less; cpu_s / threads estimates the unloaded wall time
-    return {"task": task, "model": ref, "threads": torch.get_num_threads(), "s_per_image": total,
+    model = ref if self_ensemble == "none" else f"{ref}, {self_ensemble} self-ensemble"
+    return {"task": task, "model": model, "threads": torch.get_num_threads(), "s_per_image": total,
             "prior_s": prior, "network_s": max(total - prior, 0.0), "mp_per_s": mp / total,
             "cpu_s": statistics.median(cpu), "load_avg_1min": os.getloadavg()[0]}
 
@@ -262,6 +272,8 @@ def main() -> None:
     parser.add_argument("--local-pool", type=int, default=None, metavar="PX",
                         help="channel-attention statistics window of the networks (TLC; Restorer local_pool): "
                              "default each model's own setting, 0 = the whole image")
+    parser.add_argument("--self-ensemble", choices=("none", "flip", "x8"), default="none",
+                        help="also the default model with this self-ensemble (a table row and a speed row)")
     parser.add_argument("--json", type=Path, default=None, help="also write the records as JSON")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -286,10 +298,11 @@ def main() -> None:
             sets["real"] = real_pairs(task, args.real_dir)
         records += evaluate(task, sets, args)
         if not args.skip_speed:
-            try:
-                speeds.append(speed(task, getattr(args, f"default_{task}"), args.real_dir, args.repeats))
-            except (ValueError, FileNotFoundError) as e:
-                logger.warning("speed %s: %s", task, e)
+            for ensemble in dict.fromkeys(("none", args.self_ensemble)):
+                try:
+                    speeds.append(speed(task, getattr(args, f"default_{task}"), args.real_dir, args.repeats, ensemble))
+                except (ValueError, FileNotFoundError) as e:
+                    logger.warning("speed %s: %s", task, e)
     print(f"Machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads; "
           f"malloc: {malloc}; {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}\n")
     print(markdown(records, speeds))

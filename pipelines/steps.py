@@ -75,6 +75,9 @@ class RestoreStep:
     local_pool: int | None = _f(
         None, "channel-attention statistics window in pixels (TLC; null = the model's own, 0 = whole image)", min=0
     )
+    self_ensemble: Literal["none", "flip", "x8"] = _f(
+        "none", "average over the mirrored image (flip, 2x time) or all 8 rotations/mirrors (x8, 8x time)"
+    )
     save: bool = _f(True, "write restored images to OUTPUT_DIR/restored (same name, size, bit depth, alpha)")
 
 
@@ -233,10 +236,14 @@ class Restore(Step):
 
         o = self.options
         self.restorer = Restorer.load(o.model, task=o.task, prior=o.prior, prior_checkpoint=o.prior_checkpoint,
-                                      device=run.device, tile=o.tile, local_pool=o.local_pool)
+                                      device=run.device, tile=o.tile, local_pool=o.local_pool,
+                                      self_ensemble=o.self_ensemble)
         self.reuse = None
         prior_step = run.shared.get("prior")
-        if self.restorer.prior is not None and prior_step is not None:
+        if self.restorer.prior is not None and prior_step is not None and o.self_ensemble != "none":
+            logger.info("%s: self-ensemble computes the prior of each turned image; the prior step's is not reused",
+                        self.key)
+        elif self.restorer.prior is not None and prior_step is not None:
             if prior_step.prior.meta == self.restorer.prior.meta:
                 self.reuse = _ReusedPrior(self.restorer.prior)
                 self.restorer.prior = self.reuse

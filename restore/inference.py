@@ -12,6 +12,12 @@ what to build. The prior is the checkpoint's own unless overridden.
 so that peak memory stays bounded. On CUDA it runs in float16 autocast unless ``half=False``; on
 the CPU it runs in float32 channels-last and is deterministic (same input, same output).
 :meth:`Restorer.restore_file` keeps the input's size, bit depth and alpha (passed through).
+
+``self_ensemble`` trades speed for quality: the output is the mean over transformed copies of the
+input (``flip``: the image and its mirror, 2 passes; ``x8``: the 8 rotations and mirrors, 8 passes),
+each restored (prior included) and transformed back. This is the geometric self-ensemble of EDSR+
+(Lim et al., CVPRW 2017). It suits models trained with the same flips and rotations as augmentation;
+:meth:`Restorer.load` warns when a checkpoint's training config shows otherwise.
 """
 
 from __future__ import annotations
@@ -36,6 +42,14 @@ logger = logging.getLogger(__name__)
 CHECKPOINT_FORMAT = "robustsam-restore/restoration"
 DEVICES = ("auto", "cpu", "cuda")
 PRIORS_WITH_CHECKPOINT = ("robustsam", "sam")
+# self-ensemble name -> the (quarter turns, mirror) transforms whose outputs are averaged
+SELF_ENSEMBLES: dict[str, tuple[tuple[int, bool], ...]] = {
+    "none": ((0, False),),
+    "flip": ((0, False), (0, True)),
+    "x8": tuple((k, mirror) for k in range(4) for mirror in (False, True)),
+}
+# the training augmentations (data.train.augment) that show a model each self-ensemble's transforms
+_ENSEMBLE_NEEDS = {"flip": ("hflip",), "x8": ("rot90", "hflip")}
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -99,6 +113,7 @@ class Restorer:
     tile_threshold: int = 2048 * 2048
     half: bool = True
     local_pool: int | None = None  # SCA statistics window in pixels (TLC; set on the net by load); None = whole image
+    self_ensemble: str = "none"  # a SELF_ENSEMBLES name: the outputs averaged over flips/rotations
 
     @classmethod
     def load(
@@ -113,6 +128,7 @@ class Restorer:
         overlap: int = 32,
         half: bool = True,
         local_pool: int | None = None,
+        self_ensemble: str = "none",
     ) -> Restorer:
         """Resolve ``model`` (None = the task's default), load it and build its prior.
 
@@ -122,7 +138,10 @@ class Restorer:
         the mean over a window of that size around each pixel instead of the whole image
         (:meth:`restore.archs.nafnet_arch.NAFNet.set_local_pool`); None = the packaged model's own
         setting (``zoo.json``; the whole image for checkpoint files), 0 = the whole image.
+        ``self_ensemble`` is a :data:`SELF_ENSEMBLES` name (module docstring).
         """
+        if self_ensemble not in SELF_ENSEMBLES:
+            raise ValueError(f"self_ensemble must be one of {', '.join(SELF_ENSEMBLES)}, got {self_ensemble!r}")
         dev = resolve_device(device)
         if tile is not None and tile < 0:
             raise ValueError(f"tile must be >= 0 (0 = never tile), got {tile}")
@@ -145,8 +164,10 @@ class Restorer:
             prior_obj = _build_prior(meta.get("prior"), prior, prior_checkpoint, dev)
         elif prior is not None or prior_checkpoint is not None:
             logger.warning("model %s uses no prior; --prior/--prior-checkpoint ignored", ref.name)
+        _warn_unseen_transforms(meta, self_ensemble, ref.name)
         return cls(net=net, task=task, name=ref.name, prior=prior_obj, metadata=meta, device=dev,
-                   tile=tile, overlap=overlap, half=half, local_pool=local_pool or None)
+                   tile=tile, overlap=overlap, half=half, local_pool=local_pool or None,
+                   self_ensemble=self_ensemble)
 
     # ------------------------------------------------------------------ running
 
@@ -174,6 +195,16 @@ class Restorer:
         """Restore ``image (1, 3, H, W)`` float in [0, 1]; returns ``(1, 3, H, W)`` float32 on the CPU."""
         if image.dim() != 4 or image.shape[1] != 3:
             raise ValueError(f"restore: image must be (B, 3, H, W), got {tuple(image.shape)}")
+        transforms = SELF_ENSEMBLES[self.self_ensemble]
+        if len(transforms) == 1:
+            return self._restore_once(image)
+        total = None
+        for turns, mirror in transforms:
+            out = _untransform(self._restore_once(_transform(image, turns, mirror)), turns, mirror)
+            total = out if total is None else total.add_(out)
+        return total.div_(len(transforms))
+
+    def _restore_once(self, image: torch.Tensor) -> torch.Tensor:
         image = image.to(self.device, torch.float32)
         h, w = image.shape[-2:]
         prior = self.prior(image).to(self.device) if self.prior is not None else None
@@ -201,6 +232,29 @@ class Restorer:
         data = read_image(src)
         out = to_numpy(self.restore(to_tensor(data.pixels)))
         return write_image(dst, out, alpha=data.alpha, bit_depth=data.bit_depth)
+
+
+def _transform(x: torch.Tensor, turns: int, mirror: bool) -> torch.Tensor:
+    """``turns`` quarter turns of the last two axes, then a left-right mirror."""
+    x = torch.rot90(x, turns, (-2, -1)) if turns else x
+    return x.flip(-1) if mirror else x
+
+
+def _untransform(x: torch.Tensor, turns: int, mirror: bool) -> torch.Tensor:
+    """The inverse of :func:`_transform`."""
+    x = x.flip(-1) if mirror else x
+    return torch.rot90(x, -turns, (-2, -1)) if turns else x
+
+
+def _warn_unseen_transforms(meta: dict[str, Any], self_ensemble: str, name: str) -> None:
+    """Warn when a checkpoint's training augmentation did not include a self-ensemble's transforms."""
+    augment = ((meta.get("config") or {}).get("data", {}).get("train") or {}).get("augment")
+    if self_ensemble == "none" or augment is None:  # classical methods and foreign checkpoints say nothing
+        return
+    missing = [a for a in _ENSEMBLE_NEEDS[self_ensemble] if not augment.get(a)]
+    if missing:
+        logger.warning("model %s was trained without %s augmentation, so self-ensemble %r shows it inputs it "
+                       "has not seen", name, " / ".join(missing), self_ensemble)
 
 
 def _set_local_pool(net: nn.Module, pixels: int, name: str) -> None:

@@ -18,6 +18,7 @@ logger = logging.getLogger(__name__)
 
 PRIOR_CHOICES = ("regions", "robustsam", "sam", "none")
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
+SELF_ENSEMBLE_CHOICES = ("none", "flip", "x8")  # restore.inference.SELF_ENSEMBLES (not imported here: torch)
 
 
 def output_path(input_root: Path, output: Path, rel: Path) -> Path:
@@ -40,6 +41,7 @@ def run_restore(
     tile: int | None,
     overwrite: bool,
     local_pool: int | None = None,
+    self_ensemble: str = "none",
     recursive: bool,
     device: str,
 ) -> None:
@@ -57,12 +59,12 @@ def run_restore(
     try:
         restorer = Restorer.load(
             model, task=task, prior=prior, prior_checkpoint=prior_checkpoint, device=device, tile=tile,
-            local_pool=local_pool,
+            local_pool=local_pool, self_ensemble=self_ensemble,
         )
     except (CheckpointError, ValueError, KeyError, FileNotFoundError) as e:
         raise click.ClickException(str(e).strip("'\"")) from e
-    logger.info("%s with model %s (prior %s, device %s)", task, restorer.name,
-                getattr(restorer.prior, "name", None), restorer.device)
+    logger.info("%s with model %s (prior %s, device %s, self-ensemble %s)", task, restorer.name,
+                getattr(restorer.prior, "name", None), restorer.device, self_ensemble)
 
     items = collect_inputs(input, recursive=recursive)
     todo, done = [], []
@@ -108,14 +110,19 @@ def _command(task: str) -> click.Command:
                        "whole image (TLC, Chu et al. ECCV 2022), for blur that varies across the image; "
                        "0 = the whole image. Default: the model's own setting (144 for the packaged "
                        "deblurrers, the whole image otherwise).")
+    @click.option("--self-ensemble", type=click.Choice(SELF_ENSEMBLE_CHOICES), default="none", show_default=True,
+                  help="Average the outputs over the mirrored image (flip: 2x the time) or over all 8 "
+                       "rotations and mirrors (x8: 8x the time), each restored and turned back (EDSR+'s "
+                       "self-ensemble): slower, usually a little better.")
     @click.option("--overwrite", is_flag=True, help="Redo outputs that already exist.")
     @click.option("--recursive", is_flag=True, help="Also process sub-folders (the tree is kept).")
     @click.option("--device", type=click.Choice(DEVICE_CHOICES), default="auto", show_default=True,
                   help="Where the network runs (half precision on CUDA).")
-    def command(input, output, model, prior, prior_checkpoint, tile, local_pool, overwrite, recursive,
-                device) -> None:
+    def command(input, output, model, prior, prior_checkpoint, tile, local_pool, self_ensemble, overwrite,
+                recursive, device) -> None:
         run_restore(task, input, output, model=model, prior=prior, prior_checkpoint=prior_checkpoint,
-                    tile=tile, overwrite=overwrite, recursive=recursive, device=device, local_pool=local_pool)
+                    tile=tile, overwrite=overwrite, recursive=recursive, device=device, local_pool=local_pool,
+                    self_ensemble=self_ensemble)
 
     return command
 

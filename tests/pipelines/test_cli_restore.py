@@ -169,3 +169,35 @@ def test_local_pool_option(tmp_path: Path):
     res = _run("dehaze", src, tmp_path / "y.png", "--model", "dcp", "--local-pool", "144")
     assert res.exit_code == 1 and "no NAFNet channel attention" in res.output
     assert not (tmp_path / "x.png").exists() and not (tmp_path / "y.png").exists()
+
+
+def test_self_ensemble_option(tmp_path: Path):
+    """--self-ensemble reaches the restorer: the identity stays the identity, a network's output changes,
+    and an unknown name is refused before anything is written."""
+    from pipelines.commands.restore import SELF_ENSEMBLE_CHOICES
+    from restore.inference import SELF_ENSEMBLES
+
+    assert SELF_ENSEMBLE_CHOICES == tuple(SELF_ENSEMBLES)
+    src = tmp_path / "in.png"
+    write_image(src, np.random.default_rng(3).random((20, 28, 3)).astype(np.float32), bit_depth=16)
+    res = _run("deblur", src, tmp_path / "id.png", "--model", "identity", "--self-ensemble", "x8")
+    assert res.exit_code == 0, res.output
+    np.testing.assert_array_equal(read_image(tmp_path / "id.png").pixels, read_image(src).pixels)
+    torch.manual_seed(0)
+    net = build_arch("nafnet", **TINY)
+    with torch.no_grad():
+        for n, p in net.named_parameters():
+            if n.endswith(("beta", "gamma")):
+                p.normal_(0, 0.5)
+    ck = tmp_path / "tiny.safetensors"
+    save_checkpoint(ck, net.state_dict(), {"format": CHECKPOINT_FORMAT, "arch": "nafnet", "arch_kwargs": TINY,
+                                           "task": "deblur", "prior": None})
+    outs = {}
+    for ensemble in ("none", "flip"):
+        res = _run("deblur", src, tmp_path / f"{ensemble}.png", "--model", ck, "--self-ensemble", ensemble)
+        assert res.exit_code == 0, res.output
+        outs[ensemble] = read_image(tmp_path / f"{ensemble}.png").pixels
+    assert np.abs(outs["flip"] - outs["none"]).max() > 1e-3
+    res = _run("deblur", src, tmp_path / "bad.png", "--model", ck, "--self-ensemble", "x4")
+    assert res.exit_code == 2 and "--self-ensemble" in res.output
+    assert not (tmp_path / "bad.png").exists()

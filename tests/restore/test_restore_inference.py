@@ -179,6 +179,65 @@ def test_devices_and_classical():
         r.restore(x[0])
 
 
+class _RampNet(torch.nn.Module):
+    """Adds a ramp from 0 to 0.5 along the width: not equivariant to any flip or rotation."""
+
+    def forward(self, x, prior=None):
+        w = x.shape[-1]
+        return x + torch.linspace(0, 0.5, w)
+
+
+class _SpyPrior:
+    name = "spy"
+
+    def __init__(self):
+        self.seen = []
+
+    def __call__(self, x):
+        from robustsam_prior.prior import PriorOutput
+
+        self.seen.append(x.clone())
+        return PriorOutput(torch.zeros(x.shape[0], *x.shape[-2:], dtype=torch.int32))
+
+
+@pytest.mark.parametrize("ensemble", ["none", "flip", "x8"])
+def test_self_ensemble_turns_back_and_averages(ensemble):
+    """Each pass is transformed back before averaging: on a non-square image an equivariant model's output
+    is unchanged, and a ramp along the width averages, over each transform and its mirror, to its mean
+    0.25. The prior runs on each transformed image."""
+    x = torch.rand(1, 3, 6, 9) * 0.5
+    identity = Restorer(net=Restorer.load("identity", task="deblur").net, task="deblur", name="identity",
+                        self_ensemble=ensemble)
+    torch.testing.assert_close(identity.restore(x), x, rtol=0, atol=1e-7)
+    spy = _SpyPrior()
+    ramp = Restorer(net=_RampNet(), task="deblur", name="ramp", prior=spy, self_ensemble=ensemble)
+    out = ramp.restore(x)
+    assert out.shape == x.shape
+    if ensemble == "none":
+        torch.testing.assert_close(out, x + torch.linspace(0, 0.5, 9))
+    else:
+        torch.testing.assert_close(out, x + 0.25)
+    passes = {"none": 1, "flip": 2, "x8": 8}[ensemble]
+    assert len(spy.seen) == passes
+    if ensemble != "none":
+        torch.testing.assert_close(spy.seen[1], x.flip(-1))
+    if ensemble == "x8":
+        assert [t.shape[-2:] for t in spy.seen].count((9, 6)) == 4
+        torch.testing.assert_close(spy.seen[2], torch.rot90(x, 1, (-2, -1)))
+
+
+def test_self_ensemble_checks_name_and_training_augmentation(tmp_path, caplog):
+    with pytest.raises(ValueError, match="self_ensemble must be one of none, flip, x8"):
+        Restorer.load("identity", task="deblur", self_ensemble="x4")
+    ck = tmp_path / "m.safetensors"
+    make_checkpoint(ck, arch="nafnet", config={"data": {"train": {"augment": {"hflip": True, "rot90": False}}}})
+    with caplog.at_level("WARNING", logger="restore.inference"):
+        assert Restorer.load(str(ck), self_ensemble="flip").self_ensemble == "flip"
+        assert not caplog.records
+        Restorer.load(str(ck), self_ensemble="x8")
+    assert len(caplog.records) == 1 and "trained without rot90 augmentation" in caplog.text
+
+
 def test_restore_file_keeps_depth_and_alpha(tmp_path):
     from robustsam_prior.io import read_image, write_image
 
@@ -290,5 +349,9 @@ def test_quality_benchmark_script_on_tiny_real_pairs(tmp_path):
     default_row = rows["map_nafnet + regions (default, local pool 16 px)"]
     assert abs(default_row["psnr"] - rows["input"]["psnr"]) > 1e-3  # the network ran
     assert "| map_nafnet + regions (default, local pool 16 px) |" in stdout
-    _, whole = run("--local-pool", "0")  # whole-image statistics: no window in the labels
-    assert list(whole) == ["input", "nafnet (no prior, ablation)", "map_nafnet + regions (default)"]
+    # whole-image statistics: no window in the labels; a self-ensemble row beside the default's
+    _, whole = run("--local-pool", "0", "--self-ensemble", "flip")
+    assert list(whole) == ["input", "nafnet (no prior, ablation)", "map_nafnet + regions (default)",
+                           "map_nafnet + regions (default, flip self-ensemble)"]
+    flip = whole["map_nafnet + regions (default, flip self-ensemble)"]
+    assert flip["psnr"] != whole["map_nafnet + regions (default)"]["psnr"]
