@@ -258,6 +258,8 @@ def markdown(records: list[dict], speeds: list[dict]) -> str:
 
 
 def main() -> None:
+    from restore.inference import SELF_ENSEMBLES
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--task", choices=("dehaze", "deblur", "all"), default="all")
     parser.add_argument("--real-dir", type=Path, default=REAL_DIR, help="folder with dehaze/ and deblur/ pairs")
@@ -272,7 +274,7 @@ def main() -> None:
     parser.add_argument("--local-pool", type=int, default=None, metavar="PX",
                         help="channel-attention statistics window of the networks (TLC; Restorer local_pool): "
                              "default each model's own setting, 0 = the whole image")
-    parser.add_argument("--self-ensemble", choices=("none", "flip", "x8"), default="none",
+    parser.add_argument("--self-ensemble", choices=tuple(SELF_ENSEMBLES), default="none",
                         help="also the default model with this self-ensemble (a table row and a speed row)")
     parser.add_argument("--json", type=Path, default=None, help="also write the records as JSON")
     args = parser.parse_args()

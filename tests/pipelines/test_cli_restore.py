@@ -174,10 +174,15 @@ def test_local_pool_option(tmp_path: Path):
 def test_self_ensemble_option(tmp_path: Path):
     """--self-ensemble reaches the restorer: the identity stays the identity, a network's output changes,
     and an unknown name is refused before anything is written."""
+    import typing
+
     from pipelines.commands.restore import SELF_ENSEMBLE_CHOICES
+    from pipelines.steps import RestoreStep
     from restore.inference import SELF_ENSEMBLES
 
+    # the names are spelled out where torch is not imported (the CLI, the pipeline step's schema)
     assert SELF_ENSEMBLE_CHOICES == tuple(SELF_ENSEMBLES)
+    assert typing.get_args(typing.get_type_hints(RestoreStep)["self_ensemble"]) == tuple(SELF_ENSEMBLES)
     src = tmp_path / "in.png"
     write_image(src, np.random.default_rng(3).random((20, 28, 3)).astype(np.float32), bit_depth=16)
     res = _run("deblur", src, tmp_path / "id.png", "--model", "identity", "--self-ensemble", "x8")
