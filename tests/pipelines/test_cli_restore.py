@@ -140,6 +140,21 @@ def test_model_errors(inputs: Path, tmp_path: Path, monkeypatch):
     assert res.exit_code == 0 and "robustsam-dehaze" in res.output and "unavailable" in res.output
 
 
+def _tiny_deblurrer(tmp_path: Path) -> Path:
+    """A tiny no-prior NAFNet deblurring checkpoint whose blocks are not the identity (beta/gamma drawn
+    away from 0), so that options which change the network's inputs or statistics change its output."""
+    torch.manual_seed(0)
+    net = build_arch("nafnet", **TINY)
+    with torch.no_grad():
+        for n, p in net.named_parameters():
+            if n.endswith(("beta", "gamma")):
+                p.normal_(0, 0.5)
+    ck = tmp_path / "tiny.safetensors"
+    save_checkpoint(ck, net.state_dict(), {"format": CHECKPOINT_FORMAT, "arch": "nafnet", "arch_kwargs": TINY,
+                                           "task": "deblur", "prior": None})
+    return ck
+
+
 def test_local_pool_option(tmp_path: Path):
     """--local-pool reaches the network (a different output from the same weights) and is refused
     where it cannot apply."""
@@ -147,15 +162,7 @@ def test_local_pool_option(tmp_path: Path):
     img = np.random.default_rng(2).random((40, 48, 3)).astype(np.float32) * 0.3
     img[:, :24] += 0.6  # halves with different statistics
     write_image(src, img)
-    torch.manual_seed(0)
-    net = build_arch("nafnet", **TINY)
-    with torch.no_grad():
-        for n, p in net.named_parameters():
-            if n.endswith(("beta", "gamma")):
-                p.normal_(0, 0.5)  # blocks that are not the identity, so SCA matters
-    ck = tmp_path / "tiny.safetensors"
-    save_checkpoint(ck, net.state_dict(), {"format": CHECKPOINT_FORMAT, "arch": "nafnet", "arch_kwargs": TINY,
-                                           "task": "deblur", "prior": None})
+    ck = _tiny_deblurrer(tmp_path)
     outs = {}
     for pool in (None, "1000", "8"):
         dst = tmp_path / f"out_{pool}.png"
@@ -188,15 +195,7 @@ def test_self_ensemble_option(tmp_path: Path):
     res = _run("deblur", src, tmp_path / "id.png", "--model", "identity", "--self-ensemble", "x8")
     assert res.exit_code == 0, res.output
     np.testing.assert_array_equal(read_image(tmp_path / "id.png").pixels, read_image(src).pixels)
-    torch.manual_seed(0)
-    net = build_arch("nafnet", **TINY)
-    with torch.no_grad():
-        for n, p in net.named_parameters():
-            if n.endswith(("beta", "gamma")):
-                p.normal_(0, 0.5)
-    ck = tmp_path / "tiny.safetensors"
-    save_checkpoint(ck, net.state_dict(), {"format": CHECKPOINT_FORMAT, "arch": "nafnet", "arch_kwargs": TINY,
-                                           "task": "deblur", "prior": None})
+    ck = _tiny_deblurrer(tmp_path)
     outs = {}
     for ensemble in ("none", "flip"):
         res = _run("deblur", src, tmp_path / f"{ensemble}.png", "--model", ck, "--self-ensemble", ensemble)
