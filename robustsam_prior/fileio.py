@@ -83,6 +83,28 @@ def write_json(path: str | os.PathLike, obj: Any, indent: int = 2) -> None:
         f.write("\n")
 
 
+def trim_jsonl(path: str | os.PathLike, key: str, upto: int) -> list[dict[str, Any]]:
+    """Cut a training log (JSON lines) back to the records whose ``key`` (the step) is at most ``upto``.
+
+    A run resumed from its checkpoint at step ``upto`` redoes the later steps and logs them again, so
+    what the killed run logged after the checkpoint goes; so does a line it left cut short. The file is
+    rewritten atomically (a missing file becomes an empty one), and the records kept are returned.
+    """
+    path = Path(path)
+    kept: list[dict[str, Any]] = []
+    if path.is_file():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:  # the half-written last line of a killed run
+                continue
+            if isinstance(rec, dict) and rec.get(key, upto + 1) <= upto:
+                kept.append(rec)
+    with atomic_write(path, "w") as f:
+        f.writelines(json.dumps(r) + "\n" for r in kept)
+    return kept
+
+
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     """Hex sha256 of a file, read in 1 MiB chunks."""
     h = hashlib.sha256()

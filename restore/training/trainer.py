@@ -7,7 +7,8 @@ exact resume and DDP.
     models/iter_0000500.safetensors   periodic weights (the last ``keep_checkpoints`` are kept)
     models/final.safetensors          weights at the end (EMA weights when EMA is on)
     state/latest.pt                   training state for exact resume (torch.save, tensors/primitives only)
-    log.jsonl                         one JSON record per log/validation step
+    log.jsonl                         one JSON record per log/validation step (cut back to the state's
+                                      iteration on resume: the steps after it are logged again)
     summary.json                      iterations, wall time, final validation metrics
     tb/                               TensorBoard events
 
@@ -485,7 +486,11 @@ class Trainer:
             self.load_state_dict(load_state(self.state_path))
             logger.info("resumed from %s at iteration %d", self.state_path, self.step)
         if self.is_main:
+            from robustsam_prior.fileio import trim_jsonl
+
             self.out.mkdir(parents=True, exist_ok=True)
+            # the steps after the checkpoint are redone: drop what the stopped run logged of them
+            trim_jsonl(self.out / "log.jsonl", "iteration", self.step)
         writer = None
         if loop.tensorboard and self.is_main:
             from torch.utils.tensorboard import SummaryWriter

@@ -67,7 +67,8 @@ def read_log(run: Path, log_every: int = 10, upto: int | None = None) -> dict[st
                 continue
             if "it_per_s" in rec:
                 it = rec["iteration"]
-                # after a resume the log goes back to the checkpoint's iteration: one window of steps
+                # logs of runs resumed before the trainer cut them back on resume go back to the
+                # checkpoint's iteration: one window of steps
                 steps = it - prev if it > prev else (it - 1) % log_every + 1
                 wall += steps / max(rec["it_per_s"], 1e-9)
                 prev = it

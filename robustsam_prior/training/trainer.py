@@ -407,16 +407,6 @@ def folder_or_shapes_dataset(data: Any, *, image_size: int, seed: int) -> Any:
     return ShapesDataset(length=data.scenes, height=size, width=size, seed=seed)
 
 
-def _json_or_none(line: str) -> Any:
-    """A log line, or None for the half-written last line of a killed run."""
-    import json
-
-    try:
-        return json.loads(line)
-    except json.JSONDecodeError:
-        return None
-
-
 def train_from_options(
     options: Any,
     *,
@@ -460,7 +450,7 @@ def train_from_options(
 
     from ..checkpoint import CheckpointError
     from ..degradations import ROBUST_SEG_SET
-    from ..fileio import atomic_write, write_json
+    from ..fileio import trim_jsonl, write_json
     from ..loading import build_robustsam
     from .data import PairSampler
     from .losses import LossWeights
@@ -505,7 +495,6 @@ def train_from_options(
             instance=o.data.instance,
         )
         trainer = AntiDegradationTrainer(model, config)
-        records: list[dict[str, Any]] = []
         log_path = out / "log.jsonl"
         if saved is not None:
             if saved["init_sha256"] != model.checkpoint_sha256:
@@ -522,13 +511,10 @@ def train_from_options(
                                "not match an uninterrupted run", out, ", ".join(changed))
             trainer.load_state_dict(saved["trainer"], source=str(state_path))
             set_rng_state(saved["rng"], sampler.rng)
-            if log_path.is_file():  # drop what was logged after the checkpoint: those steps are redone
-                records = [r for r in map(_json_or_none, log_path.read_text().splitlines())
-                           if r is not None and r["step"] <= trainer.step_count]
             logger.info("resumed %s at step %d of %d", out, trainer.step_count, o.train.steps)
         resumed_from = trainer.step_count if saved is not None else None
-        with atomic_write(log_path, "w") as f:
-            f.writelines(json.dumps(r) + "\n" for r in records)
+        # the steps after the checkpoint are redone: drop what the stopped run logged of them
+        records = trim_jsonl(log_path, "step", trainer.step_count if saved is not None else 0)
         log_file = open(log_path, "a", encoding="utf-8")  # noqa: SIM115 (closed in finally)
         meta = {"name": o.name, "initialised_from": model.checkpoint_path, "seed": o.seed,
                 **({"recipe": resolved_config} if resolved_config else {})}

@@ -3,6 +3,7 @@ uninterrupted run; interrupted writes never replace a good checkpoint."""
 
 from __future__ import annotations
 
+import json
 import sys
 
 import pytest
@@ -13,6 +14,11 @@ from pipelines.config import to_dict
 from restore.training import trainer as trainer_mod
 from restore.training.trainer import load_state, train_restoration
 from robustsam_prior.checkpoint import read_checkpoint
+
+
+def _log(run):
+    recs = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in r.items() if k != "it_per_s"} for r in recs]
 
 
 def _weights(path):
@@ -31,6 +37,9 @@ def test_kill_and_resume_reaches_identical_parameters(tmp_path, recipe_factory, 
     assert not (killed_dir / "summary.json").exists()
     killed_at = load_state(state_file)["iteration"]
     assert 10 <= killed_at < 150 and killed_at % 10 == 0
+    with open(killed_dir / "log.jsonl", "a") as f:  # what the killed run logged after its checkpoint
+        f.write(json.dumps({"iteration": killed_at + 10, "loss": 1.0}) + "\n")
+        f.write('{"iteration": ' + str(killed_at + 20) + ', "loss": 0.')  # a line cut short by the kill
 
     # resume in this process (same code path as `train --resume`)
     cfg = load_train_config(str(recipe), [f"output_dir={killed_dir}"])
@@ -51,6 +60,8 @@ def test_kill_and_resume_reaches_identical_parameters(tmp_path, recipe_factory, 
     wa, wb = _weights(killed_dir / "models" / "final.safetensors"), _weights(tmp_path / "ref" / "models" / "final.safetensors")
     assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wb)
     assert resumed["metrics"] == ref["metrics"]
+    # each iteration logged once, with the uninterrupted run's values (speeds aside)
+    assert _log(killed_dir) == _log(tmp_path / "ref")
     assert not torch.are_deterministic_algorithms_enabled(), "process-wide torch settings leaked"
 
 
