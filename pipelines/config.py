@@ -252,10 +252,17 @@ def _convert_dataclass(cls: type, value: Any, path: str) -> Any:
 
 
 def read_yaml(path: str | os.PathLike) -> dict:
-    """``yaml.safe_load`` a file into a mapping; errors name the file."""
+    """``yaml.safe_load`` a file into a mapping; errors name the file.
+
+    A top-level ``base: other.yml`` (a path relative to this file's folder) reads that file first and
+    merges this one over it (:func:`merge`), so a variant of a recipe holds only what it changes.
+    """
+    return _read_yaml(Path(path), ())
+
+
+def _read_yaml(path: Path, chain: tuple[Path, ...]) -> dict:
     import yaml
 
-    path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found")
     try:
@@ -266,7 +273,32 @@ def read_yaml(path: str | os.PathLike) -> dict:
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the top level must be a mapping, got {type(data).__name__}")
-    return data
+    if "base" not in data:
+        return data
+    base = data.pop("base")
+    if not isinstance(base, str) or not base.strip():
+        raise ConfigError(f"{path}: base: expected the name of a YAML file, got {base!r}")
+    chain = (*chain, path.resolve())
+    base_path = path.parent / base
+    if base_path.resolve() in chain:
+        names = " -> ".join(str(p) for p in (*chain, base_path.resolve()))
+        raise ConfigError(f"{path}: base: the files include each other ({names})")
+    if not base_path.is_file():
+        raise ConfigError(f"{path}: base: {base_path}: config file not found")
+    return merge(_read_yaml(base_path, chain), data)
+
+
+def merge(base: dict, over: dict) -> dict:
+    """``over`` merged into a copy of ``base``: mappings key by key, anything else (lists too) replaced."""
+    import copy
+
+    out = copy.deepcopy(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
 
 
 def parse_override(text: str) -> tuple[list[str | int], Any]:
@@ -382,6 +414,12 @@ def json_schema(cls: type, *, title: str | None = None, kinds: dict[str, type] |
     """
     defs: dict[str, dict] = {}
     root = _schema_of(cls, {}, defs)
+    for other in kinds.values() if kinds else ():
+        _schema_of(other, {}, defs)
+    for top in (cls, *(kinds.values() if kinds else ())):  # see read_yaml
+        defs[top.__name__]["properties"]["base"] = {
+            "type": "string", "description": "a YAML file (relative to this one) to read first; this file's keys "
+                                             "are merged over it (mappings key by key, other values replaced)"}
     out = {"$schema": "https://json-schema.org/draft/2020-12/schema", "title": title or cls.__name__}
     if kinds:
         branch: dict[str, Any] = {"$ref": f"#/$defs/{cls.__name__}"}

@@ -161,6 +161,37 @@ def test_load_config_names_the_file_and_saves_overrides(tmp_path):
     assert read_yaml(tmp_path / "empty.yml") == {}
 
 
+def test_base_file_is_read_first_and_merged_under(tmp_path):
+    (tmp_path / "recipes").mkdir()
+    (tmp_path / "recipes" / "stage1.yml").write_text(yaml.safe_dump(
+        {**BASE, "seed": 0, "train": {"iterations": 100, "optim": {"lr": 1e-3, "weight_decay": 0.01}},
+         "data": {**BASE["data"], "train": {**BASE["data"]["train"], "include": ["a.png", "b.png"]}}}))
+    stage2 = tmp_path / "stage2.yml"  # in another folder: `base` is relative to the including file
+    stage2.write_text("base: recipes/stage1.yml\nseed: 1\ntrain: {optim: {lr: 0.0005}}\n"
+                      "data: {train: {include: [c.png]}}\n")
+    data = read_yaml(stage2)
+    assert "base" not in data and data["seed"] == 1 and data["name"] == "t"
+    assert data["train"] == {"iterations": 100, "optim": {"lr": 5e-4, "weight_decay": 0.01}}  # mappings merge
+    assert data["data"]["train"]["include"] == ["c.png"]  # lists are replaced, not joined
+    assert data["data"]["train"]["degradation"] == {"kinds": ["haze"]}
+    cfg = load_config(TrainConfig, stage2, ["train.iterations=7"])
+    assert (cfg.seed, cfg.train.iterations, cfg.train.optim.lr, cfg.train.optim.weight_decay) == (1, 7, 5e-4, 0.01)
+    assert read_yaml(tmp_path / "recipes" / "stage1.yml")["seed"] == 0  # the base file is left as it was
+
+    (tmp_path / "a.yml").write_text("base: b.yml\nseed: 1\n")
+    (tmp_path / "b.yml").write_text("base: a.yml\n")
+    with pytest.raises(ConfigError, match=r"b.yml: base: the files include each other \(.*a.yml -> .*b.yml -> .*a.yml\)"):
+        read_yaml(tmp_path / "a.yml")
+    (tmp_path / "c.yml").write_text("base: nope.yml\n")
+    with pytest.raises(ConfigError, match=r"c.yml: base: .*nope.yml: config file not found"):
+        read_yaml(tmp_path / "c.yml")
+    (tmp_path / "d.yml").write_text("base: [x.yml]\n")
+    with pytest.raises(ConfigError, match=r"d.yml: base: expected the name of a YAML file, got \['x.yml'\]"):
+        read_yaml(tmp_path / "d.yml")
+    for schema in (json_schema(PipelineConfig), json_schema(TrainConfig)):
+        assert schema["properties"]["base"]["type"] == "string"
+
+
 def test_pkg_paths_resolve_to_package_folders():
     import skimage.data
 
@@ -188,9 +219,13 @@ def test_every_shipped_yaml_validates(tmp_path):
             cfg = build(RobustSamTrainConfig, apply_overrides(data, overrides))
             assert to_dict(cfg)["name"] == data["name"]
         else:
-            # full-size recipes name dataset folders that exist only where the data sets are
+            # full-size recipes name dataset folders that exist only where the data sets are, and second
+            # stages the weights of a first that exists only where it was trained
             overrides = [f"data.{split}.{key}={tmp_path}" for split in ("train", "val")
                          for key in ("lq_dir", "gt_dir") if (data["data"].get(split) or {}).get(key)]
+            if data["model"].get("init"):
+                (tmp_path / "stage1.safetensors").touch()
+                overrides.append(f"model.init={tmp_path / 'stage1.safetensors'}")
             cfg = build(TrainConfig, apply_overrides(data, overrides))
             assert to_dict(cfg)["name"] == data["name"]
 
