@@ -423,8 +423,7 @@ def json_schema(cls: type, *, title: str | None = None, kinds: dict[str, type] |
     out = {"$schema": "https://json-schema.org/draft/2020-12/schema", "title": title or cls.__name__}
     if kinds:
         branch: dict[str, Any] = {"$ref": f"#/$defs/{cls.__name__}"}
-        for kind, other in reversed(list(kinds.items())):
-            _schema_of(other, {}, defs)
+        for kind, other in reversed(list(kinds.items())):  # their defs were made above
             branch = {
                 "if": {"properties": {"kind": {"const": kind}}, "required": ["kind"]},
                 "then": {"$ref": f"#/$defs/{other.__name__}"},
