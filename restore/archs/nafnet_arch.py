@@ -21,6 +21,15 @@ and local, so overlapping tiles agree). The output can then only rescale the inp
 a smooth airlight per pixel, not paint new colours or textures: the model that the haze follows
 (AOD-Net, Li et al. ICCV 2017, and DehazeNet, Cai et al. TIP 2016, predict the same quantities).
 
+Guided output (``guided_radius > 0``, used by the dehazers): the output is passed through a guided
+filter (He et al., "Guided Image Filtering", TPAMI 2013) with the input as guide, channel by channel,
+so that it becomes a local affine function of the input, ``out_c = a_c(p) in_c + b_c(p)`` with ``a``
+and ``b`` smooth over about ``2 * guided_radius`` pixels: the form the scattering model gives haze
+removal (``J = I / t + A (1 - 1 / t)`` with smooth ``t`` and ``A``). Structure that is not in the input,
+such as the periodic traces of the strided and pixel-shuffle resampling which dehazing's contrast
+gain amplifies on flat sky, cannot pass it. :func:`guided_filter` computes the coefficients on a
+4x coarser grid and upsamples them bilinearly (the fast guided filter, He and Sun, arXiv 1505.00996).
+
 Local statistics (``NAFNet.set_local_pool``; off unless set, as the packaged deblurrers do): SCA's
 global average is taken over a training crop (96 px here) but over the whole image at inference. TLC
 (Chu et al., "Improving Image Restoration by Revisiting Global Information Aggregation", ECCV 2022)
@@ -154,6 +163,29 @@ def box_mean(
     return y
 
 
+def guided_filter(guide: torch.Tensor, src: torch.Tensor, radius: int, eps: float, *, subsample: int = 4) -> torch.Tensor:
+    """Guided filter of ``src`` with ``guide`` (both ``(B, C, H, W)``), channel ``c`` guided by channel ``c``:
+    ``mean(a) * guide + mean(b)`` where ``a = cov(guide, src) / (var(guide) + eps)`` and
+    ``b = mean(src) - a mean(guide)`` over ``(2 radius + 1)``-pixel squares (clipped at the border, as
+    :func:`box_mean`). With ``subsample > 1`` the statistics and coefficients are taken on the
+    ``subsample``-times average-pooled images and the coefficients upsampled bilinearly."""
+    h, w = guide.shape[-2:]
+    if subsample > 1:
+        g, p = F.avg_pool2d(guide, subsample, ceil_mode=True), F.avg_pool2d(src, subsample, ceil_mode=True)
+    else:
+        g, p = guide, src
+    window = 2 * max(1, round(radius / subsample)) + 1
+    mean_g, mean_p = box_mean(g, window), box_mean(p, window)
+    var = box_mean(g * g, window) - mean_g * mean_g
+    a = (box_mean(g * p, window) - mean_g * mean_p) / (var + eps)
+    b = mean_p - a * mean_g
+    a, b = box_mean(a, window), box_mean(b, window)
+    if subsample > 1:
+        a = F.interpolate(a, size=(h, w), mode="bilinear", align_corners=False)
+        b = F.interpolate(b, size=(h, w), mode="bilinear", align_corners=False)
+    return a * guide + b
+
+
 class NAFBlock(nn.Module):
     """One NAFNet block on ``(B, channels, H, W)``; shape-preserving.
 
@@ -212,8 +244,15 @@ class NAFNet(nn.Module):
         middle_blocks: int = 1,
         dec_blocks: Sequence[int] = (1, 1, 1, 1),
         head: str = "residual",
+        guided_radius: int = 0,
+        guided_eps: float = 1e-4,
     ) -> None:
         super().__init__()
+        if guided_radius < 0 or guided_eps <= 0:
+            raise ValueError(f"guided_radius must be >= 0 and guided_eps > 0, got {guided_radius}, {guided_eps}")
+        if guided_radius and out_channels != 3:
+            raise ValueError(f"the guided output filters RGB images: out_channels must be 3, got {out_channels}")
+        self.guided_radius, self.guided_eps = guided_radius, guided_eps
         if head not in HEADS:
             raise ValueError(f"head must be one of {HEADS}, got {head!r}")
         if head == "scattering" and out_channels != 3:
@@ -291,8 +330,13 @@ class NAFNet(nn.Module):
             x = dec(up(x) + skip)
         out = self.ending(x)
         if self.head == "residual":
-            return out[..., :h, :w] + residual
-        t = T_MIN + (1 - T_MIN) * torch.sigmoid(out[..., :h, :w])
-        a = F.interpolate(torch.sigmoid(self.airlight(bottom)), size=out.shape[-2:], mode="bilinear", align_corners=False)
-        a = a[..., :h, :w]
-        return (residual - a) / t + a
+            out = out[..., :h, :w] + residual
+        else:
+            t = T_MIN + (1 - T_MIN) * torch.sigmoid(out[..., :h, :w])
+            a = F.interpolate(torch.sigmoid(self.airlight(bottom)), size=out.shape[-2:], mode="bilinear",
+                              align_corners=False)
+            a = a[..., :h, :w]
+            out = (residual - a) / t + a
+        if self.guided_radius:
+            out = guided_filter(residual[:, :3], out, self.guided_radius, self.guided_eps)
+        return out

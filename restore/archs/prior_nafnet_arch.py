@@ -74,6 +74,8 @@ class MapNAFNet(nn.Module):
         seg_channels: int = 2,
         region_dropout: float = 0.5,
         head: str = "residual",
+        guided_radius: int = 0,
+        guided_eps: float = 1e-4,
     ) -> None:
         super().__init__()
         self.map = MapUnit(seg_channels=seg_channels, dropout=region_dropout)
@@ -84,6 +86,8 @@ class MapNAFNet(nn.Module):
             middle_blocks=middle_blocks,
             dec_blocks=dec_blocks,
             head=head,
+            guided_radius=guided_radius,
+            guided_eps=guided_eps,
         )
         self.multiple = self.backbone.multiple
 
@@ -136,6 +140,8 @@ class FusionNAFNet(MapNAFNet):
         fusion_channels: int = 16,
         feature_frame: str = "sam",
         head: str = "residual",
+        guided_radius: int = 0,
+        guided_eps: float = 1e-4,
     ) -> None:
         super().__init__(
             width=width,
@@ -145,6 +151,8 @@ class FusionNAFNet(MapNAFNet):
             seg_channels=seg_channels,
             region_dropout=region_dropout,
             head=head,
+            guided_radius=guided_radius,
+            guided_eps=guided_eps,
         )
         feature_channels = dict(DEFAULT_FEATURES if feature_channels is None else feature_channels)
         self.fusion = SFTFusion(

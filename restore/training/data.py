@@ -17,6 +17,12 @@ Pairs come from (``DatasetOptions.type``):
   the whole degraded image (kept in memory, and in a ``PriorCache`` if configured), then cropped and
   augmented jointly with the images, so no image is segmented twice across epochs.
 - ``paired``: degraded/clean files matched by name; the prior is computed once per whole input image.
+- ``video``: the mean of consecutive frames of high-frame-rate video against the middle frame, and
+  ``depth_haze``: clean photos hazed through their metric depth (:mod:`restore.training.sources`);
+  both as fixed variants, like synthetic data with ``variants = N`` (``0`` counts as one).
+
+:class:`MixedDataset` draws each sample position from one of several such sets (``data.train`` and
+``data.train_extra``) with probabilities proportional to their weights, also seeded by position.
 
 Images are ``(3, H, W)`` float32 tensors in [0, 1]; label maps ``(H, W)`` int32 with ids 0..K-1
 (relabelled after cropping). Geometric augmentation (flips, rot90, rescale) is applied identically to
@@ -37,6 +43,7 @@ import torch
 
 from .options import AugmentOptions, DatasetOptions
 from .procedural import DeadLeavesImage
+from .sources import DepthHaze, FrameItem, VideoWindows
 
 logger = logging.getLogger(__name__)
 
@@ -110,6 +117,14 @@ def read_rgb(path: Path) -> np.ndarray:
     from robustsam_prior.io import read_image
 
     return np.ascontiguousarray(read_image(path).pixels, dtype=np.float32)
+
+
+def cut_border(a: np.ndarray, opts: DatasetOptions) -> np.ndarray:
+    """``a`` without ``opts.crop_border`` pixels on each side."""
+    b = opts.crop_border
+    if b and (a.shape[0] <= 2 * b or a.shape[1] <= 2 * b):
+        raise DataError(f"crop_border: {b} px on each side leaves nothing of a {a.shape[1]}x{a.shape[0]} image")
+    return a[b:a.shape[0] - b, b:a.shape[1] - b] if b else a
 
 
 def relabel(labels: np.ndarray) -> np.ndarray:
@@ -213,7 +228,16 @@ class PairDataset(torch.utils.data.Dataset):
     ) -> None:
         self.opts, self.key, self.seed, self.train = opts, key, seed, train
         self.prior, self.prior_cache = prior, prior_cache
-        if opts.type == "synthetic":
+        self.video: VideoWindows | None = None
+        self.depth: DepthHaze | None = None
+        if opts.type == "video":
+            self.video = VideoWindows(config_path(opts.video_dir), opts, f"{key}")
+            self.pairs = [(None, item) for item in self.video.items]
+        elif opts.type == "depth_haze":
+            self.clean_files = list_images(config_path(opts.clean_dir), opts, f"{key}.clean_dir")
+            self.depth = DepthHaze(config_path(opts.depth_dir), self.clean_files, opts, key)
+            self.pairs = [(None, p) for p in self.clean_files]
+        elif opts.type == "synthetic":
             self.clean_files = list_images(config_path(opts.clean_dir), opts, f"{key}.clean_dir")
             for i, extra in enumerate(opts.extra_clean_dirs):
                 folder, extra_key = config_path(extra), f"{key}.extra_clean_dirs[{i}]"
@@ -260,9 +284,14 @@ class PairDataset(torch.utils.data.Dataset):
         for _, gt in self.pairs:
             if isinstance(gt, DeadLeavesImage):
                 h = w = gt.size
+            elif isinstance(gt, FrameItem):
+                with Image.open(self.video.sequences[gt.sequence][gt.frame]) as im:
+                    w, h = im.size
             else:
                 with Image.open(gt) as im:
                     w, h = im.size
+                b = self.opts.crop_border
+                h, w = h - 2 * b, w - 2 * b
             if min(h, w) * smin < crop:
                 raise DataError(
                     f"{self.key}.crop_size: {crop} is larger than image {gt.name!r} ({w}x{h})"
@@ -299,12 +328,14 @@ class PairDataset(torch.utils.data.Dataset):
             cache.popitem(last=False)
 
     def _load(self, idx: int) -> tuple[np.ndarray | None, np.ndarray]:
+        if self.video is not None:  # frames are cached compactly by VideoWindows
+            return None, self.video.sharp(idx)
         if idx in self._images:
             self._images.move_to_end(idx)
         else:
             lq_path, gt_path = self.pairs[idx]
-            gt = gt_path.render() if isinstance(gt_path, DeadLeavesImage) else read_rgb(gt_path)
-            lq = read_rgb(lq_path) if lq_path is not None else None
+            gt = gt_path.render() if isinstance(gt_path, DeadLeavesImage) else cut_border(read_rgb(gt_path), self.opts)
+            lq = cut_border(read_rgb(lq_path), self.opts) if lq_path is not None else None
             if lq is not None and lq.shape != gt.shape:
                 raise DataError(
                     f"{self.key}: {lq_path.name} is {lq.shape[1]}x{lq.shape[0]} but its ground truth "
@@ -331,6 +362,14 @@ class PairDataset(torch.utils.data.Dataset):
             lq = lq ** (1.0 / d.gamma)
         return lq[0].permute(1, 2, 0).numpy().astype(np.float32)
 
+    def make_input(self, idx: int, gt: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """The degraded input of image ``idx`` (clean ``gt``) for one variant drawn from ``rng``."""
+        if self.video is not None:
+            return self.video.blurred(idx, rng)
+        if self.depth is not None:
+            return self.depth.hazy(idx, gt, rng)
+        return self.degrade(gt, rng)
+
     def whole_prior(self, lq: np.ndarray) -> np.ndarray | None:
         """Label map ``(H, W)`` of the prior on a whole degraded image (``None`` without a prior)."""
         if self.prior is None:
@@ -348,12 +387,12 @@ class PairDataset(torch.utils.data.Dataset):
         key = (idx, variant)
         if key in self._variants:
             self._variants.move_to_end(key)
-            lq, labels = self._variants[key]
+            lq, labels = _unpack(*self._variants[key])
         else:
             if lq is None:
-                lq = self.degrade(gt, np.random.default_rng([_SEED_SALT, self.seed, 2, idx, variant]))
+                lq = self.make_input(idx, gt, np.random.default_rng([_SEED_SALT, self.seed, 2, idx, variant]))
             labels = self.whole_prior(lq)
-            self._remember(self._variants, key, (lq, labels))
+            self._remember(self._variants, key, _pack(lq, labels, eight_bit=self.video is not None))
         return lq, gt, labels
 
     # -- samples -----------------------------------------------------------------------------------
@@ -404,6 +443,59 @@ class PairDataset(torch.utils.data.Dataset):
         return Sample(
             _chw(lq), _chw(gt), None if labels is None else torch.from_numpy(relabel(labels)), self.pairs[idx][1].name
         )
+
+
+def _pack(lq: np.ndarray, labels: np.ndarray | None, *, eight_bit: bool) -> tuple[np.ndarray, np.ndarray | None]:
+    """Compact copies for the variant cache, losslessly: inputs already quantised to 8 bits as uint8,
+    label maps with fewer than 32768 regions as int16."""
+    if eight_bit:
+        lq = np.round(lq * 255.0).astype(np.uint8)
+    if labels is not None and labels.size and labels.max() < 2**15:
+        labels = labels.astype(np.int16)
+    return lq, labels
+
+
+def _unpack(lq: np.ndarray, labels: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
+    if lq.dtype == np.uint8:
+        lq = lq.astype(np.float32) / 255.0
+    return lq, None if labels is None else labels.astype(np.int32)
+
+
+class MixedDataset(torch.utils.data.Dataset):
+    """Training samples drawn from several :class:`PairDataset` parts by sample position.
+
+    Position ``p`` goes to part ``k`` with probability ``weights[k] / sum(weights)``, drawn from a
+    generator seeded with ``(seed, p)``; the part then makes its own sample ``p``. So, like each part,
+    the mixture depends only on the seed and the position (resume and DDP stay exact).
+    """
+
+    def __init__(self, parts: list[PairDataset], weights: list[float], *, seed: int) -> None:
+        if any(p.needs_prior_on_batch() for p in parts) and len(parts) > 1:
+            bad = next(p.key for p in parts if p.needs_prior_on_batch())
+            raise DataError(f"{bad}.variants: a mixture of training sets needs fixed variants (variants > 0) "
+                            "where a prior is used: fresh samples take their prior per batch")
+        total = float(sum(weights))
+        if total <= 0:
+            raise DataError("data.train.weight: the mixture weights must not all be 0")
+        self.parts, self.seed = parts, seed
+        self.cumulative = np.cumsum(np.asarray(weights, dtype=np.float64) / total)
+
+    @property
+    def num_images(self) -> int:
+        return sum(p.num_images for p in self.parts)
+
+    def __len__(self) -> int:
+        return self.num_images
+
+    def needs_prior_on_batch(self) -> bool:
+        return any(p.needs_prior_on_batch() for p in self.parts)
+
+    def part_of(self, position: int) -> int:
+        u = np.random.default_rng([_SEED_SALT, self.seed, 3, position]).random()
+        return int(min(np.searchsorted(self.cumulative, u, side="right"), len(self.parts) - 1))
+
+    def __getitem__(self, position: int) -> Sample:
+        return self.parts[self.part_of(position)][position]
 
 
 def collate(samples: list[Sample]) -> dict[str, Any]:

@@ -76,10 +76,20 @@ class DatasetOptions:
     ``paired``: degraded images in ``lq_dir`` matched to ground truth in ``gt_dir`` by ``gt_match``:
     ``name`` (same file name), ``stem`` (same name without extension) or ``prefix`` (the ground truth
     is the input's stem up to the first ``_``, as RESIDE names hazy ``0001_0.8_0.2.png`` for ``0001.png``).
+    ``video``: folders of consecutive sharp frames of high-frame-rate video in ``video_dir``; the input
+    is the mean of ``frames`` consecutive frames (in linear light with ``frame_gamma``), the ground truth
+    the middle one (the GoPro dataset's synthesis, Nah et al., CVPR 2017).
+    ``depth_haze``: clean images in ``clean_dir`` with metric depth maps in ``depth_dir`` (``.npy`` or
+    16-bit PNG in millimetres, matched by stem), hazed by the scattering model ``t = exp(-beta d)`` with
+    ``beta`` per metre and a grey ``airlight`` drawn per variant (RESIDE's ITS recipe, Li et al., TIP 2019).
     """
 
-    type: Literal["synthetic", "paired"] = _f("synthetic", "where pairs come from")
-    clean_dir: str | None = _f(None, "synthetic: folder of clean images (pkg://skimage.data allowed)", exists="dir")
+    type: Literal["synthetic", "paired", "video", "depth_haze"] = _f("synthetic", "where pairs come from")
+    name: str | None = _f(None, "label of this set in logs (validation metrics val_<name>/...; mixture parts)")
+    weight: float = _f(1.0, "training mixture: relative share of samples drawn from this set (data.train "
+                       "and each data.train_extra)", min=0.0)
+    clean_dir: str | None = _f(None, "synthetic, depth_haze: folder of clean images (pkg://skimage.data allowed)",
+                               exists="dir")
     extra_clean_dirs: tuple[str, ...] = _f(
         (), "synthetic: more folders of clean images, filtered by the same include/exclude (pkg:// allowed)")
     dead_leaves: int = _f(
@@ -89,6 +99,21 @@ class DatasetOptions:
     lq_dir: str | None = _f(None, "paired: folder of degraded images", exists="dir")
     gt_dir: str | None = _f(None, "paired: folder of ground-truth images", exists="dir")
     gt_match: Literal["name", "stem", "prefix"] = _f("stem", "paired: how input names map to ground truth")
+    video_dir: str | None = _f(
+        None, "video: folder of frame sequences (each sub-folder of image files is one sequence, or the folder "
+        "itself when it holds the frames)", exists="dir")
+    frames: tuple[int, int] = _f((7, 13), "video: inclusive range of the number N of consecutive frames averaged "
+                                 "per input, drawn per variant (GoPro: 7-13); the ground truth is frame N // 2")
+    frame_gamma: float = _f(2.2, "video: average in linear light, frames**gamma then mean then **(1/gamma) "
+                            "(an inverse gamma-2.2 camera response as GoPro's); 1 = average the stored values",
+                            min=0.1, max=5.0)
+    frame_step: int = _f(1, "video: use every k-th frame as a window centre (e.g. sparser validation)", min=1)
+    depth_dir: str | None = _f(None, "depth_haze: folder of metric depth maps matching clean_dir by stem",
+                               exists="dir")
+    beta: tuple[float, float] = _f((0.05, 0.4), "depth_haze: scattering coefficient range per metre")
+    crop_border: int = _f(0, "pixels cut from each side of every image (and depth map) when it is read, e.g. "
+                          "the white frame of NYU-Depth-v2 photos", min=0)
+    airlight: tuple[float, float] = _f((0.7, 1.0), "depth_haze: grey airlight range")
     include: tuple[str, ...] = _f(("*",), "glob patterns of file names to use")
     exclude: tuple[str, ...] = _f((), "glob patterns of file names to leave out (e.g. held-out images)")
     recursive: bool = _f(False, "look into sub-folders")
@@ -108,34 +133,52 @@ class DatasetOptions:
         "dropped first; use prior.cache_dir so dropped label maps are read back instead of recomputed", min=0)
 
     def check(self) -> None:
-        if self.type == "synthetic":
-            if self.clean_dir is None:
-                raise ValueError("clean_dir: required for type 'synthetic'")
-            if self.degradation is None:
-                raise ValueError("degradation: required for type 'synthetic'")
-            if self.lq_dir is not None or self.gt_dir is not None:
-                raise ValueError("lq_dir: only for type 'paired'")
-        else:
-            if self.lq_dir is None:
-                raise ValueError("lq_dir: required for type 'paired'")
-            if self.gt_dir is None:
-                raise ValueError("gt_dir: required for type 'paired'")
-            if self.clean_dir is not None or self.extra_clean_dirs:
-                raise ValueError("clean_dir: only for type 'synthetic'")
-            if self.dead_leaves:
-                raise ValueError("dead_leaves: only for type 'synthetic'")
-            if self.variants:
-                raise ValueError("variants: only for type 'synthetic'")
+        required = {"synthetic": ("clean_dir", "degradation"), "paired": ("lq_dir", "gt_dir"),
+                    "video": ("video_dir",), "depth_haze": ("clean_dir", "depth_dir")}[self.type]
+        for key in required:
+            if getattr(self, key) is None:
+                raise ValueError(f"{key}: required for type {self.type!r}")
+        owners = {"clean_dir": ("synthetic", "depth_haze"), "extra_clean_dirs": ("synthetic", "depth_haze"),
+                  "degradation": ("synthetic",), "dead_leaves": ("synthetic",), "lq_dir": ("paired",),
+                  "gt_dir": ("paired",), "video_dir": ("video",), "depth_dir": ("depth_haze",),
+                  "variants": ("synthetic", "video", "depth_haze")}
+        for key, types in owners.items():
+            if self.type not in types and getattr(self, key):
+                raise ValueError(f"{key}: only for type {' or '.join(repr(t) for t in types)}")
+        lo, hi = self.frames
+        if not 1 <= lo <= hi:
+            raise ValueError(f"frames: expected 1 <= low <= high, got [{lo}, {hi}]")
+        for key in ("beta", "airlight"):
+            lo, hi = getattr(self, key)
+            if not 0 <= lo <= hi:
+                raise ValueError(f"{key}: expected 0 <= low <= high, got [{lo}, {hi}]")
+        if self.airlight[1] > 1:
+            raise ValueError(f"airlight: must be <= 1, got {self.airlight[1]}")
 
 
 @dataclass(frozen=True)
 class DataOptions:
     train: DatasetOptions = _f(None, "training pairs")
+    train_extra: tuple[DatasetOptions, ...] = _f(
+        (), "more training sets mixed with data.train, each sample drawn from one set with probability "
+        "proportional to its weight (all share data.train's crop_size)")
     val: DatasetOptions | None = _f(None, "held-out validation pairs (fixed degradations, seeded)")
+    val_extra: tuple[DatasetOptions, ...] = _f(
+        (), "more validation sets, each with a name; logged as val_<name>/<metric>")
 
     def check(self) -> None:
         if self.train is None:
             raise ValueError("train: missing required key")
+        for i, extra in enumerate(self.train_extra):
+            if extra.crop_size != self.train.crop_size:
+                raise ValueError(f"train_extra[{i}].crop_size: must equal train.crop_size "
+                                 f"({self.train.crop_size}), got {extra.crop_size}")
+        names = [v.name for v in self.val_extra]
+        for i, name in enumerate(names):
+            if not name:
+                raise ValueError(f"val_extra[{i}].name: required (the metrics are logged as val_<name>/...)")
+            if names.index(name) != i:
+                raise ValueError(f"val_extra[{i}].name: {name!r} is used twice")
         if self.train.crop_size == 0:
             raise ValueError("train.crop_size: training needs a crop size >= 8")
         if self.train.crop_size < 8:

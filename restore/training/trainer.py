@@ -49,7 +49,7 @@ from torch import nn
 
 from robustsam_prior.prior import PriorOutput
 
-from .data import DataError, PairDataset, PositionBatches, collate
+from .data import DataError, MixedDataset, PairDataset, PositionBatches, collate
 from .losses import PixelLoss
 from .options import TrainConfig
 
@@ -308,13 +308,24 @@ class Trainer:
                 "are computed per crop; use type 'synthetic' with variants: 0"
             )
         cache = _prior_cache(cfg.prior.cache_dir) if self.prior is not None else None
-        self.train_ds = PairDataset(cfg.data.train, key="data.train", seed=cfg.seed, train=True,
-                                    prior=self.prior, prior_cache=cache)
-        self.val_ds = None
+        self.train_ds: PairDataset | MixedDataset = PairDataset(
+            cfg.data.train, key="data.train", seed=cfg.seed, train=True, prior=self.prior, prior_cache=cache)
+        if cfg.data.train_extra:
+            parts = [self.train_ds] + [
+                PairDataset(o, key=f"data.train_extra[{i}]", seed=cfg.seed, train=True, prior=self.prior,
+                            prior_cache=cache)
+                for i, o in enumerate(cfg.data.train_extra)]
+            self.train_ds = MixedDataset(parts, [o.weight for o in (cfg.data.train, *cfg.data.train_extra)],
+                                         seed=cfg.seed)
+        # validation sets by metric prefix: data.val logs val/<metric>, data.val_extra val_<name>/<metric>
+        self.val_sets: dict[str, PairDataset] = {}
         if cfg.data.val is not None:
-            self.val_ds = PairDataset(cfg.data.val, key="data.val", seed=cfg.seed + 1_000_003, train=False,
-                                      prior=None)
-        self._val_priors: dict[int, PriorOutput | None] = {}
+            self.val_sets["val"] = PairDataset(cfg.data.val, key="data.val", seed=cfg.seed + 1_000_003,
+                                               train=False, prior=None)
+        for i, o in enumerate(cfg.data.val_extra):
+            self.val_sets[f"val_{o.name}"] = PairDataset(o, key=f"data.val_extra[{i}]", seed=cfg.seed + 1_000_003,
+                                                         train=False, prior=None)
+        self._val_priors: dict[tuple[str, int], PriorOutput | None] = {}
         self.model: nn.Module = self.net
         if self.world > 1:
             self.model = nn.parallel.DistributedDataParallel(
@@ -410,38 +421,43 @@ class Trainer:
         logger.info("checkpoint at iteration %d", self.step)
 
     # -- validation --------------------------------------------------------------------------------
-    def _val_prior(self, idx: int, lq: torch.Tensor) -> PriorOutput | None:
+    def _val_prior(self, key: tuple[str, int], lq: torch.Tensor) -> PriorOutput | None:
         if self.prior is None:
             return None
-        if idx not in self._val_priors:
-            self._val_priors[idx] = self.prior(lq)
-        return self._val_priors[idx]
+        if key not in self._val_priors:
+            self._val_priors[key] = self.prior(lq)
+        return self._val_priors[key]
+
+    @property
+    def val_ds(self) -> PairDataset | None:
+        """The main validation set (``data.val``), or ``None``."""
+        return self.val_sets.get("val")
 
     @torch.no_grad()
     def validate(self) -> dict[str, float]:
-        """Metrics of the inference weights (EMA if on) and of the degraded input, over the whole
-        validation set (sharded over ranks, summed)."""
-        if self.val_ds is None:
-            return {}
+        """Metrics of the inference weights (EMA if on) and of the degraded input over every
+        validation set (sharded over ranks, summed): ``<prefix>/<metric>`` and ``<prefix>/input_<metric>``."""
         module = self.inference_module()
         was_training = module.training
         module.eval()
         names = list(self.metrics)
-        sums = [0.0] * (2 * len(names) + 1)
-        for idx in range(self.rank, len(self.val_ds), self.world):
-            s = self.val_ds[idx]
-            lq, gt = s.lq[None].to(self.device), s.gt[None].to(self.device)
-            prior = self._val_prior(idx, lq)
-            pred = module(lq.contiguous(memory_format=self.memory_format), prior).clamp(0, 1)
-            for j, name in enumerate(names):
-                sums[j] += float(self.metrics[name](pred, gt))
-                sums[len(names) + j] += float(self.metrics[name](lq, gt))
-            sums[-1] += 1
+        out: dict[str, float] = {}
+        for prefix, ds in self.val_sets.items():
+            sums = [0.0] * (2 * len(names) + 1)
+            for idx in range(self.rank, len(ds), self.world):
+                s = ds[idx]
+                lq, gt = s.lq[None].to(self.device), s.gt[None].to(self.device)
+                prior = self._val_prior((prefix, idx), lq)
+                pred = module(lq.contiguous(memory_format=self.memory_format), prior).clamp(0, 1)
+                for j, name in enumerate(names):
+                    sums[j] += float(self.metrics[name](pred, gt))
+                    sums[len(names) + j] += float(self.metrics[name](lq, gt))
+                sums[-1] += 1
+            sums = _all_reduce_sum(sums, self.world, self._reduce_device)
+            n = max(sums[-1], 1)
+            out.update({f"{prefix}/{k}": sums[j] / n for j, k in enumerate(names)})
+            out.update({f"{prefix}/input_{k}": sums[len(names) + j] / n for j, k in enumerate(names)})
         module.train(was_training)
-        sums = _all_reduce_sum(sums, self.world, self._reduce_device)
-        n = max(sums[-1], 1)
-        out = {f"val/{k}": sums[j] / n for j, k in enumerate(names)}
-        out.update({f"val/input_{k}": sums[len(names) + j] / n for j, k in enumerate(names)})
         return out
 
     @property

@@ -36,7 +36,8 @@ ROBUST_SEG_SET: tuple[str, ...] = (
 )
 
 #: What restoration needs beyond the Robust-Seg set.
-RESTORATION_SET: tuple[str, ...] = ("haze", "camera_shake_blur", "nonuniform_shake_blur", "defocus_blur")
+RESTORATION_SET: tuple[str, ...] = (
+    "haze", "camera_shake_blur", "nonuniform_shake_blur", "frame_average_blur", "defocus_blur")
 
 
 @dataclass

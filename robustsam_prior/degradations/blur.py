@@ -16,6 +16,7 @@ from .kernels import (
     camera_shake_trajectory,
     defocus_kernel,
     line_kernel,
+    rasterize_trajectory,
 )
 
 #: Extent (px) of the camera-shake trajectory per severity, for both camera-shake blurs.
@@ -249,3 +250,43 @@ def nonuniform_shake_blur(
     sx, sy, a = np.interp(t, idx, shift[:, 0]), np.interp(t, idx, shift[:, 1]), np.interp(t, idx, angle)
     warps = (_rotation_shift(cx, cy, th, dx, dy) for dx, dy, th in zip(sx, sy, a, strict=True))
     return Out(_mean_of_warps(x, warps), extra={"n_copies": n})
+
+
+@register(
+    "frame_average_blur",
+    family="blur",
+    params=(
+        ParamRange(
+            "size",
+            ((4, 10), (10, 20), (20, 32), (32, 48), (48, 64)),
+            unit="px",
+            help="extent of the camera path over the exposure (largest of its width and height)",
+            bounds=(0, None),
+        ),
+        ParamRange("frames", same(7, 13), integer=True, help="number of sharp frames averaged", bounds=(1, None)),
+        ParamRange("anxiety", same(0.0, 0.3), help="how erratic the path is (0 = smooth curve)", bounds=(0, 1)),
+        ParamRange("gamma", same(2.2, 2.2), help="average in linear light: x**gamma, mean, **(1/gamma)",
+                   bounds=(0.1, 5)),
+    ),
+    summary="motion blur as high-frame-rate video makes it: the mean of a few sharp frames along a camera "
+    "path, in linear light (discrete copies, which a fast motion leaves as ghosts rather than a streak)",
+    reference="GoPro (Nah et al., CVPR 2017): 7-13 frames of 240-fps video averaged after an inverse "
+    "gamma-2.2 camera response; path model as camera_shake_blur",
+)
+def frame_average_blur(
+    image: np.ndarray, *, size: float, frames: int, anxiety: float, gamma: float, rng: np.random.Generator
+) -> Out:
+    """Mean of ``frames`` copies of the image shifted to equally spaced times along one camera path
+    (:func:`~.kernels.camera_shake_trajectory` of extent ``size``), as one kernel of ``frames``
+    bilinear points centred on its mass, applied to ``image ** gamma``."""
+    x = check_image(image)
+    if size <= 1 or frames <= 1:
+        return Out(x.copy(), kernel=np.ones((1, 1), np.float32))
+    path = camera_shake_trajectory(size, rng, anxiety=anxiety)
+    t = np.linspace(0, len(path) - 1, int(frames))
+    idx = np.arange(len(path))
+    points = np.stack([np.interp(t, idx, path[:, 0]), np.interp(t, idx, path[:, 1])], axis=1)
+    kernel = rasterize_trajectory(points - points.mean(axis=0))
+    linear = np.power(x, gamma, dtype=np.float32)
+    out = np.power(np.clip(blur_with_kernel(linear, kernel), 0.0, 1.0), 1.0 / gamma).astype(np.float32)
+    return Out(out, kernel=kernel, extra={"frames": int(frames)})

@@ -536,3 +536,42 @@ def test_register_with_basicsr_refuses_a_different_class(monkeypatch):
     monkeypatch.setattr(ARCH_REGISTRY, "_obj_map", {**ARCH_REGISTRY._obj_map, "NAFNet": object})
     with pytest.raises(RuntimeError, match="different 'NAFNet'"):
         register_with_basicsr()
+
+
+def test_guided_filter_matches_kornia_inside_and_removes_what_the_guide_lacks():
+    from kornia.filters import guided_blur
+
+    from restore.archs.nafnet_arch import guided_filter
+
+    g = torch.Generator().manual_seed(0)
+    guide = F.interpolate(torch.rand(1, 3, 12, 12, generator=g), size=(96, 96), mode="bicubic").clamp(0, 1)
+    src = 0.6 * guide + 0.2 + 0.05 * torch.rand(1, 3, 96, 96, generator=g)
+    exact = guided_filter(guide, src, 5, 1e-3, subsample=1)
+    ref = guided_blur(guide.reshape(3, 1, 96, 96), src.reshape(3, 1, 96, 96), 11, 1e-3).reshape(1, 3, 96, 96)
+    torch.testing.assert_close(exact[..., 10:-10, 10:-10], ref[..., 10:-10, 10:-10], atol=1e-5, rtol=0)
+    # a 16-px grid that is not in the guide is removed; an affine map of the guide passes unchanged
+    grid = torch.zeros(96, 96)
+    grid[::16] = grid[:, ::16] = 0.1
+    out = guided_filter(guide, 0.7 * guide + 0.1 + grid, 16, 1e-4)
+    residual = out - (0.7 * guide + 0.1)
+    assert residual[..., ::16, :].abs().mean() < 0.2 * 0.1
+    torch.testing.assert_close(guided_filter(guide, 0.7 * guide + 0.1, 16, 1e-4), 0.7 * guide + 0.1,
+                               atol=2e-3, rtol=0)
+
+
+def test_guided_output_is_an_option_of_every_nafnet_and_needs_no_weights():
+    prior = PriorOutput(torch.zeros(1, 40, 48, dtype=torch.int32), {}, {})
+    x = torch.rand(1, 3, 40, 48)
+    for arch in ("nafnet", "map_nafnet"):
+        torch.manual_seed(0)
+        plain = build_arch(arch, **TINY).eval()
+        torch.manual_seed(0)
+        guided = build_arch(arch, **TINY, guided_radius=8).eval()
+        assert plain.state_dict().keys() == guided.state_dict().keys()
+        guided.load_state_dict(plain.state_dict())
+        from restore.archs.nafnet_arch import guided_filter
+
+        with torch.no_grad():
+            torch.testing.assert_close(guided(x, prior), guided_filter(x, plain(x, prior), 8, 1e-4))
+    with pytest.raises(ValueError, match="guided_radius must be >= 0"):
+        NAFNet(guided_radius=-1)

@@ -430,3 +430,24 @@ def test_camera_shake_kernel_is_centred_on_its_mass(seed):
     ys, xs = np.mgrid[: k.shape[0], : k.shape[1]]
     assert abs((k * xs).sum() / k.sum() - half) < 1e-3
     assert abs((k * ys).sum() / k.sum() - half) < 1e-3
+
+
+def test_frame_average_blur_is_the_linear_light_mean_of_discrete_copies():
+    # one bright dot: the output (back in linear light) holds `frames` copies whose masses sum to the
+    # dot's, centred on it (mass-centred kernel), each a bilinear splat (at most 4 pixels)
+    x = torch.zeros(1, 3, 129, 129)
+    x[:, :, 64, 64] = 1.0
+    out = degrade(x, "frame_average_blur", 5, seed=3, overrides={"frames": 9, "anxiety": 0.0})
+    lin = out.image[0, 0].numpy().astype(np.float64) ** 2.2
+    assert lin.sum() == pytest.approx(1.0, rel=1e-3)
+    yy, xx = np.mgrid[:129, :129]
+    assert (lin * yy).sum() == pytest.approx(64, abs=0.05) and (lin * xx).sum() == pytest.approx(64, abs=0.05)
+    assert 9 <= (lin > 1e-6).sum() <= 36
+    extent = max(np.ptp(yy[lin > 1e-3]), np.ptp(xx[lin > 1e-3]))
+    assert out.params["size"] - 3 <= extent <= out.params["size"] + 1
+    # a flat image stays flat; one frame or under a pixel of motion is the identity
+    flat = degrade(_flat(0.3, 64, 64), "frame_average_blur", 4, seed=0).image
+    torch.testing.assert_close(flat, _flat(0.3, 64, 64), atol=1e-5, rtol=0)
+    img = _textured()
+    for overrides in ({"frames": 1}, {"size": 1.0}):
+        torch.testing.assert_close(degrade(img, "frame_average_blur", 3, seed=0, overrides=overrides).image, img)
