@@ -355,3 +355,24 @@ def test_quality_benchmark_script_on_tiny_real_pairs(tmp_path):
                            "map_nafnet + regions (default, flip self-ensemble)"]
     flip = whole["map_nafnet + regions (default, flip self-ensemble)"]
     assert flip["psnr"] != whole["map_nafnet + regions (default)"]["psnr"]
+    # the video validation set beside the real one: per-image rows and each method's worst gain
+    frames = tmp_path / "video" / "seq"
+    frames.mkdir(parents=True)
+    for i in range(20):
+        write_image(frames / f"{i:06d}.png", np.roll(rng.random((40, 48, 3), dtype=np.float32), i, axis=1))
+    out = tmp_path / "v.json"
+    res = subprocess.run(
+        [sys.executable, str(script), "--task", "deblur", "--sets", "real,video", "--skip-speed", "--threads", "1",
+         "--real-dir", str(tmp_path / "real"), "--video-dir", str(tmp_path / "video"), "--default-deblur",
+         str(default), "--ablation-deblur", str(ablation), "--json", str(out)],
+        capture_output=True, text=True, check=True)
+    records = json.loads(out.read_text())["records"]
+    video = {r["method"]: r for r in records if r["set"] == "video"}
+    assert video["input"]["n"] == 2  # centres 6 and 10 of 20 frames (windows of up to 13, every 4th)
+    assert set(video["input"]["per_image"]) == {"seq/000006.png", "seq/000010.png"}
+    for r in (r for r in records if r["method"] != "input"):
+        base = next(b for b in records if b["set"] == r["set"] and b["method"] == "input")
+        per = [r["per_image"][k]["psnr"] - base["per_image"][k]["psnr"] for k in base["per_image"]]
+        assert r["worst_gain"] == pytest.approx(min(per)) and r["gain"] == pytest.approx(np.mean(per))
+    assert "video, per image (PSNR dB):" in res.stdout and "| seq/000006.png |" in res.stdout
+    assert "worst" in res.stdout
