@@ -19,7 +19,8 @@ Sets (each row is the mean over the set's images):
   ``scripts/layout_training_data.py``), every 4th frame the centre of a mean of 7-13 frames in linear light
   against that frame, as ``type: video`` data makes it (fixed seed).
 - ``depth`` (dehaze): the depth-haze validation of the dehazing recipes, held-out NYU-Depth-v2 photos hazed
-  through their measured depth (``--depth-dir``, default ``data/train/nyu/val``), as ``type: depth_haze``.
+  through their measured depth (``--depth-dir``, default ``data/train/nyu/val``), as ``type: depth_haze``
+  makes it, three fixed hazes of each.
 
 Choose runs and iterations on ``video``, ``depth`` and the validation photos of ``synthetic`` (chelsea,
 coffee); ``real`` is a test set, reported and never selected on. Each table is followed by per-image PSNR
@@ -146,11 +147,14 @@ def validation_pairs(task: str, folder: Path) -> list[Pair]:
     else:
         opts = DatasetOptions(type="depth_haze", clean_dir=str(folder / "images"), depth_dir=str(folder / "depth"),
                               crop_border=8, beta=(0.05, 0.35), airlight=(0.7, 1.0), crop_size=0)
-    ds = PairDataset(opts, key=f"{task} validation", seed=BASE_SEED, train=False)
     pairs = []
-    for i in range(len(ds)):
-        s = ds[i]
-        pairs.append(Pair(s.name, s.lq.permute(1, 2, 0).numpy(), s.gt.permute(1, 2, 0).numpy()))
+    # few depth photos: three hazes of each (seeds), so that one draw of beta does not decide the set
+    for k in range(1 if task == "deblur" else 3):
+        ds = PairDataset(opts, key=f"{task} validation", seed=BASE_SEED + k, train=False)
+        for i in range(len(ds)):
+            s = ds[i]
+            name = s.name if task == "deblur" else f"{s.name}/{k}"
+            pairs.append(Pair(name, s.lq.permute(1, 2, 0).numpy(), s.gt.permute(1, 2, 0).numpy()))
     return pairs
 
 

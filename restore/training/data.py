@@ -365,10 +365,12 @@ class PairDataset(torch.utils.data.Dataset):
     def make_input(self, idx: int, gt: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """The degraded input of image ``idx`` (clean ``gt``) for one variant drawn from ``rng``."""
         if self.video is not None:
-            return self.video.blurred(idx, rng)
-        if self.depth is not None:
-            return self.depth.hazy(idx, gt, rng)
-        return self.degrade(gt, rng)
+            return self.video.blurred(idx, rng)  # quantised already
+        lq = self.depth.hazy(idx, gt, rng) if self.depth is not None else self.degrade(gt, rng)
+        return self._quantised(lq)
+
+    def _quantised(self, lq: np.ndarray) -> np.ndarray:
+        return (np.round(lq * 255.0) / 255.0).astype(np.float32) if self.opts.quantise else lq
 
     def whole_prior(self, lq: np.ndarray) -> np.ndarray | None:
         """Label map ``(H, W)`` of the prior on a whole degraded image (``None`` without a prior)."""
@@ -392,7 +394,7 @@ class PairDataset(torch.utils.data.Dataset):
             if lq is None:
                 lq = self.make_input(idx, gt, np.random.default_rng([_SEED_SALT, self.seed, 2, idx, variant]))
             labels = self.whole_prior(lq)
-            self._remember(self._variants, key, _pack(lq, labels, eight_bit=self.video is not None))
+            self._remember(self._variants, key, _pack(lq, labels, eight_bit=self.video is not None or self.opts.quantise))
         return lq, gt, labels
 
     # -- samples -----------------------------------------------------------------------------------
@@ -428,7 +430,7 @@ class PairDataset(torch.utils.data.Dataset):
         gt, lq, labels = augment_geometry([gt, lq, labels], rng, aug)
         gt, lq = color_jitter(gt, rng, aug.color, like=lq)
         if lq is None:  # fresh synthetic sample
-            lq = self.degrade(gt, rng)
+            lq = self._quantised(self.degrade(gt, rng))
         return Sample(_chw(lq), _chw(gt), None if labels is None else torch.from_numpy(relabel(labels)), name)
 
     def val_sample(self, idx: int) -> Sample:

@@ -111,6 +111,8 @@ class DatasetOptions:
     depth_dir: str | None = _f(None, "depth_haze: folder of metric depth maps matching clean_dir by stem",
                                exists="dir")
     beta: tuple[float, float] = _f((0.05, 0.4), "depth_haze: scattering coefficient range per metre")
+    quantise: bool = _f(False, "round degraded inputs to 8 bits, as a degraded photo saved to disk is (fixed variants "
+                        "are then also kept in memory as 8-bit, a quarter of the float size); video inputs always are")
     crop_border: int = _f(0, "pixels cut from each side of every image (and depth map) when it is read, e.g. "
                           "the white frame of NYU-Depth-v2 photos", min=0)
     airlight: tuple[float, float] = _f((0.7, 1.0), "depth_haze: grey airlight range")

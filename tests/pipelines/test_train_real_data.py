@@ -227,3 +227,22 @@ def test_layout_script_lays_out_the_snapshot_and_records_every_file(tmp_path):
     assert "1 missing in the snapshot: data/level1/0801.png" in proc.stdout
     assert json.loads((tmp_path / "out2/SOURCES.json").read_text())["missing_in_snapshot"] == ["data/level1/0801.png"]
     assert sorted(p.name for p in (tmp_path / "out2/div2k").iterdir()) == ["0800.png"]
+
+
+def test_quantised_inputs_are_8_bit_and_kept_compactly(tmp_path):
+    img_dir, _, _, _ = _nyu_like(tmp_path)
+    deg = DegradationOptions(kinds=("frame_average_blur",), severity=(2, 2))
+    opts = DatasetOptions(type="synthetic", clean_dir=str(img_dir), degradation=deg, variants=2, crop_size=16,
+                          augment=NO_AUG, quantise=True)
+    ds = PairDataset(opts, key="data.train", seed=0, train=True)
+    lq = ds._variant(0, 1)[0]
+    np.testing.assert_array_equal(lq * 255, np.round(lq * 255))
+    assert ds._variants[(0, 1)][0].dtype == np.uint8
+    np.testing.assert_array_equal(ds._variant(0, 1)[0], lq)
+    # the same draw without quantise differs from it by under half a grey level
+    plain = PairDataset(opts.__class__(**{**opts.__dict__, "quantise": False}), key="data.train", seed=0, train=True)
+    diff = np.abs(plain._variant(0, 1)[0] - lq)
+    assert 0 < diff.max() <= 0.5 / 255 + 1e-6
+    fresh = PairDataset(opts.__class__(**{**opts.__dict__, "variants": 0}), key="data.train", seed=0, train=True)
+    x = fresh[3].lq.numpy()
+    np.testing.assert_array_equal(x * 255, np.round(x * 255))
