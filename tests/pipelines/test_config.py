@@ -221,8 +221,13 @@ def test_every_shipped_yaml_validates(tmp_path):
         else:
             # full-size recipes name dataset folders that exist only where the data sets are, and second
             # stages the weights of a first that exists only where it was trained
-            overrides = [f"data.{split}.{key}={tmp_path}" for split in ("train", "val")
-                         for key in ("lq_dir", "gt_dir") if (data["data"].get(split) or {}).get(key)]
+            overrides = []
+            sets = [data["data"].get(k) for k in ("train", "val")]
+            sets += data["data"].get("train_extra", []) + data["data"].get("val_extra", [])
+            for raw in filter(None, sets):
+                for key in ("lq_dir", "gt_dir", "video_dir", "depth_dir", "clean_dir"):
+                    if raw.get(key) and not raw[key].startswith("pkg://"):
+                        raw[key] = str(tmp_path)
             if data["model"].get("init"):
                 (tmp_path / "stage1.safetensors").touch()
                 overrides.append(f"model.init={tmp_path / 'stage1.safetensors'}")

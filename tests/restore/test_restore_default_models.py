@@ -57,27 +57,46 @@ def test_packaged_weights_load_with_their_metadata(name):
 
 def test_held_out_photos_are_in_no_default_training_set():
     """The examples, the benchmark's synthetic sets and the crops below come from HELD_OUT_PHOTOS, so no
-    default recipe may train on them (its clean_dir, extra_clean_dirs and include/exclude as the trainer
-    reads them)."""
-    from pipelines.config import apply_overrides, build, read_yaml
+    default recipe may train on them (the clean_dir, extra_clean_dirs and include/exclude of every
+    training set, as the trainer reads them); and no recipe trains on a folder it validates on."""
+    from pipelines.config import build, read_yaml
     from restore.training.data import DataError, config_path, list_images
-    from restore.training.options import TrainConfig
+    from restore.training.options import DatasetOptions
     from robustsam_prior.fileio import package_path
 
     held = {package_path(url).resolve() for url in HELD_OUT_PHOTOS.values()}
     assert all(p.is_file() for p in held)
     recipes = sorted((REPO / "pipelines").glob("train_default_*.yml"))
-    assert len(recipes) == 6
+    assert len(recipes) == 10
+    folder_keys = ("clean_dir", "extra_clean_dirs", "video_dir", "lq_dir", "gt_dir", "depth_dir")
+
+    def folders(raw: dict) -> set[str]:
+        out = set()
+        for key in folder_keys:
+            value = raw.get(key)
+            out |= set(value) if isinstance(value, list) else {value} if value else set()
+        return out
+
     for recipe in recipes:
-        data = read_yaml(recipe)  # second stages: the first stage's weights exist only where it was trained
-        train = build(TrainConfig, apply_overrides(data, ["model.init=null"])).data.train
-        for folder in (train.clean_dir, *train.extra_clean_dirs):
-            try:
-                files = {p.resolve() for p in list_images(config_path(folder), train, recipe.name)}
-            except DataError:  # a package that is not installed here (scikit-learn: the `train` extra)
-                assert not any(url.startswith(folder) for url in HELD_OUT_PHOTOS.values())
+        data = read_yaml(recipe)["data"]
+        sets = [data["train"], *data.get("train_extra", [])]
+        val_folders = set().union(*(folders(v) for v in [data.get("val") or {}, *data.get("val_extra", [])]))
+        for raw in sets:
+            # package photos are told apart by file (the held-out check below); real-data folders by folder
+            real = {f for f in folders(raw) if not f.startswith("pkg://")}
+            assert not real & val_folders, f"{recipe.name} trains on its validation folders {real & val_folders}"
+            pkg = [f for f in (raw.get("clean_dir"), *raw.get("extra_clean_dirs", [])) if f and f.startswith("pkg://")]
+            if not pkg:  # real-data folders (scripts/layout_training_data.py): no package photo in them
                 continue
-            assert files and not files & held, f"{recipe.name} trains on {sorted(files & held)}"
+            selection = {k: raw[k] for k in ("include", "exclude", "recursive", "max_images") if k in raw}
+            opts = build(DatasetOptions, {**selection, "type": "paired", "lq_dir": ".", "gt_dir": "."})
+            for folder in pkg:
+                try:
+                    files = {p.resolve() for p in list_images(config_path(folder), opts, recipe.name)}
+                except DataError:  # a package that is not installed here (scikit-learn: the `train` extra)
+                    assert not any(url.startswith(folder) for url in HELD_OUT_PHOTOS.values())
+                    continue
+                assert files and not files & held, f"{recipe.name} trains on {sorted(files & held)}"
 
 
 def test_bundled_examples_are_what_make_examples_writes(tmp_path):
