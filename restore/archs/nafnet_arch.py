@@ -245,7 +245,7 @@ class NAFNet(nn.Module):
         dec_blocks: Sequence[int] = (1, 1, 1, 1),
         head: str = "residual",
         guided_radius: int = 0,
-        guided_eps: float = 1e-4,
+        guided_eps: float = 1e-5,
     ) -> None:
         super().__init__()
         if guided_radius < 0 or guided_eps <= 0:

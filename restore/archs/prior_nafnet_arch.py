@@ -75,7 +75,7 @@ class MapNAFNet(nn.Module):
         region_dropout: float = 0.5,
         head: str = "residual",
         guided_radius: int = 0,
-        guided_eps: float = 1e-4,
+        guided_eps: float = 1e-5,
     ) -> None:
         super().__init__()
         self.map = MapUnit(seg_channels=seg_channels, dropout=region_dropout)
@@ -141,7 +141,7 @@ class FusionNAFNet(MapNAFNet):
         feature_frame: str = "sam",
         head: str = "residual",
         guided_radius: int = 0,
-        guided_eps: float = 1e-4,
+        guided_eps: float = 1e-5,
     ) -> None:
         super().__init__(
             width=width,

@@ -5,7 +5,8 @@
 
 For each run folder (written by ``robustsam-restore train``) it takes the newest weight file under
 ``models/`` (``final.safetensors`` at the end, ``iter_*.safetensors`` while the run is going; ``--at N``:
-the periodic file of iteration N, to compare runs at the same budget), and writes
+the periodic file of iteration N, to compare runs at the same budget; ``RUN@N``: that iteration of one run,
+e.g. the one chosen on validation), and writes
 ``restore/weights/<file>`` (see :data:`MODELS`) with the checkpoint's metadata plus a ``training``
 record: recipe, iterations done / planned, wall time (the sum of the logged step windows, so it adds
 up over resumed sessions), the validation history and the final validation metrics. It then writes
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -29,31 +31,32 @@ MODELS: dict[str, dict[str, Any]] = {
     "default_dehaze": {
         "zoo": "robustsam-dehaze",
         "file": "dehaze_regions_map_nafnet.safetensors",
-        "recipe": "pipelines/train_default_dehaze.yml",
+        "recipe": "pipelines/train_default_dehaze_stage2.yml",
         "description": "default dehazer: MAP-NAFNet (width 16) on the built-in regions prior",
     },
     "default_deblur": {
         "zoo": "robustsam-deblur",
         "file": "deblur_regions_map_nafnet.safetensors",
-        "recipe": "pipelines/train_default_deblur_stage2.yml",
+        "recipe": "pipelines/train_default_deblur_stage3.yml",
         "description": "default deblurrer: MAP-NAFNet (width 16) on the built-in regions prior",
         "local_pool": 144,
     },
     "default_dehaze_noprior": {
         "zoo": "dehaze-noprior",
         "file": "dehaze_noprior_nafnet.safetensors",
-        "recipe": "pipelines/train_default_dehaze_noprior.yml",
+        "recipe": "pipelines/train_default_dehaze_noprior_stage2.yml",
         "description": "ablation: the same NAFNet without a prior, same data and budget",
     },
     "default_deblur_noprior": {
         "zoo": "deblur-noprior",
         "file": "deblur_noprior_nafnet.safetensors",
-        "recipe": "pipelines/train_default_deblur_noprior_stage2.yml",
+        "recipe": "pipelines/train_default_deblur_noprior_stage3.yml",
         "description": "ablation: the same NAFNet without a prior, same data and budget",
         "local_pool": 144,
     },
 }
-MAX_BYTES = 15 * 1024 * 1024  # issue 7: each packaged model <= 15 MB
+MAX_BYTES = 15 * 1024 * 1024  # each packaged model <= 15 MB
+HISTORY = "## Experiments"  # TRAINING.md: this heading and what follows it are written by hand
 
 
 def read_log(run: Path, log_every: int = 10, upto: int | None = None) -> dict[str, Any]:
@@ -74,8 +77,8 @@ def read_log(run: Path, log_every: int = 10, upto: int | None = None) -> dict[st
                 steps = it - prev if it > prev else (it - 1) % log_every + 1
                 wall += steps / max(rec["it_per_s"], 1e-9)
                 prev = it
-            if "val/psnr" in rec:
-                val.append({k: v for k, v in rec.items() if k == "iteration" or k.startswith("val/")})
+            if "val/psnr" in rec:  # every validation set: val/..., val_<name>/...
+                val.append({k: v for k, v in rec.items() if k == "iteration" or k.startswith("val")})
     return {"wall_time_s": round(wall, 1), "validation": val}
 
 
@@ -93,8 +96,9 @@ def newest_weights(run: Path, at: int | None = None) -> Path:
     return files[-1]
 
 
-def ship(run: Path, at: int | None = None) -> dict[str, Any]:
-    """Package one run (its newest weights, or those of iteration ``at``); returns its training record."""
+def ship(run: Path, at: int | None = None, half: bool = False) -> dict[str, Any]:
+    """Package one run (its newest weights, or those of iteration ``at``; ``half``: stored as float16, which
+    the loader casts back to float32); returns its training record."""
     from robustsam_prior.checkpoint import read_checkpoint, save_checkpoint
 
     src = newest_weights(run, at)
@@ -135,7 +139,11 @@ def ship(run: Path, at: int | None = None) -> dict[str, Any]:
             if k in earlier}}
     meta["training"] = {k: v for k, v in record.items() if k not in ("zoo", "file", "validation", "metrics")}
     dest = HERE / spec["file"]
-    save_checkpoint(dest, ckpt.state_dict, meta)
+    state = ckpt.state_dict
+    if half:
+        state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
+        record["stored_as"] = meta["training"]["stored_as"] = "float16"
+    save_checkpoint(dest, state, meta)
     size = dest.stat().st_size
     if size > MAX_BYTES:
         raise ValueError(f"{dest}: {size / 1e6:.1f} MB is over the 15 MB package limit")
@@ -185,7 +193,11 @@ def write_tables(records: dict[str, dict[str, Any]]) -> None:
             f"{m.get('val/psnr', float('nan')):.2f} ({m.get('val/input_psnr', float('nan')):.2f}) | "
             f"{rec['size_bytes'] / 1e6:.1f} MB |"
         )
-    (HERE / "TRAINING.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    # the hand-written record of runs below the generated table is kept as it is
+    path = HERE / "TRAINING.md"
+    old = path.read_text(encoding="utf-8") if path.is_file() else ""
+    history = old[old.index(HISTORY):] if HISTORY in old else ""
+    path.write_text("\n".join(lines) + "\n" + ("\n" + history if history else ""), encoding="utf-8")
 
 
 def _stages(record: dict[str, Any]) -> list[dict[str, Any]]:
@@ -199,12 +211,16 @@ def _stages(record: dict[str, Any]) -> list[dict[str, Any]]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("runs", nargs="+", type=Path, help="run folders of robustsam-restore train")
+    parser.add_argument("runs", nargs="+", help="run folders of robustsam-restore train; RUN@N ships the periodic "
+                        "weights of iteration N of that run (chosen on validation)")
     parser.add_argument("--at", type=int, default=None, help="ship the periodic weights of this iteration")
+    parser.add_argument("--half", action="store_true", help="store the weights as float16 (half the size)")
     args = parser.parse_args()
     records = {}
-    for run in args.runs:
-        rec = ship(run, args.at)
+    for spec in args.runs:
+        folder, _, at = spec.rpartition("@") if re.fullmatch(r".*@\d+", spec) else (spec, "", "")
+        run = Path(folder)
+        rec = ship(run, int(at) if at else args.at, args.half)
         name = next(k for k, v in MODELS.items() if v["file"] == rec["file"])
         records[name] = rec
         print(f"{rec['zoo']}: {rec['file']} <- {run} (iteration {rec['iterations']}, "
