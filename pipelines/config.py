@@ -251,24 +251,97 @@ def _convert_dataclass(cls: type, value: Any, path: str) -> Any:
 # ---------------------------------------------------------------------------------------------
 
 
+# Limits of a YAML document. Configurations are small and hand-written; these stop a file that is not
+# one from exhausting memory. An alias (``*name``) refers to an anchored value without copying it, so a
+# few hundred bytes of nested aliases (a "billion laughs" document) stand for billions of values, which
+# everything that walks the data (validation, error messages, the saved resolved config) would expand.
+MAX_YAML_BYTES = 1 << 20
+MAX_YAML_VALUES = 100_000
+
+
 def read_yaml(path: str | os.PathLike) -> dict:
     """``yaml.safe_load`` a file into a mapping; errors name the file.
 
     A top-level ``base: other.yml`` (a path relative to this file's folder) reads that file first and
     merges this one over it (:func:`merge`), so a variant of a recipe holds only what it changes.
+    Refused with a :class:`ConfigError`: a file that is not UTF-8, larger than :data:`MAX_YAML_BYTES`,
+    or whose aliases expand it to more than :data:`MAX_YAML_VALUES` values (or into a cycle).
     """
     return _read_yaml(Path(path), ())
 
 
-def _read_yaml(path: Path, chain: tuple[Path, ...]) -> dict:
+def load_yaml_text(text: str, where: str) -> Any:
+    """``yaml.safe_load(text)`` with the limits of :func:`read_yaml`; errors start with ``where``."""
     import yaml
 
+    try:
+        data = yaml.safe_load(text)
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        at = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+        raise ConfigError(f"{where}: not valid YAML: {e.problem or e.context}{at}") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{where}: not valid YAML: {' '.join(str(e).split())}") from None
+    except RecursionError:
+        raise ConfigError(f"{where}: YAML nested too deeply to be a configuration") from None
+    _check_size(data, where)
+    return data
+
+
+def _check_size(data: Any, where: str) -> None:
+    """Refuse ``data`` if expanding its aliases gives more than :data:`MAX_YAML_VALUES` values or a cycle.
+
+    Shared values are counted once per reference but visited once (memoised by identity), so the
+    check itself costs time in proportion to the document, not to its expansion.
+    """
+    sizes: dict[int, int] = {}
+    open_ids: set[int] = set()
+
+    def size(value: Any) -> int:
+        if not isinstance(value, (dict, list)):
+            return 1
+        key = id(value)
+        if key in sizes:
+            return sizes[key]
+        if key in open_ids:
+            raise ConfigError(f"{where}: a YAML alias refers to a value that contains it (a recursive "
+                              "structure); a configuration must be a finite tree")
+        open_ids.add(key)
+        children = [*value.keys(), *value.values()] if isinstance(value, dict) else value
+        total = 1
+        for child in children:
+            total += size(child)
+            if total > MAX_YAML_VALUES:
+                raise ConfigError(
+                    f"{where}: its YAML aliases (*name) expand to more than {MAX_YAML_VALUES:,} values; refused "
+                    "(nested aliases can stand for billions of values); write the values out instead")
+        open_ids.discard(key)
+        sizes[key] = total
+        return total
+
+    try:
+        size(data)
+    except RecursionError:
+        raise ConfigError(f"{where}: YAML nested too deeply to be a configuration") from None
+
+
+def _read_yaml(path: Path, chain: tuple[Path, ...]) -> dict:
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML ({e})") from e
+        with open(path, "rb") as f:
+            raw = f.read(MAX_YAML_BYTES + 1)
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read the file ({e.strerror or e})") from None
+    if len(raw) > MAX_YAML_BYTES:
+        raise ConfigError(f"{path}: larger than {MAX_YAML_BYTES:,} bytes; not a configuration file")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(
+            f"{path}: not UTF-8 text (byte 0x{raw[e.start]:02x} at offset {e.start}); save the file as UTF-8"
+        ) from None
+    data = load_yaml_text(text, str(path))
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -303,8 +376,6 @@ def merge(base: dict, over: dict) -> dict:
 
 def parse_override(text: str) -> tuple[list[str | int], Any]:
     """``"a.b.0.c=value"`` -> (["a", "b", 0, "c"], parsed value); the value is read as YAML."""
-    import yaml
-
     key, sep, raw = text.partition("=")
     if not sep or not key.strip():
         raise ConfigError(f"override {text!r}: expected key.path=value")
@@ -313,10 +384,7 @@ def parse_override(text: str) -> tuple[list[str | int], Any]:
         if not p:
             raise ConfigError(f"override {text!r}: empty key in {key!r}")
         parts.append(int(p) if p.isdigit() else p)
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError as e:
-        raise ConfigError(f"override {text!r}: value is not valid YAML ({e})") from e
+    value = load_yaml_text(raw, f"override {text!r}: value") if raw.strip() else ""
     return parts, value
 
 
