@@ -28,6 +28,7 @@ the mapping's own path.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import re
 import types
@@ -38,7 +39,8 @@ from typing import Any, Literal, Union
 from robustsam_prior.registry import did_you_mean
 
 _FLOAT_RE = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$")
-_SPECIAL_FLOATS = {".inf": float("inf"), "+.inf": float("inf"), "-.inf": float("-inf")}
+# YAML 1.1's spellings of the special floats, as strings reach us when quoted (then refused as not finite)
+_SPECIAL_FLOATS = {".inf": float("inf"), "+.inf": float("inf"), "-.inf": float("-inf"), ".nan": float("nan")}
 
 
 class ConfigError(ValueError):
@@ -61,24 +63,30 @@ def _join(path: str, key: str | int) -> str:
 
 
 def parse_number(value: Any, path: str, *, integer: bool = False) -> int | float:
-    """``value`` as a number; accepts YAML-1.1 leftovers like the string ``'2e-4'``. Bools are refused."""
+    """``value`` as a number; accepts YAML-1.1 leftovers like the string ``'2e-4'``. Bools are refused, and
+    so are NaN and infinities (no setting of this project means them) and integers beyond 64 bits."""
     kind = "an integer" if integer else "a number"
     if isinstance(value, bool):
         fail(path, f"expected {kind}, got {value!r}")
     if isinstance(value, str):
         text = value.strip().replace("_", "")
-        if text.lower() in _SPECIAL_FLOATS and not integer:
-            return _SPECIAL_FLOATS[text.lower()]
-        if not _FLOAT_RE.match(text):
+        if text.lower() in _SPECIAL_FLOATS:
+            value = _SPECIAL_FLOATS[text.lower()]
+        elif not _FLOAT_RE.match(text):
             fail(path, f"expected {kind}, got {value!r}")
-        value = int(text) if re.fullmatch(r"[+-]?\d+", text) else float(text)
+        else:
+            value = int(text) if re.fullmatch(r"[+-]?\d+", text) else float(text)
     if not isinstance(value, (int, float)):
         fail(path, f"expected {kind}, got {type(value).__name__} {value!r}")
+    if isinstance(value, float) and not math.isfinite(value):
+        fail(path, f"expected a finite number, got {value}")
     if integer:
         if isinstance(value, float):
             if not value.is_integer():
                 fail(path, f"expected an integer, got {value!r}")
             value = int(value)
+        if not -(2**63) <= value < 2**63:
+            fail(path, f"expected an integer that fits in 64 bits, got one of {len(str(abs(value)))} digits")
         return value
     return float(value)
 
@@ -284,6 +292,8 @@ def load_yaml_text(text: str, where: str) -> Any:
         raise ConfigError(f"{where}: not valid YAML: {' '.join(str(e).split())}") from None
     except RecursionError:
         raise ConfigError(f"{where}: YAML nested too deeply to be a configuration") from None
+    except (ValueError, OverflowError) as e:  # a scalar PyYAML cannot build: 2001-02-30, a 5000-digit integer
+        raise ConfigError(f"{where}: not valid YAML: {str(e).splitlines()[0]}") from None
     _check_size(data, where)
     return data
 

@@ -46,7 +46,8 @@ class DegradeStep:
     TAG_FIELD: ClassVar[str] = "step"
     kind: str = _f("haze", "degradation name (robustsam-restore degrade --list)")
     severity: int = _f(3, "severity 1..5", min=1, max=5)
-    seed: int = _f(0, "base seed; each image's seed also depends on its relative path", min=0)
+    seed: int = _f(0, "base seed (0 .. 2**31 - 1); each image's seed also depends on its relative path", min=0,
+                   max=2**31 - 1)
     save: bool = _f(False, "write the degraded images to OUTPUT_DIR/degraded")
 
 

@@ -112,7 +112,7 @@ def train(recipe: str, overrides: tuple[str, ...], resume: bool, output_dir: str
         save_resolved(cfg, out / "config.yml", source=recipe, overrides=overrides)
     try:
         summary = train_restoration(cfg, resume=resume, resolved_config=to_dict(cfg), metrics=eval_metrics())
-    except (DataError, FileNotFoundError) as e:
+    except (DataError, FileNotFoundError, FloatingPointError) as e:  # bad data, divergence
         raise click.ClickException(str(e)) from None
     if int(os.environ.get("RANK", "0")) != 0:
         return

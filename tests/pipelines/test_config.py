@@ -50,7 +50,47 @@ def test_numbers_written_like_2e_4_are_numbers():
     assert cfg.train.iterations == 1000 and isinstance(cfg.train.iterations, int)
     assert parse_number("1_000", "x", integer=True) == 1000
     assert parse_number(3, "x") == 3.0 and isinstance(parse_number(3, "x"), float)
-    assert parse_number(".inf", "x") == float("inf")
+    assert parse_number("-0", "x") == 0.0 and parse_number("9223372036854775807", "x", integer=True) == 2**63 - 1
+
+
+@pytest.mark.parametrize("value", [".nan", ".inf", "-.inf", float("nan"), float("inf"), "+.INF"])
+def test_non_finite_numbers_are_refused_everywhere(value):
+    for integer in (False, True):
+        with pytest.raises(ConfigError, match=r"^a.b: expected a finite number, got (nan|inf|-inf)$"):
+            parse_number(value, "a.b", integer=integer)
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        # YAML reads .nan/.inf as floats, and NaN passes every min/max comparison: refused as not finite
+        ("train.optim.lr=.nan", "train.optim.lr: expected a finite number, got nan"),
+        ("train.optim.lr=.inf", "train.optim.lr: expected a finite number, got inf"),
+        ("train.optim.lr=1e308", "train.optim.lr: must be <= 1.0, got 1e+308"),
+        ("train.optim.lr=2", "train.optim.lr: must be <= 1.0, got 2.0"),
+        ("train.scheduler.eta_min=.nan", "train.scheduler.eta_min: expected a finite number, got nan"),
+        ("train.optim.weight_decay=1e9", "train.optim.weight_decay: must be <= 1.0, got 1000000000.0"),
+        ("train.grad_clip=-.inf", "train.grad_clip: expected a finite number, got -inf"),
+        ("train.losses=[{type: l1, weight: .nan}]", "train.losses[0].weight: expected a finite number, got nan"),
+        ("seed=4294967296", "seed: must be <= 2147483647, got 4294967296"),
+        ("seed=1e308", "seed: expected an integer that fits in 64 bits, got one of 309 digits"),
+        ("seed=99999999999999999999", "seed: expected an integer that fits in 64 bits, got one of 20 digits"),
+    ],
+)
+def test_numbers_that_would_crash_training_are_refused(override, message):
+    assert _err(BASE, [override]) == message
+
+
+def test_robustsam_and_pipeline_numbers_are_bounded_too():
+    from pipelines.steps import DegradeStep
+    from robustsam_prior.training.options import RobustSamTrainConfig
+
+    rs = {"kind": "robustsam", "model": {"variant": "vit_b"}}
+    assert _err(rs, ["optim.lr=.nan"], cls=RobustSamTrainConfig) == "optim.lr: expected a finite number, got nan"
+    assert _err(rs, ["optim.lr=1e308"], cls=RobustSamTrainConfig) == "optim.lr: must be <= 1.0, got 1e+308"
+    assert _err(rs, ["seed=2147483648"], cls=RobustSamTrainConfig) == "seed: must be <= 2147483647, got 2147483648"
+    assert build(RobustSamTrainConfig, {**rs, "seed": 2**31 - 1}).seed == 2**31 - 1
+    assert _err({"seed": 2**40}, cls=DegradeStep) == "seed: must be <= 2147483647, got 1099511627776"
 
 
 @pytest.mark.parametrize(
