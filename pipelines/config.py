@@ -20,7 +20,8 @@ Rules (see ``docs`` in ``pipelines/schema/README.md``):
 
 Field metadata understood by the validator: ``help`` (documentation, also in the JSON Schema),
 ``min`` / ``max`` (inclusive bounds), ``exists`` (``"file"``, ``"dir"`` or ``"any"``: the path must
-exist), ``min_len``. A dataclass may define ``check(self)`` for cross-field rules; it raises
+exist), ``min_len``, ``inside`` (a folder's name: the string is a path relative to that folder that cannot
+leave it: not absolute, no ``..``). A dataclass may define ``check(self)`` for cross-field rules; it raises
 ``ValueError("field: message")`` with the key relative to that mapping, and the validator prefixes
 the mapping's own path.
 """
@@ -194,6 +195,12 @@ def _convert(tp: Any, value: Any, path: str, meta: dict) -> Any:
             fail(path, f"expected a string, got {type(value).__name__} {value!r}")
         if meta.get("exists"):
             _check_exists(resolve_path(value, path), value, path, meta["exists"])
+        if meta.get("inside"):
+            from robustsam_prior.fileio import relative_path_problem
+
+            problem = relative_path_problem(value)
+            if problem:
+                fail(path, f"must be a path inside {meta['inside']}, got {value!r} ({problem})")
         return value
     raise TypeError(f"config schema: unsupported type {tp!r} at {path}")  # a bug in a schema
 

@@ -1,4 +1,4 @@
-"""Atomic file writing, and ``pkg://`` paths to folders inside installed packages.
+"""Atomic file writing, paths confined to a folder, and ``pkg://`` paths to folders inside installed packages.
 
 Atomic writing: a reader never sees a half-written file, and a failure leaves the old one.
 
@@ -16,7 +16,7 @@ import json
 import os
 import tempfile
 from collections.abc import Iterator
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import IO, Any
 
 
@@ -103,6 +103,37 @@ def trim_jsonl(path: str | os.PathLike, key: str, upto: int) -> list[dict[str, A
     with atomic_write(path, "w") as f:
         f.writelines(json.dumps(r) + "\n" for r in kept)
     return kept
+
+
+def relative_path_problem(value: str | os.PathLike) -> str | None:
+    """Why ``value`` cannot name a file inside a folder it is joined to (``None`` when it can):
+    ``"it is empty"``, ``"it is absolute"`` or ``"its '..' leads out of the folder"``."""
+    text = os.fspath(value)
+    if not text.strip():
+        return "it is empty"
+    path = PurePosixPath(text)
+    if path.is_absolute():
+        return "it is absolute"
+    if ".." in path.parts:
+        return "its '..' leads out of the folder"
+    return None
+
+
+def confined_path(root: str | os.PathLike, rel: str | os.PathLike) -> Path:
+    """``root / rel`` for a path ``rel`` that must stay inside folder ``root``.
+
+    Raises ``ValueError`` saying why when ``rel`` is empty, absolute or has a ``..`` part
+    (:func:`relative_path_problem`), or leads out of ``root`` through a symbolic link.
+    """
+    root = Path(root)
+    problem = relative_path_problem(rel)
+    if problem is None:
+        real_root, real = root.resolve(), (root / rel).resolve()
+        if real != real_root and real_root not in real.parents:
+            problem = f"it leads to {real} through a symbolic link"
+    if problem:
+        raise ValueError(f"{os.fspath(rel)!r} is not a path inside {root}: {problem}")
+    return root / rel
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:

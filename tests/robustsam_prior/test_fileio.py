@@ -59,3 +59,23 @@ def test_sha256_file(tmp_path):
     p = tmp_path / "f"
     p.write_bytes(b"abc")
     assert sha256_file(p) == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+
+
+def test_confined_path_refuses_ways_out_of_the_folder(tmp_path):
+    from robustsam_prior.fileio import confined_path, relative_path_problem
+
+    assert confined_path(tmp_path, "a/b.json") == tmp_path / "a" / "b.json"
+    assert confined_path(tmp_path, "./x..y.json") == tmp_path / "x..y.json"
+    assert relative_path_problem("a/./b") is None
+    for rel, why in (("", "it is empty"), ("/etc/x", "it is absolute"), ("../x", "its '..' leads out"),
+                     ("a/../../x", "its '..' leads out"), ("a/..", "its '..' leads out")):
+        with pytest.raises(ValueError, match=f"is not a path inside {tmp_path}: {why}"):
+            confined_path(tmp_path, rel)
+    outside = tmp_path.parent / f"{tmp_path.name}-outside"
+    outside.mkdir()
+    (tmp_path / "link").symlink_to(outside)
+    with pytest.raises(ValueError, match=r"'link/x' is not a path inside .*: it leads to .*-outside/x through a symbolic"):
+        confined_path(tmp_path, "link/x")
+    (tmp_path / "inner").mkdir()
+    (tmp_path / "back").symlink_to(tmp_path / "inner")  # a link that stays inside is fine
+    assert confined_path(tmp_path, "back/x") == tmp_path / "back" / "x"
