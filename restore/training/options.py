@@ -26,6 +26,11 @@ class ModelOptions:
     arch_kwargs: dict[str, Any] = _f(dict, "keyword arguments of the architecture (width, blocks, ...)")
     init: str | None = _f(None, "restoration checkpoint (.safetensors) to start from (fine-tuning)", exists="file")
 
+    def check(self) -> None:
+        from restore.archs import check_arch_kwargs  # the size bounds of the architectures (no torch)
+
+        check_arch_kwargs(self.arch_kwargs)
+
 
 @dataclass(frozen=True)
 class PriorOptions:
