@@ -1,4 +1,5 @@
-"""Atomic file writing, paths confined to a folder, and ``pkg://`` paths to folders inside installed packages.
+"""Atomic file writing, paths confined to a folder, folder locks, and ``pkg://`` paths to folders inside
+installed packages.
 
 Atomic writing: a reader never sees a half-written file, and a failure leaves the old one.
 
@@ -134,6 +135,75 @@ def confined_path(root: str | os.PathLike, rel: str | os.PathLike) -> Path:
     if problem:
         raise ValueError(f"{os.fspath(rel)!r} is not a path inside {root}: {problem}")
     return root / rel
+
+
+class FolderLockedError(RuntimeError):
+    """Another process holds the lock of a folder (:func:`folder_lock`); the message names the folder and
+    the holder's process id."""
+
+
+LOCK_NAME = ".lock"
+_held_locks: dict[Path, int] = {}  # folders this process holds -> nesting depth
+
+
+@contextlib.contextmanager
+def folder_lock(folder: str | os.PathLike) -> Iterator[Path]:
+    """Hold an exclusive lock on ``folder`` (created if needed) for the ``with`` block, so that two runs
+    cannot write into one output folder at the same time.
+
+    The lock is ``flock`` on ``folder/.lock``, which holds the holder's process id, host and start time
+    (what the error names). The operating system releases it when the holder exits however it exits, so
+    a killed run leaves no lock behind that blocks the next one; the file itself is deleted on release.
+    Taking it again in the process that holds it nests (the trainers take it inside the ``train``
+    command, which took it first). Raises :class:`FolderLockedError` at once when another process holds
+    it. Where ``fcntl`` is missing (Windows) no lock is taken.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    key = folder.resolve()
+    if key in _held_locks:
+        _held_locks[key] += 1
+        try:
+            yield folder / LOCK_NAME
+        finally:
+            _held_locks[key] -= 1
+        return
+    try:
+        import fcntl
+    except ImportError:  # no flock: run unlocked
+        yield folder / LOCK_NAME
+        return
+    path = folder / LOCK_NAME
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            with os.fdopen(fd, "r", encoding="utf-8", errors="replace") as f:
+                holder = " ".join(f.read().split()) or "a process that has not written its id yet"
+            raise FolderLockedError(
+                f"{folder}: in use by another run ({holder}); wait for it to finish or choose another folder"
+            ) from None
+        try:  # the file may have been deleted by a holder releasing it since we opened it: lock the new one
+            same = os.path.samestat(os.fstat(fd), os.stat(path))
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)
+    import socket
+    import time
+
+    os.ftruncate(fd, 0)
+    os.write(fd, f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode())
+    _held_locks[key] = 1
+    try:
+        yield path
+    finally:
+        del _held_locks[key]
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)  # still locked here: a process that opened it before sees it gone and retries
+        os.close(fd)
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:

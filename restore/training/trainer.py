@@ -601,14 +601,22 @@ def train_restoration(
     """Build a :class:`Trainer` and run it (see module docstring); returns the summary.
 
     The process-wide torch settings the trainer changes (thread count, deterministic algorithms) are
-    restored afterwards, so calling this from a larger program (or a test) leaves no trace.
+    restored afterwards, so calling this from a larger program (or a test) leaves no trace. Rank 0 holds
+    the output folder's lock (``robustsam_prior.fileio.folder_lock``) throughout: a second run into the
+    same folder fails at once with ``FolderLockedError``.
     """
+    import contextlib
+
+    from robustsam_prior.fileio import folder_lock
+
     threads = torch.get_num_threads()
     deterministic = torch.are_deterministic_algorithms_enabled()
     warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    main_rank = int(os.environ.get("RANK", "0")) == 0
     try:
-        trainer = Trainer(config, resolved_config=resolved_config, metrics=metrics, output_dir=output_dir)
-        return trainer.fit(resume=resume)
+        with folder_lock(output_dir or config.output_dir) if main_rank else contextlib.nullcontext():
+            trainer = Trainer(config, resolved_config=resolved_config, metrics=metrics, output_dir=output_dir)
+            return trainer.fit(resume=resume)
     finally:
         torch.set_num_threads(threads)
         torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)

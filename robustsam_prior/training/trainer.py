@@ -414,6 +414,22 @@ def train_from_options(
     progress: bool = True,
     resume: bool = False,
 ) -> dict[str, Any]:
+    """Run a validated ``kind: robustsam`` recipe (see :func:`_train_from_options`) holding the lock of its
+    ``output_dir`` (``robustsam_prior.fileio.folder_lock``): a second run into the same folder fails at
+    once with ``FolderLockedError`` naming the process that holds it."""
+    from ..fileio import folder_lock
+
+    with folder_lock(options.output_dir):
+        return _train_from_options(options, resolved_config=resolved_config, progress=progress, resume=resume)
+
+
+def _train_from_options(
+    options: Any,
+    *,
+    resolved_config: dict[str, Any] | None = None,
+    progress: bool = True,
+    resume: bool = False,
+) -> dict[str, Any]:
     """Run a validated ``kind: robustsam`` recipe
     (:class:`robustsam_prior.training.options.RobustSamTrainConfig`); ``resume`` continues the run in
     ``output_dir`` from ``state/latest.pt``.
