@@ -21,24 +21,48 @@ from pathlib import Path, PurePosixPath
 from typing import IO, Any
 
 
+class WriteError(OSError):
+    """Writing a file failed (disk full, no permission, ...); the message names the file, and the previous
+    version of the file, if any, is untouched. ``errno`` is the original one."""
+
+    def __str__(self) -> str:
+        return str(self.args[1]) if len(self.args) > 1 else super().__str__()
+
+
+def _write_error(e: OSError, path: Path) -> OSError:
+    """``e`` as a :class:`WriteError` naming ``path`` when it is about writing it (no file name, or one in
+    ``path``'s folder: the temporary file, ``path`` itself); other errors (creating the folder) are kept."""
+    if isinstance(e, WriteError) or (e.filename is not None and Path(os.fsdecode(e.filename)).parent != path.parent):
+        return e
+    why = e.strerror or str(e) or type(e).__name__
+    return WriteError(e.errno, f"{path}: could not write the file: {why} (any previous version is kept)")
+
+
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
-    """Open a temporary file beside ``path``; on success rename it to ``path``, on error delete it."""
+    """Open a temporary file beside ``path``; on success rename it to ``path``, on error delete it.
+
+    An ``OSError`` while writing (disk full, no permission) becomes a :class:`WriteError` naming ``path``.
+    """
     if mode not in ("w", "wb"):
         raise ValueError(f"atomic_write supports modes 'w' and 'wb', not {mode!r}")
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.chmod(tmp, _umask_mode())
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.chmod(tmp, _umask_mode())
         with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as f:
             yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+    except BaseException as e:
+        if tmp is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+        if isinstance(e, OSError):
+            raise _write_error(e, path) from e
         raise
 
 
@@ -47,22 +71,27 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
     """Yield a temporary path beside ``path`` for writers that want a file name, not a file object.
 
     The temporary file keeps ``suffix`` (default: the destination's suffix) as its last extension so
-    that format-sniffing writers pick the right encoder. Renamed over ``path`` on success.
+    that format-sniffing writers pick the right encoder. Renamed over ``path`` on success. An ``OSError``
+    about the file (disk full, no permission) becomes a :class:`WriteError` naming ``path``.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.tmp.", suffix=suffix or path.suffix)
-    os.close(fd)
-    os.chmod(tmp, _umask_mode())
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.tmp.", suffix=suffix or path.suffix)
+        os.close(fd)
+        os.chmod(tmp, _umask_mode())
         yield Path(tmp)
         os.chmod(tmp, _umask_mode())  # again: some writers (safetensors) recreate the file as 0600
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+    except BaseException as e:
+        if tmp is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+        if isinstance(e, OSError):
+            raise _write_error(e, path) from e
         raise
 
 
