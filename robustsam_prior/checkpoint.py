@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import os
 import pickle
-import zipfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -77,15 +76,29 @@ def read_checkpoint(path: str | os.PathLike) -> LoadedCheckpoint:
     else:
         try:
             obj = torch.load(path, map_location="cpu", weights_only=True)
-        except pickle.UnpicklingError as e:
-            raise CheckpointError(
-                f"{path}: refused to load: the file contains pickled objects other than tensors, "
-                f"which could execute code ({str(e).splitlines()[0]})"
-            ) from e
-        except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
-            raise CheckpointError(f"{path}: not a readable PyTorch checkpoint, truncated or corrupt ({e})") from e
+        except MemoryError:
+            raise
+        except Exception as e:  # a malformed pickle fails in many ways (IndexError, KeyError, ...), all reported
+            if not _torch_file_header(path):  # no zip archive, no pickle: the unpickler's complaint would mislead
+                raise CheckpointError(f"{path}: not a PyTorch checkpoint (neither a zip archive nor a pickle); "
+                                      "corrupt, or another kind of file") from e
+            if isinstance(e, pickle.UnpicklingError):
+                raise CheckpointError(
+                    f"{path}: refused to load: the file contains pickled objects other than tensors, "
+                    f"which could execute code ({str(e).splitlines()[0]})"
+                ) from e
+            why = " ".join(str(e).split()) or type(e).__name__
+            raise CheckpointError(f"{path}: not a readable PyTorch checkpoint, truncated or corrupt ({why})") from e
         state, metadata = _unwrap(obj, path)
     return LoadedCheckpoint(strip_prefix(state), path, sha256_file(path), metadata)
+
+
+def _torch_file_header(path: Path) -> bool:
+    """Whether ``path`` starts as ``torch.save`` files do: a zip archive, or (the legacy format) a pickle
+    of protocol 2 or later (first byte 0x80)."""
+    with open(path, "rb") as f:
+        head = f.read(4)
+    return head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"
 
 
 def _unwrap(obj: Any, path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:

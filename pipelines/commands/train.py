@@ -118,6 +118,7 @@ def _train_restoration(cfg, *, recipe: str, overrides: tuple[str, ...], resume: 
     from pipelines.config import save_resolved, to_dict
     from restore.training.data import DataError
     from restore.training.trainer import train_restoration
+    from robustsam_prior.checkpoint import CheckpointError
 
     out = Path(cfg.output_dir)
     state = out / "state" / "latest.pt"
@@ -132,8 +133,8 @@ def _train_restoration(cfg, *, recipe: str, overrides: tuple[str, ...], resume: 
         save_resolved(cfg, out / "config.yml", source=recipe, overrides=overrides)
     try:
         summary = train_restoration(cfg, resume=resume, resolved_config=to_dict(cfg), metrics=eval_metrics())
-    except (DataError, FileNotFoundError, FloatingPointError) as e:  # bad data, divergence
-        raise click.ClickException(str(e)) from None
+    except (DataError, FileNotFoundError, FloatingPointError, CheckpointError) as e:  # bad data, divergence,
+        raise click.ClickException(str(e)) from None  # model.init or --resume state unreadable or not fitting
     if int(os.environ.get("RANK", "0")) != 0:
         return
     if as_json:

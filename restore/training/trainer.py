@@ -187,15 +187,18 @@ def save_state(path: Path, state: Mapping[str, Any]) -> None:
 
 
 def load_state(path: Path) -> dict[str, Any]:
-    """Load a training-state file with ``weights_only=True`` (no pickled code runs)."""
+    """Load a training-state file with ``weights_only=True`` (no pickled code runs); a file that cannot be
+    read or is not a training state raises ``CheckpointError`` naming it."""
+    from robustsam_prior.checkpoint import CheckpointError
+
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no training state to resume from")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # truncated, corrupt or not a state file
-        raise RuntimeError(f"{path}: unreadable training state ({e})") from e
+        raise CheckpointError(f"{path}: unreadable training state ({' '.join(str(e).split())})") from e
     if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
-        raise RuntimeError(f"{path}: not a robustsam-restore training state")
+        raise CheckpointError(f"{path}: not a robustsam-restore training state")
     return state
 
 
@@ -499,7 +502,14 @@ class Trainer:
 
         loop = self.cfg.train
         if resume:
-            self.load_state_dict(load_state(self.state_path))
+            from robustsam_prior.checkpoint import CheckpointError
+
+            state = load_state(self.state_path)
+            try:
+                self.load_state_dict(state)
+            except (KeyError, TypeError, ValueError, RuntimeError) as e:  # another model, optimizer or EMA
+                why = f"no {e.args[0]!r} entry" if isinstance(e, KeyError) else " ".join(str(e).split())
+                raise CheckpointError(f"{self.state_path}: does not fit this run ({why})") from e
             logger.info("resumed from %s at iteration %d", self.state_path, self.step)
         if self.is_main:
             from robustsam_prior.fileio import trim_jsonl
@@ -524,7 +534,7 @@ class Trainer:
             pred = self.model(lq.contiguous(memory_format=self.memory_format), prior)
             loss, parts = self.loss(pred, gt)
             if not torch.isfinite(loss):
-                raise FloatingPointError(f"non-finite loss {float(loss)} at iteration {self.step}")
+                raise FloatingPointError(f"non-finite loss {float(loss.detach())} at iteration {self.step}")
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             grad_norm = None
