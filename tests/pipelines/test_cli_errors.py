@@ -1,6 +1,6 @@
 """Bad weight files and full disks end a command with one line naming the file and exit status 1, never a
 traceback: eval --lpips-weights, a recipe's model.init, restoration --resume, benchmark segmentation
---checkpoint, a manifest.json or pipeline.yml that cannot be written."""
+--checkpoint, a manifest.json or pipeline.yml that cannot be written; also through ``python -m pipelines.cli``."""
 
 from __future__ import annotations
 
@@ -134,3 +134,16 @@ def test_full_disk_while_writing_manifest_or_pipeline_config(tmp_path, monkeypat
     res = CliRunner().invoke(main, ["run", str(yml), f"input={src.parent}", f"output_dir={run_out}"])
     _one_line_error(res, run_out / "pipeline.yml")
     assert sorted(p.name for p in run_out.iterdir()) == []
+
+
+def test_python_dash_m_runs_the_cli(tmp_path):
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    bad = tmp_path / "bad.yml"
+    bad.write_bytes(b"name: caf\xe9\n")
+    res = subprocess.run([sys.executable, "-m", "pipelines.cli", "train", str(bad)], capture_output=True, text=True,
+                         env=env, cwd=tmp_path)
+    assert res.returncode == 1 and res.stderr.strip() == f"Error: {bad}: not UTF-8 text (byte 0xe9 at offset 9); " \
+                                                         "save the file as UTF-8", res.stderr
