@@ -350,6 +350,13 @@ def load_training_state(path: str | os.PathLike) -> dict[str, Any]:
         raise CheckpointError(f"{path}: unreadable training state ({e})") from e
     if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
         raise CheckpointError(f"{path}: not a RobustSAM training state (format {STATE_FORMAT!r})")
+    trainer = state.get("trainer")
+    missing = [k for k in ("trainer", "rng", "init_sha256", "fingerprint") if k not in state]
+    if isinstance(trainer, dict):
+        missing += [f"trainer.{k}" for k in ("model", "optimizer", "step") if k not in trainer]
+    if missing or not isinstance(trainer, dict):
+        what = ", ".join(missing) or "trainer"
+        raise CheckpointError(f"{path}: an incomplete RobustSAM training state (no {what})")
     return state
 
 

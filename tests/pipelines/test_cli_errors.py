@@ -94,6 +94,17 @@ def test_training_with_bad_init_weights_or_resume_state(tmp_path, bad_weights, r
             torch.save(content, state)
         res = CliRunner().invoke(main, ["train", str(recipe), "--resume"])
         assert message in _one_line_error(res, state)
+    # the same for a RobustSAM run's state
+    from robustsam_prior.training.trainer import STATE_FORMAT as ROBUSTSAM_STATE
+
+    rs_state = tmp_path / "rs" / "state" / "latest.pt"
+    rs_state.parent.mkdir(parents=True)
+    torch.save({"format": ROBUSTSAM_STATE, "trainer": {"step": 2}, "rng": {}}, rs_state)
+    res = CliRunner().invoke(main, ["train", str(REPO / "pipelines/train_robustsam_smoke.yml"),
+                                    f"output_dir={tmp_path / 'rs'}", "--resume"])
+    line = _one_line_error(res, rs_state)
+    assert line.endswith("an incomplete RobustSAM training state (no init_sha256, fingerprint, trainer.model, "
+                         "trainer.optimizer)")
     # a loss that overflows float32 stops the run at its first step, in one line
     res = CliRunner().invoke(main, ["train", str(recipe), f"output_dir={tmp_path / 'nan'}",
                                     "train.losses=[{type: l1, weight: 1e300}]"])
