@@ -523,8 +523,8 @@ class Trainer:
 
             writer = SummaryWriter(str(self.out / "tb"), purge_step=self.step or None)
         start_step, t0 = self.step, time.perf_counter()
-        bar = tqdm(total=loop.iterations, initial=self.step, unit="it", disable=not self.is_main,
-                   dynamic_ncols=True, mininterval=1.0, desc=self.cfg.name)
+        bar = self.progress = tqdm(total=loop.iterations, initial=self.step, unit="it", disable=not self.is_main,
+                                   dynamic_ncols=True, mininterval=1.0, desc=self.cfg.name)
         self.model.train()
         window, window_t = [], time.perf_counter()
         for batch in self._batches():
@@ -626,7 +626,11 @@ def train_restoration(
     try:
         with folder_lock(output_dir or config.output_dir) if main_rank else contextlib.nullcontext():
             trainer = Trainer(config, resolved_config=resolved_config, metrics=metrics, output_dir=output_dir)
-            return trainer.fit(resume=resume)
+            try:
+                return trainer.fit(resume=resume)
+            finally:  # a run stopped by an error must not leave its progress bar open (it shifts later bars)
+                if getattr(trainer, "progress", None) is not None:
+                    trainer.progress.close()
     finally:
         torch.set_num_threads(threads)
         torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
