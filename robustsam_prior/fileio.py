@@ -32,7 +32,9 @@ class WriteError(OSError):
 def _write_error(e: OSError, path: Path) -> OSError:
     """``e`` as a :class:`WriteError` naming ``path`` when it is about writing it (no file name, or one in
     ``path``'s folder: the temporary file, ``path`` itself); other errors (creating the folder) are kept."""
-    if isinstance(e, WriteError) or (e.filename is not None and Path(os.fsdecode(e.filename)).parent != path.parent):
+    if isinstance(e, WriteError):
+        return e
+    if e.filename is not None and Path(os.fsdecode(e.filename)).parent != path.parent:
         return e
     why = e.strerror or str(e) or type(e).__name__
     return WriteError(e.errno, f"{path}: could not write the file: {why} (any previous version is kept)")
@@ -224,7 +226,8 @@ def folder_lock(folder: str | os.PathLike) -> Iterator[Path]:
     import time
 
     os.ftruncate(fd, 0)
-    os.write(fd, f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode())
+    since = time.strftime("%Y-%m-%d %H:%M:%S")
+    os.write(fd, f"pid {os.getpid()} on {socket.gethostname()} since {since}\n".encode())
     _held_locks[key] = 1
     try:
         yield path

@@ -94,9 +94,11 @@ class RobustSamConfig:
         if self.enc_dim % self.enc_heads or self.prompt_dim % self.dec_heads:
             raise ValueError("enc_dim / prompt_dim must be divisible by enc_heads / dec_heads")
         if self.embedding_size > MAX_EMBEDDING_SIZE:
-            raise ValueError(f"img_size / patch = {self.embedding_size} tokens per side, more than {MAX_EMBEDDING_SIZE}")
+            raise ValueError(
+                f"img_size / patch = {self.embedding_size} tokens per side, more than {MAX_EMBEDDING_SIZE}")
         if len(self.global_attn) > self.enc_depth:
-            raise ValueError(f"global_attn names {len(self.global_attn)} blocks, more than enc_depth {self.enc_depth}")
+            raise ValueError(
+                f"global_attn names {len(self.global_attn)} blocks, more than enc_depth {self.enc_depth}")
 
     @property
     def embedding_size(self) -> int:
