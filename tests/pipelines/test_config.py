@@ -259,14 +259,10 @@ def test_every_shipped_yaml_validates(tmp_path):
             cfg = build(RobustSamTrainConfig, apply_overrides(data, overrides))
             assert to_dict(cfg)["name"] == data["name"]
         else:
-            # full-size recipes name dataset folders that exist only where the data sets are (data/ is not
-            # in the repository), and second stages the weights of a first that exists only where it was trained
-            sets = [(split, data["data"].get(split)) for split in ("train", "val")]
-            sets += [(f"{split}.{i}", s) for split in ("train_extra", "val_extra")
-                     for i, s in enumerate(data["data"].get(split) or [])]
-            overrides = [f"data.{where}.{key}={tmp_path}" for where, s in sets for key, value in (s or {}).items()
-                         if key.endswith("_dir") and isinstance(value, str) and not value.startswith("pkg://")
-                         and not Path(value).is_dir()]
+            # full-size recipes name dataset folders that exist only where the data sets are, and second
+            # stages the weights of a first that exists only where it was trained
+            overrides = [f"data.{split}.{key}={tmp_path}" for split in ("train", "val")
+                         for key in ("lq_dir", "gt_dir") if (data["data"].get(split) or {}).get(key)]
             if data["model"].get("init"):
                 (tmp_path / "stage1.safetensors").touch()
                 overrides.append(f"model.init={tmp_path / 'stage1.safetensors'}")
