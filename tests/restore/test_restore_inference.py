@@ -408,4 +408,3 @@ def test_quality_benchmark_script_on_tiny_real_pairs(tmp_path):
                            "map_nafnet + regions (default, flip self-ensemble)"]
     flip = whole["map_nafnet + regions (default, flip self-ensemble)"]
     assert flip["psnr"] != whole["map_nafnet + regions (default)"]["psnr"]
-
