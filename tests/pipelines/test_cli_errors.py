@@ -112,12 +112,14 @@ def test_training_with_bad_init_weights_or_resume_state(tmp_path, bad_weights, r
     assert not (tmp_path / "nan" / "models" / "final.safetensors").exists()
 
 
-def _disk_full_for(monkeypatch, name: str) -> None:
-    """Make ``os.fsync`` of the temporary file of ``name`` fail as on a full disk (others are untouched)."""
+def _disk_full_for(monkeypatch, folder: Path, head: bytes) -> None:
+    """Make ``os.fsync`` fail as on a full disk for files in ``folder`` that begin with ``head`` (the
+    temporary file of the manifest or config being written, whatever its name); others are untouched."""
     real = os.fsync
 
     def fsync(fd):
-        if os.path.basename(os.readlink(f"/proc/self/fd/{fd}")).startswith(f".{name}."):
+        path = Path(os.readlink(f"/proc/self/fd/{fd}"))
+        if path.parent == folder and path.read_bytes()[: len(head)] == head:
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         return real(fd)
 
@@ -130,7 +132,7 @@ def test_full_disk_while_writing_manifest_or_pipeline_config(tmp_path, monkeypat
     out = tmp_path / "out"
     out.mkdir()
     (out / "manifest.json").write_text('{"earlier": true}\n')
-    _disk_full_for(monkeypatch, "manifest.json")
+    _disk_full_for(monkeypatch, out, b"{")
     res = CliRunner().invoke(main, ["degrade", str(src.parent), str(out), "--type", "haze", "--severity", "2"])
     line = _one_line_error(res, out / "manifest.json")
     assert line.endswith("could not write the file: No space left on device (any previous version is kept)")
@@ -138,10 +140,10 @@ def test_full_disk_while_writing_manifest_or_pipeline_config(tmp_path, monkeypat
     assert not [p for p in out.iterdir() if p.name.startswith(".")], "temporary file left behind"
     monkeypatch.undo()
 
-    _disk_full_for(monkeypatch, "pipeline.yml")
     yml = tmp_path / "p.yml"
     yml.write_text("steps:\n  - {step: degrade, kind: haze}\n")
     run_out = tmp_path / "run"
+    _disk_full_for(monkeypatch, run_out, b"# resolved configuration")
     res = CliRunner().invoke(main, ["run", str(yml), f"input={src.parent}", f"output_dir={run_out}"])
     _one_line_error(res, run_out / "pipeline.yml")
     assert sorted(p.name for p in run_out.iterdir()) == []
