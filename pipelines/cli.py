@@ -81,5 +81,5 @@ def main(verbose: int, quiet: bool) -> None:
     keep_freed_memory()
 
 
-if __name__ == "__main__":  # python -m pipelines.cli ... (the console script calls main() itself)
+if __name__ == "__main__":  # python -m pipelines.cli, the same as the console script
     main()

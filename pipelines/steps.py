@@ -387,10 +387,10 @@ class Report(Step):
         from robustsam_prior.fileio import confined_path
 
         try:
-            self.path = confined_path(run.output_dir, self.options.path)
+            path = confined_path(run.output_dir, self.options.path)
         except ValueError as e:
             raise ValueError(f"{self.key}.path: {e}") from None
-        targets = [self.path] + ([self.path.with_suffix(".md")] if self.options.markdown else [])
+        targets = [path] + ([path.with_suffix(".md")] if self.options.markdown else [])
         for target in targets:
             if target.is_dir() or (target.exists() and not _is_report(target)):
                 raise ValueError(
@@ -412,7 +412,7 @@ class Report(Step):
                 means[k] = math.fsum(vals) / len(vals)
         report = {"name": run.config.name, "images": len(rows), "failed": run.failed, "mean": means,
                   "per_image": rows}
-        path = self.path
+        path = run.output_dir / self.options.path
         write_json(path, report)
         run.summary["report"] = str(path)
         run.summary["mean"] = means
