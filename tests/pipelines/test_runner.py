@@ -174,21 +174,6 @@ def test_run_command_config_errors(tmp_path, images, tiny_model):
                 "steps.0.name=regionz", "device=cpu"])
     assert res.exit_code != 0 and "steps[0]: unknown prior 'regionz' (did you mean 'regions'?)" in res.output
 
-
-def test_find_reference_by_path_stem_and_sots_prefix(tmp_path):
-    from pipelines.runner import find_reference
-
-    (tmp_path / "sub").mkdir()
-    for name in ("x.png", "0001.png", "sub/y.jpg"):
-        Image.new("RGB", (4, 4)).save(tmp_path / name)
-    assert find_reference(tmp_path, Path("x.png")) == tmp_path / "x.png"
-    assert find_reference(tmp_path, Path("x.jpg")) == tmp_path / "x.png"
-    assert find_reference(tmp_path, Path("sub/y.png")) == tmp_path / "sub" / "y.jpg"
-    assert find_reference(tmp_path, Path("0001_0.8_0.2.jpg")) is None
-    assert find_reference(tmp_path, Path("0001_0.8_0.2.jpg"), "prefix") == tmp_path / "0001.png"
-    assert find_reference(tmp_path, Path("y.png")) is None
-
-
 def _report_pipeline(tmp_path: Path, report: str) -> Path:
     yml = tmp_path / "report.yml"
     yml.write_text("steps:\n  - {step: degrade, kind: haze, severity: 2}\n  - {step: eval, metrics: [psnr]}\n"
@@ -247,3 +232,17 @@ def test_report_never_overwrites_a_file_it_did_not_write(tmp_path, images):
         res = _run(["run", str(_report_pipeline(tmp_path, "")), f"input={images}", f"output_dir={out}"])
         assert res.exit_code == 0, res.output
     assert "| metric | mean |" in (out / "report.md").read_text()
+
+
+def test_find_reference_by_path_stem_and_sots_prefix(tmp_path):
+    from pipelines.runner import find_reference
+
+    (tmp_path / "sub").mkdir()
+    for name in ("x.png", "0001.png", "sub/y.jpg"):
+        Image.new("RGB", (4, 4)).save(tmp_path / name)
+    assert find_reference(tmp_path, Path("x.png")) == tmp_path / "x.png"
+    assert find_reference(tmp_path, Path("x.jpg")) == tmp_path / "x.png"
+    assert find_reference(tmp_path, Path("sub/y.png")) == tmp_path / "sub" / "y.jpg"
+    assert find_reference(tmp_path, Path("0001_0.8_0.2.jpg")) is None
+    assert find_reference(tmp_path, Path("0001_0.8_0.2.jpg"), "prefix") == tmp_path / "0001.png"
+    assert find_reference(tmp_path, Path("y.png")) is None

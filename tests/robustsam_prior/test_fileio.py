@@ -54,13 +54,6 @@ def test_atomic_write_rejects_append_mode(tmp_path):
         with atomic_write(tmp_path / "x", "a"):
             pass
 
-
-def test_sha256_file(tmp_path):
-    p = tmp_path / "f"
-    p.write_bytes(b"abc")
-    assert sha256_file(p) == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
-
-
 def test_confined_path_refuses_ways_out_of_the_folder(tmp_path):
     from robustsam_prior.fileio import confined_path, relative_path_problem
 
@@ -107,3 +100,9 @@ def test_a_failed_write_names_the_file_and_keeps_the_old_one(tmp_path, monkeypat
         with atomic_write(tmp_path / "a" / "b.txt", "w"):
             open(tmp_path / "elsewhere" / "missing.txt")
     assert not isinstance(e.value, WriteError)
+
+
+def test_sha256_file(tmp_path):
+    p = tmp_path / "f"
+    p.write_bytes(b"abc")
+    assert sha256_file(p) == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
