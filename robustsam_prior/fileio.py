@@ -23,7 +23,8 @@ from typing import IO, Any
 
 class WriteError(OSError):
     """Writing a file failed (disk full, no permission, ...); the message names the file, and the previous
-    version of the file, if any, is untouched. ``errno`` is the original one."""
+    version of the file, if any, is untouched. ``errno`` is the original one. :func:`atomic_write` and
+    :func:`atomic_path` raise it for an ``OSError`` while the temporary file is written, synced or renamed."""
 
     def __str__(self) -> str:
         return str(self.args[1]) if len(self.args) > 1 else super().__str__()
@@ -49,20 +50,18 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
     if mode not in ("w", "wb"):
         raise ValueError(f"atomic_write supports modes 'w' and 'wb', not {mode!r}")
     path = Path(path)
-    tmp = None
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.chmod(tmp, _umask_mode())
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        os.chmod(tmp, _umask_mode())
         with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as f:
             yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException as e:
-        if tmp is not None:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
         if isinstance(e, OSError):
             raise _write_error(e, path) from e
         raise
@@ -73,25 +72,22 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
     """Yield a temporary path beside ``path`` for writers that want a file name, not a file object.
 
     The temporary file keeps ``suffix`` (default: the destination's suffix) as its last extension so
-    that format-sniffing writers pick the right encoder. Renamed over ``path`` on success. An ``OSError``
-    about the file (disk full, no permission) becomes a :class:`WriteError` naming ``path``.
+    that format-sniffing writers pick the right encoder. Renamed over ``path`` on success.
     """
     path = Path(path)
-    tmp = None
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.tmp.", suffix=suffix or path.suffix)
+    os.close(fd)
+    os.chmod(tmp, _umask_mode())
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.tmp.", suffix=suffix or path.suffix)
-        os.close(fd)
-        os.chmod(tmp, _umask_mode())
         yield Path(tmp)
         os.chmod(tmp, _umask_mode())  # again: some writers (safetensors) recreate the file as 0600
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException as e:
-        if tmp is not None:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
         if isinstance(e, OSError):
             raise _write_error(e, path) from e
         raise
