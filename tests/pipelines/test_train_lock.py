@@ -76,7 +76,7 @@ def test_second_training_into_a_folder_fails_at_once(tmp_path, holder, recipe, m
     proc.stdin.close()  # the first run ends
     proc.wait()
     res = CliRunner().invoke(main, ["train", recipe, f"output_dir={out}", "--resume"])
-    assert res.exit_code == 1 and "no training state" in res.output, res.output  # past the lock now
+    assert res.exit_code == 1 and "no training state" in res.output, res.output  # the lock was free
     assert not (out / LOCK_NAME).exists()
 
 
