@@ -466,9 +466,10 @@ def run_restoration_benchmark(
 
 
 def _save_crops(root, dataset, name, method, lq, pred, gt, size, rel_to) -> dict[str, str]:
+    from robustsam_prior.fileio import confined_path
     from robustsam_prior.io import write_image
 
-    folder = Path(root) / _safe(dataset) / _safe(Path(name).with_suffix("").as_posix())
+    folder = confined_path(root, Path(_safe(dataset)) / _safe(Path(name).with_suffix("").as_posix()))
     paths = {}
     for key, img in (("degraded", lq), ("gt", gt), ("output", pred)):
         p = folder / (f"{_safe(method)}.png" if key == "output" else f"{key}.png")
@@ -487,7 +488,10 @@ def _save_crops(root, dataset, name, method, lq, pred, gt, size, rel_to) -> dict
 
 
 def _safe(s: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in s)
+    """``s`` as one file-name component: characters other than letters, digits, ``-_.`` become ``_``, and so
+    do the dots of a name made only of dots (``.``/``..`` would name the folder itself or its parent)."""
+    out = "".join(c if c.isalnum() or c in "-_." else "_" for c in s)
+    return out if out.strip(".") else "_" * max(len(out), 1)
 
 
 # ------------------------------------------------------------------------------------- segmentation

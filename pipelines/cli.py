@@ -28,7 +28,24 @@ COMMANDS: dict[str, str] = {
 
 
 class LazyGroup(click.Group):
-    """A click group whose sub-commands are imported on first use."""
+    """A click group whose sub-commands are imported on first use.
+
+    An ``OSError`` that a command lets through (a disk that is full while a manifest or the resolved
+    config is written, a folder without write permission) ends the command with its one-line message
+    (the project's writers name the file: ``robustsam_prior.fileio.WriteError``) and exit status 1, not a
+    traceback; ``-vv`` logs the traceback.
+    """
+
+    def invoke(self, ctx: click.Context):
+        import errno
+
+        try:
+            return super().invoke(ctx)
+        except OSError as e:
+            if e.errno == errno.EPIPE:  # a closed stdout (| head): click's own handling
+                raise
+            logging.getLogger(__name__).debug("traceback", exc_info=True)
+            raise click.ClickException(str(e)) from None
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(COMMANDS)
@@ -62,3 +79,7 @@ def main(verbose: int, quiet: bool) -> None:
     from robustsam_prior.cpu_memory import keep_freed_memory
 
     keep_freed_memory()
+
+
+if __name__ == "__main__":  # python -m pipelines.cli, the same as the console script
+    main()

@@ -20,7 +20,8 @@ Rules (see ``docs`` in ``pipelines/schema/README.md``):
 
 Field metadata understood by the validator: ``help`` (documentation, also in the JSON Schema),
 ``min`` / ``max`` (inclusive bounds), ``exists`` (``"file"``, ``"dir"`` or ``"any"``: the path must
-exist), ``min_len``. A dataclass may define ``check(self)`` for cross-field rules; it raises
+exist), ``min_len``, ``inside`` (a folder's name: the string is a path relative to that folder that cannot
+leave it: not absolute, no ``..``). A dataclass may define ``check(self)`` for cross-field rules; it raises
 ``ValueError("field: message")`` with the key relative to that mapping, and the validator prefixes
 the mapping's own path.
 """
@@ -28,6 +29,7 @@ the mapping's own path.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import re
 import types
@@ -38,7 +40,8 @@ from typing import Any, Literal, Union
 from robustsam_prior.registry import did_you_mean
 
 _FLOAT_RE = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$")
-_SPECIAL_FLOATS = {".inf": float("inf"), "+.inf": float("inf"), "-.inf": float("-inf")}
+# YAML 1.1's spellings of the special floats, as strings reach us when quoted (then refused as not finite)
+_SPECIAL_FLOATS = {".inf": float("inf"), "+.inf": float("inf"), "-.inf": float("-inf"), ".nan": float("nan")}
 
 
 class ConfigError(ValueError):
@@ -61,24 +64,30 @@ def _join(path: str, key: str | int) -> str:
 
 
 def parse_number(value: Any, path: str, *, integer: bool = False) -> int | float:
-    """``value`` as a number; accepts YAML-1.1 leftovers like the string ``'2e-4'``. Bools are refused."""
+    """``value`` as a number; accepts YAML-1.1 leftovers like the string ``'2e-4'``. Bools are refused, and
+    so are NaN and infinities (no setting of this project means them) and integers beyond 64 bits."""
     kind = "an integer" if integer else "a number"
     if isinstance(value, bool):
         fail(path, f"expected {kind}, got {value!r}")
     if isinstance(value, str):
         text = value.strip().replace("_", "")
-        if text.lower() in _SPECIAL_FLOATS and not integer:
-            return _SPECIAL_FLOATS[text.lower()]
-        if not _FLOAT_RE.match(text):
+        if text.lower() in _SPECIAL_FLOATS:
+            value = _SPECIAL_FLOATS[text.lower()]
+        elif not _FLOAT_RE.match(text):
             fail(path, f"expected {kind}, got {value!r}")
-        value = int(text) if re.fullmatch(r"[+-]?\d+", text) else float(text)
+        else:
+            value = int(text) if re.fullmatch(r"[+-]?\d+", text) else float(text)
     if not isinstance(value, (int, float)):
         fail(path, f"expected {kind}, got {type(value).__name__} {value!r}")
+    if isinstance(value, float) and not math.isfinite(value):
+        fail(path, f"expected a finite number, got {value}")
     if integer:
         if isinstance(value, float):
             if not value.is_integer():
                 fail(path, f"expected an integer, got {value!r}")
             value = int(value)
+        if not -(2**63) <= value < 2**63:
+            fail(path, f"expected an integer that fits in 64 bits, got one of {len(str(abs(value)))} digits")
         return value
     return float(value)
 
@@ -186,6 +195,12 @@ def _convert(tp: Any, value: Any, path: str, meta: dict) -> Any:
             fail(path, f"expected a string, got {type(value).__name__} {value!r}")
         if meta.get("exists"):
             _check_exists(resolve_path(value, path), value, path, meta["exists"])
+        if meta.get("inside"):
+            from robustsam_prior.fileio import relative_path_problem
+
+            problem = relative_path_problem(value)
+            if problem:
+                fail(path, f"must be a path inside {meta['inside']}, got {value!r} ({problem})")
         return value
     raise TypeError(f"config schema: unsupported type {tp!r} at {path}")  # a bug in a schema
 
@@ -251,24 +266,99 @@ def _convert_dataclass(cls: type, value: Any, path: str) -> Any:
 # ---------------------------------------------------------------------------------------------
 
 
+# Limits of a YAML document. Configurations are small and hand-written; these stop a file that is not
+# one from exhausting memory. An alias (``*name``) refers to an anchored value without copying it, so a
+# few hundred bytes of nested aliases (a "billion laughs" document) stand for billions of values, which
+# everything that walks the data (validation, error messages, the saved resolved config) would expand.
+MAX_YAML_BYTES = 1 << 20
+MAX_YAML_VALUES = 100_000
+
+
 def read_yaml(path: str | os.PathLike) -> dict:
     """``yaml.safe_load`` a file into a mapping; errors name the file.
 
     A top-level ``base: other.yml`` (a path relative to this file's folder) reads that file first and
     merges this one over it (:func:`merge`), so a variant of a recipe holds only what it changes.
+    Refused with a :class:`ConfigError`: a file that is not UTF-8, larger than :data:`MAX_YAML_BYTES`,
+    or whose aliases expand it to more than :data:`MAX_YAML_VALUES` values (or into a cycle).
     """
     return _read_yaml(Path(path), ())
 
 
-def _read_yaml(path: Path, chain: tuple[Path, ...]) -> dict:
+def load_yaml_text(text: str, where: str) -> Any:
+    """``yaml.safe_load(text)`` with the limits of :func:`read_yaml`; errors start with ``where``."""
     import yaml
 
+    try:
+        data = yaml.safe_load(text)
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        at = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+        raise ConfigError(f"{where}: not valid YAML: {e.problem or e.context}{at}") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{where}: not valid YAML: {' '.join(str(e).split())}") from None
+    except RecursionError:
+        raise ConfigError(f"{where}: YAML nested too deeply to be a configuration") from None
+    except (ValueError, OverflowError) as e:  # a scalar PyYAML cannot build: 2001-02-30, a 5000-digit integer
+        raise ConfigError(f"{where}: not valid YAML: {str(e).splitlines()[0]}") from None
+    _check_size(data, where)
+    return data
+
+
+def _check_size(data: Any, where: str) -> None:
+    """Refuse ``data`` if expanding its aliases gives more than :data:`MAX_YAML_VALUES` values or a cycle.
+
+    Shared values are counted once per reference but visited once (memoised by identity), so the
+    check itself costs time in proportion to the document, not to its expansion.
+    """
+    sizes: dict[int, int] = {}
+    open_ids: set[int] = set()
+
+    def size(value: Any) -> int:
+        if not isinstance(value, (dict, list)):
+            return 1
+        key = id(value)
+        if key in sizes:
+            return sizes[key]
+        if key in open_ids:
+            raise ConfigError(f"{where}: a YAML alias refers to a value that contains it (a recursive "
+                              "structure); a configuration must be a finite tree")
+        open_ids.add(key)
+        children = [*value.keys(), *value.values()] if isinstance(value, dict) else value
+        total = 1
+        for child in children:
+            total += size(child)
+            if total > MAX_YAML_VALUES:
+                raise ConfigError(
+                    f"{where}: its YAML aliases (*name) expand to more than {MAX_YAML_VALUES:,} values; refused "
+                    "(nested aliases can stand for billions of values); write the values out instead")
+        open_ids.discard(key)
+        sizes[key] = total
+        return total
+
+    try:
+        size(data)
+    except RecursionError:
+        raise ConfigError(f"{where}: YAML nested too deeply to be a configuration") from None
+
+
+def _read_yaml(path: Path, chain: tuple[Path, ...]) -> dict:
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML ({e})") from e
+        with open(path, "rb") as f:
+            raw = f.read(MAX_YAML_BYTES + 1)
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read the file ({e.strerror or e})") from None
+    if len(raw) > MAX_YAML_BYTES:
+        raise ConfigError(f"{path}: larger than {MAX_YAML_BYTES:,} bytes; not a configuration file")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(
+            f"{path}: not UTF-8 text (byte 0x{raw[e.start]:02x} at offset {e.start}); save the file as UTF-8"
+        ) from None
+    data = load_yaml_text(text, str(path))
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -303,8 +393,6 @@ def merge(base: dict, over: dict) -> dict:
 
 def parse_override(text: str) -> tuple[list[str | int], Any]:
     """``"a.b.0.c=value"`` -> (["a", "b", 0, "c"], parsed value); the value is read as YAML."""
-    import yaml
-
     key, sep, raw = text.partition("=")
     if not sep or not key.strip():
         raise ConfigError(f"override {text!r}: expected key.path=value")
@@ -313,10 +401,7 @@ def parse_override(text: str) -> tuple[list[str | int], Any]:
         if not p:
             raise ConfigError(f"override {text!r}: empty key in {key!r}")
         parts.append(int(p) if p.isdigit() else p)
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError as e:
-        raise ConfigError(f"override {text!r}: value is not valid YAML ({e})") from e
+    value = load_yaml_text(raw, f"override {text!r}: value") if raw.strip() else ""
     return parts, value
 
 

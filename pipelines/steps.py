@@ -46,7 +46,8 @@ class DegradeStep:
     TAG_FIELD: ClassVar[str] = "step"
     kind: str = _f("haze", "degradation name (robustsam-restore degrade --list)")
     severity: int = _f(3, "severity 1..5", min=1, max=5)
-    seed: int = _f(0, "base seed; each image's seed also depends on its relative path", min=0)
+    seed: int = _f(0, "base seed (0 .. 2**31 - 1); each image's seed also depends on its relative path", min=0,
+                   max=2**31 - 1)
     save: bool = _f(False, "write the degraded images to OUTPUT_DIR/degraded")
 
 
@@ -111,8 +112,14 @@ class ReportStep:
 
     TAG: ClassVar[str] = "report"
     TAG_FIELD: ClassVar[str] = "step"
-    path: str = _f("report.json", "report file, relative to OUTPUT_DIR")
-    markdown: bool = _f(True, "also write a Markdown table beside it")
+    path: str = _f("report.json", "report file (.json), relative to OUTPUT_DIR and inside it", inside="OUTPUT_DIR")
+    markdown: bool = _f(True, "also write a Markdown table beside it (the same name with .md)")
+
+    def check(self) -> None:
+        if not self.path.endswith(".json"):
+            raise ValueError(f"path: must end in .json (the Markdown table takes the .md name), got {self.path!r}")
+        if Path(self.path) == Path("summary.json"):
+            raise ValueError("path: OUTPUT_DIR/summary.json is the run's summary; choose another name")
 
 
 StepOptions = Union[DegradeStep, PriorStep, RestoreStep, SegmentStep, EvalStep, ReportStep]  # noqa: UP007
@@ -353,8 +360,44 @@ class Evaluate(Step):
                 item.metrics["miou_input_vs_clean"] = matched_miou(item.labels["input"], ref)
 
 
+def _is_report(path: Path) -> bool:
+    """Whether the existing file ``path`` is a report this step wrote (JSON or its Markdown table)."""
+    import json
+
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return False
+    if path.suffix == ".md":
+        return "| metric | mean |" in text.splitlines()
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError:
+        return False
+    return isinstance(data, dict) and {"name", "images", "mean", "per_image"} <= set(data)
+
+
 @STEPS.register("report")
 class Report(Step):
+    """Writes OUTPUT_DIR/``path`` and, with ``markdown``, the same name with ``.md``; both must stay
+    inside OUTPUT_DIR (symbolic links included), and an existing file there is replaced only if it is an
+    earlier report, so a report never overwrites a file it was not written for."""
+
+    def setup(self, run: Any) -> None:
+        from robustsam_prior.fileio import confined_path
+
+        try:
+            path = confined_path(run.output_dir, self.options.path)
+        except ValueError as e:
+            raise ValueError(f"{self.key}.path: {e}") from None
+        targets = [path] + ([path.with_suffix(".md")] if self.options.markdown else [])
+        for target in targets:
+            if target.is_dir() or (target.exists() and not _is_report(target)):
+                raise ValueError(
+                    f"{self.key}.path: {target} exists and is not a report; it is not overwritten (choose another "
+                    f"path{', or markdown: false' if target.suffix == '.md' else ''}, or move the file away)"
+                )
+
     def finish(self, run: Any) -> None:
         import math
 

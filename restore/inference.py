@@ -73,8 +73,13 @@ def _classical(name: str) -> nn.Module:
 
 
 def load_restoration_checkpoint(path: str | os.PathLike) -> tuple[nn.Module, dict[str, Any]]:
-    """Build and load the network of a restoration checkpoint; returns ``(net in eval mode, metadata)``."""
-    from robustsam_prior.checkpoint import CheckpointError, load_strict, read_checkpoint
+    """Build and load the network of a restoration checkpoint; returns ``(net in eval mode, metadata)``.
+
+    The architecture in the metadata is checked against the size bounds of ``restore.archs`` and, built
+    on the meta device, against the file's keys and shapes before the network is built for real, so the
+    metadata of a small file cannot make it allocate a huge network.
+    """
+    from robustsam_prior.checkpoint import CheckpointError, build_for_state, load_strict, read_checkpoint
 
     from .archs import build_arch
 
@@ -88,14 +93,22 @@ def load_restoration_checkpoint(path: str | os.PathLike) -> tuple[nn.Module, dic
     for key in ("arch", "task"):
         if key not in meta:
             raise CheckpointError(f"{path}: restoration checkpoint metadata lacks {key!r}")
+    kwargs = meta.get("arch_kwargs") or {}
     try:
-        net = build_arch(meta["arch"], **dict(meta.get("arch_kwargs") or {}))
+        if not isinstance(kwargs, dict):
+            raise TypeError(f"arch_kwargs is a {type(kwargs).__name__}, not a mapping")
+        net = build_for_state(lambda: build_arch(meta["arch"], **kwargs), ckpt.state_dict, source=path)
     except (KeyError, TypeError, ValueError) as e:
-        raise CheckpointError(f"{path}: cannot build its architecture ({e})") from e
+        raise CheckpointError(f"{path}: cannot build its architecture ({_message(e)})") from e
     load_strict(net, ckpt.state_dict, source=path)
     net.eval()
     meta = {**meta, "sha256": ckpt.sha256}
     return net, meta
+
+
+def _message(e: Exception) -> str:
+    """The text of an exception (a KeyError's str() adds quotes)."""
+    return str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)
 
 
 @dataclass

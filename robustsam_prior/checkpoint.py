@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import os
 import pickle
-import zipfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -77,15 +76,29 @@ def read_checkpoint(path: str | os.PathLike) -> LoadedCheckpoint:
     else:
         try:
             obj = torch.load(path, map_location="cpu", weights_only=True)
-        except pickle.UnpicklingError as e:
-            raise CheckpointError(
-                f"{path}: refused to load: the file contains pickled objects other than tensors, "
-                f"which could execute code ({str(e).splitlines()[0]})"
-            ) from e
-        except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
-            raise CheckpointError(f"{path}: not a readable PyTorch checkpoint, truncated or corrupt ({e})") from e
+        except MemoryError:
+            raise
+        except Exception as e:  # a malformed pickle fails in many ways (IndexError, KeyError, ...), all reported
+            if not _torch_file_header(path):  # no zip archive, no pickle: the unpickler's complaint would mislead
+                raise CheckpointError(f"{path}: not a PyTorch checkpoint (neither a zip archive nor a pickle); "
+                                      "corrupt, or another kind of file") from e
+            if isinstance(e, pickle.UnpicklingError):
+                raise CheckpointError(
+                    f"{path}: refused to load: the file contains pickled objects other than tensors, "
+                    f"which could execute code ({str(e).splitlines()[0]})"
+                ) from e
+            why = " ".join(str(e).split()) or type(e).__name__
+            raise CheckpointError(f"{path}: not a readable PyTorch checkpoint, truncated or corrupt ({why})") from e
         state, metadata = _unwrap(obj, path)
     return LoadedCheckpoint(strip_prefix(state), path, sha256_file(path), metadata)
+
+
+def _torch_file_header(path: Path) -> bool:
+    """Whether ``path`` starts as ``torch.save`` files do: a zip archive, or (the legacy format) a pickle
+    of protocol 2 or later (first byte 0x80)."""
+    with open(path, "rb") as f:
+        head = f.read(4)
+    return head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"
 
 
 def _unwrap(obj: Any, path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -132,7 +145,7 @@ def _listing(title: str, items: list, limit: int = 8) -> str:
     return f"\n  {title} ({len(items)}): {shown}{more}"
 
 
-def load_strict(
+def check_fits(
     module: nn.Module,
     state: Mapping[str, torch.Tensor],
     *,
@@ -140,12 +153,8 @@ def load_strict(
     describe: Callable[[Mapping[str, torch.Tensor]], str | None] | None = None,
     ignore_missing: Callable[[str], bool] | None = None,
 ) -> None:
-    """Load ``state`` into ``module``; any key mismatch raises :class:`CheckpointError`.
-
-    ``ignore_missing(key)`` may accept specific missing keys (used when a caller explicitly asks to
-    keep some modules freshly initialised). ``describe(state)`` returns a sentence saying what the
-    file looks like, added to the error.
-    """
+    """Raise :class:`CheckpointError` unless ``state`` has exactly ``module``'s keys and shapes (the test
+    of :func:`load_strict`, without loading). ``module`` may live on the meta device (:func:`build_for_state`)."""
     missing, unexpected, misshaped = diff_state_dict(module.state_dict(), state)
     if ignore_missing is not None:
         missing = [k for k in missing if not ignore_missing(k)]
@@ -161,7 +170,55 @@ def load_strict(
         if hint:
             msg += f"\n  the file looks like: {hint}"
         raise CheckpointError(msg)
+
+
+def load_strict(
+    module: nn.Module,
+    state: Mapping[str, torch.Tensor],
+    *,
+    source: str | os.PathLike = "state dict",
+    describe: Callable[[Mapping[str, torch.Tensor]], str | None] | None = None,
+    ignore_missing: Callable[[str], bool] | None = None,
+) -> None:
+    """Load ``state`` into ``module``; any key mismatch raises :class:`CheckpointError`.
+
+    ``ignore_missing(key)`` may accept specific missing keys (used when a caller explicitly asks to
+    keep some modules freshly initialised). ``describe(state)`` returns a sentence saying what the
+    file looks like, added to the error.
+    """
+    check_fits(module, state, source=source, describe=describe, ignore_missing=ignore_missing)
     module.load_state_dict(state, strict=ignore_missing is None)
+
+
+def on_meta_device(build: Callable[[], nn.Module]) -> nn.Module:
+    """``build()`` on PyTorch's meta device: the module's structure, keys and shapes without allocating
+    or initialising any tensor (and without drawing random numbers), so a network described by a
+    file can be checked before it is built for real."""
+    with torch.device("meta"):
+        return build()
+
+
+def build_for_state(
+    build: Callable[[], nn.Module],
+    state: Mapping[str, torch.Tensor],
+    *,
+    source: str | os.PathLike = "state dict",
+    describe: Callable[[Mapping[str, torch.Tensor]], str | None] | None = None,
+    ignore_missing: Callable[[str], bool] | None = None,
+) -> nn.Module:
+    """``build()`` for real only once its keys and shapes are known to fit ``state``.
+
+    The architecture a checkpoint's metadata describes is first built on the meta device and checked
+    with :func:`check_fits`, so a small file whose metadata names a huge network fails at once, naming
+    the file, instead of allocating that network. Returns the real module (not loaded yet).
+    """
+    check_fits(on_meta_device(build), state, source=source, describe=describe, ignore_missing=ignore_missing)
+    return build()
+
+
+def count_parameters(module: nn.Module) -> int:
+    """Number of parameter values of ``module`` (works on the meta device)."""
+    return sum(p.numel() for p in module.parameters())
 
 
 def save_checkpoint(path: str | os.PathLike, state: Mapping[str, torch.Tensor], metadata: Mapping[str, Any]) -> str:

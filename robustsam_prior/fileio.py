@@ -1,4 +1,5 @@
-"""Atomic file writing, and ``pkg://`` paths to folders inside installed packages.
+"""Atomic file writing, paths confined to a folder, folder locks, and ``pkg://`` paths to folders inside
+installed packages.
 
 Atomic writing: a reader never sees a half-written file, and a failure leaves the old one.
 
@@ -16,13 +17,36 @@ import json
 import os
 import tempfile
 from collections.abc import Iterator
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import IO, Any
+
+
+class WriteError(OSError):
+    """Writing a file failed (disk full, no permission, ...); the message names the file, and the previous
+    version of the file, if any, is untouched. ``errno`` is the original one. :func:`atomic_write` and
+    :func:`atomic_path` raise it for an ``OSError`` while the temporary file is written, synced or renamed."""
+
+    def __str__(self) -> str:
+        return str(self.args[1]) if len(self.args) > 1 else super().__str__()
+
+
+def _write_error(e: OSError, path: Path) -> OSError:
+    """``e`` as a :class:`WriteError` naming ``path`` when it is about writing it (no file name, or one in
+    ``path``'s folder: the temporary file, ``path`` itself); other errors (creating the folder) are kept."""
+    if isinstance(e, WriteError):
+        return e
+    if e.filename is not None and Path(os.fsdecode(e.filename)).parent != path.parent:
+        return e
+    why = e.strerror or str(e) or type(e).__name__
+    return WriteError(e.errno, f"{path}: could not write the file: {why} (any previous version is kept)")
 
 
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
-    """Open a temporary file beside ``path``; on success rename it to ``path``, on error delete it."""
+    """Open a temporary file beside ``path``; on success rename it to ``path``, on error delete it.
+
+    An ``OSError`` while writing (disk full, no permission) becomes a :class:`WriteError` naming ``path``.
+    """
     if mode not in ("w", "wb"):
         raise ValueError(f"atomic_write supports modes 'w' and 'wb', not {mode!r}")
     path = Path(path)
@@ -35,9 +59,11 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(e, OSError):
+            raise _write_error(e, path) from e
         raise
 
 
@@ -59,9 +85,11 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(e, OSError):
+            raise _write_error(e, path) from e
         raise
 
 
@@ -103,6 +131,107 @@ def trim_jsonl(path: str | os.PathLike, key: str, upto: int) -> list[dict[str, A
     with atomic_write(path, "w") as f:
         f.writelines(json.dumps(r) + "\n" for r in kept)
     return kept
+
+
+def relative_path_problem(value: str | os.PathLike) -> str | None:
+    """Why ``value`` cannot name a file inside a folder it is joined to (``None`` when it can):
+    ``"it is empty"``, ``"it is absolute"`` or ``"its '..' leads out of the folder"``."""
+    text = os.fspath(value)
+    if not text.strip():
+        return "it is empty"
+    path = PurePosixPath(text)
+    if path.is_absolute():
+        return "it is absolute"
+    if ".." in path.parts:
+        return "its '..' leads out of the folder"
+    return None
+
+
+def confined_path(root: str | os.PathLike, rel: str | os.PathLike) -> Path:
+    """``root / rel`` for a path ``rel`` that must stay inside folder ``root``.
+
+    Raises ``ValueError`` saying why when ``rel`` is empty, absolute or has a ``..`` part
+    (:func:`relative_path_problem`), or leads out of ``root`` through a symbolic link.
+    """
+    root = Path(root)
+    problem = relative_path_problem(rel)
+    if problem is None:
+        real_root, real = root.resolve(), (root / rel).resolve()
+        if real != real_root and real_root not in real.parents:
+            problem = f"it leads to {real} through a symbolic link"
+    if problem:
+        raise ValueError(f"{os.fspath(rel)!r} is not a path inside {root}: {problem}")
+    return root / rel
+
+
+class FolderLockedError(RuntimeError):
+    """Another process holds the lock of a folder (:func:`folder_lock`); the message names the folder and
+    the holder's process id."""
+
+
+LOCK_NAME = ".lock"
+_held_locks: dict[Path, int] = {}  # folders this process holds -> nesting depth
+
+
+@contextlib.contextmanager
+def folder_lock(folder: str | os.PathLike) -> Iterator[Path]:
+    """Hold an exclusive lock on ``folder`` (created if needed) for the ``with`` block, so that two runs
+    cannot write into one output folder at the same time.
+
+    The lock is ``flock`` on ``folder/.lock``, which holds the holder's process id, host and start time
+    (what the error names). The operating system releases it when the holder exits however it exits, so
+    a killed run leaves no lock behind that blocks the next one; the file itself is deleted on release.
+    Taking it again in the process that holds it nests (the trainers take it inside the ``train``
+    command, which took it first). Raises :class:`FolderLockedError` at once when another process holds
+    it. Where ``fcntl`` is missing (Windows) no lock is taken.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    key = folder.resolve()
+    if key in _held_locks:
+        _held_locks[key] += 1
+        try:
+            yield folder / LOCK_NAME
+        finally:
+            _held_locks[key] -= 1
+        return
+    try:
+        import fcntl
+    except ImportError:  # no flock: run unlocked
+        yield folder / LOCK_NAME
+        return
+    path = folder / LOCK_NAME
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            with os.fdopen(fd, "r", encoding="utf-8", errors="replace") as f:
+                holder = " ".join(f.read().split()) or "a process that has not written its id yet"
+            raise FolderLockedError(
+                f"{folder}: in use by another run ({holder}); wait for it to finish or choose another folder"
+            ) from None
+        try:  # the file may have been deleted by a holder releasing it since we opened it: lock the new one
+            same = os.path.samestat(os.fstat(fd), os.stat(path))
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)
+    import socket
+    import time
+
+    os.ftruncate(fd, 0)
+    since = time.strftime("%Y-%m-%d %H:%M:%S")
+    os.write(fd, f"pid {os.getpid()} on {socket.gethostname()} since {since}\n".encode())
+    _held_locks[key] = 1
+    try:
+        yield path
+    finally:
+        del _held_locks[key]
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)  # still locked here: a process that opened it before sees it gone and retries
+        os.close(fd)
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:

@@ -18,11 +18,18 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .checkpoint import CheckpointError, LoadedCheckpoint, load_strict, read_checkpoint, save_checkpoint
+from .checkpoint import (
+    CheckpointError,
+    LoadedCheckpoint,
+    build_for_state,
+    load_strict,
+    read_checkpoint,
+    save_checkpoint,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -143,6 +150,16 @@ def config_from_checkpoint(loaded: LoadedCheckpoint) -> RobustSamConfig | None:
     return resolve_config(variant) if variant else None
 
 
+def _missing_keys_allowed(loaded: LoadedCheckpoint, fresh_robust_modules: bool) -> Callable[[str], bool] | None:
+    """``is_robust_key`` for a Meta SAM file with ``fresh_robust_modules``; a SAM file without it is an error."""
+    kind = detect_checkpoint(loaded.state_dict)
+    if kind.kind != "sam":
+        return None
+    if not fresh_robust_modules:
+        raise CheckpointError(f"{loaded.path}: this is a SAM checkpoint, not RobustSAM ({kind.describe()})")
+    return is_robust_key
+
+
 def load_robustsam_weights(
     model: RobustSam,
     checkpoint: str | os.PathLike | LoadedCheckpoint,
@@ -157,14 +174,9 @@ def load_robustsam_weights(
     loaded = checkpoint if isinstance(checkpoint, LoadedCheckpoint) else read_checkpoint(checkpoint)
     state = loaded.state_dict
     kind = detect_checkpoint(state)
-    ignore = None
-    if kind.kind == "sam":
-        if not fresh_robust_modules:
-            raise CheckpointError(
-                f"{loaded.path}: this is a SAM checkpoint, not RobustSAM ({kind.describe()})"
-            )
+    ignore = _missing_keys_allowed(loaded, fresh_robust_modules)
+    if ignore is not None:
         logger.info("%s: SAM checkpoint; the RobustSAM modules keep their fresh initialisation", loaded.path)
-        ignore = is_robust_key
     load_strict(model, state, source=loaded.path, describe=describe_checkpoint, ignore_missing=ignore)
     untrained = fgm_looks_untrained(state) if kind.kind == "robustsam" else []
     if untrained:
@@ -201,6 +213,7 @@ def build_robustsam(
     from .modeling.build import accelerate_encoder, build_robustsam_model
 
     loaded = None
+    from_file = config is None
     if checkpoint is not None:
         loaded = checkpoint if isinstance(checkpoint, LoadedCheckpoint) else read_checkpoint(checkpoint)
         if config is None:
@@ -212,7 +225,17 @@ def build_robustsam(
                 )
     elif config is None:
         raise ValueError("build_robustsam needs a config (variant name or dict) or a checkpoint")
-    model = build_robustsam_model(config, bn_mode=bn_mode)
+    if loaded is not None:  # the file's keys and shapes are checked before the network is allocated
+        ignore = _missing_keys_allowed(loaded, fresh_robust_modules)
+        try:
+            model = build_for_state(lambda: build_robustsam_model(config, bn_mode=bn_mode), loaded.state_dict,
+                                    source=loaded.path, describe=describe_checkpoint, ignore_missing=ignore)
+        except (TypeError, ValueError) as e:
+            if not from_file:
+                raise
+            raise CheckpointError(f"{loaded.path}: cannot build the architecture of its metadata ({e})") from e
+    else:
+        model = build_robustsam_model(config, bn_mode=bn_mode)
     if loaded is not None:
         load_robustsam_weights(model, loaded, fresh_robust_modules=fresh_robust_modules)
     if fast:

@@ -217,6 +217,7 @@ def segmentation(
     """Prompted-segmentation robustness (RobustSAM Tables 2-6 protocol): IoU/Dice/PA per degradation."""
     from eval.benchmark import build_segmenters, run_segmentation_benchmark
     from eval.datasets import SegmentationDataset, open_segmentation_dataset
+    from robustsam_prior.checkpoint import CheckpointError
 
     if dataset == "shapes":
         from robustsam_prior.data import ShapesDataset
@@ -256,8 +257,8 @@ def segmentation(
             include_clear=not no_clear,
             out=out,
         )
-    except (ValueError, KeyError, FileNotFoundError) as e:
-        raise click.ClickException(str(e)) from e
+    except (ValueError, KeyError, FileNotFoundError, CheckpointError) as e:
+        raise click.ClickException(str(e)) from None
     for r in rows:
         cond = r["degradation"] + (f"-{r['severity']}" if r["severity"] is not None else "")
         m = r["metrics"]

@@ -122,19 +122,23 @@ def evaluate(
     """
     from eval.benchmark import evaluate_pairs, jsonable
     from eval.datasets import pair_folders
+    from robustsam_prior.checkpoint import CheckpointError
 
     names = parse_metrics(metrics)
     try:
         data = pair_folders(pred_dir, gt_dir, match=match, recursive=recursive)
     except ValueError as e:
         raise click.ClickException(str(e)) from e
-    result = evaluate_pairs(
-        data,
-        metrics=names,
-        conventions=conventions_from(crop_border, y_channel, quantize),
-        lpips_weights=lpips_weights,
-        device=device,
-    )
+    try:
+        result = evaluate_pairs(
+            data,
+            metrics=names,
+            conventions=conventions_from(crop_border, y_channel, quantize),
+            lpips_weights=lpips_weights,
+            device=device,
+        )
+    except CheckpointError as e:  # --lpips-weights names a file that is corrupt, refused or of another network
+        raise click.ClickException(str(e)) from None
     if data.unmatched_lq:
         click.echo(
             f"unmatched: {len(data.unmatched_lq)} predicted images have no ground truth: "

@@ -21,8 +21,9 @@ logger = logging.getLogger(__name__)
 
 
 def parse_options(pairs: tuple[str, ...]) -> dict[str, Any]:
-    """``("key=value", ...)`` -> dict; values are parsed as YAML scalars/lists (``2e-4``, ``[1, 99]``)."""
-    import yaml
+    """``("key=value", ...)`` -> dict; values are parsed as YAML scalars/lists (``2e-4``, ``[1, 99]``)
+    with the limits of the config reader (``pipelines.config.load_yaml_text``)."""
+    from pipelines.config import ConfigError, load_yaml_text
 
     options: dict[str, Any] = {}
     for pair in pairs:
@@ -30,9 +31,9 @@ def parse_options(pairs: tuple[str, ...]) -> dict[str, Any]:
         if not sep or not key.strip():
             raise click.BadParameter(f"{pair!r}: expected KEY=VALUE", param_hint="--prior-option")
         try:
-            options[key.strip()] = yaml.safe_load(value)
-        except yaml.YAMLError as e:
-            raise click.BadParameter(f"{pair!r}: cannot parse the value ({e})", param_hint="--prior-option") from e
+            options[key.strip()] = load_yaml_text(value, repr(pair))
+        except ConfigError as e:
+            raise click.BadParameter(str(e), param_hint="--prior-option") from None
     return options
 
 

@@ -81,21 +81,44 @@ def eval_metrics() -> dict:
 @click.option("--output-dir", default=None, help="Override output_dir of the recipe.")
 @click.option("--json", "as_json", is_flag=True, help="Print the final summary as JSON.")
 def train(recipe: str, overrides: tuple[str, ...], resume: bool, output_dir: str | None, as_json: bool) -> None:
-    """Train a model from RECIPE.yml; OVERRIDES are key.path=value pairs (train.iterations=500)."""
-    from pipelines.config import ConfigError, save_resolved, to_dict
+    """Train a model from RECIPE.yml; OVERRIDES are key.path=value pairs (train.iterations=500).
+
+    One run at a time per output folder: a second one fails at once, naming the process that holds it.
+    """
+    from pipelines.config import ConfigError
 
     overrides = tuple(overrides) + ((f"output_dir={output_dir}",) if output_dir else ())
     try:
         cfg = load_train_config(recipe, overrides)
     except ConfigError as e:
         raise click.ClickException(str(e)) from None
-    if cfg.kind == "robustsam":  # a RobustSamTrainConfig (load_train_config dispatches on kind)
-        train_robustsam(cfg, recipe=recipe, overrides=overrides, resume=resume, as_json=as_json)
-        return
+    import contextlib
+    import os
+
+    from robustsam_prior.fileio import FolderLockedError, folder_lock
+
+    # one run per output folder: the lock is held from before the existing-run checks and config.yml to the
+    # end, by rank 0 alone under torchrun (the trainers take it too, for callers of the library)
+    rank = int(os.environ.get("RANK", "0"))
+    try:
+        with folder_lock(cfg.output_dir) if rank == 0 else contextlib.nullcontext():
+            if cfg.kind == "robustsam":  # a RobustSamTrainConfig (load_train_config dispatches on kind)
+                train_robustsam(cfg, recipe=recipe, overrides=overrides, resume=resume, as_json=as_json)
+            else:
+                _train_restoration(cfg, recipe=recipe, overrides=overrides, resume=resume, as_json=as_json)
+    except FolderLockedError as e:
+        raise click.ClickException(str(e)) from None
+
+
+def _train_restoration(cfg, *, recipe: str, overrides: tuple[str, ...], resume: bool, as_json: bool) -> None:
+    """The restoration branch of ``train`` (``kind: restoration``)."""
+    import os
     from pathlib import Path
 
+    from pipelines.config import save_resolved, to_dict
     from restore.training.data import DataError
     from restore.training.trainer import train_restoration
+    from robustsam_prior.checkpoint import CheckpointError
 
     out = Path(cfg.output_dir)
     state = out / "state" / "latest.pt"
@@ -106,14 +129,12 @@ def train(recipe: str, overrides: tuple[str, ...], resume: bool, output_dir: str
             f"{out} already holds a run (state/latest.pt); pass --resume to continue it or choose another "
             "output_dir"
         )
-    import os
-
     if int(os.environ.get("RANK", "0")) == 0:
         save_resolved(cfg, out / "config.yml", source=recipe, overrides=overrides)
     try:
         summary = train_restoration(cfg, resume=resume, resolved_config=to_dict(cfg), metrics=eval_metrics())
-    except (DataError, FileNotFoundError) as e:
-        raise click.ClickException(str(e)) from None
+    except (DataError, FileNotFoundError, FloatingPointError, CheckpointError) as e:  # bad data, divergence,
+        raise click.ClickException(str(e)) from None  # model.init or --resume state unreadable or not fitting
     if int(os.environ.get("RANK", "0")) != 0:
         return
     if as_json:

@@ -26,6 +26,11 @@ class ModelOptions:
     arch_kwargs: dict[str, Any] = _f(dict, "keyword arguments of the architecture (width, blocks, ...)")
     init: str | None = _f(None, "restoration checkpoint (.safetensors) to start from (fine-tuning)", exists="file")
 
+    def check(self) -> None:
+        from restore.archs import check_arch_kwargs  # the size bounds of the architectures (no torch)
+
+        check_arch_kwargs(self.arch_kwargs)
+
 
 @dataclass(frozen=True)
 class PriorOptions:
@@ -190,8 +195,8 @@ class DataOptions:
 @dataclass(frozen=True)
 class OptimOptions:
     type: Literal["adamw", "adam"] = _f("adamw", "optimizer")
-    lr: float = _f(1e-3, "peak learning rate", min=0.0)
-    weight_decay: float = _f(1e-3, "decoupled weight decay (adamw)", min=0.0)
+    lr: float = _f(1e-3, "peak learning rate (at most 1: Adam's step is about lr per weight)", min=0.0, max=1.0)
+    weight_decay: float = _f(1e-3, "decoupled weight decay (adamw)", min=0.0, max=1.0)
     betas: tuple[float, float] = _f((0.9, 0.9), "Adam betas (SAM-Deblur/NAFNet use 0.9, 0.9)")
 
     def check(self) -> None:
@@ -203,7 +208,7 @@ class OptimOptions:
 class SchedulerOptions:
     type: Literal["cosine", "constant"] = _f("cosine", "learning-rate schedule after the warm-up")
     warmup_iters: int = _f(0, "linear warm-up from 0 over this many iterations", min=0)
-    eta_min: float = _f(1e-7, "final learning rate of the cosine schedule", min=0.0)
+    eta_min: float = _f(1e-7, "final learning rate of the cosine schedule", min=0.0, max=1.0)
 
 
 @dataclass(frozen=True)
@@ -256,7 +261,8 @@ class TrainConfig:
     kind: Literal["restoration", "robustsam"] = _f("restoration", "what is trained")
     name: str = _f("run", "run name (recorded in checkpoints)")
     task: Literal["dehaze", "deblur"] = _f("dehaze", "restoration task recorded in the checkpoint")
-    seed: int = _f(0, "seed of data order, crops, augmentation, degradations and initialisation", min=0)
+    seed: int = _f(0, "seed of data order, crops, augmentation, degradations and initialisation (0 .. 2**31 - 1, "
+                   "so that the seeds derived from it stay within numpy's and torch's range)", min=0, max=2**31 - 1)
     output_dir: str = _f("runs/run", "folder for checkpoints, logs and the resolved config")
     model: ModelOptions = _f(ModelOptions, "restoration network")
     prior: PriorOptions = _f(PriorOptions, "segmentation prior")

@@ -187,15 +187,18 @@ def save_state(path: Path, state: Mapping[str, Any]) -> None:
 
 
 def load_state(path: Path) -> dict[str, Any]:
-    """Load a training-state file with ``weights_only=True`` (no pickled code runs)."""
+    """Load a training-state file with ``weights_only=True`` (no pickled code runs); a file that cannot be
+    read or is not a training state raises ``CheckpointError`` naming it."""
+    from robustsam_prior.checkpoint import CheckpointError
+
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no training state to resume from")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # truncated, corrupt or not a state file
-        raise RuntimeError(f"{path}: unreadable training state ({e})") from e
+        raise CheckpointError(f"{path}: unreadable training state ({' '.join(str(e).split())})") from e
     if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
-        raise RuntimeError(f"{path}: not a robustsam-restore training state")
+        raise CheckpointError(f"{path}: not a robustsam-restore training state")
     return state
 
 
@@ -499,7 +502,14 @@ class Trainer:
 
         loop = self.cfg.train
         if resume:
-            self.load_state_dict(load_state(self.state_path))
+            from robustsam_prior.checkpoint import CheckpointError
+
+            state = load_state(self.state_path)
+            try:
+                self.load_state_dict(state)
+            except (KeyError, TypeError, ValueError, RuntimeError) as e:  # another model, optimizer or EMA
+                why = f"no {e.args[0]!r} entry" if isinstance(e, KeyError) else " ".join(str(e).split())
+                raise CheckpointError(f"{self.state_path}: does not fit this run ({why})") from e
             logger.info("resumed from %s at iteration %d", self.state_path, self.step)
         if self.is_main:
             from robustsam_prior.fileio import trim_jsonl
@@ -513,8 +523,8 @@ class Trainer:
 
             writer = SummaryWriter(str(self.out / "tb"), purge_step=self.step or None)
         start_step, t0 = self.step, time.perf_counter()
-        bar = tqdm(total=loop.iterations, initial=self.step, unit="it", disable=not self.is_main,
-                   dynamic_ncols=True, mininterval=1.0, desc=self.cfg.name)
+        bar = self.progress = tqdm(total=loop.iterations, initial=self.step, unit="it", disable=not self.is_main,
+                                   dynamic_ncols=True, mininterval=1.0, desc=self.cfg.name)
         self.model.train()
         window, window_t = [], time.perf_counter()
         for batch in self._batches():
@@ -524,7 +534,7 @@ class Trainer:
             pred = self.model(lq.contiguous(memory_format=self.memory_format), prior)
             loss, parts = self.loss(pred, gt)
             if not torch.isfinite(loss):
-                raise FloatingPointError(f"non-finite loss {float(loss)} at iteration {self.step}")
+                raise FloatingPointError(f"non-finite loss {float(loss.detach())} at iteration {self.step}")
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             grad_norm = None
@@ -601,14 +611,26 @@ def train_restoration(
     """Build a :class:`Trainer` and run it (see module docstring); returns the summary.
 
     The process-wide torch settings the trainer changes (thread count, deterministic algorithms) are
-    restored afterwards, so calling this from a larger program (or a test) leaves no trace.
+    restored afterwards, so calling this from a larger program (or a test) leaves no trace. Rank 0 holds
+    the output folder's lock (``robustsam_prior.fileio.folder_lock``) throughout: a second run into the
+    same folder fails at once with ``FolderLockedError``.
     """
+    import contextlib
+
+    from robustsam_prior.fileio import folder_lock
+
     threads = torch.get_num_threads()
     deterministic = torch.are_deterministic_algorithms_enabled()
     warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    main_rank = int(os.environ.get("RANK", "0")) == 0
     try:
-        trainer = Trainer(config, resolved_config=resolved_config, metrics=metrics, output_dir=output_dir)
-        return trainer.fit(resume=resume)
+        with folder_lock(output_dir or config.output_dir) if main_rank else contextlib.nullcontext():
+            trainer = Trainer(config, resolved_config=resolved_config, metrics=metrics, output_dir=output_dir)
+            try:
+                return trainer.fit(resume=resume)
+            finally:  # a run stopped by an error must not leave its progress bar open (it shifts later bars)
+                if getattr(trainer, "progress", None) is not None:
+                    trainer.progress.close()
     finally:
         torch.set_num_threads(threads)
         torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)

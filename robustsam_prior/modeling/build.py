@@ -19,6 +19,18 @@ from .image_encoder import ImageEncoderViTWithTap
 from .mask_decoder import RobustMaskDecoder
 from .robustsam import RobustSam
 
+# Bounds on the architecture (inclusive, each at least 1): far above the official ViT-H (width 1280, depth
+# 32, 64x64 tokens of 16 px) yet low enough that a mistyped or hostile config (a checkpoint's metadata)
+# fails at once instead of building a network of terabytes; the whole model is also limited to
+# MAX_PARAMETERS, counted on the meta device before it is built.
+LIMITS = {
+    "img_size": 8192, "patch": 64, "enc_dim": 4096, "enc_depth": 128, "enc_heads": 128, "window": 256,
+    "prompt_dim": 4096, "dec_depth": 32, "dec_mlp": 32768, "dec_heads": 128, "iou_hidden": 8192,
+    "mask_in_chans": 4096, "num_multimask_outputs": 64,
+}  # fmt: skip
+MAX_EMBEDDING_SIZE = 512  # tokens per side (img_size / patch; 64 in the official models)
+MAX_PARAMETERS = 2_000_000_000  # 3x ViT-H's 641 M
+
 
 @dataclass(frozen=True)
 class RobustSamConfig:
@@ -68,12 +80,25 @@ class RobustSamConfig:
         return d
 
     def validate(self) -> None:
+        for f in dataclasses.fields(self):
+            values = getattr(self, f.name)
+            for v in values if f.name == "global_attn" else (values,):
+                if isinstance(v, bool) or not isinstance(v, int):
+                    raise ValueError(f"{f.name} must be an integer, got {v!r}")
+            if f.name in LIMITS and not 1 <= values <= LIMITS[f.name]:
+                raise ValueError(f"{f.name} must be in 1..{LIMITS[f.name]}, got {values}")
         if self.img_size % self.patch:
             raise ValueError(f"img_size {self.img_size} is not a multiple of patch {self.patch}")
         if not self.global_attn or not all(0 <= i < self.enc_depth for i in self.global_attn):
             raise ValueError(f"global_attn {self.global_attn} must name blocks in 0..{self.enc_depth - 1}")
         if self.enc_dim % self.enc_heads or self.prompt_dim % self.dec_heads:
             raise ValueError("enc_dim / prompt_dim must be divisible by enc_heads / dec_heads")
+        if self.embedding_size > MAX_EMBEDDING_SIZE:
+            raise ValueError(
+                f"img_size / patch = {self.embedding_size} tokens per side, more than {MAX_EMBEDDING_SIZE}")
+        if len(self.global_attn) > self.enc_depth:
+            raise ValueError(
+                f"global_attn names {len(self.global_attn)} blocks, more than enc_depth {self.enc_depth}")
 
     @property
     def embedding_size(self) -> int:
@@ -113,9 +138,23 @@ def build_robustsam_model(
     """A randomly initialised :class:`RobustSam` in eval mode (works under ``torch.device("meta")``).
 
     ``fast=True`` hands the image encoder to ``robustsam_prior.fast_encoder.accelerate`` when that
-    module is available (a warning is logged otherwise).
+    module is available (a warning is logged otherwise). ``ValueError`` for a config outside
+    :data:`LIMITS` or one whose model would have more than :data:`MAX_PARAMETERS` parameters (counted
+    on the meta device, before anything is allocated).
     """
+    from ..checkpoint import count_parameters, on_meta_device
+
     cfg = resolve_config(config)
+    n = count_parameters(on_meta_device(lambda: _build(cfg, bn_mode)))
+    if n > MAX_PARAMETERS:
+        raise ValueError(f"a RobustSAM of {n:,} parameters, more than the {MAX_PARAMETERS:,} allowed ({cfg})")
+    model = _build(cfg, bn_mode)
+    if fast:
+        accelerate_encoder(model)
+    return model.eval()
+
+
+def _build(cfg: RobustSamConfig, bn_mode: str) -> RobustSam:
     emb = cfg.embedding_size
     image_encoder = ImageEncoderViTWithTap(
         tap_index=cfg.global_attn[0],
@@ -153,9 +192,7 @@ def build_robustsam_model(
         image_encoder=image_encoder, prompt_encoder=prompt_encoder, mask_decoder=mask_decoder, bn_mode=bn_mode
     )
     model.config = cfg
-    if fast:
-        accelerate_encoder(model)
-    return model.eval()
+    return model
 
 
 def accelerate_encoder(model: RobustSam) -> None:

@@ -172,8 +172,9 @@ class RobustSamLossOptions:
 class RobustSamOptimOptions:
     """Adam, as the official code."""
 
-    lr: float = _f(1e-4, "learning rate (official: 1e-4)", min=0.0)
-    weight_decay: float = _f(1e-5, "Adam (L2) weight decay (official: 1e-5)", min=0.0)
+    lr: float = _f(1e-4, "learning rate (official: 1e-4; at most 1: Adam's step is about lr per weight)",
+                   min=0.0, max=1.0)
+    weight_decay: float = _f(1e-5, "Adam (L2) weight decay (official: 1e-5)", min=0.0, max=1.0)
     grad_clip: float = _f(1.0, "gradient-norm clip (official: 1.0)", min=0.0)
 
     def check(self) -> None:
@@ -214,7 +215,8 @@ class RobustSamTrainConfig:
 
     kind: Literal["robustsam"] = _f("robustsam", "what is trained")
     name: str = _f("robustsam", "run name (recorded in the checkpoint)")
-    seed: int = _f(0, "seed of initialisation, scenes, pairs, degradations and prompts", min=0)
+    seed: int = _f(0, "seed of initialisation, scenes, pairs, degradations and prompts (0 .. 2**31 - 1, within "
+                   "numpy's and torch's range)", min=0, max=2**31 - 1)
     output_dir: str = _f("runs/robustsam", "folder for the weights, training state, log and resolved config")
     model: RobustSamModelOptions = _f(RobustSamModelOptions, "the model and its starting weights")
     data: RobustSamDataOptions = _f(RobustSamDataOptions, "training pairs")

@@ -350,6 +350,13 @@ def load_training_state(path: str | os.PathLike) -> dict[str, Any]:
         raise CheckpointError(f"{path}: unreadable training state ({e})") from e
     if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
         raise CheckpointError(f"{path}: not a RobustSAM training state (format {STATE_FORMAT!r})")
+    trainer = state.get("trainer")
+    missing = [k for k in ("trainer", "rng", "init_sha256", "fingerprint") if k not in state]
+    if isinstance(trainer, dict):
+        missing += [f"trainer.{k}" for k in ("model", "optimizer", "step") if k not in trainer]
+    if missing or not isinstance(trainer, dict):
+        what = ", ".join(missing) or "trainer"
+        raise CheckpointError(f"{path}: an incomplete RobustSAM training state (no {what})")
     return state
 
 
@@ -408,6 +415,22 @@ def folder_or_shapes_dataset(data: Any, *, image_size: int, seed: int) -> Any:
 
 
 def train_from_options(
+    options: Any,
+    *,
+    resolved_config: dict[str, Any] | None = None,
+    progress: bool = True,
+    resume: bool = False,
+) -> dict[str, Any]:
+    """Run a validated ``kind: robustsam`` recipe (see :func:`_train_from_options`) holding the lock of its
+    ``output_dir`` (``robustsam_prior.fileio.folder_lock``): a second run into the same folder fails at
+    once with ``FolderLockedError`` naming the process that holds it."""
+    from ..fileio import folder_lock
+
+    with folder_lock(options.output_dir):
+        return _train_from_options(options, resolved_config=resolved_config, progress=progress, resume=resume)
+
+
+def _train_from_options(
     options: Any,
     *,
     resolved_config: dict[str, Any] | None = None,

@@ -342,3 +342,17 @@ def test_jsonable_and_rows_io(tmp_path):
     with pytest.raises(FileNotFoundError):
         read_rows(tmp_path / "missing.jsonl")
     assert seed_for(1, "a") == seed_for(1, "a") != seed_for(1, "b")
+
+
+def test_crops_stay_inside_their_folder_whatever_the_names(tmp_path):
+    from eval.benchmark import _safe
+
+    assert [_safe(s) for s in ("..", ".", "a/b", "x.y", "")] == ["__", "_", "a_b", "x.y", "_"]
+    lq, gt = _write_pairs(tmp_path / "d", n=1)
+    crops = tmp_path / "results" / "crops"
+    rows = run_restoration_benchmark(methods=[Method("..", lambda x: x)], data=pair_folders(lq, gt, name=".."),
+                                     metrics=["psnr"], crops_dir=crops, num_crops=1)
+    written = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*.png") if crops not in p.parents)
+    assert written == [p.relative_to(tmp_path) for p in sorted((tmp_path / "d").rglob("*.png"))]
+    assert {p.name for p in (crops / "__" / "im0").iterdir()} == {"degraded.png", "gt.png", "__.png"}
+    assert set(rows[0]["crops"]["im0.png"]) == {"degraded", "gt", "output"}

@@ -50,7 +50,47 @@ def test_numbers_written_like_2e_4_are_numbers():
     assert cfg.train.iterations == 1000 and isinstance(cfg.train.iterations, int)
     assert parse_number("1_000", "x", integer=True) == 1000
     assert parse_number(3, "x") == 3.0 and isinstance(parse_number(3, "x"), float)
-    assert parse_number(".inf", "x") == float("inf")
+    assert parse_number("-0", "x") == 0.0 and parse_number("9223372036854775807", "x", integer=True) == 2**63 - 1
+
+
+@pytest.mark.parametrize("value", [".nan", ".inf", "-.inf", float("nan"), float("inf"), "+.INF"])
+def test_non_finite_numbers_are_refused_everywhere(value):
+    for integer in (False, True):
+        with pytest.raises(ConfigError, match=r"^a.b: expected a finite number, got (nan|inf|-inf)$"):
+            parse_number(value, "a.b", integer=integer)
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        # YAML reads .nan/.inf as floats, and NaN passes every min/max comparison: refused as not finite
+        ("train.optim.lr=.nan", "train.optim.lr: expected a finite number, got nan"),
+        ("train.optim.lr=.inf", "train.optim.lr: expected a finite number, got inf"),
+        ("train.optim.lr=1e308", "train.optim.lr: must be <= 1.0, got 1e+308"),
+        ("train.optim.lr=2", "train.optim.lr: must be <= 1.0, got 2.0"),
+        ("train.scheduler.eta_min=.nan", "train.scheduler.eta_min: expected a finite number, got nan"),
+        ("train.optim.weight_decay=1e9", "train.optim.weight_decay: must be <= 1.0, got 1000000000.0"),
+        ("train.grad_clip=-.inf", "train.grad_clip: expected a finite number, got -inf"),
+        ("train.losses=[{type: l1, weight: .nan}]", "train.losses[0].weight: expected a finite number, got nan"),
+        ("seed=4294967296", "seed: must be <= 2147483647, got 4294967296"),
+        ("seed=1e308", "seed: expected an integer that fits in 64 bits, got one of 309 digits"),
+        ("seed=99999999999999999999", "seed: expected an integer that fits in 64 bits, got one of 20 digits"),
+    ],
+)
+def test_numbers_that_would_crash_training_are_refused(override, message):
+    assert _err(BASE, [override]) == message
+
+
+def test_robustsam_and_pipeline_numbers_are_bounded_too():
+    from pipelines.steps import DegradeStep
+    from robustsam_prior.training.options import RobustSamTrainConfig
+
+    rs = {"kind": "robustsam", "model": {"variant": "vit_b"}}
+    assert _err(rs, ["optim.lr=.nan"], cls=RobustSamTrainConfig) == "optim.lr: expected a finite number, got nan"
+    assert _err(rs, ["optim.lr=1e308"], cls=RobustSamTrainConfig) == "optim.lr: must be <= 1.0, got 1e+308"
+    assert _err(rs, ["seed=2147483648"], cls=RobustSamTrainConfig) == "seed: must be <= 2147483647, got 2147483648"
+    assert build(RobustSamTrainConfig, {**rs, "seed": 2**31 - 1}).seed == 2**31 - 1
+    assert _err({"seed": 2**40}, cls=DegradeStep) == "seed: must be <= 2147483647, got 1099511627776"
 
 
 @pytest.mark.parametrize(
@@ -250,3 +290,80 @@ def test_committed_json_schemas_are_up_to_date(tmp_path):
     step_refs = pipe["properties"]["steps"]["items"]["oneOf"]
     assert len(step_refs) == 6
     assert pipe["$defs"]["RestoreStep"]["properties"]["step"] == {"const": "restore"}
+
+
+def _alias_bomb(levels: int, indent: str = "  ") -> str:
+    """Nested YAML aliases: level k is a list of 9 references to level k-1, 9**levels strings in all."""
+    lines = [f'{indent}l0: &l0 ["x", "x", "x", "x", "x", "x", "x", "x", "x"]']
+    for k in range(1, levels):
+        refs = ", ".join([f"*l{k - 1}"] * 9)
+        lines.append(f"{indent}l{k}: &l{k} [{refs}]")
+    return "\n".join(lines) + "\n"
+
+
+def test_nested_aliases_are_refused_before_anything_expands_them(tmp_path):
+    from pipelines.config import MAX_YAML_VALUES
+
+    # 9 levels: 387 million strings from a file under 1 KB, in a key (steps[0].options) that takes anything
+    bomb = tmp_path / "bomb.yml"
+    bomb.write_text("kind: pipeline\nsteps:\n  - step: prior\n    options:\n" + _alias_bomb(9, "      "))
+    assert bomb.stat().st_size < 1024
+    for call in (lambda: read_yaml(bomb), lambda: load_config(PipelineConfig, bomb, [f"input={tmp_path}"])):
+        with pytest.raises(ConfigError) as e:
+            call()
+        msg = str(e.value)
+        assert msg.startswith(f"{bomb}: ") and f"expand to more than {MAX_YAML_VALUES:,} values" in msg
+        assert "\n" not in msg
+    # a file that merely reuses an anchor a few times is fine
+    ok = tmp_path / "ok.yml"
+    ok.write_text("kind: pipeline\nsteps:\n  - step: prior\n    options:\n" + _alias_bomb(3, "      "))
+    assert len(read_yaml(ok)["steps"][0]["options"]["l2"]) == 9
+    # an alias inside the value it names is a cycle, not a configuration
+    cyclic = tmp_path / "cyclic.yml"
+    cyclic.write_text("a: &a [1, *a]\n")
+    with pytest.raises(ConfigError, match=r"cyclic.yml: a YAML alias refers to a value that contains it"):
+        read_yaml(cyclic)
+    # the same limits hold for key=value overrides
+    levels = ", ".join(["&a0 [0, 0, 0, 0, 0, 0, 0, 0, 0, 0]"]
+                       + [f"&a{k} [{', '.join([f'*a{k - 1}'] * 10)}]" for k in range(1, 6)])
+    with pytest.raises(ConfigError, match=r"^override 'x=\[.*: value: its YAML aliases \(\*name\) expand to more"):
+        parse_override(f"x=[{levels}]")
+
+
+def test_oversized_and_non_utf8_files_are_refused_naming_the_file(tmp_path):
+    from pipelines.config import MAX_YAML_BYTES
+
+    big = tmp_path / "big.yml"
+    big.write_text("name: t\n# " + "x" * MAX_YAML_BYTES + "\n")
+    with pytest.raises(ConfigError, match=rf"^{big}: larger than {MAX_YAML_BYTES:,} bytes"):
+        read_yaml(big)
+    latin1 = tmp_path / "latin1.yml"
+    latin1.write_bytes("name: café\n".encode("latin-1"))
+    with pytest.raises(ConfigError) as e:
+        read_yaml(latin1)
+    assert str(e.value) == f"{latin1}: not UTF-8 text (byte 0xe9 at offset 9); save the file as UTF-8"
+    deep = tmp_path / "deep.yml"
+    deep.write_text("a: " + "[" * 5000 + "]" * 5000 + "\n")
+    with pytest.raises(ConfigError, match=rf"^{deep}: (YAML nested too deeply|its YAML aliases)"):
+        read_yaml(deep)
+    (tmp_path / "bad.yml").write_text("name: t\nsteps: [1, 2\n")
+    with pytest.raises(ConfigError) as e:
+        read_yaml(tmp_path / "bad.yml")
+    assert "\n" not in str(e.value) and "(line 3, column 1)" in str(e.value)
+
+
+def test_cli_reports_unreadable_yaml_in_one_line(tmp_path):
+    from click.testing import CliRunner
+
+    from pipelines.cli import main
+
+    latin1 = tmp_path / "recipe.yml"
+    latin1.write_bytes("name: café\n".encode("latin-1"))
+    bomb = tmp_path / "bomb.yml"
+    bomb.write_text("kind: pipeline\nsteps:\n  - step: prior\n    options:\n" + _alias_bomb(7, "      "))
+    for args, path in ((["train", str(latin1)], latin1), (["run", str(latin1)], latin1),
+                       (["run", str(bomb), f"input={tmp_path}"], bomb), (["train", str(bomb)], bomb)):
+        res = CliRunner().invoke(main, args)
+        assert res.exit_code == 1 and isinstance(res.exception, SystemExit), (args, res.output)
+        lines = res.output.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith(f"Error: {path}: "), (args, res.output)

@@ -174,6 +174,65 @@ def test_run_command_config_errors(tmp_path, images, tiny_model):
                 "steps.0.name=regionz", "device=cpu"])
     assert res.exit_code != 0 and "steps[0]: unknown prior 'regionz' (did you mean 'regions'?)" in res.output
 
+def _report_pipeline(tmp_path: Path, report: str) -> Path:
+    yml = tmp_path / "report.yml"
+    yml.write_text("steps:\n  - {step: degrade, kind: haze, severity: 2}\n  - {step: eval, metrics: [psnr]}\n"
+                   f"  - {{step: report{', ' + report if report else ''}}}\n")
+    return yml
+
+
+def test_report_paths_stay_inside_output_dir(tmp_path, images):
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "notes.json").write_text('{"mine": 1}\n')
+    (victim / "notes.md").write_text("# my notes\n")
+    out = tmp_path / "out"
+    for path, why in (("../victim/notes.json", "its '..' leads out of the folder"),
+                      (str(victim / "notes.json"), "it is absolute"), ("a/../../x.json", "its '..' leads out")):
+        res = _run(["run", str(_report_pipeline(tmp_path, "")), f"input={images}", f"output_dir={out}",
+                    f"steps.2.path={path}"])
+        assert res.exit_code == 1, res.output
+        assert f"steps[2].path: must be a path inside OUTPUT_DIR, got '{path}' ({why}" in res.output
+        assert len(res.output.strip().splitlines()) == 1 and not out.exists()
+    for bad, message in (("notes.md", "steps[2].path: must end in .json"),
+                         ("summary.json", "steps[2].path: OUTPUT_DIR/summary.json is the run's summary")):
+        res = _run(["run", str(_report_pipeline(tmp_path, f"path: {bad}")), f"input={images}", f"output_dir={out}"])
+        assert res.exit_code == 1 and message in res.output, res.output
+    # a symbolic link inside OUTPUT_DIR does not lead out either
+    out.mkdir()
+    (out / "link").symlink_to(victim)
+    res = _run(["run", str(_report_pipeline(tmp_path, "path: link/notes.json")), f"input={images}",
+                f"output_dir={out}"])
+    assert res.exit_code == 1 and "steps[2].path: 'link/notes.json' is not a path inside" in res.output, res.output
+    assert f"it leads to {victim.resolve() / 'notes.json'} through a symbolic link" in res.output
+    assert (victim / "notes.json").read_text() == '{"mine": 1}\n' and (victim / "notes.md").read_text() == "# my notes\n"
+
+
+def test_report_never_overwrites_a_file_it_did_not_write(tmp_path, images):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "notes.md").write_text("# my notes\n")
+    args = ["run", str(_report_pipeline(tmp_path, "path: notes.json")), f"input={images}", f"output_dir={out}"]
+    res = _run(args)
+    assert res.exit_code == 1 and f"steps[2].path: {out / 'notes.md'} exists and is not a report" in res.output
+    assert "or markdown: false" in res.output and not (out / "notes.json").exists()
+    assert not (out / "summary.json").exists(), "refused at setup, before any image is processed"
+    assert (out / "notes.md").read_text() == "# my notes\n"
+    # asked for the JSON only, it leaves the Markdown file alone
+    res = _run([*args, "steps.2.markdown=false"])
+    assert res.exit_code == 0, res.output
+    assert (out / "notes.md").read_text() == "# my notes\n" and json.loads((out / "notes.json").read_text())["images"] == 1
+    # a JSON file that is not a report is not replaced either; an earlier report is
+    (out / "data.json").write_text('{"mine": 1}\n')
+    res = _run([*args, "steps.2.path=data.json", "steps.2.markdown=false"])
+    assert res.exit_code == 1 and f"{out / 'data.json'} exists and is not a report" in res.output
+    assert (out / "data.json").read_text() == '{"mine": 1}\n'
+    (out / "notes.md").unlink()
+    for _ in range(2):  # the second run replaces its own report.json and report.md
+        res = _run(["run", str(_report_pipeline(tmp_path, "")), f"input={images}", f"output_dir={out}"])
+        assert res.exit_code == 0, res.output
+    assert "| metric | mean |" in (out / "report.md").read_text()
+
 
 def test_find_reference_by_path_stem_and_sots_prefix(tmp_path):
     from pipelines.runner import find_reference

@@ -149,8 +149,9 @@ def test_training_errors_are_click_errors(tmp_path, sam_file, monkeypatch):
     # a SAM file without fresh_robust_modules: the loader names the missing robust keys
     r = runner.invoke(main, ["train", SMOKE, f"output_dir={tmp_path / 'a'}", f"model.checkpoint={sam_file}"])
     assert r.exit_code == 1 and str(sam_file) in r.output and "Traceback" not in r.output
-    # a diverging run stops with the step and the non-finite terms instead of writing NaN weights
-    r = runner.invoke(main, ["train", SMOKE, f"output_dir={tmp_path / 'b'}", "optim.lr=1e30", "optim.grad_clip=1e30",
+    # a diverging run stops with the step and the non-finite terms instead of writing NaN weights (the config
+    # refuses a learning rate large enough for that; a loss weight beyond float32's range overflows the loss)
+    r = runner.invoke(main, ["train", SMOKE, f"output_dir={tmp_path / 'b'}", "losses.focal=1e300", "optim.grad_clip=1e30",
                              "train.steps=4", "data.scenes=1"])
     assert r.exit_code == 1 and "non-finite" in r.output, r.output
     assert not (tmp_path / "b" / "models" / "final.safetensors").exists()

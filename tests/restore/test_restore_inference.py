@@ -163,6 +163,59 @@ def test_prior_override_and_checkpoint_errors(tmp_path):
         Restorer.load("identity", task="deblur", tile=-1)
 
 
+def test_checkpoint_metadata_cannot_make_it_build_a_huge_network(tmp_path, monkeypatch):
+    import restore.archs as archs
+
+    small = tmp_path / "small.safetensors"
+    make_checkpoint(small)
+    state = load_restoration_checkpoint(small)[0].state_dict()
+
+    def with_kwargs(name, **kwargs):
+        path = tmp_path / f"{name}.safetensors"
+        save_checkpoint(path, state, {"format": CHECKPOINT_FORMAT, "task": "dehaze", "arch": "map_nafnet",
+                                      "arch_kwargs": {**TINY, **kwargs}})
+        return path
+
+    # size arguments out of bounds: refused before anything is built
+    for kwargs, message in (({"width": 100_000}, "arch_kwargs.width: must be in 2..1024, got 100000"),
+                            ({"middle_blocks": 10**9}, "arch_kwargs.middle_blocks: must be in 0..256"),
+                            ({"enc_blocks": [1] * 20, "dec_blocks": [1] * 20}, "arch_kwargs.enc_blocks: at most 8"),
+                            ({"seg_channels": "2"}, "arch_kwargs.seg_channels: expected an integer, got '2'")):
+        path = with_kwargs("bounds", **kwargs)
+        with pytest.raises(CheckpointError) as e:
+            load_restoration_checkpoint(path)
+        assert str(e.value).startswith(f"{path}: cannot build its architecture (") and message in str(e.value)
+    # within bounds, but not what the file holds: compared on the meta device, never allocated
+    built_on = []
+    real_build = archs.build_arch
+
+    def spy(name, **kwargs):
+        built_on.append(torch.empty(0).device.type)
+        return real_build(name, **kwargs)
+
+    monkeypatch.setattr(archs, "build_arch", spy)
+    path = with_kwargs("wide", width=512, middle_blocks=8)
+    with pytest.raises(CheckpointError, match=rf"^{path}: does not fit MapNAFNet\n  missing keys"):
+        load_restoration_checkpoint(path)
+    assert built_on == ["meta"]
+    load_restoration_checkpoint(small)
+    assert built_on == ["meta", "meta", "cpu"], "a fitting file is checked on meta, then built"
+    # the whole network is bounded too, counted before it is built
+    with pytest.raises(ValueError, match=r"architecture 'nafnet': [\d,]+ parameters, more than the 500,000,000"):
+        real_build("nafnet", width=1024, enc_blocks=[1, 1, 1, 1], middle_blocks=4, dec_blocks=[1, 1, 1, 1])
+
+
+def test_recipe_arch_kwargs_are_bounded_with_their_key_path():
+    from pipelines.config import ConfigError, build
+    from restore.training.options import ModelOptions
+
+    with pytest.raises(ConfigError, match=r"^arch_kwargs.width: must be in 2..1024, got 100000$"):
+        build(ModelOptions, {"arch_kwargs": {"width": 100_000}})
+    with pytest.raises(ConfigError, match=r"^arch_kwargs.feature_channels.image_embedding: must be in 1..8192"):
+        build(ModelOptions, {"arch": "fusion_nafnet", "arch_kwargs": {"feature_channels": {"image_embedding": 10**6}}})
+    assert build(ModelOptions, {"arch_kwargs": {"width": 64, "enc_blocks": [2, 2, 4, 8]}}).arch_kwargs["width"] == 64
+
+
 def test_devices_and_classical():
     assert resolve_device("cpu").type == "cpu"
     assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")

@@ -54,6 +54,53 @@ def test_atomic_write_rejects_append_mode(tmp_path):
         with atomic_write(tmp_path / "x", "a"):
             pass
 
+def test_confined_path_refuses_ways_out_of_the_folder(tmp_path):
+    from robustsam_prior.fileio import confined_path, relative_path_problem
+
+    assert confined_path(tmp_path, "a/b.json") == tmp_path / "a" / "b.json"
+    assert confined_path(tmp_path, "./x..y.json") == tmp_path / "x..y.json"
+    assert relative_path_problem("a/./b") is None
+    for rel, why in (("", "it is empty"), ("/etc/x", "it is absolute"), ("../x", "its '..' leads out"),
+                     ("a/../../x", "its '..' leads out"), ("a/..", "its '..' leads out")):
+        with pytest.raises(ValueError, match=f"is not a path inside {tmp_path}: {why}"):
+            confined_path(tmp_path, rel)
+    outside = tmp_path.parent / f"{tmp_path.name}-outside"
+    outside.mkdir()
+    (tmp_path / "link").symlink_to(outside)
+    with pytest.raises(ValueError, match=r"'link/x' is not a path inside .*: it leads to .*-outside/x through a symbolic"):
+        confined_path(tmp_path, "link/x")
+    (tmp_path / "inner").mkdir()
+    (tmp_path / "back").symlink_to(tmp_path / "inner")  # a link that stays inside is fine
+    assert confined_path(tmp_path, "back/x") == tmp_path / "back" / "x"
+
+
+def test_a_failed_write_names_the_file_and_keeps_the_old_one(tmp_path, monkeypatch):
+    import errno
+
+    from robustsam_prior.fileio import WriteError
+
+    dst = tmp_path / "manifest.json"
+    dst.write_text("old\n")
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "fsync", full)
+    with pytest.raises(WriteError) as e:
+        write_json(dst, {"new": 1})
+    assert e.value.errno == errno.ENOSPC
+    assert str(e.value) == f"{dst}: could not write the file: No space left on device (any previous version is kept)"
+    with pytest.raises(WriteError, match=r"x.png: could not write the file: No space left"):
+        with atomic_path(tmp_path / "x.png") as tmp:
+            tmp.write_bytes(b"png")
+    monkeypatch.undo()
+    assert dst.read_text() == "old\n" and sorted(p.name for p in tmp_path.iterdir()) == ["manifest.json"]
+    # an error about another file raised inside the block is not relabelled
+    with pytest.raises(FileNotFoundError) as e:
+        with atomic_write(tmp_path / "a" / "b.txt", "w"):
+            open(tmp_path / "elsewhere" / "missing.txt")
+    assert not isinstance(e.value, WriteError)
+
 
 def test_sha256_file(tmp_path):
     p = tmp_path / "f"

@@ -226,3 +226,31 @@ def test_untrained_fourier_blocks_are_flagged(source, tmp_path, caplog):
     with caplog.at_level("WARNING"):
         build_robustsam(TINY, path)
     assert "look untrained" in caplog.text
+
+
+def test_metadata_of_a_huge_network_is_refused_before_building(source, tmp_path, monkeypatch):
+    import robustsam_prior.modeling.build as build_module
+    from robustsam_prior.checkpoint import save_checkpoint
+
+    path = tmp_path / "huge.safetensors"
+    save_checkpoint(path, source.state_dict(), {"config": {**TINY, "enc_dim": 100_000, "enc_heads": 2}})
+    with pytest.raises(CheckpointError, match=r"huge.safetensors: bad 'config' .*enc_dim must be in 1..4096, got 100000"):
+        build_robustsam(None, path)
+    save_checkpoint(path, source.state_dict(), {"config": {**TINY, "img_size": 8192, "patch": 8}})
+    with pytest.raises(CheckpointError, match="1024 tokens per side, more than 512"):
+        build_robustsam(None, path)
+    # within bounds (ViT-H) but not the file's shapes: checked on the meta device, never allocated
+    built_on = []
+    real_build = build_module._build
+
+    def spy(cfg, bn_mode):
+        built_on.append(torch.empty(0).device.type)
+        return real_build(cfg, bn_mode)
+
+    monkeypatch.setattr(build_module, "_build", spy)
+    save_checkpoint(path, source.state_dict(), {"variant": "vit_h"})
+    with pytest.raises(CheckpointError, match=r"huge.safetensors: does not fit RobustSam\n  missing keys"):
+        build_robustsam(None, path)
+    assert built_on and set(built_on) == {"meta"}
+    with pytest.raises(ValueError, match=r"a RobustSAM of [\d,]+ parameters, more than the 2,000,000,000"):
+        build_robustsam_model({**TINY, "img_size": 4096, "patch": 8, "enc_dim": 4096, "enc_heads": 32, "enc_depth": 64})
