@@ -82,7 +82,7 @@ def test_deblur_with_tiny_checkpoint_and_regions_prior(inputs: Path, tmp_path: P
     (inputs / "broken.jpg").unlink()
     sub = inputs / "sub"
     sub.mkdir()
-    write_image(sub / "nested.png", np.random.default_rng(1).random((33, 17, 3)).astype(np.float32))
+    write_image(sub / "nested.png", np.random.default_rng(1).random((140, 17, 3)).astype(np.float32))
     torch.manual_seed(0)
     net = build_arch("fusion_nafnet", **TINY)
     ck = tmp_path / "tiny.safetensors"
@@ -92,11 +92,11 @@ def test_deblur_with_tiny_checkpoint_and_regions_prior(inputs: Path, tmp_path: P
         "metrics": {"psnr": 24.25, "ssim": 0.81},
     })
     out = tmp_path / "out"
-    res = _run("deblur", inputs, out, "--model", ck, "--recursive", "--tile", "16", "--device", "cpu")
+    res = _run("deblur", inputs, out, "--model", ck, "--recursive", "--tile", "128", "--device", "cpu")
     assert res.exit_code == 0, res.output
     assert "4 ok, 0 failed, 1 skipped" in res.output
     _check_outputs(inputs, out)
-    assert read_image(out / "sub" / "nested.png").pixels.shape == (33, 17, 3)
+    assert read_image(out / "sub" / "nested.png").pixels.shape == (140, 17, 3)  # in two tiles
     # models lists the checkpoint with its metadata
     res = _run("models", "--json", ck)
     rows = json.loads(res.output)
@@ -205,3 +205,13 @@ def test_self_ensemble_option(tmp_path: Path):
     res = _run("deblur", src, tmp_path / "bad.png", "--model", ck, "--self-ensemble", "x4")
     assert res.exit_code == 2 and "--self-ensemble" in res.output
     assert not (tmp_path / "bad.png").exists()
+
+
+def test_tile_smaller_than_the_minimum_is_refused_by_the_library():
+    from restore.inference import MIN_TILE, Restorer
+
+    assert MIN_TILE == 128
+    with pytest.raises(ValueError, match="tile must be 0 .never tile. or at least 128 pixels, got 64"):
+        Restorer.load("identity", task="deblur", tile=64)
+    assert Restorer.load("identity", task="deblur", tile=128).tile == 128
+    assert Restorer.load("identity", task="deblur", tile=0).tile == 0
