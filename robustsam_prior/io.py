@@ -80,18 +80,20 @@ def get_max_pixels() -> int:
     return _max_pixels
 
 
-def _megapixels(n: int) -> str:
-    return f"{n / 1e6:.1f}".removesuffix(".0") + " megapixels"
+def _pixels(n: int) -> str:
+    """``n`` pixels in words: megapixels (3 significant digits) from 0.1 MP, else the count."""
+    return f"{n / 1e6:.3g} megapixels" if n >= 100_000 else f"{n} pixels"
 
 
 def check_pixel_limit(path: str | os.PathLike, width: int, height: int, limit: int | None = None) -> None:
     """Raise :class:`ImageReadError` if ``width x height`` is over ``limit`` (None = the current one)."""
     limit = _max_pixels if limit is None else limit
     if width * height > limit:
+        exact = f" ({limit} pixels)" if limit >= 100_000 else ""
         raise ImageReadError(
             path,
-            f"{width}x{height} is {_megapixels(width * height)}, over the pixel limit of {_megapixels(limit)} "
-            f"({limit} pixels; raise it with --max-pixels if the image is genuine)",
+            f"{width}x{height} is {_pixels(width * height)}, over the pixel limit of {_pixels(limit)}{exact}; "
+            "raise it with --max-pixels if the image is genuine",
         )
 
 
