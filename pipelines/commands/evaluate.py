@@ -7,6 +7,8 @@ import logging
 
 import click
 
+from ._common import max_pixels_option
+
 logger = logging.getLogger(__name__)
 
 
@@ -102,6 +104,7 @@ def metric_options(f):
     is_flag=True,
     help='Print one JSON object {"per_image": {name: {metric: v}}, "mean": {metric: v}} on stdout.',
 )
+@max_pixels_option
 def evaluate(
     pred_dir,
     gt_dir,
