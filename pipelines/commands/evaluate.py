@@ -129,7 +129,7 @@ def evaluate(
     names = parse_metrics(metrics)
     try:
         data = pair_folders(pred_dir, gt_dir, match=match, recursive=recursive)
-    except ValueError as e:
+    except (ValueError, NotADirectoryError, FileNotFoundError) as e:  # e.g. a device given as a folder
         raise click.ClickException(str(e)) from e
     result = evaluate_pairs(
         data,

@@ -301,3 +301,19 @@ def test_pixel_limit_in_degrade_eval_and_prior_cache(tmp_path):
     result = _run("prior-cache", str(root), "--prior", "regions", "--cache", str(tmp_path / "cache"), *limit)
     assert result.exit_code == 1 and "FAILED large.png" in result.output and "over the pixel limit of 100" in result.output
     assert _run("degrade", str(root), str(tmp_path / "out2"), "-t", "haze").exit_code == 0  # the default again
+
+
+@pytest.mark.parametrize("make_args", [
+    lambda src, out: ("dehaze", src, out, "--model", "identity"),
+    lambda src, out: ("deblur", src, out, "--model", "identity"),
+    lambda src, out: ("degrade", src, out, "-t", "haze"),
+    lambda src, out: ("prior-cache", src, "--prior", "regions", "--cache", out),
+    lambda src, out: ("eval", "--pred", src, "--gt", out.parent),
+    lambda src, out: ("run", "pipelines/dehaze.yml", f"input={src}", f"output_dir={out}"),
+], ids=["dehaze", "deblur", "degrade", "prior-cache", "eval", "run"])
+def test_a_device_or_fifo_as_input_is_a_one_line_error(make_args, tmp_path, make_fifo):
+    fifo = make_fifo(tmp_path / "pipe.png")
+    for src in ("/dev/zero", str(fifo)):
+        result = _run(*map(str, make_args(src, tmp_path / "out")))  # catch_exceptions=False: no traceback hides
+        assert result.exit_code != 0 and result.output.startswith("Error: "), result.output
+        assert result.output.count("\n") == 1 and src in result.output
