@@ -132,25 +132,22 @@ def max_pixels_option(f: Callable) -> Callable:
     )(f)
 
 
-def plan_inputs(
-    input: Path, output: Path, *, recursive: bool, also_exclude: Iterable[Path] = ()
-) -> list[tuple[Path, Path]]:
+def plan_inputs(input: Path, output: Path, *, recursive: bool) -> list[tuple[Path, Path]]:
     """``collect_inputs(input)`` after the output-location checks, as one-line click errors.
 
     OUTPUT must not be INPUT; an output folder inside INPUT is left out of a ``--recursive`` walk,
-    so that a re-run does not read the previous outputs as new inputs (``also_exclude``: more such
-    folders, e.g. a cache). A FIFO or device given as INPUT is refused without being opened.
+    so that a re-run does not read the previous outputs as new inputs. A FIFO or device given as
+    INPUT is refused without being opened.
     """
     from robustsam_prior.io import ImageReadError, check_output_location, collect_inputs
 
     try:
         exclude = check_output_location(input, output, recursive=recursive)
-        extra = tuple(p for p in also_exclude if Path(input).resolve() in Path(p).resolve().parents)
-        items = collect_inputs(input, recursive=recursive, exclude=exclude + extra)
+        items = collect_inputs(input, recursive=recursive, exclude=exclude)
     except (ImageReadError, FileNotFoundError, ValueError) as e:
         raise click.ClickException(str(e)) from None
-    for folder in exclude + extra:
-        logger.info("not reading %s: it is an output folder inside the input", folder)
+    for folder in exclude:
+        logger.info("not reading %s: it is the output folder, inside the input", folder)
     return items
 
 

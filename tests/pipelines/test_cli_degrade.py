@@ -284,6 +284,10 @@ IMAGE_COMMANDS = [("dehaze",), ("deblur",), ("degrade",), ("eval",), ("prior-cac
 
 @pytest.mark.parametrize("command", IMAGE_COMMANDS, ids=" ".join)
 def test_every_command_that_reads_images_has_the_pixel_limit(command):
+    from pipelines.commands._common import DEFAULT_MAX_PIXELS
+    from robustsam_prior.io import DEFAULT_MAX_PIXELS as READER_DEFAULT
+
+    assert DEFAULT_MAX_PIXELS == READER_DEFAULT  # spelled out for --help, which does not import the reader
     help_text = " ".join(_run(*command, "--help").output.split())
     assert "--max-pixels N" in help_text and "[default: 200000000; x>=1]" in help_text
 
