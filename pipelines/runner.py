@@ -3,8 +3,15 @@
 A pipeline YAML (:class:`PipelineConfig`) names an ``input`` (an image or a folder), optionally a
 ``ground_truth`` folder (matched by relative path, then by file stem), an ``output_dir`` and a list
 of ``steps`` (see :mod:`pipelines.steps`). Every image goes through the steps in order; a failing image
-is logged and recorded, the others go on. The resolved config is written to
-``OUTPUT_DIR/pipeline.yml`` and a summary to ``OUTPUT_DIR/summary.json``.
+is logged and recorded, the others go on; a non-image file in ``input`` is skipped with a warning and
+listed under ``skipped``. The resolved config is written to ``OUTPUT_DIR/pipeline.yml`` and a summary
+to ``OUTPUT_DIR/summary.json``.
+
+As with the folder commands, ``output_dir`` must not be ``input``, an ``output_dir`` (or a prior step's
+``cache_dir``) inside ``input`` is left out of a ``recursive`` walk, and a run in which a saved image
+would be written over an input is
+refused before anything is written. Label maps are saved as ``segments/<target>/<name>.png``, <name>
+being the input's path without its suffix, or with it when inputs in one folder share a stem.
 """
 
 from __future__ import annotations
@@ -69,10 +76,19 @@ class Run:
     failed: list[dict] = field(default_factory=list)
     shared: dict[str, Any] = field(default_factory=dict)
     summary: dict[str, Any] = field(default_factory=dict)
+    shared_stems: set[Path] = field(default_factory=set)  # inputs whose stem another input in its folder has
 
     def out_path(self, folder: str, rel: Path, suffix: str | None = None) -> Path:
-        p = self.output_dir / folder / rel
-        return p.with_suffix(suffix) if suffix else p
+        """``OUTPUT_DIR/folder/rel``; with ``suffix`` the input's suffix is replaced, or kept before it
+        when another input in the same folder has the same stem (``x.png`` beside ``x.jpg``)."""
+        return self.out_path_for(self.output_dir, folder, rel, suffix, self.shared_stems)
+
+    @staticmethod
+    def out_path_for(output_dir: Path, folder: str, rel: Path, suffix: str | None, shared: set[Path]) -> Path:
+        p = output_dir / folder / rel
+        if not suffix:
+            return p
+        return p.with_name(p.name + suffix) if rel in shared else p.with_suffix(suffix)
 
     def write(self, item: Item, folder: str, image: Any) -> Path:
         """Write ``image (1,3,H,W)`` as ``OUTPUT_DIR/folder/REL`` keeping the input's bit depth and alpha."""
@@ -112,6 +128,19 @@ def find_reference(gt_root: Path, rel: Path, match: str = "stem") -> Path | None
     return None
 
 
+def _saved_folders(config: PipelineConfig) -> list[tuple[str, str | None]]:
+    """``(folder, suffix)`` of every image the steps of ``config`` save under ``output_dir``."""
+    folders: list[tuple[str, str | None]] = []
+    for s in config.steps:
+        if s.TAG == "degrade" and s.save:
+            folders.append(("degraded", None))
+        elif s.TAG == "restore" and s.save:
+            folders.append(("restored", None))
+        elif s.TAG == "segment" and s.save:
+            folders += [(f"segments/{t}", ".png") for t in s.targets]
+    return folders
+
+
 def build_steps(config: PipelineConfig) -> list[Any]:
     return [STEPS.get(opts.TAG)(opts, i) for i, opts in enumerate(config.steps)]
 
@@ -121,25 +150,49 @@ def run_pipeline(config: PipelineConfig, *, resolved_source: str | None = None, 
     import torch
     from tqdm import tqdm
 
-    from robustsam_prior.fileio import write_json
-    from robustsam_prior.io import collect_inputs, is_image_file, read_image, to_tensor
+    from robustsam_prior.fileio import clean_stale_temp_files, write_json
+    from robustsam_prior.io import (
+        check_output_location,
+        collect_inputs,
+        is_image_file,
+        read_image,
+        refuse_overwriting_inputs,
+        to_tensor,
+    )
 
+    from .commands._common import shared_stems
     from .config import save_resolved
 
     out = Path(config.output_dir)
+    input_root = Path(config.input)
+    exclude = check_output_location(input_root, out, recursive=config.recursive)
+    if config.recursive and input_root.is_dir():  # nor a prior cache kept inside the input
+        caches = [Path(s.cache_dir) for s in config.steps if s.TAG == "prior" and s.cache_dir]
+        exclude += tuple(c for c in caches if input_root.resolve() in c.resolve().parents)
+    items, skipped = [], []
+    for src, rel in collect_inputs(input_root, recursive=config.recursive, exclude=exclude):
+        if is_image_file(src):
+            items.append((src, rel))
+        else:
+            logger.warning("skipping %s: not an image file (suffix %r)", rel, src.suffix)
+            skipped.append({"rel": rel.as_posix(), "reason": "not an image file"})
+    if not items:
+        raise ValueError(f"input: no image files in {input_root}")
+    stems = shared_stems([rel for _, rel in items])
+    saved = _saved_folders(config)
+    refuse_overwriting_inputs(
+        (src, Run.out_path_for(out, folder, rel, suffix, stems)) for src, rel in items for folder, suffix in saved
+    )
     out.mkdir(parents=True, exist_ok=True)
+    clean_stale_temp_files(out)
     save_resolved(config, out / "pipeline.yml", source=resolved_source, overrides=overrides)
     device = config.device
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    input_root = Path(config.input)
-    run = Run(config=config, output_dir=out, input_root=input_root, device=device)
+    run = Run(config=config, output_dir=out, input_root=input_root, device=device, shared_stems=stems)
     steps = build_steps(config)
     for s in steps:
         s.setup(run)
-    items = [(src, rel) for src, rel in collect_inputs(input_root, recursive=config.recursive) if is_image_file(src)]
-    if not items:
-        raise ValueError(f"input: no image files in {input_root}")
     gt_root = Path(config.ground_truth) if config.ground_truth else None
     t0 = time.perf_counter()
     for src, rel in tqdm(items, desc=config.name, unit="img", disable=len(items) < 2):
@@ -169,6 +222,7 @@ def run_pipeline(config: PipelineConfig, *, resolved_source: str | None = None, 
         "name": config.name,
         "processed": len(run.results),
         "failed": run.failed,
+        "skipped": skipped,
         "seconds": time.perf_counter() - t0,
         "output_dir": str(out),
     })

@@ -72,7 +72,7 @@ class RestoreStep:
     model: str | None = _f(None, "model name or checkpoint path (null = the task's default model)")
     prior: str | None = _f(None, "override the checkpoint's prior (name)")
     prior_checkpoint: str | None = _f(None, "RobustSAM/SAM weights for the robustsam/sam priors", exists="file")
-    tile: int | None = _f(None, "tile size (null = automatic, 0 = never tile)", min=0)
+    tile: int | None = _f(None, "tile size (null = automatic, 0 = never tile, else at least 128)", min=0)
     local_pool: int | None = _f(
         None, "channel-attention statistics window in pixels (TLC; null = the model's own, 0 = whole image)", min=0
     )

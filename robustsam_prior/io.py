@@ -8,6 +8,13 @@ boundary:
   LA / RGBA / palette (with transparency) -> RGB plus a separate alpha plane; EXIF orientation
   applied; the whole file is decoded so truncated or corrupt files fail here with an
   :class:`ImageReadError` that names the file and the reason, never later in a network.
+  Before anything is decoded the file must be a regular file (a FIFO or a device is refused without
+  being opened, so nothing blocks), its header's width x height must be within the pixel limit
+  (:data:`DEFAULT_MAX_PIXELS`, changed per call or with :func:`set_max_pixels`; the same limit for
+  every format, so a small compressed file that would decode to gigabytes is refused while it is
+  still a few kilobytes of header), and it must hold one image: animated PNG/WebP/GIF and multi-page
+  TIFF are refused rather than silently cut to their first frame (a camera JPEG's embedded preview
+  and a TIFF's reduced-resolution pages do not count).
 * writing: atomic (temporary file + fsync + rename, :mod:`robustsam_prior.fileio`), keeping the bit
   depth that was asked for where the format has it (16-bit PNG and TIFF), alpha written back where
   the format has it (PNG, TIFF, WebP).
@@ -22,7 +29,9 @@ from __future__ import annotations
 import io
 import logging
 import os
+import stat
 import threading
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -49,7 +58,43 @@ _WRITE_FORMATS: dict[str, tuple[str, bool, bool]] = {
 }
 
 _EXIF_ORIENTATION = 0x0112
-_TRUNCATION_LOCK = threading.Lock()
+# guards Pillow's process-global settings (LOAD_TRUNCATED_IMAGES, MAX_IMAGE_PIXELS) while we change them
+_PILLOW_GLOBALS_LOCK = threading.Lock()
+
+#: The default pixel limit: width x height of an image (of one frame), checked from the file's header
+#: before decoding. 200 megapixels decode to 2.4 GB of float32 RGB.
+DEFAULT_MAX_PIXELS = 200_000_000
+_max_pixels = DEFAULT_MAX_PIXELS
+
+
+def set_max_pixels(limit: int | None) -> None:
+    """Set the pixel limit :func:`read_image` uses when it is given none (None = the default)."""
+    global _max_pixels
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise ValueError(f"max_pixels must be a positive number of pixels, got {limit!r}")
+    _max_pixels = DEFAULT_MAX_PIXELS if limit is None else limit
+
+
+def get_max_pixels() -> int:
+    """The pixel limit :func:`read_image` uses when it is given none."""
+    return _max_pixels
+
+
+def _pixels(n: int) -> str:
+    """``n`` pixels in words: megapixels (3 significant digits) from 0.1 MP, else the count."""
+    return f"{n / 1e6:.3g} megapixels" if n >= 100_000 else f"{n} pixels"
+
+
+def check_pixel_limit(path: str | os.PathLike, width: int, height: int, limit: int | None = None) -> None:
+    """Raise :class:`ImageReadError` if ``width x height`` is over ``limit`` (None = the current one)."""
+    limit = _max_pixels if limit is None else limit
+    if width * height > limit:
+        exact = f" ({limit} pixels)" if limit >= 100_000 else ""
+        raise ImageReadError(
+            path,
+            f"{width}x{height} is {_pixels(width * height)}, over the pixel limit of {_pixels(limit)}{exact}; "
+            "raise it with --max-pixels if the image is genuine",
+        )
 
 
 class ImageReadError(ValueError):
@@ -153,6 +198,22 @@ def _split_channels(array: np.ndarray, path: Path) -> tuple[np.ndarray, np.ndarr
     return np.ascontiguousarray(color), (None if alpha is None else np.ascontiguousarray(alpha))
 
 
+_FILE_TYPES = (
+    (stat.S_ISFIFO, "a FIFO (named pipe)"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+)
+
+
+def _file_kind(mode: int) -> str:
+    """What a non-regular, non-directory ``st_mode`` is, in words."""
+    for test, words in _FILE_TYPES:
+        if test(mode):
+            return words
+    return "not a regular file"
+
+
 def _png_is_16bit(path: Path) -> bool:
     with open(path, "rb") as f:
         head = f.read(26)
@@ -174,14 +235,40 @@ def _read_png16(path: Path, orientation: int | None) -> np.ndarray:
     return apply_exif_orientation(array, orientation)
 
 
-def _read_tiff(path: Path) -> tuple[np.ndarray, str]:
+def _tiff_frames(tif) -> int:
+    """How many full-resolution images a TIFF holds (reduced-resolution copies and masks not counted).
+
+    Stops at the second one: that is enough to refuse the file.
+    """
+    frames = 0
+    for page in tif.pages:
+        if not int(getattr(page, "subfiletype", 0) or 0) & 0b101:  # bit 0: reduced resolution, bit 2: mask
+            frames += 1
+            if frames > 1:
+                break
+    return frames
+
+
+def _read_tiff(path: Path, max_pixels: int | None = None) -> tuple[np.ndarray, str]:
+    """The first image of a TIFF (``max_pixels``: the pixel limit, None = the current one)."""
     import tifffile
+
+    max_pixels = _max_pixels if max_pixels is None else max_pixels
 
     try:
         with tifffile.TiffFile(path) as tif:
             if not tif.pages:
                 raise ImageReadError(path, "TIFF has no pages")
             page = tif.pages.first if hasattr(tif.pages, "first") else tif.pages[0]
+            # from the header, before a pixel is decoded
+            depth = int(getattr(page, "imagedepth", 1) or 1)
+            check_pixel_limit(path, int(page.imagewidth), int(page.imagelength) * depth, max_pixels)
+            if len(tif.pages) > 1 and _tiff_frames(tif) > 1:
+                raise ImageReadError(
+                    path,
+                    f"multi-page TIFF ({len(tif.pages)} pages): only single images are read, and cutting it "
+                    "to its first page would lose the rest; split the pages into files first",
+                )
             array = page.asarray()
             axes = page.axes
             orientation_tag = page.tags.get("Orientation")
@@ -197,21 +284,44 @@ def _read_tiff(path: Path) -> tuple[np.ndarray, str]:
     return apply_exif_orientation(array, orientation), "TIFF"
 
 
-def _pillow_decode(path: Path):
-    """Open and fully decode with Pillow; every Pillow failure becomes an ImageReadError."""
-    from PIL import Image, ImageFile, UnidentifiedImageError
+def _pillow_open(path: Path):
+    """Open with Pillow (the header only) without Pillow's own pixel limit: ours is checked next."""
+    from PIL import Image
+
+    with _PILLOW_GLOBALS_LOCK:
+        previous = Image.MAX_IMAGE_PIXELS
+        Image.MAX_IMAGE_PIXELS = None
+        try:
+            return Image.open(path)
+        finally:
+            Image.MAX_IMAGE_PIXELS = previous
+
+
+def _pillow_decode(path: Path, max_pixels: int):
+    """Open, check size and frames, and fully decode with Pillow; every failure becomes an ImageReadError."""
+    from PIL import ImageFile, UnidentifiedImageError
 
     try:
-        im = Image.open(path)
+        im = _pillow_open(path)
     except UnidentifiedImageError as exc:
         raise ImageReadError(path, "not an image file (format not recognised)") from exc
-    except Image.DecompressionBombError as exc:
-        raise ImageReadError(path, f"refused as a decompression bomb ({exc})") from exc
     except (OSError, SyntaxError, ValueError) as exc:
         raise ImageReadError(path, f"corrupt image header ({exc})") from exc
+    try:
+        check_pixel_limit(path, *im.size, max_pixels)
+        frames = _pillow_frames(im, path)
+        if frames > 1 and im.format != "MPO":  # MPO: a JPEG with an embedded preview; the first is the photo
+            raise ImageReadError(
+                path,
+                f"animated {im.format or 'image'} ({frames} frames): only still images are read, and "
+                "cutting it to its first frame would lose the rest; extract the frames first",
+            )
+    except BaseException:
+        im.close()
+        raise
     # LOAD_TRUNCATED_IMAGES is process-global; someone (another library) may have set it. We want
     # a truncated file to be an error, so force it off while decoding.
-    with _TRUNCATION_LOCK:
+    with _PILLOW_GLOBALS_LOCK:
         previous = ImageFile.LOAD_TRUNCATED_IMAGES
         ImageFile.LOAD_TRUNCATED_IMAGES = False
         try:
@@ -228,19 +338,38 @@ def _pillow_decode(path: Path):
     return im
 
 
-def read_image(path: str | os.PathLike) -> ImageData:
+def _pillow_frames(im, path: Path) -> int:
+    """The number of frames of an opened Pillow image (1 for still formats)."""
+    try:
+        return int(getattr(im, "n_frames", 1))
+    except Exception as exc:  # counting GIF frames reads the file: any decoding error
+        raise ImageReadError(path, f"corrupt image data ({exc})") from exc
+
+
+def read_image(path: str | os.PathLike, *, max_pixels: int | None = None) -> ImageData:
     """Read an image file into float32 RGB [0, 1] plus an optional alpha plane.
 
+    ``max_pixels`` is the pixel limit (width x height, read from the header before decoding); None
+    means the current default (:func:`set_max_pixels`, initially :data:`DEFAULT_MAX_PIXELS`).
+
     Raises:
-        ImageReadError: the file is missing, empty, not an image, truncated or corrupt; the message
-            names the file and the reason.
+        ImageReadError: the file is missing, empty, not a regular file, not an image, over the pixel
+            limit, animated or multi-page, truncated or corrupt; the message names the file and the
+            reason.
     """
     path = Path(path)
-    if not path.exists():
-        raise ImageReadError(path, "file not found")
-    if path.is_dir():
+    limit = _max_pixels if max_pixels is None else max_pixels
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        raise ImageReadError(path, "file not found") from None
+    except OSError as exc:
+        raise ImageReadError(path, f"cannot access it ({exc.strerror or exc})") from exc
+    if stat.S_ISDIR(st.st_mode):
         raise ImageReadError(path, "is a directory, not a file")
-    if path.stat().st_size == 0:
+    if not stat.S_ISREG(st.st_mode):  # opening a FIFO would block, a device would stream forever
+        raise ImageReadError(path, f"is {_file_kind(st.st_mode)}, not an image file")
+    if st.st_size == 0:
         raise ImageReadError(path, "empty file (0 bytes)")
 
     with open(path, "rb") as f:
@@ -248,10 +377,10 @@ def read_image(path: str | os.PathLike) -> ImageData:
     if magic in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
         # TIFF (and BigTIFF) go to tifffile: Pillow reduces 16-bit colour to 8 bits and cannot
         # open some valid layouts (16-bit gray + alpha).
-        array, fmt = _read_tiff(path)
+        array, fmt = _read_tiff(path, limit)
         return _image_data(array, path, fmt)
 
-    im = _pillow_decode(path)  # decodes the whole file: truncation and corrupt data fail here
+    im = _pillow_decode(path, limit)  # decodes the whole file: truncation and corrupt data fail here
     try:
         return _from_pillow(im, path)
     finally:
@@ -419,30 +548,100 @@ def write_image(
 # ------------------------------------------------------------------------------------------ inputs
 
 
-def collect_inputs(input: str | os.PathLike, recursive: bool = False) -> list[tuple[Path, Path]]:
+def collect_inputs(
+    input: str | os.PathLike, recursive: bool = False, *, exclude: Sequence[str | os.PathLike] = ()
+) -> list[tuple[Path, Path]]:
     """List the files a command should process.
 
-    A file gives ``[(file, Path(file.name))]``. A folder gives every non-hidden regular file in it
-    (in sub-folders too when ``recursive``), as ``(source, path relative to the folder)`` sorted by
-    the relative path. Non-image files are included: folder commands skip them with a warning (see
-    ``pipelines.commands._common.process_files``), so a stray file is reported, not silently lost.
+    A file gives ``[(file, Path(file.name))]``. A folder gives every non-hidden entry in it that is
+    not a folder (in sub-folders too when ``recursive``, except the trees in ``exclude``: an output
+    folder inside the input), as ``(source, path relative to the folder)`` sorted by the relative path.
+    Non-image files are included: folder commands skip them with a warning (see
+    ``pipelines.commands._common.process_files``), so a stray file is reported, not silently lost;
+    so are FIFOs, devices and broken links, which :func:`read_image` then refuses by name.
 
     Raises:
         FileNotFoundError: ``input`` does not exist.
+        ImageReadError: ``input`` is neither a file nor a folder (a FIFO, a device); it is not opened.
     """
     root = Path(input)
-    if not root.exists():
-        raise FileNotFoundError(f"input {str(root)!r} does not exist")
-    if root.is_file():
+    try:
+        mode = root.stat().st_mode
+    except FileNotFoundError:
+        raise FileNotFoundError(f"input {str(root)!r} does not exist") from None
+    if stat.S_ISREG(mode):
         return [(root, Path(root.name))]
-    walker = root.rglob("*") if recursive else root.iterdir()
+    if not stat.S_ISDIR(mode):
+        raise ImageReadError(root, f"is {_file_kind(mode)}, not an image file or a folder")
+    excluded = {Path(p).resolve() for p in exclude}
     items = []
-    for p in walker:
-        rel = p.relative_to(root)
-        if any(part.startswith(".") for part in rel.parts) or not p.is_file():
-            continue
-        items.append((p, rel))
+    for dirpath, dirnames, filenames in os.walk(root):
+        here = Path(dirpath)
+        # folders (links to folders included) are in dirnames, everything else in filenames
+        dirnames[:] = [d for d in dirnames if recursive and not d.startswith(".")
+                       and (here / d).resolve() not in excluded]
+        for name in filenames:
+            if not name.startswith("."):
+                items.append((here / name, (here / name).relative_to(root)))
+        if not recursive:
+            break
     return sorted(items, key=lambda item: item[1].as_posix())
+
+
+def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    """True if ``a`` and ``b`` are one file: the same path after links, or (both existing) one inode."""
+    a, b = Path(a), Path(b)
+    if a.resolve() == b.resolve():
+        return True
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # either is missing
+        return False
+
+
+def check_output_location(
+    input: str | os.PathLike, output: str | os.PathLike, *, recursive: bool = False
+) -> tuple[Path, ...]:
+    """Refuse an output folder that is the input; say which trees a walk of the input must leave out.
+
+    An ``output`` that is ``input`` (after links) would overwrite the originals. An output folder
+    inside an input folder is fine: without ``recursive`` the walk does not enter it, and with
+    ``recursive`` it is returned, to be passed to :func:`collect_inputs` as ``exclude``, so that a
+    re-run does not restore the previous outputs again (out/out/...). Files that would be written
+    over an input file one by one (a single file's own folder given as output) are found by
+    :func:`refuse_overwriting_inputs`.
+
+    Raises:
+        ValueError: ``output`` is ``input``; the message names both.
+    """
+    src, dst = Path(input), Path(output)
+    if same_file(src, dst):
+        kind = "folder" if src.is_dir() else "file"
+        raise ValueError(
+            f"OUTPUT {str(dst)!r} is the INPUT {kind} {str(src)!r}: the originals would be overwritten; "
+            "choose another output"
+        )
+    if src.is_dir() and recursive and src.resolve() in dst.resolve().parents:
+        return (dst,)
+    return ()
+
+
+def refuse_overwriting_inputs(pairs: Iterable[tuple[str | os.PathLike, str | os.PathLike]]) -> None:
+    """Raise ``ValueError`` if any planned ``(source, destination)`` would write over an input file.
+
+    Checked for every source, not only its own destination, so that no output replaces any input.
+    """
+    pairs = list(pairs)
+    sources = {Path(src).resolve(): Path(src) for src, _ in pairs}
+    for src, dst in pairs:
+        hit = sources.get(Path(dst).resolve())
+        if hit is None and Path(dst).exists() and same_file(src, dst):
+            hit = Path(src)
+        if hit is not None:
+            raise ValueError(
+                f"output {str(dst)!r} is the input file {str(hit)!r}: it would be overwritten; choose an "
+                "output folder that holds no input"
+            )
 
 
 # ------------------------------------------------------------------------------------------ tensors

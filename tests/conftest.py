@@ -41,3 +41,49 @@ def randomize_like_reference(module, seed: int):
 def randomize_weights():
     """The :func:`randomize_like_reference` function, for module-scoped model fixtures."""
     return randomize_like_reference
+
+
+def _unblock_readers_of(fifo, stop) -> None:
+    """If a reader ever opens ``fifo``, feed it garbage and close it: a regression then fails, not hangs."""
+    import errno
+
+    while not stop.wait(0.2):
+        try:
+            fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+        except OSError as e:
+            if e.errno == errno.ENXIO:  # no reader: good
+                continue
+            return
+        os.write(fd, b"not an image")
+        os.close(fd)
+
+
+@pytest.fixture
+def make_fifo():
+    """``make_fifo(path)``: create a FIFO whose readers are unblocked by a watchdog thread (tests of code
+    that must not open FIFOs end with a failure instead of hanging when it does)."""
+    import threading
+
+    stop = threading.Event()
+    guards = []
+
+    def make(path):
+        os.mkfifo(path)
+        guard = threading.Thread(target=_unblock_readers_of, args=(path, stop), daemon=True)
+        guard.start()
+        guards.append(guard)
+        return path
+
+    yield make
+    stop.set()
+    for guard in guards:
+        guard.join()
+
+
+@pytest.fixture(autouse=True)
+def _default_pixel_limit():
+    """A test that runs a command with --max-pixels (a process-wide setting) leaves the default behind."""
+    yield
+    from robustsam_prior.io import set_max_pixels
+
+    set_max_pixels(None)

@@ -4,13 +4,21 @@
 fails (the error is logged and recorded), skips non-image files with a warning, and returns a
 :class:`RunSummary` whose :meth:`RunSummary.report_and_exit` prints one summary line, lists the
 failures and exits non-zero if anything failed.
+
+Before a folder command writes anything: :func:`plan_inputs` refuses an OUTPUT that is the INPUT and
+leaves an output folder inside the input out of a ``--recursive`` walk; :func:`refuse_overwrites`
+refuses a run in which any output would be written over an input file;
+:func:`refuse_collisions` refuses one in which two inputs would write the same output; and
+:func:`start_output` removes temporary files a killed earlier run left in the output folder.
+:func:`max_pixels_option` is the ``--max-pixels`` option of every command that reads images.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -95,3 +103,95 @@ def process_files(
             summary.processed.append(Path(rel))
     summary.seconds = time.perf_counter() - start
     return summary
+
+
+# robustsam_prior.io.DEFAULT_MAX_PIXELS, spelled out so that --help does not import the reader
+DEFAULT_MAX_PIXELS = 200_000_000
+
+
+def _set_max_pixels(ctx: click.Context, param: click.Parameter, value: int) -> int:
+    from robustsam_prior.io import set_max_pixels
+
+    set_max_pixels(value)
+    return value
+
+
+def max_pixels_option(f: Callable) -> Callable:
+    """``--max-pixels N``: the pixel limit of every image the command reads (``robustsam_prior.io``)."""
+    return click.option(
+        "--max-pixels",
+        type=click.IntRange(min=1),
+        default=DEFAULT_MAX_PIXELS,
+        show_default=True,
+        metavar="N",
+        expose_value=False,
+        callback=_set_max_pixels,
+        help="Refuse images of more than N pixels (width x height, read from the file header before "
+        "anything is decoded), whatever the format: a small compressed file can decode to gigabytes. "
+        "A refused file is named with the limit, and the rest of a folder is still processed.",
+    )(f)
+
+
+def plan_inputs(input: Path, output: Path, *, recursive: bool) -> list[tuple[Path, Path]]:
+    """``collect_inputs(input)`` after the output-location checks, as one-line click errors.
+
+    OUTPUT must not be INPUT; an output folder inside INPUT is left out of a ``--recursive`` walk,
+    so that a re-run does not read the previous outputs as new inputs. A FIFO or device given as
+    INPUT is refused without being opened.
+    """
+    from robustsam_prior.io import ImageReadError, check_output_location, collect_inputs
+
+    try:
+        exclude = check_output_location(input, output, recursive=recursive)
+        items = collect_inputs(input, recursive=recursive, exclude=exclude)
+    except (ImageReadError, FileNotFoundError, ValueError) as e:
+        raise click.ClickException(str(e)) from None
+    for folder in exclude:
+        logger.info("not reading %s: it is the output folder, inside the input", folder)
+    return items
+
+
+def refuse_overwrites(pairs: Iterable[tuple[Path, Path]]) -> None:
+    """A one-line click error if any planned ``(source, output)`` writes over an input file."""
+    from robustsam_prior.io import refuse_overwriting_inputs
+
+    try:
+        refuse_overwriting_inputs(pairs)
+    except ValueError as e:
+        raise click.ClickException(str(e)) from None
+
+
+def refuse_collisions(outputs: Iterable[tuple[Path, Path]], *, hint: str) -> None:
+    """A one-line click error if two inputs would write the same output.
+
+    ``outputs`` holds ``(input rel, output path)`` pairs (an input may have several outputs);
+    ``hint`` tells the user what to do. The message names the colliding inputs and the output.
+    """
+    writers: dict[str, set[str]] = {}
+    for rel, dst in outputs:
+        writers.setdefault(os.path.normpath(dst), set()).add(Path(rel).as_posix())
+    clashes = {dst: sorted(rels) for dst, rels in writers.items() if len(rels) > 1}
+    if clashes:
+        dst, rels = min(clashes.items(), key=lambda kv: kv[1])
+        more = f" (and {len(clashes) - 1} more output(s))" if len(clashes) > 1 else ""
+        raise click.ClickException(f"inputs {', '.join(rels)} would be written to the same file {dst}{more}; {hint}")
+
+
+def shared_stems(rels: Iterable[Path]) -> set[Path]:
+    """The relative paths that share their folder and stem with another one (``x.png`` beside ``x.jpg``).
+
+    Files named after an input's stem (side files, label maps) keep the input's full name for these,
+    so that each input keeps its own.
+    """
+    groups: dict[Path, list[Path]] = {}
+    for rel in rels:
+        rel = Path(rel)
+        groups.setdefault(rel.parent / rel.stem, []).append(rel)
+    return {rel for group in groups.values() if len(group) > 1 for rel in group}
+
+
+def start_output(folder: Path, *, recursive: bool = True) -> None:
+    """Remove what killed earlier runs left in ``folder``: this project's stale temporary files only."""
+    from robustsam_prior.fileio import clean_stale_temp_files
+
+    clean_stale_temp_files(folder, recursive=recursive)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from ._common import max_pixels_option
 from .evaluate import conventions_from, metric_options, parse_metrics
 
 logger = logging.getLogger(__name__)
@@ -67,6 +68,7 @@ def benchmark() -> None:
 @click.option(
     "--out", required=True, type=click.Path(dir_okay=False), help="Results file (JSON Lines; appended)."
 )
+@max_pixels_option
 def restoration(
     methods,
     lq_dir,
@@ -199,6 +201,7 @@ def _model_config(text: str | None):
 @click.option(
     "--out", required=True, type=click.Path(dir_okay=False), help="Results file (JSON Lines; appended)."
 )
+@max_pixels_option
 def segmentation(
     dataset,
     shapes_count,

@@ -10,6 +10,12 @@ Writes into OUTPUT (a folder; or, for a single input file, an image path):
 - ``kernel/<rel>.npy`` (float32, sums to 1) and ``kernel/<rel>.png`` (scaled to its maximum) for
   kernel blurs.
 
+Side files are named after the input's path without its suffix (``x.jpg`` -> ``transmission/x.png``).
+When inputs in one folder share a stem (``x.png``, ``x.jpg``, ``x.tif``), theirs keep the full name
+instead (``transmission/x.jpg.png``), so that each image keeps its own; the manifest records every
+path. Degraded images that would land on one name (``--format png`` on ``x.png`` and ``x.jpg``) are
+refused before anything is written, naming the inputs; so is an output written over an input.
+
 Each image's seed is derived from ``--seed`` and its relative path, so a result does not depend
 on which other files are in the folder or on their order.
 """
@@ -22,6 +28,8 @@ import logging
 from pathlib import Path
 
 import click
+
+from ._common import max_pixels_option
 
 logger = logging.getLogger(__name__)
 
@@ -76,6 +84,7 @@ def _print_list(as_json: bool, markdown: bool) -> None:
 )
 @click.option("--json", "as_json", is_flag=True, help="With --list: print the tables as JSON.")
 @click.option("--markdown", is_flag=True, help="With --list: print the tables as Markdown (for docs).")
+@max_pixels_option
 def degrade(
     input: Path | None,
     output: Path | None,
@@ -89,6 +98,13 @@ def degrade(
     markdown: bool,
 ) -> None:
     """Degrade INPUT (an image or a folder) into OUTPUT with a synthetic degradation.
+
+    OUTPUT gets the degraded images under their relative paths, manifest.json, and per image
+    transmission/<name>.png (haze, fog, rain, snow) or kernel/<name>.npy and .png (kernel blurs),
+    <name> being the input's path without its suffix, or with it when inputs in one folder share a
+    stem (x.png, x.jpg -> transmission/x.png.png, transmission/x.jpg.png). Inputs whose degraded
+    images would share a name (--format png on x.png and x.jpg) are refused before anything is
+    written. OUTPUT must not be INPUT; an OUTPUT inside INPUT is not read by --recursive.
 
     \b
     Examples:
@@ -104,10 +120,17 @@ def degrade(
     if kind is None:
         raise click.UsageError("--type is required; see `robustsam-restore degrade --list`")
 
-    from pipelines.commands._common import process_files
+    from pipelines.commands._common import (
+        plan_inputs,
+        process_files,
+        refuse_collisions,
+        refuse_overwrites,
+        shared_stems,
+        start_output,
+    )
     from robustsam_prior.degradations import DEGRADATIONS
     from robustsam_prior.fileio import write_json
-    from robustsam_prior.io import IMAGE_EXTENSIONS, collect_inputs
+    from robustsam_prior.io import IMAGE_EXTENSIONS, is_image_file
 
     try:
         DEGRADATIONS.get(kind)
@@ -122,17 +145,11 @@ def degrade(
             f"INPUT is a folder, so OUTPUT must be a folder, not {str(output)!r}", param_hint="OUTPUT"
         )
     root = output.parent if single_file_target else output
-    in_res, out_res = input.resolve(), output.resolve()
-    if in_res == out_res or (input.is_dir() and in_res in out_res.parents and recursive):
-        raise click.BadParameter(
-            "OUTPUT must not be INPUT (or inside it with --recursive): originals would be "
-            "overwritten or re-read",
-            param_hint="OUTPUT",
-        )
-
-    items = collect_inputs(input, recursive=recursive)
+    items = plan_inputs(input, output, recursive=recursive)
     entries: dict[str, dict] = {}
     manifest_path = output.with_suffix(".json") if single_file_target else root / "manifest.json"
+    images = [rel for src, rel in items if is_image_file(src)]
+    stems = shared_stems(images)
 
     def target_for(rel: Path) -> Path:
         if single_file_target:
@@ -140,9 +157,23 @@ def degrade(
         out = root / rel
         return out if out_format == "same" else out.with_suffix(f".{out_format}")
 
+    def sides_for(rel: Path) -> dict[str, Path]:
+        return _side_paths(target_for(rel), rel, root, single_file_target, keep_suffix=rel in stems)
+
+    planned = [(rel, target_for(rel)) for rel in images] + [
+        (rel, path) for rel in images for path in sides_for(rel).values()
+    ]
+    refuse_collisions(
+        planned,
+        hint="rename them, degrade them into separate folders" + ("" if out_format == "same" else
+                                                                   " or use --format same"),
+    )
+    refuse_overwrites([(input / rel if input.is_dir() else input, dst) for rel, dst in planned])
+    start_output(root, recursive=not single_file_target)
+
     def run_one(src: Path, rel: Path) -> None:
         entries[rel.as_posix()] = _degrade_one(
-            src, rel, target_for(rel), root, kind, severity, image_seed(seed, rel), single_file_target
+            src, target_for(rel), sides_for(rel), root, kind, severity, image_seed(seed, rel)
         )
 
     summary = process_files(items, run_one, desc=f"degrade {kind}")
@@ -162,10 +193,26 @@ def degrade(
     summary.report_and_exit()
 
 
+def _side_paths(target: Path, rel: Path, root: Path, single: bool, *, keep_suffix: bool) -> dict[str, Path]:
+    """Where an image's side files go (module docstring): transmission, kernel (.npy) and kernel_png."""
+    if single:
+        return {
+            "transmission": target.with_name(f"{target.stem}_transmission.png"),
+            "kernel": target.with_name(f"{target.stem}_kernel.npy"),
+            "kernel_png": target.with_name(f"{target.stem}_kernel.png"),
+        }
+    base = rel.parent / (rel.name if keep_suffix else rel.stem)
+    return {
+        "transmission": root / "transmission" / f"{base}.png",
+        "kernel": root / "kernel" / f"{base}.npy",
+        "kernel_png": root / "kernel" / f"{base}.png",
+    }
+
+
 def _degrade_one(
-    src: Path, rel: Path, target: Path, root: Path, kind: str, severity: int, seed: int, single: bool
+    src: Path, target: Path, sides: dict[str, Path], root: Path, kind: str, severity: int, seed: int
 ) -> dict:
-    """Degrade one file and write its outputs; returns its manifest entry."""
+    """Degrade one file and write its outputs (side files at ``sides``); returns its manifest entry."""
     import numpy as np
 
     from robustsam_prior.degradations import degrade as run_degradation
@@ -176,24 +223,18 @@ def _degrade_one(
     result = run_degradation(to_tensor(image.pixels), kind, severity, seed=seed)
     write_image(target, to_numpy(result.image), alpha=image.alpha, bit_depth=image.bit_depth)
     entry: dict = {"output": _relative(target, root), "seed": seed, "params": result.params}
-    stem = target.stem if single else None
-
-    def side(folder: str, suffix: str) -> Path:
-        if single:
-            return target.with_name(f"{stem}_{folder}{suffix}")
-        return root / folder / rel.with_suffix(suffix)
 
     if result.transmission is not None:
-        t_path = side("transmission", ".png")
+        t_path = sides["transmission"]
         write_image(t_path, result.transmission[0, 0].numpy(), bit_depth=16)
         entry["transmission"] = _relative(t_path, root)
         entry["airlight"] = [round(float(v), 6) for v in result.airlight[0]]
     if result.kernel is not None:
         kernel = result.kernel[0].numpy().astype(np.float32)
-        npy_path = side("kernel", ".npy")
+        npy_path = sides["kernel"]
         with atomic_write(npy_path, "wb") as f:
             np.save(f, kernel)
-        png_path = side("kernel", ".png")
+        png_path = sides["kernel_png"]
         write_image(png_path, kernel / max(float(kernel.max()), 1e-12))
         entry["kernel"] = _relative(npy_path, root)
         entry["kernel_png"] = _relative(png_path, root)

@@ -7,6 +7,8 @@ import logging
 
 import click
 
+from ._common import max_pixels_option
+
 logger = logging.getLogger(__name__)
 
 
@@ -102,6 +104,7 @@ def metric_options(f):
     is_flag=True,
     help='Print one JSON object {"per_image": {name: {metric: v}}, "mean": {metric: v}} on stdout.',
 )
+@max_pixels_option
 def evaluate(
     pred_dir,
     gt_dir,
@@ -127,7 +130,7 @@ def evaluate(
     names = parse_metrics(metrics)
     try:
         data = pair_folders(pred_dir, gt_dir, match=match, recursive=recursive)
-    except ValueError as e:
+    except (ValueError, NotADirectoryError, FileNotFoundError) as e:  # e.g. a device given as a folder
         raise click.ClickException(str(e)) from e
     try:
         result = evaluate_pairs(

@@ -17,6 +17,8 @@ from typing import Any
 
 import click
 
+from ._common import max_pixels_option
+
 logger = logging.getLogger(__name__)
 
 
@@ -96,6 +98,7 @@ def fill_cache(
               help="Cache folder (created if needed).")
 @click.option("-r", "--recursive", is_flag=True, help="Also take images in sub-folders.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
+@max_pixels_option
 def prior_cache(
     input: Path,
     prior_name: str,
@@ -106,7 +109,7 @@ def prior_cache(
     as_json: bool,
 ) -> None:
     """Run a prior once per image of INPUT (a file or folder) and store the outputs in --cache."""
-    from robustsam_prior.io import collect_inputs
+    from robustsam_prior.io import ImageReadError, collect_inputs
     from robustsam_prior.prior import build_prior
 
     options = parse_options(option_pairs)
@@ -128,7 +131,12 @@ def prior_cache(
             raise click.UsageError(message) from e
         except FileNotFoundError as e:  # checkpoint not found: the message says where to get it
             raise click.ClickException(str(e)) from e
-        items = collect_inputs(input, recursive=recursive)
+        # a cache folder inside the input is not read as input (its entries are not images)
+        inside = recursive and input.is_dir() and input.resolve() in cache_dir.resolve().parents
+        try:
+            items = collect_inputs(input, recursive=recursive, exclude=(cache_dir,) if inside else ())
+        except (ImageReadError, FileNotFoundError) as e:
+            raise click.ClickException(str(e)) from None
         summary, stats = fill_cache(items, prior, cache_dir, rank=rank, world_size=world)
         if world > 1:
             import torch.distributed as dist

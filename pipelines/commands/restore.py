@@ -5,6 +5,10 @@ OUTPUT). OUTPUT is a folder; for a single input file it may also be a file name 
 suffix. Each output keeps its input's name, format, size, bit depth and alpha. Existing outputs
 are skipped unless ``--overwrite``, so an interrupted run resumes where it stopped. A file that
 fails is reported and the others are still processed; the command exits 1 if any failed.
+
+No output is ever written over an input, ``--overwrite`` or not: OUTPUT must not be INPUT (nor, for
+a single file, the folder holding it), through links included. An OUTPUT folder inside INPUT is
+left out of the ``--recursive`` walk, so re-runs do not restore earlier outputs again.
 """
 
 from __future__ import annotations
@@ -14,11 +18,14 @@ from pathlib import Path
 
 import click
 
+from ._common import max_pixels_option
+
 logger = logging.getLogger(__name__)
 
 PRIOR_CHOICES = ("regions", "robustsam", "sam", "none")
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
 SELF_ENSEMBLE_CHOICES = ("none", "flip", "x8")  # restore.inference.SELF_ENSEMBLES (not imported here: torch)
+MIN_TILE = 128  # restore.inference.MIN_TILE
 
 
 def output_path(input_root: Path, output: Path, rel: Path) -> Path:
@@ -48,14 +55,20 @@ def run_restore(
     """The body of ``dehaze``/``deblur`` (see the module docstring); exits through click."""
     from restore.inference import Restorer
     from robustsam_prior.checkpoint import CheckpointError
-    from robustsam_prior.io import collect_inputs, is_image_file
+    from robustsam_prior.io import is_image_file
 
-    from ._common import process_files
+    from ._common import plan_inputs, process_files, refuse_overwrites, start_output
 
     if tile is not None and tile < 0:
         raise click.BadParameter("must be >= 0 (0 = never tile)", param_hint="--tile")
+    if tile is not None and 0 < tile < MIN_TILE:
+        raise click.BadParameter(
+            f"{tile} is too small: use 0 (never tile) or at least {MIN_TILE} pixels (smaller tiles give the "
+            "network too little context: slower, and far from the untiled result)", param_hint="--tile")
     if local_pool is not None and local_pool < 0:
         raise click.BadParameter("must be >= 0 pixels (0 = the whole image)", param_hint="--local-pool")
+    items = plan_inputs(input, output, recursive=recursive)
+    refuse_overwrites((src, output_path(input, output, rel)) for src, rel in items if is_image_file(src))
     try:
         restorer = Restorer.load(
             model, task=task, prior=prior, prior_checkpoint=prior_checkpoint, device=device, tile=tile,
@@ -66,7 +79,8 @@ def run_restore(
     logger.info("%s with model %s (prior %s, device %s, self-ensemble %s)", task, restorer.name,
                 getattr(restorer.prior, "name", None), restorer.device, self_ensemble)
 
-    items = collect_inputs(input, recursive=recursive)
+    single_target = input.is_file() and is_image_file(output)
+    start_output(output.parent if single_target else output, recursive=not single_target)
     todo, done = [], []
     for src, rel in items:
         dst = output_path(input, output, rel)
@@ -91,7 +105,8 @@ def run_restore(
 def _command(task: str) -> click.Command:
     classical = "dcp|identity" if task == "dehaze" else "identity"
 
-    @click.command(task, help=f"{task.capitalize()} INPUT (an image or a folder) into the folder OUTPUT.")
+    @click.command(task, help=f"{task.capitalize()} INPUT (an image or a folder) into the folder OUTPUT (for one "
+                         "image also a file name). OUTPUT must not be INPUT: originals are never overwritten.")
     @click.argument("input", type=click.Path(exists=True, path_type=Path))
     @click.argument("output", type=click.Path(path_type=Path))
     @click.option("--model", "model", default=None, metavar="NAME|PATH",
@@ -103,8 +118,8 @@ def _command(task: str) -> click.Command:
                   help="RobustSAM/SAM weights for --prior robustsam|sam (default: $ROBUSTSAM_CHECKPOINT "
                        "or the cache folder).")
     @click.option("--tile", type=int, default=None,
-                  help="Tile size in pixels for large images (0 = never tile; default: tiles of 1024 "
-                       "above 4 megapixels).")
+                  help=f"Tile size in pixels for large images: 0 = never tile, else at least {MIN_TILE} "
+                       "(default: tiles of 1024 above 4 megapixels).")
     @click.option("--local-pool", type=int, default=None, metavar="PX",
                   help="Channel-attention statistics over a PX-wide window around each pixel instead of the "
                        "whole image (TLC, Chu et al. ECCV 2022), for blur that varies across the image; "
@@ -114,8 +129,11 @@ def _command(task: str) -> click.Command:
                   help="Average the outputs over the mirrored image (flip: 2x the time) or over all 8 "
                        "rotations and mirrors (x8: 8x the time), each restored and turned back (EDSR+'s "
                        "self-ensemble): slower, usually a little better.")
-    @click.option("--overwrite", is_flag=True, help="Redo outputs that already exist.")
-    @click.option("--recursive", is_flag=True, help="Also process sub-folders (the tree is kept).")
+    @click.option("--overwrite", is_flag=True,
+                  help="Redo outputs that already exist (never an input: OUTPUT must not be INPUT).")
+    @click.option("--recursive", is_flag=True,
+                  help="Also process sub-folders (the tree is kept); an OUTPUT inside INPUT is not read.")
+    @max_pixels_option
     @click.option("--device", type=click.Choice(DEVICE_CHOICES), default="auto", show_default=True,
                   help="Where the network runs (half precision on CUDA).")
     def command(input, output, model, prior, prior_checkpoint, tile, local_pool, self_ensemble, overwrite,

@@ -6,6 +6,8 @@ import json
 
 import click
 
+from ._common import max_pixels_option
+
 
 def load_pipeline_config(path: str, overrides: tuple[str, ...] | list[str]):
     """Validated :class:`pipelines.runner.PipelineConfig` (``ConfigError`` with the key path on problems)."""
@@ -19,8 +21,13 @@ def load_pipeline_config(path: str, overrides: tuple[str, ...] | list[str]):
 @click.argument("pipeline", type=click.Path(dir_okay=False))
 @click.argument("overrides", nargs=-1)
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@max_pixels_option
 def run(pipeline: str, overrides: tuple[str, ...], as_json: bool) -> None:
-    """Run PIPELINE.yml; OVERRIDES are key.path=value pairs (input=photos/ output_dir=out/ steps.1.tile=512)."""
+    """Run PIPELINE.yml; OVERRIDES are key.path=value pairs (input=photos/ output_dir=out/ steps.1.tile=512).
+
+    Non-image files in the input are skipped with a warning and counted; output_dir must not be the
+    input, and one inside it is not read by recursive=true.
+    """
     from pipelines.config import ConfigError
     from pipelines.runner import run_pipeline
     from robustsam_prior.checkpoint import CheckpointError
@@ -35,7 +42,8 @@ def run(pipeline: str, overrides: tuple[str, ...], as_json: bool) -> None:
     else:
         means = ", ".join(f"{k} {v:.3f}" for k, v in summary.get("mean", {}).items())
         click.echo(
-            f"{summary['name']}: {summary['processed']} ok, {len(summary['failed'])} failed in "
+            f"{summary['name']}: {summary['processed']} ok, {len(summary['failed'])} failed, "
+            f"{len(summary.get('skipped', []))} skipped in "
             f"{summary['seconds']:.1f} s{'; ' + means if means else ''}; outputs in {summary['output_dir']}"
         )
         for f in summary["failed"]:

@@ -184,7 +184,7 @@ def test_usage_errors(tmp_path):
     result = _run("degrade", str(tmp_path / "nope"), str(tmp_path / "o"), "-t", "fog")
     assert result.exit_code == 2 and "does not exist" in result.output
     result = _run("degrade", str(tmp_path), str(tmp_path), "-t", "fog")
-    assert result.exit_code == 2 and "must not be INPUT" in result.output
+    assert result.exit_code == 1 and "is the INPUT folder" in result.output
     result = _run("degrade", str(tmp_path), str(tmp_path / "o.png"), "-t", "fog")
     assert result.exit_code == 2 and "must be a folder" in result.output
     result = _run("degrade", str(tmp_path / "x.png"), str(tmp_path / "o"), "-t", "fog", "-s", "6")
@@ -208,3 +208,116 @@ def test_recursive_and_format(tmp_path):
     args = ("degrade", str(root), str(tmp_path / "deep"), "-t", "low_light", "-r", "--format", "tif")
     assert _run(*args).exit_code == 0
     assert read_image(tmp_path / "deep" / "sub" / "deep.tif").pixels.mean() < 0.5
+
+
+def _snapshot(folder: Path) -> dict[str, bytes]:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_inputs_sharing_a_stem_keep_their_own_outputs(tmp_path):
+    import json
+
+    root = tmp_path / "in"
+    rng = np.random.default_rng(4)
+    for name in ("x.png", "x.jpg", "x.tif", "y.png"):
+        write_image(root / name, rng.random((12, 16, 3), dtype=np.float32))
+    for kind, side in (("haze", "transmission"), ("motion_blur", "kernel")):
+        out = tmp_path / kind
+        result = _run("degrade", str(root), str(out), "-t", kind)
+        assert result.exit_code == 0 and "4 ok, 0 failed" in result.output, result.output
+        manifest = json.loads((out / "manifest.json").read_text())["images"]
+        assert sorted(manifest) == ["x.jpg", "x.png", "x.tif", "y.png"]
+        sides = {rel: entry[side] for rel, entry in manifest.items()}
+        suffix = ".png" if side == "transmission" else ".npy"
+        assert sides == {"x.jpg": f"{side}/x.jpg{suffix}", "x.png": f"{side}/x.png{suffix}",
+                         "x.tif": f"{side}/x.tif{suffix}", "y.png": f"{side}/y{suffix}"}
+        assert all((out / p).is_file() for p in sides.values())
+        assert all((out / name).is_file() for name in manifest)
+    # each transmission map belongs to its own image: hazy = clean * t + A * (1 - t) (lossless formats)
+    maps = {}
+    for name in ("x.png", "x.tif"):
+        entry = json.loads((tmp_path / "haze" / "manifest.json").read_text())["images"][name]
+        maps[name] = t = read_image(tmp_path / "haze" / entry["transmission"]).pixels[..., :1]
+        expected = read_image(root / name).pixels * t + np.array(entry["airlight"], np.float32) * (1 - t)
+        np.testing.assert_allclose(read_image(tmp_path / "haze" / name).pixels, expected, atol=0.6 / 255)
+    assert np.abs(maps["x.png"] - maps["x.tif"]).max() > 0.01  # two images, two drawn hazes
+
+
+def test_degraded_images_that_would_share_a_name_are_refused_before_writing(tmp_path):
+    root = tmp_path / "in"
+    for name in ("x.png", "x.jpg", "x.tif", "y.png"):
+        write_image(root / name, np.full((8, 8, 3), 0.5, np.float32))
+    result = _run("degrade", str(root), str(tmp_path / "out"), "-t", "haze", "--format", "png")
+    assert result.exit_code == 1
+    assert f"inputs x.jpg, x.png, x.tif would be written to the same file {tmp_path / 'out' / 'x.png'}" in result.output
+    assert "--format same" in result.output
+    assert not (tmp_path / "out").exists()
+    # an input's degraded image where another input's side file goes is refused as well
+    write_image(root / "transmission" / "y.png", np.full((8, 8, 3), 0.5, np.float32))
+    result = _run("degrade", str(root), str(tmp_path / "out"), "-t", "fog", "-r")
+    assert result.exit_code == 1 and "transmission/y.png, y.png would be written to the same file" in result.output
+
+
+def test_output_is_never_an_input(tmp_path):
+    root = tmp_path / "in"
+    write_image(root / "x.png", np.full((8, 8, 3), 0.5, np.float32))
+    write_image(root / "y.png", np.full((8, 8, 3), 0.25, np.float32))
+    (tmp_path / "link").symlink_to(root)
+    before = _snapshot(root)
+    for args in ((root, root), (root, tmp_path / "link"), (tmp_path / "link" / "x.png", root),
+                 (root / "x.png", root / "x.png"), (root / "x.png", tmp_path / "link" / "x.png")):
+        result = _run("degrade", *map(str, args), "-t", "haze")
+        assert result.exit_code == 1, (args, result.output)
+        assert "is the INPUT" in result.output or "is the input file" in result.output
+        assert _snapshot(root) == before
+    # an output folder inside the input: written, and not read again by a recursive re-run
+    for _ in range(2):
+        result = _run("degrade", str(root), str(root / "out"), "-t", "haze", "-r")
+        assert result.exit_code == 0 and "2 ok, 0 failed, 0 skipped" in result.output, result.output
+    assert sorted(p.relative_to(root).as_posix() for p in root.rglob("*.png")) == [
+        "out/transmission/x.png", "out/transmission/y.png", "out/x.png", "out/y.png", "x.png", "y.png"]
+
+
+IMAGE_COMMANDS = [("dehaze",), ("deblur",), ("degrade",), ("eval",), ("prior-cache",), ("run",),
+                  ("benchmark", "restoration"), ("benchmark", "segmentation")]
+
+
+@pytest.mark.parametrize("command", IMAGE_COMMANDS, ids=" ".join)
+def test_every_command_that_reads_images_has_the_pixel_limit(command):
+    from pipelines.commands._common import DEFAULT_MAX_PIXELS
+    from robustsam_prior.io import DEFAULT_MAX_PIXELS as READER_DEFAULT
+
+    assert DEFAULT_MAX_PIXELS == READER_DEFAULT  # spelled out for --help, which does not import the reader
+    help_text = " ".join(_run(*command, "--help").output.split())
+    assert "--max-pixels N" in help_text and "[default: 200000000; x>=1]" in help_text
+
+
+def test_pixel_limit_in_degrade_eval_and_prior_cache(tmp_path):
+    root = tmp_path / "in"
+    write_image(root / "small.png", np.full((10, 10, 3), 0.5, np.float32))
+    write_image(root / "large.png", np.full((12, 20, 3), 0.5, np.float32))
+    limit = ("--max-pixels", "100")
+    result = _run("degrade", str(root), str(tmp_path / "out"), "-t", "haze", *limit)
+    assert result.exit_code == 1 and "1 ok, 1 failed" in result.output
+    assert "FAILED large.png" in result.output and "20x12 is 240 pixels, over the pixel limit of 100 pixels" in result.output
+    result = _run("eval", "--pred", str(root), "--gt", str(root), "--metrics", "psnr", *limit)
+    assert result.exit_code == 1 and "FAILED large.png" in result.output and "over the pixel limit of 100" in result.output
+    result = _run("prior-cache", str(root), "--prior", "regions", "--cache", str(tmp_path / "cache"), *limit)
+    assert result.exit_code == 1 and "FAILED large.png" in result.output and "over the pixel limit of 100" in result.output
+    assert _run("degrade", str(root), str(tmp_path / "out2"), "-t", "haze").exit_code == 0  # the default again
+
+
+@pytest.mark.parametrize("make_args", [
+    lambda src, out: ("dehaze", src, out, "--model", "identity"),
+    lambda src, out: ("deblur", src, out, "--model", "identity"),
+    lambda src, out: ("degrade", src, out, "-t", "haze"),
+    lambda src, out: ("prior-cache", src, "--prior", "regions", "--cache", out),
+    lambda src, out: ("eval", "--pred", src, "--gt", out.parent),
+    lambda src, out: ("run", "pipelines/dehaze.yml", f"input={src}", f"output_dir={out}"),
+], ids=["dehaze", "deblur", "degrade", "prior-cache", "eval", "run"])
+def test_a_device_or_fifo_as_input_is_a_one_line_error(make_args, tmp_path, make_fifo):
+    fifo = make_fifo(tmp_path / "pipe.png")
+    for src in ("/dev/zero", str(fifo)):
+        result = _run(*map(str, make_args(src, tmp_path / "out")))  # catch_exceptions=False: no traceback hides
+        assert result.exit_code != 0 and result.output.startswith("Error: "), result.output
+        assert result.output.count("\n") == 1 and src in result.output

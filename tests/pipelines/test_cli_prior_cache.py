@@ -143,3 +143,14 @@ def test_torchrun_two_processes_each_image_cached_once(tmp_path):
     assert report["world_size"] == 2 and report["images"] == 5
     assert report["computed"] == 5 and report["already_cached"] == 0  # disjoint shards: no image twice
     assert len(entries(cache)) == 5
+
+
+def test_a_cache_inside_the_input_is_not_read_as_input(tmp_path):
+    folder = make_folder(tmp_path / "in", n=2)
+    cache = folder / "cache"
+    for _ in range(2):
+        res = run(["prior-cache", str(folder), "--prior", "regions", "--cache", str(cache), "-r"])
+        assert res.exit_code == 0 and "prior-cache: 2 ok, 0 failed, 0 skipped" in res.output, res.output
+    assert len(entries(cache)) == 2
+    res = run(["prior-cache", "/dev/zero", "--prior", "regions", "--cache", str(cache)])
+    assert res.exit_code == 1 and "is a character device, not an image file or a folder" in res.output

@@ -82,7 +82,7 @@ def test_deblur_with_tiny_checkpoint_and_regions_prior(inputs: Path, tmp_path: P
     (inputs / "broken.jpg").unlink()
     sub = inputs / "sub"
     sub.mkdir()
-    write_image(sub / "nested.png", np.random.default_rng(1).random((33, 17, 3)).astype(np.float32))
+    write_image(sub / "nested.png", np.random.default_rng(1).random((140, 17, 3)).astype(np.float32))
     torch.manual_seed(0)
     net = build_arch("fusion_nafnet", **TINY)
     ck = tmp_path / "tiny.safetensors"
@@ -92,11 +92,11 @@ def test_deblur_with_tiny_checkpoint_and_regions_prior(inputs: Path, tmp_path: P
         "metrics": {"psnr": 24.25, "ssim": 0.81},
     })
     out = tmp_path / "out"
-    res = _run("deblur", inputs, out, "--model", ck, "--recursive", "--tile", "16", "--device", "cpu")
+    res = _run("deblur", inputs, out, "--model", ck, "--recursive", "--tile", "128", "--device", "cpu")
     assert res.exit_code == 0, res.output
     assert "4 ok, 0 failed, 1 skipped" in res.output
     _check_outputs(inputs, out)
-    assert read_image(out / "sub" / "nested.png").pixels.shape == (33, 17, 3)
+    assert read_image(out / "sub" / "nested.png").pixels.shape == (140, 17, 3)  # in two tiles
     # models lists the checkpoint with its metadata
     res = _run("models", "--json", ck)
     rows = json.loads(res.output)
@@ -205,3 +205,166 @@ def test_self_ensemble_option(tmp_path: Path):
     res = _run("deblur", src, tmp_path / "bad.png", "--model", ck, "--self-ensemble", "x4")
     assert res.exit_code == 2 and "--self-ensemble" in res.output
     assert not (tmp_path / "bad.png").exists()
+
+
+def _snapshot(folder: Path) -> dict[str, bytes]:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_output_is_never_an_input_even_with_overwrite(inputs: Path, tmp_path: Path):
+    (tmp_path / "link").symlink_to(inputs)
+    (tmp_path / "deep_link.png").symlink_to(inputs / "deep.png")
+    before = _snapshot(inputs)
+    cases = [
+        (inputs, inputs, "is the INPUT folder"),
+        (inputs, tmp_path / "link", "is the INPUT folder"),
+        (tmp_path / "link", inputs, "is the INPUT folder"),
+        (inputs / "deep.png", inputs / "deep.png", "is the INPUT file"),
+        (tmp_path / "deep_link.png", inputs / "deep.png", "is the INPUT file"),
+        (inputs / "deep.png", inputs, "is the input file"),  # the folder that holds it: OUTPUT/deep.png
+        (inputs / "deep.png", tmp_path / "link", "is the input file"),
+    ]
+    for task in ("dehaze", "deblur"):
+        for src, dst, message in cases:
+            res = _run(task, src, dst, "--model", "identity", "--overwrite")
+            assert res.exit_code == 1 and message in res.output, (task, src, dst, res.output)
+            assert res.output.count("\n") == 1  # one line
+            assert _snapshot(inputs) == before
+
+
+def test_output_inside_input_is_not_read_again_by_recursive_reruns(inputs: Path):
+    (inputs / "broken.jpg").unlink()
+    out = inputs / "restored"
+    res = _run("dehaze", inputs, out, "--model", "dcp", "--recursive")
+    assert res.exit_code == 0 and "3 ok, 0 failed, 1 skipped" in res.output, res.output
+    res = _run("dehaze", inputs, out, "--model", "dcp", "--recursive")  # resuming: nothing left to do
+    assert res.exit_code == 0 and "all outputs exist" in res.output and "0 ok" in res.output
+    res = _run("dehaze", inputs, out, "--model", "dcp", "--recursive", "--overwrite")
+    assert res.exit_code == 0 and "3 ok, 0 failed, 1 skipped" in res.output
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*")) == sorted(GOOD)
+    # without --recursive the output folder is not walked anyway
+    res = _run("dehaze", inputs, inputs / "flat", "--model", "dcp")
+    assert res.exit_code == 0 and "3 ok, 0 failed, 1 skipped" in res.output  # notes.txt; folders are not listed
+    assert sorted(p.name for p in (inputs / "flat").iterdir()) == sorted(GOOD)
+
+
+def test_tile_smaller_than_the_minimum_is_refused_by_the_library():
+    from restore.inference import MIN_TILE, Restorer
+
+    assert MIN_TILE == 128
+    with pytest.raises(ValueError, match="tile must be 0 .never tile. or at least 128 pixels, got 64"):
+        Restorer.load("identity", task="deblur", tile=64)
+    assert Restorer.load("identity", task="deblur", tile=128).tile == 128
+    assert Restorer.load("identity", task="deblur", tile=0).tile == 0
+
+
+def test_tile_smaller_than_the_minimum_is_refused(tmp_path: Path):
+    from pipelines.commands.restore import MIN_TILE
+    from restore.inference import MIN_TILE as LIBRARY_MIN_TILE
+
+    assert MIN_TILE == LIBRARY_MIN_TILE == 128  # spelled out in the CLI, which does not import torch
+    src = tmp_path / "in.png"
+    write_image(src, np.full((8, 8, 3), 0.5, np.float32))
+    for tile in ("1", "16", "127"):
+        res = _run("dehaze", src, tmp_path / "o.png", "--model", "dcp", "--tile", tile)
+        assert res.exit_code == 2 and f"{tile} is too small: use 0 (never tile) or at least 128" in res.output
+    assert not (tmp_path / "o.png").exists()
+    for tile in ("0", "128"):
+        assert _run("dehaze", src, tmp_path / f"o{tile}.png", "--model", "dcp", "--tile", tile).exit_code == 0
+    assert "at least 128" in _run("deblur", "--help").output
+
+
+def test_stale_temporary_files_in_the_output_are_removed_and_nothing_else(inputs: Path, tmp_path: Path):
+    out = tmp_path / "out"
+    (out / "sub").mkdir(parents=True)
+    stale = [out / ".rsr-tmp-999999999-abcdefgh.tmp", out / "sub" / ".rsr-tmp-999999999-zyxw_987.tmp.png"]
+    kept = [out / ".deep.png.abcd1234.tmp", out / "notes.tmp", out / f".rsr-tmp-{os.getpid()}-abcdefgh.tmp"]
+    for p in stale + kept:
+        p.write_bytes(b"x")
+    res = _run("dehaze", inputs, out, "--model", "identity")
+    assert res.exit_code == 1 and "3 ok" in res.output
+    assert not any(p.exists() for p in stale) and all(p.exists() for p in kept)
+
+
+def test_fifo_and_device_inputs_are_one_line_errors(tmp_path: Path, make_fifo):
+    fifo = make_fifo(tmp_path / "pipe.png")
+    for src, what in (("/dev/zero", "is a character device"), (fifo, "is a FIFO (named pipe)")):
+        for task in ("dehaze", "deblur"):
+            res = _run(task, src, tmp_path / "out", "--model", "identity")
+            assert res.exit_code == 1 and res.output.count("\n") == 1, res.output
+            assert f"{src}" in res.output and f"{what}, not an image file or a folder" in res.output
+    # inside a folder it is one failure among the files, named in the summary
+    write_image(tmp_path / "ok.png", np.full((8, 8, 3), 0.5, np.float32))
+    res = _run("dehaze", tmp_path, tmp_path / "out", "--model", "identity")
+    assert res.exit_code == 1 and "1 ok, 1 failed" in res.output
+    assert "FAILED pipe.png" in res.output and "is a FIFO (named pipe), not an image file" in res.output
+
+
+# Peak memory is read from VmHWM, the high-water mark of this process's own memory map: getrusage's
+# ru_maxrss is carried over through fork and exec, so a child of a large pytest process starts high.
+PEAK = """
+def peak_mb():
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) / 1024
+"""
+
+PEAK_SCRIPT = PEAK + """
+import sys
+import restore.inference  # the command's heavy imports (torch) before the baseline
+from pipelines.cli import main
+
+base = peak_mb()
+try:
+    main()
+finally:
+    sys.stderr.write(f"PEAK_MB {base:.0f} {peak_mb():.0f}\\n")
+"""
+
+READ_SCRIPT = PEAK + """
+import sys
+from robustsam_prior.io import ImageReadError, read_image
+try:
+    read_image(sys.argv[1])
+except ImageReadError as e:
+    print(e)
+print("PEAK_MB", peak_mb())
+"""
+
+
+def test_a_decompression_bomb_is_refused_from_its_header_and_the_rest_is_restored(tmp_path: Path, subprocess_env):
+    """A 1.8 MB tiled zlib TIFF of 20000x20000 (400 MB decoded as 8-bit gray, 4.8 GB as float RGB) is
+    refused with the limit named, without decoding it, and the folder's other images are restored."""
+    import subprocess
+    import sys
+
+    import tifffile
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    write_image(folder / "a.png", np.full((12, 16, 3), 0.5, np.float32))
+    write_image(folder / "c.jpg", np.full((12, 16, 3), 0.25, np.float32))
+    tiles = (np.zeros((1024, 1024), np.uint8) for _ in range(20 * 20))
+    tifffile.imwrite(folder / "bomb.tif", tiles, shape=(20000, 20000), dtype=np.uint8, tile=(1024, 1024),
+                     compression="zlib", compressionargs={"level": 1})
+    assert (folder / "bomb.tif").stat().st_size < 3_000_000
+    out = tmp_path / "out"
+    proc = subprocess.run([sys.executable, "-c", PEAK_SCRIPT, "dehaze", str(folder), str(out), "--model", "dcp"],
+                          env=subprocess_env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    assert "2 ok, 1 failed, 0 skipped" in proc.stdout
+    assert ("FAILED bomb.tif: cannot read image" in proc.stderr
+            and "20000x20000 is 400 megapixels, over the pixel limit of 200 megapixels" in proc.stderr)
+    assert sorted(p.name for p in out.iterdir()) == ["a.png", "c.jpg"]
+    base, peak = map(float, proc.stderr.split("PEAK_MB ")[1].split()[:2])
+    assert peak - base < 100, (base, peak)  # decoding would take 400 MB at the very least
+    # the reading alone, in a process without torch (whose import is most of the command's memory)
+    proc = subprocess.run([sys.executable, "-c", READ_SCRIPT, str(folder / "bomb.tif")], env=subprocess_env,
+                          capture_output=True, text=True, timeout=120)
+    assert "over the pixel limit of 200 megapixels" in proc.stdout, proc.stderr[-2000:]
+    assert float(proc.stdout.split("PEAK_MB ")[1]) < 200
+    # a lower limit from the command line, named in the message
+    proc = subprocess.run([sys.executable, "-c", PEAK_SCRIPT, "dehaze", str(folder), str(tmp_path / "o2"),
+                           "--model", "dcp", "--max-pixels", "150"], env=subprocess_env, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 1 and "0 ok, 3 failed" in proc.stdout
+    assert "FAILED a.png" in proc.stderr and "16x12 is 192 pixels, over the pixel limit of 150 pixels" in proc.stderr

@@ -246,3 +246,73 @@ def test_find_reference_by_path_stem_and_sots_prefix(tmp_path):
     assert find_reference(tmp_path, Path("0001_0.8_0.2.jpg")) is None
     assert find_reference(tmp_path, Path("0001_0.8_0.2.jpg"), "prefix") == tmp_path / "0001.png"
     assert find_reference(tmp_path, Path("y.png")) is None
+
+
+def test_non_image_files_are_warned_about_and_counted(tmp_path, images, caplog):
+    yml = tmp_path / "p.yml"
+    yml.write_text("steps:\n  - {step: restore, task: dehaze, model: identity}\n")
+    with caplog.at_level("WARNING"):
+        res = _run(["run", str(yml), f"input={images}", "recursive=true", f"output_dir={tmp_path / 'o'}"])
+    assert res.exit_code == 0, res.output
+    assert "2 ok, 0 failed, 1 skipped" in res.output
+    assert any("skipping notes.txt: not an image file" in r.getMessage() for r in caplog.records)
+    summary = json.loads((tmp_path / "o" / "summary.json").read_text())
+    assert summary["processed"] == 2 and summary["skipped"] == [{"rel": "notes.txt", "reason": "not an image file"}]
+    res = _run(["run", str(yml), f"input={images}", f"output_dir={tmp_path / 'o2'}", "--json"])
+    assert json.loads(res.output)["skipped"] == [{"rel": "notes.txt", "reason": "not an image file"}]
+
+
+def _tree(folder: Path) -> list[str]:
+    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
+
+
+def test_output_dir_is_never_the_input_and_is_not_read_again(tmp_path, images):
+    yml = tmp_path / "p.yml"
+    yml.write_text("steps:\n  - {step: restore, task: dehaze, model: identity}\n")
+    before = {p: (images / p).read_bytes() for p in _tree(images)}
+    for output_dir in (images, tmp_path / "link"):
+        if output_dir.name == "link":
+            output_dir.symlink_to(images)
+        res = _run(["run", str(yml), f"input={images}", f"output_dir={output_dir}"])
+        assert res.exit_code == 1 and "is the INPUT folder" in res.output, res.output
+    # restoring earlier outputs into the folder they came from would overwrite them
+    res = _run(["run", str(yml), f"input={images}", "recursive=true", f"output_dir={tmp_path / 'o'}"])
+    assert res.exit_code == 0
+    restored = {p: (tmp_path / "o" / "restored" / p).read_bytes() for p in _tree(tmp_path / "o" / "restored")}
+    res = _run(["run", str(yml), f"input={tmp_path / 'o' / 'restored'}", f"output_dir={tmp_path / 'o'}",
+                "recursive=true"])
+    assert res.exit_code == 1 and "is the input file" in res.output and "it would be overwritten" in res.output
+    assert {p: (tmp_path / "o" / "restored" / p).read_bytes() for p in restored} == restored
+    # an output_dir (and a prior cache) inside the input: re-runs restore the inputs, never earlier outputs
+    yml.write_text("steps:\n  - {step: prior, name: regions, cache_dir: %s}\n"
+                   "  - {step: restore, task: dehaze, model: identity}\n" % (images / "cache"))
+    for _ in range(2):
+        res = _run(["run", str(yml), f"input={images}", "recursive=true", f"output_dir={images / 'out'}"])
+        assert res.exit_code == 0 and "2 ok, 0 failed, 1 skipped" in res.output, res.output
+    assert _tree(images / "out" / "restored") == ["a.png", "sub/b.png"]
+    assert len(list((images / "cache").rglob("*.safetensors"))) == 2
+    assert {p: (images / p).read_bytes() for p in before} == before
+
+
+def test_label_maps_of_inputs_sharing_a_stem_keep_their_own_files(tmp_path):
+    root = tmp_path / "in"
+    root.mkdir()
+    rng = np.random.default_rng(5)
+    for name in ("x.png", "x.bmp", "y.png"):
+        Image.fromarray((rng.random((24, 32, 3)) * 255).astype(np.uint8)).save(root / name)
+    yml = tmp_path / "p.yml"
+    yml.write_text("steps:\n  - {step: segment, name: regions, options: {n_segments: 6}, targets: [input], "
+                   "save: true}\n")
+    res = _run(["run", str(yml), f"input={root}", f"output_dir={tmp_path / 'o'}"])
+    assert res.exit_code == 0 and "3 ok" in res.output, res.output
+    assert _tree(tmp_path / "o" / "segments") == ["input/x.bmp.png", "input/x.png.png", "input/y.png"]
+
+
+def test_restore_step_tile_and_max_pixels(tmp_path, images):
+    yml = tmp_path / "p.yml"
+    yml.write_text("steps:\n  - {step: restore, task: deblur, model: identity}\n")
+    res = _run(["run", str(yml), f"input={images}", f"output_dir={tmp_path / 'o'}", "steps.0.tile=1"])
+    assert res.exit_code == 1 and "tile must be 0 (never tile) or at least 128 pixels, got 1" in res.output
+    res = _run(["run", str(yml), f"input={images}", f"output_dir={tmp_path / 'o'}", "--max-pixels", "2000"])
+    assert res.exit_code == 1 and "0 ok, 1 failed" in res.output
+    assert "56x40 is 2240 pixels, over the pixel limit of 2000 pixels" in res.output

@@ -1,11 +1,22 @@
 import os
 import stat
+from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 from robustsam_prior.checkpoint import save_checkpoint
-from robustsam_prior.fileio import _umask_mode, atomic_path, atomic_write, sha256_file, write_json
+from robustsam_prior.fileio import (
+    STALE_TEMP_SECONDS,
+    _umask_mode,
+    atomic_path,
+    atomic_write,
+    clean_stale_temp_files,
+    is_temp_file_name,
+    sha256_file,
+    write_json,
+)
 
 
 def test_atomic_write_replaces_only_on_success(tmp_path):
@@ -106,3 +117,64 @@ def test_sha256_file(tmp_path):
     p = tmp_path / "f"
     p.write_bytes(b"abc")
     assert sha256_file(p) == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+
+
+def test_temporary_names_are_short_so_any_valid_name_can_be_written(tmp_path):
+    from robustsam_prior.io import read_image, write_image
+
+    seen = []
+    for length in (242, 255):  # the file system's limit is 255 bytes; the temporary name must not add to it
+        name = "a" * (length - 4) + ".png"
+        with atomic_write(tmp_path / name, "wb") as f:
+            seen += [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]
+            f.write(b"x")
+        assert (tmp_path / name).read_bytes() == b"x"
+        with atomic_path(tmp_path / ("b" * (length - 4) + ".bin")) as tmp:
+            seen.append(tmp.name)
+            tmp.write_bytes(b"y")
+        write_image(tmp_path / ("c" * (length - 4) + ".png"), np.zeros((2, 3, 3), np.float32))
+        assert read_image(tmp_path / ("c" * (length - 4) + ".png")).pixels.shape == (2, 3, 3)
+    assert len(seen) == 4 and all(is_temp_file_name(n) and len(n) < 48 for n in seen)
+    assert seen[1].endswith(".tmp.bin")  # atomic_path keeps the suffix for format-sniffing writers
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_stale_temporary_files_of_killed_writers_are_cleaned_and_nothing_else(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "out"
+    (out / "sub").mkdir(parents=True)
+    killed = (
+        "import os, signal, sys\n"
+        "from robustsam_prior.fileio import atomic_write\n"
+        "with atomic_write(sys.argv[1], 'wb') as f:\n"
+        "    f.write(b'half')\n"
+        "    f.flush()\n"
+        "    os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    for target in (out / "a.png", out / "sub" / "b.png"):
+        proc = subprocess.run([sys.executable, "-c", killed, str(target)], env=env)
+        assert proc.returncode == -signal.SIGKILL
+    left = sorted(p for p in out.rglob(".*") if p.is_file())
+    assert len(left) == 2 and all(is_temp_file_name(p.name) for p in left)
+    # files that are not ours (near misses of the pattern, from a pid that no process has), a live
+    # writer's temporary file, and a long-untouched one whose pid is alive
+    dead = 999_999_999
+    users = [out / ".notes.tmp", out / ".a.png.abcd1234.tmp", out / f"rsr-tmp-{dead}-abcdefgh.tmp",
+             out / f".rsr-tmp-{dead}-abcdefgh.tmp.txt.bak", out / f".rsr-tmp-{dead}-abcdefg.tmp",
+             out / f".rsr-tmp-{dead}-abcdefgh.tmpx"]
+    for p in users:
+        p.write_bytes(b"keep")
+    live = out / f".rsr-tmp-{os.getpid()}-abcdefgh.tmp.png"
+    live.write_bytes(b"writing")
+    old = out / f".rsr-tmp-{os.getpid()}-old12345.tmp"
+    old.write_bytes(b"")
+    os.utime(old, (time.time() - STALE_TEMP_SECONDS - 60,) * 2)
+    removed = clean_stale_temp_files(out)
+    assert sorted(removed) == sorted([*left, old])
+    assert all(p.exists() for p in [*users, live])
+    assert clean_stale_temp_files(tmp_path / "missing") == []

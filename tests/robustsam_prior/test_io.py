@@ -7,6 +7,7 @@ the thing under test is the reader.
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 
 import cv2
@@ -17,12 +18,15 @@ import torch
 from PIL import Image, ImageFile, ImageOps
 
 from robustsam_prior.io import (
+    DEFAULT_MAX_PIXELS,
     IMAGE_EXTENSIONS,
     ImageReadError,
     apply_exif_orientation,
     collect_inputs,
+    get_max_pixels,
     is_image_file,
     read_image,
+    set_max_pixels,
     to_numpy,
     to_tensor,
     write_image,
@@ -356,3 +360,158 @@ def test_tensor_conversions(rng):
         to_numpy(torch.zeros(2, 3, 4, 4))
     with pytest.raises(ValueError, match=r"\(1, 3, H, W\)"):
         to_numpy(torch.zeros(4, 4))
+
+
+# ------------------------------------------------------------------------------ limits and file types
+
+
+def _write_every_format(folder: Path, rng, h: int, w: int) -> list[Path]:
+    paths = []
+    for name in ("a.png", "a.jpg", "a.bmp", "a.webp"):
+        Image.fromarray(_u8(rng, (h, w, 3))).save(folder / name)
+        paths.append(folder / name)
+    cv2.imwrite(str(folder / "b16.png"), _u16(rng, (h, w, 3)))
+    tifffile.imwrite(folder / "c.tif", _u16(rng, (h, w, 3)), photometric="rgb")
+    return [*paths, folder / "b16.png", folder / "c.tif"]
+
+
+def test_one_pixel_limit_for_every_format(tmp_path, rng):
+    paths = _write_every_format(tmp_path, rng, 20, 30)
+    for p in paths:
+        assert read_image(p, max_pixels=600).pixels.shape == (20, 30, 3)
+        with pytest.raises(ImageReadError, match=rf"{p.name}.*30x20 .*over the pixel limit.*599 pixels.*--max-pixels"):
+            read_image(p, max_pixels=599)
+    set_max_pixels(599)  # the process default, what --max-pixels sets
+    try:
+        assert get_max_pixels() == 599
+        for p in paths:
+            with pytest.raises(ImageReadError, match="over the pixel limit"):
+                read_image(p)
+    finally:
+        set_max_pixels(None)
+    assert get_max_pixels() == DEFAULT_MAX_PIXELS == 200_000_000
+    for bad in (0, -1, 2.5, True):
+        with pytest.raises(ValueError, match="positive number of pixels"):
+            set_max_pixels(bad)
+
+
+def test_pillow_own_pixel_limit_is_not_a_second_limit(tmp_path, rng, monkeypatch):
+    import warnings
+
+    (path,) = [p for p in _write_every_format(tmp_path, rng, 20, 30) if p.name == "a.png"]
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # Pillow would warn above 100 and refuse above 200
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert read_image(path).pixels.shape == (20, 30, 3)
+    assert Image.MAX_IMAGE_PIXELS == 100  # restored for everyone else
+
+
+def _png_header_only(width: int, height: int) -> bytes:
+    """A PNG whose header says width x height, with no image data at all."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IEND", b"")
+
+
+def test_pixel_limit_is_checked_from_the_header_before_decoding(tmp_path):
+    # no pixel data: a reader that decoded first would report a truncated file instead
+    (tmp_path / "huge.png").write_bytes(_png_header_only(12000, 12000))
+    with pytest.raises(ImageReadError, match=r"12000x12000 is 144 megapixels, over the pixel limit of 100 megapixels"):
+        read_image(tmp_path / "huge.png", max_pixels=100_000_000)
+    with pytest.raises(ImageReadError, match="truncated|corrupt"):
+        read_image(tmp_path / "huge.png")  # under the default limit it is decoded, and fails as it is
+    # a tiled, compressed TIFF of 20000x20000 (1.8 MB) that would decode to 400 MB
+    tiles = (np.zeros((1024, 1024), np.uint8) for _ in range(20 * 20))
+    tifffile.imwrite(tmp_path / "bomb.tif", tiles, shape=(20000, 20000), dtype=np.uint8, tile=(1024, 1024),
+                     compression="zlib", compressionargs={"level": 1})
+    assert (tmp_path / "bomb.tif").stat().st_size < 3_000_000
+    with pytest.raises(ImageReadError, match=r"bomb\.tif.*20000x20000 is 400 megapixels, over the pixel limit "
+                                             r"of 200 megapixels \(200000000 pixels"):
+        read_image(tmp_path / "bomb.tif")
+
+
+def test_animated_and_multi_page_files_are_refused_not_cut(tmp_path, rng):
+    frames = [Image.fromarray(_u8(rng, (8, 10, 3))) for _ in range(3)]
+    frames[0].save(tmp_path / "anim.png", save_all=True, append_images=frames[1:])
+    frames[0].save(tmp_path / "anim.webp", save_all=True, append_images=frames[1:], lossless=True)
+    frames[0].save(tmp_path / "anim.gif", save_all=True, append_images=frames[1:])
+    (tmp_path / "gif_named.png").write_bytes((tmp_path / "anim.gif").read_bytes())
+    with tifffile.TiffWriter(tmp_path / "pages.tif") as tw:
+        for _ in range(2):
+            tw.write(_u8(rng, (8, 10, 3)), photometric="rgb")
+    for name, what in [("anim.png", "animated PNG (3 frames)"), ("anim.webp", "animated WEBP (3 frames)"),
+                       ("gif_named.png", "animated GIF (3 frames)"), ("pages.tif", "multi-page TIFF (2 pages)")]:
+        with pytest.raises(ImageReadError, match=rf"{name}.*{re.escape(what)}.*lose the rest"):
+            read_image(tmp_path / name)
+    # still images in the same containers are read; a TIFF's reduced-resolution copy is not a second image
+    frames[0].save(tmp_path / "one.png", save_all=True, append_images=[])
+    frames[0].save(tmp_path / "one.webp", save_all=True, append_images=[], lossless=True)
+    image = _u8(rng, (8, 10, 3))
+    with tifffile.TiffWriter(tmp_path / "thumb.tif") as tw:
+        tw.write(image, photometric="rgb")
+        tw.write(image[::2, ::2], photometric="rgb", subfiletype=1)
+    for name in ("one.png", "one.webp"):
+        np.testing.assert_array_equal(read_image(tmp_path / name).pixels, np.asarray(frames[0]) / np.float32(255))
+    np.testing.assert_array_equal(read_image(tmp_path / "thumb.tif").pixels, image / np.float32(255))
+
+
+def test_fifos_and_devices_are_refused_without_opening(tmp_path, make_fifo):
+    fifo = make_fifo(tmp_path / "pipe.png")
+    with pytest.raises(ImageReadError, match=r"pipe\.png.*is a FIFO \(named pipe\), not an image file"):
+        read_image(fifo)
+    with pytest.raises(ImageReadError, match=r"/dev/zero.*is a character device, not an image file$"):
+        read_image("/dev/zero")
+    with pytest.raises(ImageReadError, match=r"/dev/zero.*character device, not an image file or a folder"):
+        collect_inputs("/dev/zero")
+    with pytest.raises(ImageReadError, match=r"pipe\.png.*FIFO.*not an image file or a folder"):
+        collect_inputs(fifo)
+    # in a folder, special files are listed (and then refused by name) rather than silently dropped
+    (tmp_path / "a.png").write_bytes(b"x")
+    (tmp_path / "gone.png").symlink_to(tmp_path / "missing.png")
+    assert [rel.as_posix() for _, rel in collect_inputs(tmp_path)] == ["a.png", "gone.png", "pipe.png"]
+    with pytest.raises(ImageReadError, match=r"gone\.png.*file not found"):
+        read_image(tmp_path / "gone.png")
+
+
+def test_collect_inputs_leaves_out_excluded_trees(tmp_path):
+    (tmp_path / "a.png").write_bytes(b"x")
+    (tmp_path / "out" / "out").mkdir(parents=True)
+    (tmp_path / "out" / "a.png").write_bytes(b"x")
+    (tmp_path / "out" / "out" / "a.png").write_bytes(b"x")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "b.png").write_bytes(b"x")
+    (tmp_path / "outlink").symlink_to(tmp_path / "out")  # links to folders are not followed
+    everything = [rel.as_posix() for _, rel in collect_inputs(tmp_path, recursive=True)]
+    assert everything == ["a.png", "out/a.png", "out/out/a.png", "sub/b.png"]
+    left = [rel.as_posix() for _, rel in collect_inputs(tmp_path, recursive=True, exclude=[tmp_path / "out"])]
+    assert left == ["a.png", "sub/b.png"]
+
+
+def test_output_location_checks(tmp_path):
+    from robustsam_prior.io import check_output_location, refuse_overwriting_inputs
+
+    d = tmp_path / "in"
+    (d / "sub").mkdir(parents=True)
+    (d / "x.png").write_bytes(b"x")
+    (tmp_path / "link").symlink_to(d)
+    (tmp_path / "hard.png").hardlink_to(d / "x.png")
+    for output in (d, tmp_path / "link", tmp_path / "in" / "sub" / ".."):
+        with pytest.raises(ValueError, match=r"OUTPUT .* is the INPUT folder .*originals would be overwritten"):
+            check_output_location(d, output)
+    with pytest.raises(ValueError, match="is the INPUT file"):
+        check_output_location(d / "x.png", tmp_path / "link" / "x.png")
+    assert check_output_location(d, d / "out") == ()  # not walked without recursion
+    assert check_output_location(d, d / "out", recursive=True) == (d / "out",)
+    assert check_output_location(d, tmp_path / "elsewhere", recursive=True) == ()
+    with pytest.raises(ValueError, match=r"output '.*in/x\.png' is the input file '.*in/x\.png'"):
+        refuse_overwriting_inputs([(d / "x.png", d / "x.png")])
+    with pytest.raises(ValueError, match="is the input file"):
+        refuse_overwriting_inputs([(tmp_path / "hard.png", d / "x.png")])  # another name, the same inode
+    with pytest.raises(ValueError, match="is the input file"):  # one input's output over another input
+        refuse_overwriting_inputs([(d / "x.png", d / "y.png"), (d / "y.png", d / "z.png")])
+    refuse_overwriting_inputs([(d / "x.png", tmp_path / "out" / "x.png")])
