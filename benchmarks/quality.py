@@ -309,7 +309,7 @@ def main() -> None:
           f"malloc: {malloc}; {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}\n")
     print(markdown(records, speeds))
     if args.json:
-        args.json.write_text(json.dumps({"records": records, "speed": speeds}, indent=2))
+        args.json.write_text(json.dumps({"records": records, "speed": speeds}, indent=2, allow_nan=False))
 
 
 if __name__ == "__main__":

@@ -25,7 +25,6 @@ import datetime as _dt
 import hashlib
 import json
 import logging
-import math
 import os
 import subprocess
 import time
@@ -36,6 +35,8 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from robustsam_prior.fileio import json_dumps, jsonable
 
 from .datasets import PairedDataset, SegmentationDataset, file_list_hash
 from .metrics.accumulator import ImageMetrics, build_image_metrics
@@ -69,24 +70,6 @@ def seed_for(*parts: Any) -> int:
     """A 63-bit seed derived from ``parts`` (stable across runs and platforms, unlike ``hash``)."""
     h = hashlib.sha256("\x1f".join(str(p) for p in parts).encode("utf-8")).digest()
     return int.from_bytes(h[:8], "little") >> 1
-
-
-def jsonable(obj: Any) -> Any:
-    """Make ``obj`` strict-JSON: ``inf`` -> ``"inf"``, NaN -> ``None``, numpy scalars -> Python, Paths -> str."""
-    if isinstance(obj, dict):
-        return {str(k): jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [jsonable(v) for v in obj]
-    if isinstance(obj, (np.floating, np.integer, np.bool_)):
-        obj = obj.item()
-    if isinstance(obj, float):
-        if math.isnan(obj):
-            return None
-        if math.isinf(obj):
-            return "inf" if obj > 0 else "-inf"
-    if isinstance(obj, Path):
-        return str(obj)
-    return obj
 
 
 def _git_rev() -> str:
@@ -132,7 +115,7 @@ def write_rows(path: str | os.PathLike, rows: Iterable[dict], *, append: bool = 
     """Append (or write) rows to a JSON Lines file, one strict-JSON object per line."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    text = "".join(json.dumps(jsonable(r), sort_keys=True) + "\n" for r in rows)
+    text = "".join(json_dumps(jsonable(r), sort_keys=True) + "\n" for r in rows)
     if append and path.exists():
         with open(path, "a", encoding="utf-8") as f:
             f.write(text)

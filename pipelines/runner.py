@@ -121,7 +121,7 @@ def run_pipeline(config: PipelineConfig, *, resolved_source: str | None = None, 
     import torch
     from tqdm import tqdm
 
-    from robustsam_prior.fileio import write_json
+    from robustsam_prior.fileio import jsonable, write_json
     from robustsam_prior.io import collect_inputs, is_image_file, read_image, to_tensor
 
     from .config import save_resolved
@@ -172,5 +172,5 @@ def run_pipeline(config: PipelineConfig, *, resolved_source: str | None = None, 
         "seconds": time.perf_counter() - t0,
         "output_dir": str(out),
     })
-    write_json(out / "summary.json", run.summary)
+    write_json(out / "summary.json", jsonable(run.summary))
     return run.summary

@@ -17,11 +17,12 @@ on which other files are in the folder or on their order.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 from pathlib import Path
 
 import click
+
+from robustsam_prior.fileio import json_dumps
 
 logger = logging.getLogger(__name__)
 
@@ -38,7 +39,7 @@ def _print_list(as_json: bool, markdown: bool) -> None:
     from robustsam_prior.degradations.api import describe, describe_json
 
     if as_json:
-        click.echo(json.dumps(describe_json(), indent=2))
+        click.echo(json_dumps(describe_json(), indent=2))
     else:
         click.echo(describe(markdown=markdown), nl=False)
 

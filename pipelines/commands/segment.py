@@ -119,7 +119,7 @@ def segment(
     import numpy as np
 
     from robustsam_prior.checkpoint import CheckpointError
-    from robustsam_prior.fileio import write_json
+    from robustsam_prior.fileio import json_dumps, write_json
     from robustsam_prior.hub import resolve_checkpoint
     from robustsam_prior.io import read_image, write_image
     from robustsam_prior.loading import build_robustsam
@@ -202,6 +202,6 @@ def segment(
     write_image(output / "overlay.png", np.clip(overlay, 0.0, 1.0))
     write_json(output / "scores.json", scores)
     if as_json:
-        click.echo(json.dumps(scores, indent=2))
+        click.echo(json_dumps(scores, indent=2))
     else:
         click.echo(f"{image}: {len(scores['masks'])} masks -> {output}")
