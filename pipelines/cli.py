@@ -62,3 +62,7 @@ def main(verbose: int, quiet: bool) -> None:
     from robustsam_prior.cpu_memory import keep_freed_memory
 
     keep_freed_memory()
+
+
+if __name__ == "__main__":  # python -m pipelines.cli, the same as the console script
+    main()
