@@ -127,13 +127,29 @@ def write_rows(path: str | os.PathLike, rows: Iterable[dict], *, append: bool = 
     return path
 
 
+def _json_type(value: Any) -> str:
+    for kind, name in ((bool, "true/false"), (str, "a string"), (int, "a number"), (float, "a number"), (list, "an array")):
+        if isinstance(value, kind):
+            return name
+    return "null" if value is None else type(value).__name__
+
+
 def read_rows(path: str | os.PathLike) -> list[dict]:
-    """Rows of a JSON Lines results file; a bad line raises ``ValueError`` naming the file and line."""
+    """Rows of a JSON Lines results file, each with ``_source`` (the file) and ``_line`` (its line).
+
+    A file that is not UTF-8 text, a line that is not a JSON object, or a row without ``method`` and
+    a ``metrics`` object (or whose ``unavailable``/``crops`` are not objects) raises ``ValueError``
+    naming the file and line.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"results file {path} does not exist")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: not a results file (not UTF-8 text: {e.reason} at byte {e.start})") from None
     rows = []
-    for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    for i, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
         try:
@@ -142,7 +158,11 @@ def read_rows(path: str | os.PathLike) -> list[dict]:
             raise ValueError(f"{path}:{i}: not a JSON object ({e.msg})") from e
         if not isinstance(row, dict) or "method" not in row or "metrics" not in row:
             raise ValueError(f"{path}:{i}: not a benchmark row (needs 'method' and 'metrics')")
+        for key in ("metrics", "unavailable", "crops"):
+            if key in row and not isinstance(row[key], dict if key == "metrics" else (dict, type(None))):
+                raise ValueError(f"{path}:{i}: '{key}' must be a JSON object, not {_json_type(row[key])}")
         row["_source"] = str(path)
+        row["_line"] = i
         rows.append(row)
     return rows
 

@@ -160,3 +160,66 @@ def test_html_tables_sort_in_chromium(tmp_path):
     assert order(f"#sort={sots}:1:desc") == ["nafnet+robustsam", "dcp", "identity"]  # PSNR, high to low
     assert order(f"#sort={sots}:3") == ["dcp", "nafnet+robustsam", "identity"]  # LPIPS, low to high
     assert order(f"#sort={sots}:0") == ["dcp", "identity", "nafnet+robustsam"]  # by name
+
+
+def _png(path, value):
+    from robustsam_prior.io import write_image
+
+    write_image(path, np.full((8, 8, 3), value, np.float32))
+    return path
+
+
+def test_crops_are_embedded_only_from_the_results_folder_and_only_images(tmp_path, caplog):
+    import base64
+
+    secret = _png(tmp_path / "secret.png", 0.9)  # a file of the machine that builds the board
+    (tmp_path / "passwords.txt").write_text("hunter2")
+    res_dir = tmp_path / "res"
+    ok = {k: _png(res_dir / "res_crops" / "a" / f"{k}.png", v) for k, v in (("degraded", 0.2), ("gt", 0.5), ("output", 0.7))}
+    (res_dir / "link.png").symlink_to(secret)
+    (res_dir / "notes.png").write_text("hunter2 is not an image")
+    os.mkfifo(res_dir / "fifo.png")  # reading it would block the leaderboard forever
+    rows = [
+        _restoration_row("good", 20.0, 0.8, crops={"a.png": {
+            "degraded": "res_crops/a/degraded.png", "gt": str(ok["gt"]), "output": "res_crops/a/output.png"}}),
+        _restoration_row("escape", 19.0, 0.7, crops={"b.png": {
+            "degraded": "../secret.png", "gt": str(secret), "output": "res_crops/../../passwords.txt"}}),
+        _restoration_row("tricks", 18.0, 0.6, crops={"c.png": {
+            "degraded": "link.png", "gt": "notes.png", "output": "fifo.png"}}),
+        _restoration_row("keys", 17.0, 0.5, crops={"a.png": {"good": "res_crops/a/output.png", "output": 3}}),
+    ]
+    results = write_rows(res_dir / "res.jsonl", rows)
+    paths = write_leaderboard([results], tmp_path / "board")
+    html = paths["html"].read_text()
+    for k, p in ok.items():  # the benchmark's own crops, relative or absolute inside the folder
+        assert f"data:image/png;base64,{base64.b64encode(p.read_bytes()).decode()}" in html, k
+    assert base64.b64encode(secret.read_bytes()).decode() not in html
+    assert "aHVudGVy" not in html  # base64 of "hunter"
+    assert len(re.findall(r"data:image/png;base64,", html)) == 3 + html.count("alt='bar plot")
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    for line, path in [(2, "'../secret.png'"), (2, repr(str(secret))), (2, "'res_crops/../../passwords.txt'"),
+                       (3, "'link.png'")]:
+        assert any(f"res.jsonl:{line}: " in w and path in w and "outside the results file's folder" in w
+                   for w in warnings), (line, path, warnings)
+    assert any("res.jsonl:3: crop 'gt'" in w and "'notes.png' is not a PNG, JPEG, GIF or WebP image" in w
+               for w in warnings), warnings
+    assert any("res.jsonl:3: crop 'output'" in w and "'fifo.png' is not a regular file" in w for w in warnings), warnings
+    assert any("res.jsonl:4: crop 'good'" in w and "unknown kind of crop" in w for w in warnings), warnings
+    assert any("res.jsonl:4: crop 'output'" in w and "3 is not a path" in w for w in warnings), warnings
+
+
+def test_leaderboard_cli_errors_name_the_file_and_line(tmp_path):
+    from click.testing import CliRunner
+
+    from pipelines.cli import main
+
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"method": "a", "metrics": {"psnr": 1}}\n{"method": "b", "metrics": [1, 2]}\n')
+    binary = tmp_path / "binary.jsonl"
+    binary.write_bytes(b"\x89PNG\r\n\x1a\n\xff\xfe")
+    for path, message in [(bad, f"{bad}:2: 'metrics' must be a JSON object, not an array"),
+                          (binary, f"{binary}: not a results file (not UTF-8 text")]:
+        res = CliRunner().invoke(main, ["leaderboard", str(path), "--out", str(tmp_path / "lb")])
+        assert res.exit_code == 1 and res.output.startswith(f"Error: {message}"), res.output
+        assert len(res.output.strip().splitlines()) == 1
+    assert not (tmp_path / "lb").exists()
