@@ -19,7 +19,12 @@ Results files may come from someone else, so nothing in them is trusted:
   folder (``../``, an absolute path, a symbolic link), is not a regular file, is over
   :data:`MAX_CROP_BYTES` or is not a PNG/JPEG/GIF/WebP image is left out of the page with a warning
   naming the file, line and path, so publishing a board cannot publish other files of the machine
-  that built it (``benchmark --crops`` writes its crops into ``<results>_crops/`` beside the file).
+  that built it (``benchmark --crops`` writes its crops into ``<results>_crops/`` beside the file);
+- text (method, task and dataset names, metric names and values that are not numbers) is escaped
+  for each output: HTML escaping, Markdown escaping (a ``|`` cannot split a table cell, ``<`` cannot
+  open a tag, ``[`` cannot start a link), and in the CSV a cell starting with ``=``, ``+``, ``-``,
+  ``@``, a tab or a carriage return gets a leading ``'`` so that a spreadsheet shows it as text
+  instead of running it as a formula (OWASP's advice on CSV injection); numbers stay numbers.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ import io
 import logging
 import math
 import os
+import re
 import stat
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -301,6 +307,34 @@ def _is_best(v, col: str, best: dict) -> bool:
     return _num(v) and col in best and v == best[col]
 
 
+_LINE_BREAKS = re.compile(r"[\r\n\v\f\x1c-\x1e\x85\u2028\u2029]+")
+_MD_SPECIAL = re.compile(r"([\\`*_\[\]<>|~&#])")
+
+
+def _md(text) -> str:
+    """``text`` for a Markdown table cell, heading or list item: line breaks become spaces (a break
+    would end the table row) and the characters that end a cell (``|``) or start Markdown or HTML
+    syntax (emphasis, code, links, tags, entities, headings) are backslash-escaped."""
+    return _MD_SPECIAL.sub(r"\\\1", _LINE_BREAKS.sub(" ", str(text)))
+
+
+# a spreadsheet runs a cell starting with one of these as a formula (full-width forms included)
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r", "\n", "\uff1d", "\uff0b", "\uff0d", "\uff20")
+_PLAIN_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+
+
+def _csv_cell(v):
+    """A CSV cell: numbers as they are; text that a spreadsheet would run as a formula gets a leading
+    ``'`` (shown as text; a text that is just a number, such as ``-0.5``, stays as it is)."""
+    if v is None:
+        return ""
+    if isinstance(v, (int, float)) and not isinstance(v, bool):
+        return v
+    text = str(v)
+    if text.startswith(_FORMULA_START) and not _PLAIN_NUMBER.fullmatch(text):
+        return "'" + text
+    return text
+
 
 def to_csv(tables: Sequence[Table], path: Path) -> None:
     cols = _order({c for t in tables for c in t.columns})
@@ -308,30 +342,28 @@ def to_csv(tables: Sequence[Table], path: Path) -> None:
 
     with atomic_write(path, "w") as f:
         w = csv.writer(f, lineterminator="\n")
-        w.writerow(["task", "dataset", "method", *cols])
+        w.writerow(["task", "dataset", "method", *map(_csv_cell, cols)])
         for t in tables:
             for method, vals in t.rows.items():
-                w.writerow(
-                    [t.task, t.dataset, method, *["" if vals.get(c) is None else vals.get(c) for c in cols]]
-                )
+                w.writerow([_csv_cell(v) for v in (t.task, t.dataset, method, *(vals.get(c) for c in cols))])
 
 
 def to_markdown(tables: Sequence[Table]) -> str:
     out = ["# Leaderboard", ""]
     for title, t, cols in _views(tables):
         best = t.best()
-        out += [f"## {title}", ""]
-        out.append("| method | " + " | ".join(_label(c) for c in cols) + " |")
+        out += [f"## {_md(title)}", ""]
+        out.append("| method | " + " | ".join(_md(_label(c)) for c in cols) + " |")
         out.append("|---|" + "---|" * len(cols))
         for method, vals in t.rows.items():
             cells = []
             for c in cols:
-                s = _fmt(vals.get(c), c)
+                s = _md(_fmt(vals.get(c), c))
                 cells.append(f"**{s}**" if _is_best(vals.get(c), c, best) else s)
-            out.append(f"| {method} | " + " | ".join(cells) + " |")
+            out.append(f"| {_md(method)} | " + " | ".join(cells) + " |")
         if t.notes:
             out.append("")
-        out += [f"- {n}" for n in t.notes]
+        out += [f"- {_md(n)}" for n in t.notes]
         out.append("")
     out.append("Bold: best in column (↑ higher is better, ↓ lower is better).")
     return "\n".join(out) + "\n"
@@ -341,6 +373,11 @@ def _png_b64(fig) -> str:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
     return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _plain(text: str) -> str:
+    """``text`` for a matplotlib label: ``$`` would start math mode (a stray one fails the plot)."""
+    return str(text).replace("$", r"\$")
 
 
 def _bar_plot(t: Table) -> str | None:
@@ -356,14 +393,14 @@ def _bar_plot(t: Table) -> str | None:
     if not cols:
         return None
     fig, axes = plt.subplots(1, len(cols), figsize=(3.2 * len(cols), 2.6), squeeze=False)
-    methods = list(t.rows)
+    methods = [_plain(m) for m in t.rows]
     for ax, c in zip(axes[0], cols):
-        vals = [t.rows[m].get(c) for m in methods]
+        vals = [r.get(c) for r in t.rows.values()]
         vals = [v if _num(v) and math.isfinite(v) else 0.0 for v in vals]
         ax.bar(range(len(methods)), vals, color="#4a7ab5")
         ax.set_xticks(range(len(methods)))
         ax.set_xticklabels(methods, rotation=30, ha="right", fontsize=8)
-        ax.set_title(c + (" (lower is better)" if is_lower_better(c.split("@")[0]) else ""), fontsize=9)
+        ax.set_title(_plain(c) + (" (lower is better)" if is_lower_better(c.split("@")[0]) else ""), fontsize=9)
     fig.tight_layout()
     data = _png_b64(fig)
     plt.close(fig)

