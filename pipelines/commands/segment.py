@@ -131,7 +131,7 @@ def _palette(n: int):
               help="--auto: min predicted IoU, in [0, 1].")
 @click.option("--stability-thresh", type=float, default=0.95, show_default=True, callback=_unit_interval,
               help="--auto: min stability score, in [0, 1].")
-@click.option("--device", default="cpu", show_default=True, help="torch device.")
+@click.option("--device", default="cpu", show_default=True, help="torch device: cpu, cuda, cuda:N or auto.")
 @click.option("--json", "as_json", is_flag=True, help="Also print scores.json to stdout.")
 def segment(
     image: Path,
@@ -161,12 +161,17 @@ def segment(
 
     import numpy as np
 
+    from restore.inference import resolve_device
     from robustsam_prior.checkpoint import CheckpointError
     from robustsam_prior.fileio import json_dumps, write_json
     from robustsam_prior.hub import resolve_checkpoint
     from robustsam_prior.io import read_image, write_image
     from robustsam_prior.loading import build_robustsam
 
+    try:
+        device = str(resolve_device(device))
+    except ValueError as e:  # a name torch does not know, or cuda on a machine without a GPU
+        raise click.BadParameter(str(e), param_hint="--device") from None
     try:  # before the model: a bad file or prompt should not wait for a checkpoint to load
         data = read_image(image)
     except (ValueError, OSError) as e:  # ImageReadError names the file and the reason

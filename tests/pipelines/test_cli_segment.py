@@ -120,6 +120,8 @@ def test_usage_errors(files, tmp_path):
         (["--auto", "--points-per-side", "0"], "0 is not in the range 1<=x<=128"),
         (["--auto", "--pred-iou-thresh", "nan"], "nan is not a number in [0, 1]"),
         (["--auto", "--stability-thresh", "1.5"], "1.5 is not a number in [0, 1]"),
+        (["--auto", "--device", "gpu0"], "device must be one of"),
+        *([] if torch.cuda.is_available() else [(["--auto", "--device", "cuda"], "no CUDA GPU is available")]),
     ]:
         res = CliRunner().invoke(main, ["segment", str(image), str(out), *args, "--prior-checkpoint", str(ckpt)])
         assert res.exit_code == 2, (args, res.output)
