@@ -393,6 +393,15 @@ def run_restoration_benchmark(
     prov = provenance()
     crops_root = Path(crops_dir) if crops_dir is not None else None
     out_dir = Path(out).parent if out is not None else None
+    if crops_root is not None and out_dir is not None:
+        root, folder = os.path.realpath(crops_root), os.path.realpath(out_dir)
+        if os.path.commonpath([root, folder]) != folder:
+            logger.warning(
+                "crops go to %s, outside the results file's folder %s: leaderboard embeds crops only "
+                "from that folder",
+                crops_root,
+                out_dir,
+            )
     # images outer, methods inner: one pair in memory at a time, read (or synthesised) once for all methods
     accs = {m.name: ImageMetrics(metrics=fns, unavailable=unavailable) for m in resolved}
     seconds = {m.name: 0.0 for m in resolved}
