@@ -103,8 +103,8 @@ def jsonable(obj: Any) -> Any:
 
 def _non_finite(obj: Any, where: str = "") -> tuple[str, float] | None:
     """Where the first NaN or infinite float in ``obj`` is (``a.b[2]``), and its value."""
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return where or "the value", obj
+    if isinstance(obj, (float, np.floating)) and not math.isfinite(obj):
+        return where or "the value", float(obj)
     items = obj.items() if isinstance(obj, dict) else enumerate(obj) if isinstance(obj, (list, tuple)) else ()
     for k, v in items:
         found = _non_finite(v, f"{where}[{k}]" if isinstance(k, int) else f"{where}.{k}" if where else str(k))
@@ -127,14 +127,20 @@ def json_dumps(obj: Any, **kwargs: Any) -> str:
         raise ValueError(f"{found[0]} is {found[1]}, which JSON cannot hold (NaN and Infinity are not JSON)") from e
 
 
+def _plain_or_str(obj: Any) -> Any:
+    """numpy scalars as Python numbers (so a NaN among them is caught too), anything else as text."""
+    return obj.item() if isinstance(obj, np.generic) else str(obj)
+
+
 def write_json(path: str | os.PathLike, obj: Any, indent: int = 2) -> None:
-    """Write ``obj`` as strict JSON, atomically; objects JSON has no type for are written as strings.
+    """Write ``obj`` as strict JSON, atomically; numpy scalars are written as numbers, other objects
+    JSON has no type for as strings.
 
     NaN or infinity anywhere in ``obj`` raises ``ValueError`` naming the file and the key, before
     anything is written (an existing file is left as it was).
     """
     try:
-        text = json_dumps(obj, indent=indent, sort_keys=False, default=str)
+        text = json_dumps(obj, indent=indent, sort_keys=False, default=_plain_or_str)
     except ValueError as e:
         raise ValueError(f"cannot write {path}: {e}") from e
     with atomic_write(path, "w") as f:

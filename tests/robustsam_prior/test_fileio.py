@@ -84,7 +84,7 @@ def _strict_load(text):
     return json.loads(text, parse_constant=refuse)
 
 
-@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf, np.float64("nan")])
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf, np.float64("nan"), np.float32("-inf")])
 def test_write_json_refuses_nan_and_infinity_and_keeps_the_old_file(tmp_path, bad):
     target = tmp_path / "scores.json"
     target.write_text('{"old": 1}\n')
@@ -98,6 +98,8 @@ def test_write_json_refuses_nan_and_infinity_and_keeps_the_old_file(tmp_path, ba
     write_json(target, jsonable({"masks": [{"iou": bad}], "n": np.int64(3), "t": (1, 2)}))
     got = _strict_load(target.read_text())
     assert got == {"masks": [{"iou": None if math.isnan(bad) else ("inf" if bad > 0 else "-inf")}], "n": 3, "t": [1, 2]}
+    write_json(target, {"f": np.float32(0.5), "i": np.int64(2), "p": Path("a/b")})  # numpy numbers stay numbers
+    assert _strict_load(target.read_text()) == {"f": 0.5, "i": 2, "p": "a/b"}
 
 
 def test_trim_jsonl_rewrites_a_legacy_nan_log_as_strict_json(tmp_path):
