@@ -90,6 +90,7 @@ def main(argv: list[str] | None = None) -> int:
                     "rows": rows,
                 },
                 indent=2,
+                allow_nan=False,
             )
         )
     else:

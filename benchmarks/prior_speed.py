@@ -396,7 +396,7 @@ def main(argv: list[str] | None = None) -> int:
     res["load_after"] = load()
     print_table(res)
     if args.json:
-        args.json.write_text(json.dumps(res, indent=2))
+        args.json.write_text(json.dumps(res, indent=2, allow_nan=False))
     return 0
 
 

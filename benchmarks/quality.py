@@ -390,7 +390,7 @@ def main() -> None:
     gains(records)
     print(markdown(records, speeds))
     if args.json:
-        args.json.write_text(json.dumps({"records": records, "speed": speeds}, indent=2))
+        args.json.write_text(json.dumps({"records": records, "speed": speeds}, indent=2, allow_nan=False))
 
 
 if __name__ == "__main__":

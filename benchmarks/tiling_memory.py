@@ -69,7 +69,7 @@ def child(args: argparse.Namespace) -> None:
                       "width": args.width, "prior": args.prior, "threads": args.threads,
                       "seconds": round(dt, 2), "megapixels_per_s": round(w * h / 1e6 / dt, 3),
                       "malloc": malloc,
-                      "rss_before_mb": round(rss0), "peak_rss_mb": round(peak)}))
+                      "rss_before_mb": round(rss0), "peak_rss_mb": round(peak)}, allow_nan=False))
 
 
 def main() -> None:

@@ -25,7 +25,6 @@ import datetime as _dt
 import hashlib
 import json
 import logging
-import math
 import os
 import subprocess
 import time
@@ -36,6 +35,8 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from robustsam_prior.fileio import json_dumps, jsonable
 
 from .datasets import PairedDataset, SegmentationDataset, file_list_hash
 from .metrics.accumulator import ImageMetrics, build_image_metrics
@@ -69,24 +70,6 @@ def seed_for(*parts: Any) -> int:
     """A 63-bit seed derived from ``parts`` (stable across runs and platforms, unlike ``hash``)."""
     h = hashlib.sha256("\x1f".join(str(p) for p in parts).encode("utf-8")).digest()
     return int.from_bytes(h[:8], "little") >> 1
-
-
-def jsonable(obj: Any) -> Any:
-    """Make ``obj`` strict-JSON: ``inf`` -> ``"inf"``, NaN -> ``None``, numpy scalars -> Python, Paths -> str."""
-    if isinstance(obj, dict):
-        return {str(k): jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [jsonable(v) for v in obj]
-    if isinstance(obj, (np.floating, np.integer, np.bool_)):
-        obj = obj.item()
-    if isinstance(obj, float):
-        if math.isnan(obj):
-            return None
-        if math.isinf(obj):
-            return "inf" if obj > 0 else "-inf"
-    if isinstance(obj, Path):
-        return str(obj)
-    return obj
 
 
 def _git_rev() -> str:
@@ -132,7 +115,7 @@ def write_rows(path: str | os.PathLike, rows: Iterable[dict], *, append: bool = 
     """Append (or write) rows to a JSON Lines file, one strict-JSON object per line."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    text = "".join(json.dumps(jsonable(r), sort_keys=True) + "\n" for r in rows)
+    text = "".join(json_dumps(jsonable(r), sort_keys=True) + "\n" for r in rows)
     if append and path.exists():
         with open(path, "a", encoding="utf-8") as f:
             f.write(text)
@@ -144,13 +127,29 @@ def write_rows(path: str | os.PathLike, rows: Iterable[dict], *, append: bool = 
     return path
 
 
+def _json_type(value: Any) -> str:
+    for kind, name in ((bool, "true/false"), (str, "a string"), (int, "a number"), (float, "a number"), (list, "an array")):
+        if isinstance(value, kind):
+            return name
+    return "null" if value is None else type(value).__name__
+
+
 def read_rows(path: str | os.PathLike) -> list[dict]:
-    """Rows of a JSON Lines results file; a bad line raises ``ValueError`` naming the file and line."""
+    """Rows of a JSON Lines results file, each with ``_source`` (the file) and ``_line`` (its line).
+
+    A file that is not UTF-8 text, a line that is not a JSON object, or a row without ``method`` and
+    a ``metrics`` object (or whose ``unavailable``/``crops`` are not objects) raises ``ValueError``
+    naming the file and line.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"results file {path} does not exist")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: not a results file (not UTF-8 text: {e.reason} at byte {e.start})") from None
     rows = []
-    for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    for i, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
         try:
@@ -159,7 +158,11 @@ def read_rows(path: str | os.PathLike) -> list[dict]:
             raise ValueError(f"{path}:{i}: not a JSON object ({e.msg})") from e
         if not isinstance(row, dict) or "method" not in row or "metrics" not in row:
             raise ValueError(f"{path}:{i}: not a benchmark row (needs 'method' and 'metrics')")
+        for key in ("metrics", "unavailable", "crops"):
+            if key in row and not isinstance(row[key], dict if key == "metrics" else (dict, type(None))):
+                raise ValueError(f"{path}:{i}: '{key}' must be a JSON object, not {_json_type(row[key])}")
         row["_source"] = str(path)
+        row["_line"] = i
         rows.append(row)
     return rows
 
@@ -390,6 +393,15 @@ def run_restoration_benchmark(
     prov = provenance()
     crops_root = Path(crops_dir) if crops_dir is not None else None
     out_dir = Path(out).parent if out is not None else None
+    if crops_root is not None and out_dir is not None:
+        root, folder = os.path.realpath(crops_root), os.path.realpath(out_dir)
+        if os.path.commonpath([root, folder]) != folder:
+            logger.warning(
+                "crops go to %s, outside the results file's folder %s: leaderboard embeds crops only "
+                "from that folder",
+                crops_root,
+                out_dir,
+            )
     # images outer, methods inner: one pair in memory at a time, read (or synthesised) once for all methods
     accs = {m.name: ImageMetrics(metrics=fns, unavailable=unavailable) for m in resolved}
     seconds = {m.name: 0.0 for m in resolved}

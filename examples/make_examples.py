@@ -64,7 +64,7 @@ def make_examples(out_dir: Path = HERE) -> list[Path]:
             }
             logger.info("%s <- %s (%s, severity %d, seed %d)", path, src, kind, severity, seed)
     # beside, not inside, the image folders: `robustsam-restore dehaze examples/hazy out/` sees images only
-    (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True, allow_nan=False) + "\n")
     return written
 
 

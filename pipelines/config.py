@@ -634,7 +634,8 @@ def write_schemas(folder: str | os.PathLike) -> list[Path]:
         cls = _import_target(target)
         path = folder / f"{name}.schema.json"
         with atomic_write(path, "w") as f:
-            json.dump(json_schema(cls, title=f"robustsam-restore {name} YAML", kinds=format_kinds(name)), f, indent=2)
+            json.dump(json_schema(cls, title=f"robustsam-restore {name} YAML", kinds=format_kinds(name)), f, indent=2,
+                      allow_nan=False)
             f.write("\n")
         written.append(path)
     return written

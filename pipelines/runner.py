@@ -150,7 +150,7 @@ def run_pipeline(config: PipelineConfig, *, resolved_source: str | None = None, 
     import torch
     from tqdm import tqdm
 
-    from robustsam_prior.fileio import clean_stale_temp_files, write_json
+    from robustsam_prior.fileio import clean_stale_temp_files, jsonable, write_json
     from robustsam_prior.io import (
         check_output_location,
         collect_inputs,
@@ -226,5 +226,5 @@ def run_pipeline(config: PipelineConfig, *, resolved_source: str | None = None, 
         "seconds": time.perf_counter() - t0,
         "output_dir": str(out),
     })
-    write_json(out / "summary.json", run.summary)
+    write_json(out / "summary.json", jsonable(run.summary))
     return run.summary

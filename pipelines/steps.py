@@ -401,7 +401,7 @@ class Report(Step):
     def finish(self, run: Any) -> None:
         import math
 
-        from robustsam_prior.fileio import atomic_write, write_json
+        from robustsam_prior.fileio import atomic_write, jsonable, write_json
 
         rows = {str(it["rel"]): it["metrics"] for it in run.results}
         names = sorted({k for m in rows.values() for k in m})
@@ -413,7 +413,7 @@ class Report(Step):
         report = {"name": run.config.name, "images": len(rows), "failed": run.failed, "mean": means,
                   "per_image": rows}
         path = run.output_dir / self.options.path
-        write_json(path, report)
+        write_json(path, jsonable(report))  # a PSNR of identical images is inf
         run.summary["report"] = str(path)
         run.summary["mean"] = means
         if self.options.markdown:

@@ -11,6 +11,7 @@ section 8 item 1).
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 from typing import Any
 
@@ -18,8 +19,15 @@ import numpy as np
 from segment_anything import SamAutomaticMaskGenerator
 from segment_anything.utils.amg import rle_to_mask
 
+from .automatic_limits import check_generator_options
 from .modeling.robustsam import RobustSam
 from .predictor import RobustSamPredictor
+
+_SAM_DEFAULTS = {
+    name: p.default
+    for name, p in inspect.signature(SamAutomaticMaskGenerator.__init__).parameters.items()
+    if p.default is not inspect.Parameter.empty
+}
 
 
 class RobustSamAutomaticMaskGenerator(SamAutomaticMaskGenerator):
@@ -28,10 +36,13 @@ class RobustSamAutomaticMaskGenerator(SamAutomaticMaskGenerator):
     Options and output (``generate(uint8 HxWx3 RGB) -> list[dict]`` with ``segmentation``, ``area``,
     ``bbox`` XYWH, ``predicted_iou``, ``point_coords``, ``stability_score``, ``crop_box``) are
     ``segment_anything``'s. Meta's defaults (``pred_iou_thresh=0.88``,
-    ``stability_score_thresh=0.95``) were tuned for SAM ViT-H.
+    ``stability_score_thresh=0.95``) were tuned for SAM ViT-H. Sizes and thresholds outside the
+    bounds of :func:`~robustsam_prior.automatic_limits.check_generator_options` raise ``ValueError``.
     """
 
     def __init__(self, model: RobustSam, *, path: str = "robust", progress: bool = False, **options: Any) -> None:
+        # sizes are bounded before the parent allocates its point grids (automatic_limits says why)
+        check_generator_options(**{**_SAM_DEFAULTS, **options})
         super().__init__(model, **options)
         self.predictor = RobustSamPredictor(model, path=path)
         # a bar over the point prompts of generate(): on a CPU each ViT-B prompt costs ~0.2 s, so a

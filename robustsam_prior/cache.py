@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .fileio import atomic_path
+from .fileio import atomic_path, json_dumps
 from .prior import PriorOutput
 
 logger = logging.getLogger(__name__)
@@ -50,8 +50,8 @@ class CacheEntryError(ValueError):
 
 
 def canonical_json(obj: Any) -> str:
-    """Deterministic JSON: sorted keys, no whitespace, tuples as lists."""
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True, default=str)
+    """Deterministic JSON: sorted keys, no whitespace, tuples as lists; NaN or infinity raise ``ValueError``."""
+    return json_dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True, default=str)
 
 
 def cache_key(meta: dict[str, Any], image: torch.Tensor) -> str:

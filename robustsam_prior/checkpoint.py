@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .fileio import atomic_path, sha256_file
+from .fileio import atomic_path, json_dumps, jsonable, sha256_file
 
 METADATA_KEY = "robustsam_restore"
 # wrapper keys other toolkits put around a state dict (BasicSR: params/params_ema)
@@ -228,5 +228,5 @@ def save_checkpoint(path: str | os.PathLike, state: Mapping[str, torch.Tensor], 
     path = Path(path)
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
     with atomic_path(path, suffix=".safetensors") as tmp:
-        save_file(tensors, str(tmp), metadata={METADATA_KEY: json.dumps(dict(metadata), default=str)})
+        save_file(tensors, str(tmp), metadata={METADATA_KEY: json_dumps(jsonable(dict(metadata)), default=str)})
     return sha256_file(path)

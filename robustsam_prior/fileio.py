@@ -21,6 +21,7 @@ import functools
 import hashlib
 import json
 import logging
+import math
 import os
 import re
 import tempfile
@@ -28,6 +29,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 from typing import IO, Any
+
+import numpy as np
 
 logger = logging.getLogger(__name__)
 
@@ -181,11 +184,72 @@ def _umask_mode() -> int:
     return 0o666 & ~mask
 
 
+def jsonable(obj: Any) -> Any:
+    """``obj`` with the values strict JSON cannot hold spelled out: ``inf`` -> ``"inf"``, ``-inf`` ->
+    ``"-inf"``, NaN -> ``None``; numpy scalars become Python numbers, paths strings, tuples lists.
+
+    For measurements, where an infinite PSNR (identical images) is a result, not a bug.
+    """
+    if isinstance(obj, dict):
+        return {str(k): jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [jsonable(v) for v in obj]
+    if isinstance(obj, (np.floating, np.integer, np.bool_)):
+        obj = obj.item()
+    if isinstance(obj, float):
+        if math.isnan(obj):
+            return None
+        if math.isinf(obj):
+            return "inf" if obj > 0 else "-inf"
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+def _non_finite(obj: Any, where: str = "") -> tuple[str, float] | None:
+    """Where the first NaN or infinite float in ``obj`` is (``a.b[2]``), and its value."""
+    if isinstance(obj, (float, np.floating)) and not math.isfinite(obj):
+        return where or "the value", float(obj)
+    items = obj.items() if isinstance(obj, dict) else enumerate(obj) if isinstance(obj, (list, tuple)) else ()
+    for k, v in items:
+        found = _non_finite(v, f"{where}[{k}]" if isinstance(k, int) else f"{where}.{k}" if where else str(k))
+        if found:
+            return found
+    return None
+
+
+def json_dumps(obj: Any, **kwargs: Any) -> str:
+    """``json.dumps`` that refuses NaN and infinities, which are not JSON (Python writes ``NaN``, a
+    token strict readers reject). The ``ValueError`` names where the value is; keyword arguments go
+    to ``json.dumps``. Convert measurements with :func:`jsonable` first where infinity is a result.
+    """
+    try:
+        return json.dumps(obj, allow_nan=False, **kwargs)
+    except ValueError as e:
+        found = _non_finite(obj)
+        if found is None:
+            raise
+        raise ValueError(f"{found[0]} is {found[1]}, which JSON cannot hold (NaN and Infinity are not JSON)") from e
+
+
+def _plain_or_str(obj: Any) -> Any:
+    """numpy scalars as Python numbers (so a NaN among them is caught too), anything else as text."""
+    return obj.item() if isinstance(obj, np.generic) else str(obj)
+
+
 def write_json(path: str | os.PathLike, obj: Any, indent: int = 2) -> None:
-    """Write ``obj`` as JSON, atomically."""
+    """Write ``obj`` as strict JSON, atomically; numpy scalars are written as numbers, other objects
+    JSON has no type for as strings.
+
+    NaN or infinity anywhere in ``obj`` raises ``ValueError`` naming the file and the key, before
+    anything is written (an existing file is left as it was).
+    """
+    try:
+        text = json_dumps(obj, indent=indent, sort_keys=False, default=_plain_or_str)
+    except ValueError as e:
+        raise ValueError(f"cannot write {path}: {e}") from e
     with atomic_write(path, "w") as f:
-        json.dump(obj, f, indent=indent, sort_keys=False, default=str)
-        f.write("\n")
+        f.write(text + "\n")
 
 
 def trim_jsonl(path: str | os.PathLike, key: str, upto: int) -> list[dict[str, Any]]:
@@ -205,8 +269,10 @@ def trim_jsonl(path: str | os.PathLike, key: str, upto: int) -> list[dict[str, A
                 continue
             if isinstance(rec, dict) and rec.get(key, upto + 1) <= upto:
                 kept.append(rec)
+    # a log written before NaN/Infinity were refused may hold them: kept as jsonable() spells them
+    text = "".join(json_dumps(jsonable(r)) + "\n" for r in kept)
     with atomic_write(path, "w") as f:
-        f.writelines(json.dumps(r) + "\n" for r in kept)
+        f.write(text)
     return kept
 
 

@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
                         "sha256": hashlib.sha256(data).hexdigest()})
     manifest = {"repository": REPO, "commit": src.commit, "files": records, "missing_in_snapshot": missing,
                 "note": "the data/level*/saved_images pairs are reserved for evaluation and are not laid out"}
-    write_atomic(args.out / "SOURCES.json", (json.dumps(manifest, indent=1) + "\n").encode())
+    write_atomic(args.out / "SOURCES.json", (json.dumps(manifest, indent=1, allow_nan=False) + "\n").encode())
     print(f"{len(records)} files into {args.out}; {len(missing)} missing in the snapshot"
           + (f": {', '.join(missing)}" if missing else ""))
     return 0

@@ -23,11 +23,12 @@ on which other files are in the folder or on their order.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 from pathlib import Path
 
 import click
+
+from robustsam_prior.fileio import json_dumps
 
 from ._common import max_pixels_option
 
@@ -46,7 +47,7 @@ def _print_list(as_json: bool, markdown: bool) -> None:
     from robustsam_prior.degradations.api import describe, describe_json
 
     if as_json:
-        click.echo(json.dumps(describe_json(), indent=2))
+        click.echo(json_dumps(describe_json(), indent=2))
     else:
         click.echo(describe(markdown=markdown), nl=False)
 

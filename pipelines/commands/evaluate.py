@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import logging
 
 import click
+
+from robustsam_prior.fileio import json_dumps
 
 from ._common import max_pixels_option
 
@@ -162,7 +163,7 @@ def evaluate(
         obj = {"per_image": result["per_image"], "mean": result["mean"]}
         if result["unavailable"]:
             obj["unavailable"] = result["unavailable"]
-        click.echo(json.dumps(jsonable(obj), sort_keys=True))
+        click.echo(json_dumps(jsonable(obj), sort_keys=True))
     else:
         shown = [m for m in names if m not in result["unavailable"]]
         width = max([len(n) for n in result["per_image"]] + [4])

@@ -15,12 +15,16 @@ import click
     help="Folder for leaderboard.csv, leaderboard.md and leaderboard.html.",
 )
 def leaderboard(results, out_dir):
-    """Merge RESULTS (JSON Lines from `benchmark`) into one table per task and dataset."""
+    """Merge RESULTS (JSON Lines from `benchmark`) into one table per task and dataset.
+
+    Crops are embedded in the HTML only from the folder of their results file, and only image
+    files; any other crop path is left out with a warning naming the file, line and path.
+    """
     from eval.leaderboard import write_leaderboard
 
     try:
         paths = write_leaderboard(list(results), out_dir)
-    except ValueError as e:
+    except (ValueError, OSError) as e:  # a bad results file (named with its line), an unwritable --out
         raise click.ClickException(str(e)) from e
     for kind, p in paths.items():
         click.echo(f"{kind}: {p}")

@@ -7,11 +7,12 @@ arguments: name, task, architecture, prior, size and the validation metrics from
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import click
+
+from robustsam_prior.fileio import json_dumps, jsonable
 
 
 def describe_checkpoint(path: Path) -> dict[str, Any]:
@@ -76,7 +77,7 @@ def models(checkpoints: tuple[Path, ...], task: str | None, as_json: bool) -> No
     """List the restoration models (plus any CHECKPOINTS given): task, prior, size, metrics."""
     rows = list_models(checkpoints, task)
     if as_json:
-        click.echo(json.dumps(rows, indent=2))
+        click.echo(json_dumps(jsonable(rows), indent=2))
         return
     header = f"{'name':<24} {'task':<7} {'kind':<10} {'arch':<14} {'prior':<10} {'size':<26} metrics"
     click.echo(header)

@@ -9,13 +9,14 @@ the summary of all of them. Every rank exits non-zero if any file failed on any 
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from pathlib import Path
 from typing import Any
 
 import click
+
+from robustsam_prior.fileio import json_dumps
 
 from ._common import max_pixels_option
 
@@ -157,7 +158,7 @@ def prior_cache(
             raise SystemExit(1)
         return
     if as_json:
-        click.echo(json.dumps({
+        click.echo(json_dumps({
             "images": len(summary.processed),
             "computed": stats["misses"],
             "already_cached": stats["hits"],

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import json
-
 import click
+
+from robustsam_prior.fileio import json_dumps, jsonable
 
 from ._common import max_pixels_option
 
@@ -38,7 +38,7 @@ def run(pipeline: str, overrides: tuple[str, ...], as_json: bool) -> None:
     except (ConfigError, CheckpointError, ValueError, KeyError, FileNotFoundError) as e:
         raise click.ClickException(str(e).strip("'\"")) from None
     if as_json:
-        click.echo(json.dumps(summary, indent=2, default=str))
+        click.echo(json_dumps(jsonable(summary), indent=2, default=str))
     else:
         means = ", ".join(f"{k} {v:.3f}" for k, v in summary.get("mean", {}).items())
         click.echo(

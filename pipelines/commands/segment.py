@@ -8,15 +8,23 @@ Writes into the OUTPUT folder:
   (:func:`robustsam_prior.masks_to_label_map`: non-overlapping regions 0..K-1);
 - ``scores.json``: predicted IoU per mask (plus area, and for ``--auto`` stability score, bbox and
   the region ids), the checkpoint's path and sha256 and the settings used.
+
+Prompts are checked against the image before the model is loaded: coordinates must be finite and
+points must lie on the image (x in [0, W), y in [0, H)), a box inside [0, W] x [0, H]. An image that
+cannot be read is a one-line error naming the file. Nothing is written until every result is known,
+so a bad prompt, an unreadable image or a score JSON cannot hold (NaN) leaves OUTPUT as it was.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 from pathlib import Path
 
 import click
+
+from robustsam_prior.automatic_limits import MAX_POINTS_PER_SIDE
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +40,8 @@ def parse_points(text: str) -> tuple[list[list[float]], list[int]]:
             x, y, label = float(parts[0]), float(parts[1]), int(parts[2])
         except ValueError as e:
             raise click.BadParameter(f"{item!r}: expected numbers x,y and an integer label", param_hint="--points") from e
+        if not (math.isfinite(x) and math.isfinite(y)):
+            raise click.BadParameter(f"{item!r}: x and y must be finite numbers", param_hint="--points")
         if label not in (0, 1):
             raise click.BadParameter(f"{item!r}: label must be 1 (foreground) or 0 (background)", param_hint="--points")
         coords.append([x, y])
@@ -47,9 +57,39 @@ def parse_box(text: str) -> list[float]:
         box = [float(v) for v in text.split(",")]
     except ValueError as e:
         raise click.BadParameter(f"{text!r}: expected four numbers x0,y0,x1,y1", param_hint="--box") from e
+    if len(box) == 4 and not all(math.isfinite(v) for v in box):
+        raise click.BadParameter(f"{text!r}: box coordinates must be finite numbers", param_hint="--box")
     if len(box) != 4 or box[2] <= box[0] or box[3] <= box[1]:
         raise click.BadParameter(f"{text!r}: expected x0,y0,x1,y1 with x1 > x0 and y1 > y0", param_hint="--box")
     return box
+
+
+def check_prompts_inside(
+    points: list[list[float]] | None, box: list[float] | None, h: int, w: int, name: str = "the image"
+) -> None:
+    """Points must lie on the ``w`` x ``h`` image ``name`` (x in [0, w), y in [0, h)); a box inside
+    [0, w] x [0, h]."""
+    for x, y in points or []:
+        if not (0 <= x < w and 0 <= y < h):
+            raise click.BadParameter(
+                f"point {x:g},{y:g} lies outside the {w}x{h} image {name} (x must be in [0, {w}), y in [0, {h}))",
+                param_hint="--points",
+            )
+    if box is not None:
+        x0, y0, x1, y1 = box
+        if not (0 <= x0 and 0 <= y0 and x1 <= w and y1 <= h):
+            raise click.BadParameter(
+                f"box {x0:g},{y0:g},{x1:g},{y1:g} reaches outside the {w}x{h} image {name} "
+                f"(x must be in [0, {w}], y in [0, {h}])",
+                param_hint="--box",
+            )
+
+
+def _unit_interval(ctx: click.Context, param: click.Parameter, value: float) -> float:
+    """A threshold in [0, 1]; click's FloatRange lets NaN through."""
+    if not (math.isfinite(value) and 0.0 <= value <= 1.0):
+        raise click.BadParameter(f"{value} is not a number in [0, 1]")
+    return value
 
 
 def _config(text: str | None):
@@ -85,10 +125,13 @@ def _palette(n: int):
 @click.option("--multimask", is_flag=True, help="Prompted mode: return 3 candidate masks instead of 1.")
 @click.option("--bn-mode", type=click.Choice(["running", "batch"]), default="running", show_default=True,
               help="BatchNorm statistics of the robust blocks (batch = the official demo's per-image statistics).")
-@click.option("--points-per-side", type=int, default=32, show_default=True, help="--auto: grid size.")
-@click.option("--pred-iou-thresh", type=float, default=0.88, show_default=True, help="--auto: min predicted IoU.")
-@click.option("--stability-thresh", type=float, default=0.95, show_default=True, help="--auto: min stability score.")
-@click.option("--device", default="cpu", show_default=True, help="torch device.")
+@click.option("--points-per-side", type=click.IntRange(1, MAX_POINTS_PER_SIDE), default=32, show_default=True,
+              help=f"--auto: grid size, 1..{MAX_POINTS_PER_SIDE} (points-per-side² prompts).")
+@click.option("--pred-iou-thresh", type=float, default=0.88, show_default=True, callback=_unit_interval,
+              help="--auto: min predicted IoU, in [0, 1].")
+@click.option("--stability-thresh", type=float, default=0.95, show_default=True, callback=_unit_interval,
+              help="--auto: min stability score, in [0, 1].")
+@click.option("--device", default="cpu", show_default=True, help="torch device: cpu, cuda, cuda:N or auto.")
 @click.option("--json", "as_json", is_flag=True, help="Also print scores.json to stdout.")
 def segment(
     image: Path,
@@ -118,22 +161,30 @@ def segment(
 
     import numpy as np
 
+    from restore.inference import resolve_device
     from robustsam_prior.checkpoint import CheckpointError
-    from robustsam_prior.fileio import write_json
+    from robustsam_prior.fileio import json_dumps, write_json
     from robustsam_prior.hub import resolve_checkpoint
     from robustsam_prior.io import read_image, write_image
     from robustsam_prior.loading import build_robustsam
 
     try:
+        device = str(resolve_device(device))
+    except ValueError as e:  # a name torch does not know, or cuda on a machine without a GPU
+        raise click.BadParameter(str(e), param_hint="--device") from None
+    try:  # before the model: a bad file or prompt should not wait for a checkpoint to load
+        data = read_image(image)
+    except (ValueError, OSError) as e:  # ImageReadError names the file and the reason
+        raise click.ClickException(str(e) if str(image) in str(e) else f"cannot read image {str(image)!r}: {e}") from None
+    pixels = data.pixels
+    rgb8 = np.clip(np.rint(pixels * 255.0), 0, 255).astype(np.uint8)
+    h, w = rgb8.shape[:2]
+    check_prompts_inside(coords, box, h, w, str(image))
+    try:
         ckpt = resolve_checkpoint(checkpoint)
         model = build_robustsam(config, ckpt, bn_mode=bn_mode, device=device)
     except (CheckpointError, ValueError) as e:
         raise click.ClickException(str(e)) from e
-    data = read_image(image)
-    pixels = data.pixels
-    rgb8 = np.clip(np.rint(pixels * 255.0), 0, 255).astype(np.uint8)
-    h, w = rgb8.shape[:2]
-    output.mkdir(parents=True, exist_ok=True)
     scores: dict = {
         "image": str(image),
         "size": [h, w],
@@ -141,6 +192,7 @@ def segment(
         "bn_mode": bn_mode,
         "checkpoint": {"path": model.checkpoint_path, "sha256": model.checkpoint_sha256},
     }
+    images: dict[str, tuple[np.ndarray, int]] = {}  # file name -> (pixels, bit depth), written at the end
 
     if auto:
         from robustsam_prior.automatic import RobustSamAutomaticMaskGenerator, masks_to_label_map
@@ -157,7 +209,7 @@ def segment(
         label_map, sources = masks_to_label_map(records, (h, w), return_sources=True)
         if len(sources) > 65535:
             raise click.ClickException(f"{len(sources)} regions do not fit a 16-bit label map")
-        write_image(output / "labels.png", label_map.astype(np.float32) / 65535.0, bit_depth=16)
+        images["labels.png"] = (label_map.astype(np.float32) / 65535.0, 16)
         region_of = {src: rid for rid, src in enumerate(sources)}
         scores["mode"] = "auto"
         scores["label_map"] = "labels.png"
@@ -196,12 +248,22 @@ def segment(
         colours = _palette(len(masks))
         for i, (mask, score) in enumerate(zip(masks, iou)):
             name = f"mask_{i}.png"
-            write_image(output / name, mask.astype(np.float32))
+            images[name] = (mask.astype(np.float32), 8)
             scores["masks"].append({"file": name, "iou_prediction": float(score), "area": int(mask.sum())})
             overlay[mask] = 0.5 * overlay[mask] + 0.5 * colours[i]
-    write_image(output / "overlay.png", np.clip(overlay, 0.0, 1.0))
-    write_json(output / "scores.json", scores)
+    images["overlay.png"] = (np.clip(overlay, 0.0, 1.0), 8)
+    try:  # a NaN score (a broken checkpoint) is refused here, before any file is written
+        text = json_dumps(scores, indent=2)
+    except ValueError as e:
+        raise click.ClickException(f"{image}: the model's scores cannot be saved ({e}); nothing written") from None
+    try:
+        output.mkdir(parents=True, exist_ok=True)
+        for name, (pixels_out, bit_depth) in images.items():
+            write_image(output / name, pixels_out, bit_depth=bit_depth)
+        write_json(output / "scores.json", scores)
+    except OSError as e:
+        raise click.ClickException(f"cannot write into {output}: {e}") from None
     if as_json:
-        click.echo(json.dumps(scores, indent=2))
+        click.echo(text)
     else:
         click.echo(f"{image}: {len(scores['masks'])} masks -> {output}")

@@ -9,10 +9,11 @@ the same command trains with DDP.
 
 from __future__ import annotations
 
-import json
 import logging
 
 import click
+
+from robustsam_prior.fileio import json_dumps, jsonable
 
 logger = logging.getLogger(__name__)
 
@@ -54,7 +55,7 @@ def train_robustsam(cfg, *, recipe: str, overrides: tuple[str, ...], resume: boo
     except (CheckpointError, FloatingPointError, ValueError) as e:  # bad weights/data/state, divergence, no CUDA
         raise click.ClickException(str(e)) from None
     if as_json:
-        click.echo(json.dumps(summary, indent=2))
+        click.echo(json_dumps(jsonable(summary), indent=2))
         return
     first, last = summary["first_losses"], summary["last_losses"]
     resumed = f" (resumed at step {summary['resumed_from']})" if summary.get("resumed_from") is not None else ""
@@ -138,7 +139,7 @@ def _train_restoration(cfg, *, recipe: str, overrides: tuple[str, ...], resume: 
     if int(os.environ.get("RANK", "0")) != 0:
         return
     if as_json:
-        click.echo(json.dumps(summary, indent=2))
+        click.echo(json_dumps(jsonable(summary), indent=2))
     else:
         metrics = ", ".join(f"{k} {v:.3f}" for k, v in summary["metrics"].items())
         click.echo(

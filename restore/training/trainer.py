@@ -47,6 +47,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from robustsam_prior.fileio import json_dumps, jsonable
 from robustsam_prior.prior import PriorOutput
 
 from .data import DataError, MixedDataset, PairDataset, PositionBatches, collate
@@ -490,7 +491,7 @@ class Trainer:
         if not self.is_main:
             return
         with open(self.out / "log.jsonl", "a", encoding="utf-8") as f:
-            f.write(json.dumps(record) + "\n")
+            f.write(json_dumps(jsonable(record)) + "\n")  # an input PSNR can be inf
         if writer is not None:
             for k, v in record.items():
                 if k != "iteration" and isinstance(v, (int, float)):
@@ -592,7 +593,7 @@ class Trainer:
 
             sha = self.save_weights(self.out / "models" / "final.safetensors")
             summary["final_weights_sha256"] = sha
-            write_json(self.out / "summary.json", summary)
+            write_json(self.out / "summary.json", jsonable(summary))
         if writer is not None:
             writer.close()
         if self.world > 1:

@@ -163,8 +163,8 @@ def write_tables(records: dict[str, dict[str, Any]]) -> None:
         if spec.get("local_pool"):
             zoo[spec["zoo"]]["local_pool"] = spec["local_pool"]
         log[run] = rec
-    zoo_path.write_text(json.dumps(zoo, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    log_path.write_text(json.dumps(log, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    zoo_path.write_text(json.dumps(zoo, indent=2, sort_keys=True, allow_nan=False) + "\n", encoding="utf-8")
+    log_path.write_text(json.dumps(log, indent=2, sort_keys=True, allow_nan=False) + "\n", encoding="utf-8")
     lines = [
         "# Packaged models: training log summary",
         "",

@@ -60,6 +60,7 @@ class _SegmentAnythingPrior(Prior):
         points_per_batch: int = 64,
         device: str | None = None,
     ) -> None:
+        from ..automatic_limits import check_generator_options
         from ..fileio import sha256_file
         from ..hub import resolve_checkpoint
 
@@ -68,8 +69,13 @@ class _SegmentAnythingPrior(Prior):
             raise ValueError(f"{self.name} prior: path must be 'robust' or 'sam', got {path!r}")
         if bn_mode not in ("running", "batch"):
             raise ValueError(f"{self.name} prior: bn_mode must be 'running' or 'batch', got {bn_mode!r}")
-        if int(points_per_side) < 1:
-            raise ValueError(f"{self.name} prior: points_per_side must be >= 1, got {points_per_side}")
+        check_generator_options(
+            f"{self.name} prior",
+            points_per_side=points_per_side,
+            points_per_batch=points_per_batch,
+            pred_iou_thresh=pred_iou_thresh,
+            stability_score_thresh=stability_score_thresh,
+        )
         if config is not None and not isinstance(config, (str, dict)):
             raise ValueError(f"{self.name} prior: config must be 'vit_b'/'vit_l'/'vit_h' or a dict, got {config!r}")
         # no checkpoint: the variant's official file (or $ROBUSTSAM_CHECKPOINT); a dict config needs one

@@ -368,7 +368,7 @@ def rng_state(generator: Any) -> dict[str, Any]:
     return {
         "torch": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else [],
-        "numpy": json.dumps(generator.bit_generator.state),
+        "numpy": json.dumps(generator.bit_generator.state, allow_nan=False),
     }
 
 
@@ -473,7 +473,7 @@ def _train_from_options(
 
     from ..checkpoint import CheckpointError
     from ..degradations import ROBUST_SEG_SET
-    from ..fileio import trim_jsonl, write_json
+    from ..fileio import json_dumps, jsonable, trim_jsonl, write_json
     from ..loading import build_robustsam
     from .data import PairSampler
     from .losses import LossWeights
@@ -555,7 +555,7 @@ def _train_from_options(
         def after_step(step: int, terms: dict[str, float]) -> None:
             if step == 1 or step == steps or step % o.train.log_every == 0:
                 rec = {"step": step, **terms}
-                log_file.write(json.dumps(rec) + "\n")
+                log_file.write(json_dumps(jsonable(rec)) + "\n")
                 log_file.flush()
                 os.fsync(log_file.fileno())
                 records.append(rec)
@@ -592,5 +592,5 @@ def _train_from_options(
         "log": str(log_path),
         "device": device,
     }
-    write_json(out / "summary.json", summary)
+    write_json(out / "summary.json", jsonable(summary))
     return summary

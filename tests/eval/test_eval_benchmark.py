@@ -90,6 +90,16 @@ def test_restoration_benchmark_values_rows_and_crops(tmp_path):
     assert [r["method"] for r in back] == ["identity", "half"] and back[0]["per_image"] == ident["per_image"]
 
 
+def test_crops_outside_the_results_folder_are_warned_about(tmp_path, caplog):
+    lq, gt = _write_pairs(tmp_path, n=1)
+    kw = dict(methods=["identity"], data=pair_folders(lq, gt), metrics=["psnr"], num_crops=1)
+    run_restoration_benchmark(**kw, crops_dir=tmp_path / "res" / "res_crops", out=tmp_path / "res" / "r.jsonl")
+    assert "outside the results file's folder" not in caplog.text
+    rows = run_restoration_benchmark(**kw, crops_dir=tmp_path / "elsewhere", out=tmp_path / "res" / "s.jsonl")
+    assert f"crops go to {tmp_path / 'elsewhere'}, outside the results file's folder {tmp_path / 'res'}" in caplog.text
+    assert all(p.startswith("../elsewhere/") for p in next(iter(rows[0]["crops"].values())).values())
+
+
 def test_restoration_failures_are_recorded(tmp_path):
     lq, gt = _write_pairs(tmp_path, n=2)
 

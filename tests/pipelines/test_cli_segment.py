@@ -105,10 +105,31 @@ def test_usage_errors(files, tmp_path):
         (["--box", "1,2,3"], "x1 > x0"),
         (["--box", "1,b,3,4"], "four numbers"),
         (["--box", "1,2,3,4", "--config", str(tmp_path / "missing.json")], "cannot read a JSON config"),
+        # non-finite numbers and prompts off the 56x40 image
+        (["--points", "nan,nan,1"], "x and y must be finite numbers"),
+        (["--points", "20,15,1;inf,3,0"], "x and y must be finite numbers"),
+        (["--box", "0,0,inf,30"], "box coordinates must be finite numbers"),
+        (["--box", "nan,0,30,30"], "box coordinates must be finite numbers"),
+        (["--points", "56,10,1"], "point 56,10 lies outside the 56x40 image"),
+        (["--points", "20,15,1;-0.5,10,0"], "point -0.5,10 lies outside the 56x40 image"),
+        (["--points", "10,40,1"], "outside the 56x40 image"),
+        (["--box", "0,0,57,30"], "box 0,0,57,30 reaches outside the 56x40 image"),
+        (["--box", "-1,0,20,30"], "reaches outside the 56x40 image"),
+        # automatic-mask sizes that would allocate without bound, and thresholds that filter nothing
+        (["--auto", "--points-per-side", "100000"], "100000 is not in the range 1<=x<=128"),
+        (["--auto", "--points-per-side", "0"], "0 is not in the range 1<=x<=128"),
+        (["--auto", "--pred-iou-thresh", "nan"], "nan is not a number in [0, 1]"),
+        (["--auto", "--stability-thresh", "1.5"], "1.5 is not a number in [0, 1]"),
+        (["--auto", "--device", "gpu0"], "device must be one of"),
+        *([] if torch.cuda.is_available() else [(["--auto", "--device", "cuda"], "no CUDA GPU is available")]),
     ]:
         res = CliRunner().invoke(main, ["segment", str(image), str(out), *args, "--prior-checkpoint", str(ckpt)])
         assert res.exit_code == 2, (args, res.output)
         assert msg in res.output, (args, res.output)
+        assert not out.exists(), args  # a refused command writes nothing
+    # the image's edges are inside: the last pixel's point and a box over the whole image
+    res = run([image, out, "--points", "55.5,39.5,1", "--box", "0,0,56,40", "--prior-checkpoint", ckpt])
+    assert res.exit_code == 0, res.output
     res = CliRunner().invoke(main, ["segment", str(image), str(out), "--box", "1,2,30,30",
                                     "--prior-checkpoint", str(tmp_path / "nope.pth")])
     assert res.exit_code == 1 and "checkpoint file not found" in res.output
@@ -117,3 +138,38 @@ def test_usage_errors(files, tmp_path):
     res = CliRunner().invoke(main, ["segment", str(image), str(out), "--box", "1,2,30,30",
                                     "--prior-checkpoint", str(ckpt), "--config", str(other)])
     assert res.exit_code == 1 and "mis-shaped" in res.output and "encoder width 32, depth 2" in res.output
+
+
+@pytest.mark.parametrize("content", [b"not an image at all\n", "truncated"])
+def test_unreadable_image_is_one_line_error(files, tmp_path, content):
+    ckpt, image = files
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(image.read_bytes()[:120] if content == "truncated" else content)
+    out = tmp_path / "out"
+    res = CliRunner().invoke(main, ["segment", str(bad), str(out), "--auto", "--prior-checkpoint", str(ckpt)])
+    assert res.exit_code == 1, res.output
+    assert res.exception is None or isinstance(res.exception, SystemExit)  # no traceback
+    lines = res.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: cannot read image") and str(bad) in lines[0], res.output
+    assert not out.exists()
+
+
+def test_nan_score_is_refused_and_output_kept(files, tmp_path, monkeypatch):
+    ckpt, image = files
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "scores.json").write_text('{"old": true}\n')
+    original = RobustSamPredictor.predict
+
+    def nan_iou(self, *args, **kwargs):
+        masks, iou, low = original(self, *args, **kwargs)
+        return masks, np.full_like(iou, np.nan), low
+
+    monkeypatch.setattr(RobustSamPredictor, "predict", nan_iou)
+    res = CliRunner().invoke(main, ["segment", str(image), str(out), "--points", "20,15,1", "--prior-checkpoint",
+                                    str(ckpt), "--json"])
+    assert res.exit_code == 1, res.output
+    assert "masks[0].iou_prediction is nan" in res.output and "nothing written" in res.output
+    assert len(res.output.strip().splitlines()) == 1 and "{" not in res.output  # no JSON printed either
+    assert sorted(p.name for p in out.iterdir()) == ["scores.json"]
+    assert json.loads((out / "scores.json").read_text()) == {"old": True}

@@ -150,10 +150,15 @@ def test_failures_are_per_image_and_exit_nonzero(tmp_path, tiny_model, images):
                 f"output_dir={tmp_path / 'o'}", "device=cpu"])
     assert res.exit_code == 1
     assert "1 ok, 1 failed" in res.output and "no reference for sub/b.png" in res.output
-    report = json.loads((tmp_path / "o" / "report.json").read_text())
+    # strict JSON (Python's reader would take NaN/Infinity): infinity is spelled "inf"
+    def strict(name):
+        return json.loads((tmp_path / "o" / name).read_text(), parse_constant=lambda t: pytest.fail(f"{name}: {t}"))
+
+    report, summary = strict("report.json"), strict("summary.json")
     assert set(report["per_image"]) == {"a.png"} and report["failed"][0]["rel"] == "sub/b.png"
     # input == reference: PSNR is inf for that image, and means are taken over finite values only
-    assert report["per_image"]["a.png"]["input_psnr"] == float("inf") and "input_psnr" not in report["mean"]
+    assert report["per_image"]["a.png"]["input_psnr"] == "inf" and "input_psnr" not in report["mean"]
+    assert summary["mean"] == report["mean"]
     assert np.isfinite(report["mean"]["psnr"])
     # eval without any reference and not optional: each image fails with a clear message
     res = _run(["run", str(yml), f"input={images / 'a.png'}", f"output_dir={tmp_path / 'o2'}", "device=cpu"])

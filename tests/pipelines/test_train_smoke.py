@@ -64,3 +64,24 @@ def test_train_command_errors(tmp_path):
         main, ["train", "pipelines/smoke_train_dehaze.yml", f"output_dir={tmp_path}/y", "data.train.crop_size=4000"]
     )
     assert res.exit_code != 0 and "data.train.crop_size: 4000 is larger than image" in res.output
+
+
+def test_infinite_validation_psnr_is_logged_as_strict_json(tmp_path, recipe_factory, one_thread):
+    """A validation pair whose input equals its ground truth has an infinite input PSNR: the log, the
+    summary and the --json output spell it "inf", which strict JSON readers accept."""
+    recipe = recipe_factory(tmp_path, iterations=4, checkpoint_every=0, batch_size=2)
+    cfg = yaml.safe_load(recipe.read_text())
+    cfg["data"]["val"]["lq_dir"] = cfg["data"]["val"]["gt_dir"]
+    cfg["train"].update(log_every=2, val_every=0)
+    recipe.write_text(yaml.safe_dump(cfg))
+    res = CliRunner().invoke(main, ["train", str(recipe), "--json"])
+    assert res.exit_code == 0, res.output
+
+    def strict(text):
+        return json.loads(text, parse_constant=lambda token: pytest.fail(f"not JSON: {token}"))
+
+    out = tmp_path / "run"
+    log = [strict(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert [r["val/input_psnr"] for r in log if "val/input_psnr" in r] == ["inf"]
+    assert strict((out / "summary.json").read_text())["metrics"]["val/input_psnr"] == "inf"
+    assert strict(res.output[res.output.index("{"):])["metrics"]["val/input_psnr"] == "inf"

@@ -261,7 +261,7 @@ def test_ship_carries_the_record_of_the_first_stage(tmp_path, monkeypatch):
     mod.write_tables({"default_deblur": rec})
     row = next(line for line in (tmp_path / "weights" / "TRAINING.md").read_text().splitlines()
                if line.startswith("| robustsam-deblur"))
-    assert "`pipelines/train_default_deblur.yml` then `pipelines/train_default_deblur_stage2.yml`" in row
+    assert "`pipelines/train_default_deblur.yml` then `pipelines/train_default_deblur_stage3.yml`" in row
     assert "| 20 + 4/4 | 2 + 1 min | 30.00 (25.00) |" in row
 
     first.unlink()

@@ -138,3 +138,42 @@ def test_generator_progress_counts_every_prompt_and_changes_nothing(model, image
     assert len(shown) == len(plain)
     for a, b in zip(shown, plain):
         np.testing.assert_array_equal(a["segmentation"], b["segmentation"])
+
+
+def test_generator_refuses_unbounded_sizes_before_allocating(model, monkeypatch):
+    import segment_anything.automatic_mask_generator as amg
+
+    from robustsam_prior.automatic_limits import MAX_CROP_N_LAYERS, MAX_POINTS_PER_BATCH, MAX_POINTS_PER_SIDE
+
+    def no_grids(*args, **kwargs):
+        raise AssertionError("a point grid was built for options that must be refused")
+
+    monkeypatch.setattr(amg, "build_all_layer_point_grids", no_grids)
+    for bad, msg in [
+        ({"points_per_side": 100000}, f"points_per_side must be an integer in 1..{MAX_POINTS_PER_SIDE}"),
+        ({"points_per_side": 0}, "points_per_side must be"),
+        ({"points_per_side": 4.5}, "points_per_side must be"),
+        ({"points_per_side": None}, "points_per_side must be"),
+        ({"points_per_batch": 10**6}, f"points_per_batch must be an integer in 1..{MAX_POINTS_PER_BATCH}"),
+        ({"points_per_batch": 0}, "points_per_batch must be"),
+        ({"crop_n_layers": 12}, f"crop_n_layers must be an integer in 0..{MAX_CROP_N_LAYERS}"),
+        ({"crop_n_layers": -1}, "crop_n_layers must be"),
+        ({"crop_n_points_downscale_factor": 0}, "crop_n_points_downscale_factor must be an integer >= 1"),
+        ({"points_per_side": 4, "crop_n_layers": 2, "crop_n_points_downscale_factor": 4},
+         "leaves crop layer 2 without points"),
+        ({"crop_overlap_ratio": 1.0}, "crop_overlap_ratio must be a number in \\[0, 1\\)"),
+        ({"pred_iou_thresh": float("nan")}, "pred_iou_thresh must be a number in \\[0, 1\\]"),
+        ({"stability_score_thresh": 2.0}, "stability_score_thresh must be"),
+        ({"box_nms_thresh": float("inf")}, "box_nms_thresh must be"),
+        ({"stability_score_offset": float("nan")}, "stability_score_offset must be"),
+        ({"min_mask_region_area": -5}, "min_mask_region_area must be"),
+        ({"points_per_side": None, "point_grids": [np.full((3, 2), 2.0)]}, "point_grids\\[0\\] must hold"),
+        ({"points_per_side": None, "point_grids": [np.zeros((3, 3))]}, "point_grids\\[0\\] must be an \\(N, 2\\)"),
+    ]:
+        with pytest.raises(ValueError, match=msg):
+            RobustSamAutomaticMaskGenerator(model, **bad)
+    monkeypatch.undo()
+    # the bounds themselves are accepted
+    gen = RobustSamAutomaticMaskGenerator(model, points_per_side=MAX_POINTS_PER_SIDE,
+                                          points_per_batch=MAX_POINTS_PER_BATCH, crop_n_layers=1)
+    assert [len(g) for g in gen.point_grids] == [MAX_POINTS_PER_SIDE**2] * 2

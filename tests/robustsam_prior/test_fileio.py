@@ -1,3 +1,6 @@
+import ast
+import json
+import math
 import os
 import stat
 from pathlib import Path
@@ -14,9 +17,14 @@ from robustsam_prior.fileio import (
     atomic_write,
     clean_stale_temp_files,
     is_temp_file_name,
+    json_dumps,
+    jsonable,
     sha256_file,
+    trim_jsonl,
     write_json,
 )
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_atomic_write_replaces_only_on_success(tmp_path):
@@ -178,3 +186,78 @@ def test_stale_temporary_files_of_killed_writers_are_cleaned_and_nothing_else(tm
     assert sorted(removed) == sorted([*left, old])
     assert all(p.exists() for p in [*users, live])
     assert clean_stale_temp_files(tmp_path / "missing") == []
+
+
+def _strict_load(text):
+    def refuse(token):
+        raise ValueError(f"not JSON: {token}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf, np.float64("nan"), np.float32("-inf")])
+def test_write_json_refuses_nan_and_infinity_and_keeps_the_old_file(tmp_path, bad):
+    target = tmp_path / "scores.json"
+    target.write_text('{"old": 1}\n')
+    with pytest.raises(ValueError, match=r"scores\.json: masks\[1\]\.iou is (nan|inf|-inf), which JSON cannot hold"):
+        write_json(target, {"masks": [{"iou": 0.5}, {"iou": bad}]})
+    assert target.read_text() == '{"old": 1}\n'
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["scores.json"]  # no temporary left behind
+    with pytest.raises(ValueError, match=r"^the value is nan"):
+        json_dumps(math.nan)
+    # what jsonable() spells out can be written, and read back by a strict reader
+    write_json(target, jsonable({"masks": [{"iou": bad}], "n": np.int64(3), "t": (1, 2)}))
+    got = _strict_load(target.read_text())
+    assert got == {"masks": [{"iou": None if math.isnan(bad) else ("inf" if bad > 0 else "-inf")}], "n": 3, "t": [1, 2]}
+    write_json(target, {"f": np.float32(0.5), "i": np.int64(2), "p": Path("a/b")})  # numpy numbers stay numbers
+    assert _strict_load(target.read_text()) == {"f": 0.5, "i": 2, "p": "a/b"}
+
+
+def test_trim_jsonl_rewrites_a_legacy_nan_log_as_strict_json(tmp_path):
+    log = tmp_path / "log.jsonl"
+    log.write_text('{"step": 1, "loss": 0.5}\n{"step": 2, "psnr": Infinity, "x": NaN}\n{"step": 3}\n{"ste')
+    kept = trim_jsonl(log, "step", 2)
+    assert [r["step"] for r in kept] == [1, 2]
+    assert [_strict_load(line) for line in log.read_text().splitlines()] == [
+        {"step": 1, "loss": 0.5}, {"step": 2, "psnr": "inf", "x": None}
+    ]
+
+
+def _json_dump_calls():
+    """Every ``json.dump``/``json.dumps`` call in the project's source (tests aside)."""
+    for folder in ("robustsam_prior", "restore", "eval", "pipelines", "scripts", "benchmarks", "examples"):
+        for path in sorted((REPO / folder).rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+                if (
+                    isinstance(node, ast.Call)
+                    and isinstance(node.func, ast.Attribute)
+                    and node.func.attr in ("dump", "dumps")
+                    and isinstance(node.func.value, ast.Name)
+                    and node.func.value.id == "json"
+                ):
+                    yield path.relative_to(REPO), node
+
+
+def test_every_json_writer_refuses_nan():
+    """Python's json writes NaN/Infinity unless told not to; strict readers then reject the file.
+
+    Writers go through ``fileio.json_dumps``/``write_json`` or pass ``allow_nan=False``. The one
+    exception: a training run's resume fingerprint, a comparison key kept inside its state file (a
+    config may hold ``.inf``), which is never read as a JSON document.
+    """
+    calls = list(_json_dump_calls())
+    assert len(calls) > 5  # the scan sees the project
+    lax = []
+    for path, node in calls:
+        strict = any(
+            k.arg == "allow_nan" and isinstance(k.value, ast.Constant) and k.value.value is False for k in node.keywords
+        )
+        fingerprint = (
+            node.args
+            and isinstance(node.args[0], ast.Call)
+            and isinstance(node.args[0].func, ast.Name)
+            and node.args[0].func.id == "fingerprint"
+        )
+        if not (strict or fingerprint):
+            lax.append(f"{path}:{node.lineno}")
+    assert not lax, f"json.dump(s) without allow_nan=False: {', '.join(lax)}"

@@ -140,6 +140,9 @@ def test_missing_checkpoint_and_bad_options(tiny_checkpoint, no_env, tmp_path):
         ({"path": "clear"}, "path must be"),
         ({"bn_mode": "eval"}, "bn_mode must be"),
         ({"points_per_side": 0}, "points_per_side must be"),
+        ({"points_per_side": 100000}, "robustsam prior: points_per_side must be an integer in 1..128"),
+        ({"points_per_batch": 10**6}, "points_per_batch must be an integer in 1..256"),
+        ({"pred_iou_thresh": float("nan")}, "pred_iou_thresh must be a number in"),
         ({"config": 3}, "config must be"),
     ]:
         with pytest.raises(ValueError, match=msg):
