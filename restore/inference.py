@@ -147,6 +147,7 @@ class Restorer:
         half: bool = True,
         local_pool: int | None = None,
         self_ensemble: str = "none",
+        guided_radius: int | None = None,
     ) -> Restorer:
         """Resolve ``model`` (None = the task's default), load it and build its prior.
 
@@ -156,7 +157,10 @@ class Restorer:
         the mean over a window of that size around each pixel instead of the whole image
         (:meth:`restore.archs.nafnet_arch.NAFNet.set_local_pool`); None = the packaged model's own
         setting (``zoo.json``; the whole image for checkpoint files), 0 = the whole image.
-        ``self_ensemble`` is a :data:`SELF_ENSEMBLES` name (module docstring).
+        ``self_ensemble`` is a :data:`SELF_ENSEMBLES` name (module docstring). ``guided_radius`` (pixels)
+        passes the network's output through the guided filter with the input as guide
+        (:func:`restore.archs.nafnet_arch.guided_filter`); None = the packaged model's setting
+        (``zoo.json``) or the checkpoint's own, 0 = off.
         """
         if self_ensemble not in SELF_ENSEMBLES:
             raise ValueError(f"self_ensemble must be one of {', '.join(SELF_ENSEMBLES)}, got {self_ensemble!r}")
@@ -179,6 +183,10 @@ class Restorer:
             local_pool = ref.local_pool
         if local_pool:
             _set_local_pool(net, local_pool, ref.name)
+        if guided_radius is None and ref.guided_radius:
+            guided_radius = ref.guided_radius
+        if guided_radius is not None:
+            _set_guided_radius(net, guided_radius, ref.name)
         net = net.to(dev)
         if dev.type == "cpu":
             net = net.to(memory_format=torch.channels_last)
@@ -288,6 +296,18 @@ def _set_local_pool(net: nn.Module, pixels: int, name: str) -> None:
         raise ValueError(f"local_pool: model {name} has no NAFNet channel attention to localise")
     for backbone in backbones:
         backbone.set_local_pool(pixels)
+
+
+def _set_guided_radius(net: nn.Module, radius: int, name: str) -> None:
+    from .archs.nafnet_arch import NAFNet
+
+    if radius < 0:
+        raise ValueError(f"guided_radius must be >= 0 pixels (0 = off), got {radius}")
+    backbones = [m for m in net.modules() if isinstance(m, NAFNet)]
+    if not backbones:
+        raise ValueError(f"guided_radius: model {name} is not a NAFNet; it has no guided output")
+    for backbone in backbones:
+        backbone.guided_radius = radius
 
 
 def _is_classical(net: nn.Module) -> bool:

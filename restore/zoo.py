@@ -6,9 +6,11 @@ option is ``identity``), a name from the zoo table, or a checkpoint path.
 
 The zoo table maps a name to a weight file under ``restore/weights/`` (packaged with the project).
 It is read from ``restore/weights/zoo.json`` (``{"name": {"task": ..., "file": ..., "description":
-..., "local_pool": ...}}``) so trained default models can be added without code changes.
-``local_pool`` (optional) is the model's inference setting for its channel attention's statistics
-window in pixels (``Restorer.load(local_pool=...)``; 0 or absent = the whole image). Until they
+..., "local_pool": ..., "guided_radius": ...}}``) so trained default models can be added without code
+changes. ``local_pool`` (optional) is the model's inference setting for its channel attention's statistics
+window in pixels (``Restorer.load(local_pool=...)``; 0 or absent = the whole image); ``guided_radius``
+(optional) turns on the guided output filter of that radius (``Restorer.load(guided_radius=...)``, see
+:func:`restore.archs.nafnet_arch.guided_filter`; it has no weights, so it can be added to trained ones). Until they
 exist the table is empty and the default names in :data:`DEFAULT_MODELS` resolve to a clear error
 that names the options.
 """
@@ -51,6 +53,7 @@ class ZooEntry:
     file: str
     description: str = ""
     local_pool: int = 0  # inference: channel-attention statistics window in pixels (0 = whole image)
+    guided_radius: int = 0  # inference: guided output filter radius in pixels (0 = the checkpoint's own)
 
     @property
     def path(self) -> Path:
@@ -65,6 +68,7 @@ class ModelRef:
     name: str
     path: Path | None = None
     local_pool: int = 0  # the packaged model's inference setting (ZooEntry.local_pool)
+    guided_radius: int = 0  # likewise (ZooEntry.guided_radius)
 
 
 def load_zoo(path: Path | None = None) -> dict[str, ZooEntry]:
@@ -100,7 +104,7 @@ def resolve_model(model: str | None, task: str) -> ModelRef:
             raise ModelNotFoundError(f"model {name!r} is a {entry.task} model, not {task}; use {_options(task)}")
         if not entry.path.is_file():
             raise ModelNotFoundError(f"model {name!r}: its weight file {entry.path} is missing; use {_options(task)}")
-        return ModelRef("checkpoint", name, entry.path, entry.local_pool)
+        return ModelRef("checkpoint", name, entry.path, entry.local_pool, entry.guided_radius)
     if name == DEFAULT_MODELS[task]:
         raise ModelNotFoundError(
             f"the default {task} model {name!r} has no trained weights in this installation yet; "

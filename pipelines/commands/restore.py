@@ -49,6 +49,7 @@ def run_restore(
     overwrite: bool,
     local_pool: int | None = None,
     self_ensemble: str = "none",
+    guided_radius: int | None = None,
     recursive: bool,
     device: str,
 ) -> None:
@@ -67,12 +68,14 @@ def run_restore(
             "network too little context: slower, and far from the untiled result)", param_hint="--tile")
     if local_pool is not None and local_pool < 0:
         raise click.BadParameter("must be >= 0 pixels (0 = the whole image)", param_hint="--local-pool")
+    if guided_radius is not None and guided_radius < 0:
+        raise click.BadParameter("must be >= 0 pixels (0 = off)", param_hint="--guided-radius")
     items = plan_inputs(input, output, recursive=recursive)
     refuse_overwrites((src, output_path(input, output, rel)) for src, rel in items if is_image_file(src))
     try:
         restorer = Restorer.load(
             model, task=task, prior=prior, prior_checkpoint=prior_checkpoint, device=device, tile=tile,
-            local_pool=local_pool, self_ensemble=self_ensemble,
+            local_pool=local_pool, self_ensemble=self_ensemble, guided_radius=guided_radius,
         )
     except (CheckpointError, ValueError, KeyError, FileNotFoundError) as e:
         raise click.ClickException(str(e).strip("'\"")) from e
@@ -125,6 +128,10 @@ def _command(task: str) -> click.Command:
                        "whole image (TLC, Chu et al. ECCV 2022), for blur that varies across the image; "
                        "0 = the whole image. Default: the model's own setting (144 for the packaged "
                        "deblurrers, the whole image otherwise).")
+    @click.option("--guided-radius", type=int, default=None, metavar="PX",
+                  help="Pass the output through a guided filter of this radius with the input as guide, so it "
+                       "stays a local affine map of the input (no grid or streaks on flat sky); 0 = off. "
+                       "Default: the model's own setting (16 for the packaged dehazers, off otherwise).")
     @click.option("--self-ensemble", type=click.Choice(SELF_ENSEMBLE_CHOICES), default="none", show_default=True,
                   help="Average the outputs over the mirrored image (flip: 2x the time) or over all 8 "
                        "rotations and mirrors (x8: 8x the time), each restored and turned back (EDSR+'s "
@@ -136,11 +143,11 @@ def _command(task: str) -> click.Command:
     @max_pixels_option
     @click.option("--device", type=click.Choice(DEVICE_CHOICES), default="auto", show_default=True,
                   help="Where the network runs (half precision on CUDA).")
-    def command(input, output, model, prior, prior_checkpoint, tile, local_pool, self_ensemble, overwrite,
-                recursive, device) -> None:
+    def command(input, output, model, prior, prior_checkpoint, tile, local_pool, guided_radius, self_ensemble,
+                overwrite, recursive, device) -> None:
         run_restore(task, input, output, model=model, prior=prior, prior_checkpoint=prior_checkpoint,
                     tile=tile, overwrite=overwrite, recursive=recursive, device=device, local_pool=local_pool,
-                    self_ensemble=self_ensemble)
+                    self_ensemble=self_ensemble, guided_radius=guided_radius)
 
     return command
 

@@ -25,14 +25,15 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
-# run name (the recipe's `name`) -> zoo name, weight file, recipe, description[, local_pool: the
-# packaged model's inference window for channel-attention statistics, see restore.zoo]
+# run name (the recipe's `name`) -> zoo name, weight file, recipe, description[, local_pool, guided_radius:
+# the packaged model's inference settings, see restore.zoo]
 MODELS: dict[str, dict[str, Any]] = {
     "default_dehaze": {
         "zoo": "robustsam-dehaze",
         "file": "dehaze_regions_map_nafnet.safetensors",
-        "recipe": "pipelines/train_default_dehaze_stage2.yml",
+        "recipe": "pipelines/train_default_dehaze.yml",
         "description": "default dehazer: MAP-NAFNet (width 16) on the built-in regions prior",
+        "guided_radius": 16,
     },
     "default_deblur": {
         "zoo": "robustsam-deblur",
@@ -44,8 +45,9 @@ MODELS: dict[str, dict[str, Any]] = {
     "default_dehaze_noprior": {
         "zoo": "dehaze-noprior",
         "file": "dehaze_noprior_nafnet.safetensors",
-        "recipe": "pipelines/train_default_dehaze_noprior_stage2.yml",
+        "recipe": "pipelines/train_default_dehaze_noprior.yml",
         "description": "ablation: the same NAFNet without a prior, same data and budget",
+        "guided_radius": 16,
     },
     "default_deblur_noprior": {
         "zoo": "deblur-noprior",
@@ -160,8 +162,9 @@ def write_tables(records: dict[str, dict[str, Any]]) -> None:
         spec = MODELS[run]
         task = "dehaze" if "dehaze" in run else "deblur"
         zoo[spec["zoo"]] = {"task": task, "file": spec["file"], "description": spec["description"]}
-        if spec.get("local_pool"):
-            zoo[spec["zoo"]]["local_pool"] = spec["local_pool"]
+        for setting in ("local_pool", "guided_radius"):  # inference settings of the packaged model
+            if spec.get(setting):
+                zoo[spec["zoo"]][setting] = spec[setting]
         log[run] = rec
     zoo_path.write_text(json.dumps(zoo, indent=2, sort_keys=True, allow_nan=False) + "\n", encoding="utf-8")
     log_path.write_text(json.dumps(log, indent=2, sort_keys=True, allow_nan=False) + "\n", encoding="utf-8")

@@ -73,6 +73,54 @@ def test_zoo_table(tmp_path, monkeypatch):
         zoo.load_zoo(weights / "zoo.json")
 
 
+def test_packaged_guided_output_is_the_default_and_can_be_turned_off(tmp_path, monkeypatch):
+    """A zoo entry's guided_radius turns on the guided output of weights trained without it; an explicit
+    value wins (0 = off); a checkpoint file keeps its own setting; the CLI flag reaches the model."""
+    from restore.archs.nafnet_arch import NAFNet, guided_filter
+
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    make_checkpoint(weights / "h.safetensors", task="dehaze")
+    (weights / "zoo.json").write_text(json.dumps({
+        "robustsam-dehaze": {"task": "dehaze", "file": "h.safetensors", "guided_radius": 8}}))
+    monkeypatch.setattr(zoo, "WEIGHTS_DIR", weights)
+    monkeypatch.setattr(zoo, "ZOO_FILE", weights / "zoo.json")
+    assert resolve_model(None, "dehaze").guided_radius == 8
+
+    def radii(r):
+        return {m.guided_radius for m in r.net.modules() if isinstance(m, NAFNet)}
+
+    packaged = Restorer.load(None, task="dehaze", device="cpu")
+    plain = Restorer.load(None, task="dehaze", device="cpu", guided_radius=0)
+    assert radii(packaged) == {8} and radii(plain) == {0}
+    assert radii(Restorer.load(str(weights / "h.safetensors"), task="dehaze", device="cpu")) == {0}
+    x = torch.rand(1, 3, 40, 44, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        prior = packaged.prior(x)
+        torch.testing.assert_close(packaged.net(x, prior), guided_filter(x, plain.net(x, prior), 8, 1e-5),
+                                   atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="guided_radius must be >= 0"):
+        Restorer.load(None, task="dehaze", device="cpu", guided_radius=-1)
+    with pytest.raises(ValueError, match="is not a NAFNet"):
+        Restorer.load("dcp", task="dehaze", device="cpu", guided_radius=4)
+    from click.testing import CliRunner
+
+    from pipelines.cli import main
+    from robustsam_prior.io import read_image, write_image
+
+    (tmp_path / "in").mkdir()
+    write_image(tmp_path / "in" / "a.png", x[0].permute(1, 2, 0).numpy())
+    outs = {}
+    for flag in ("0", "8"):
+        res = CliRunner().invoke(main, ["dehaze", str(tmp_path / "in"), str(tmp_path / f"out{flag}"),
+                                        "--guided-radius", flag, "--device", "cpu"])
+        assert res.exit_code == 0, res.output
+        outs[flag] = read_image(tmp_path / f"out{flag}" / "a.png").pixels
+    assert abs(outs["0"] - outs["8"]).max() > 1 / 255
+    res = CliRunner().invoke(main, ["dehaze", str(tmp_path / "in"), str(tmp_path / "o"), "--guided-radius", "-1"])
+    assert res.exit_code == 2 and "--guided-radius" in res.output
+
+
 def test_packaged_local_pool_is_the_default_and_can_be_overridden(tmp_path, monkeypatch):
     """A zoo entry's local_pool is applied at load; an explicit value (0 = whole image) wins; a
     checkpoint file has none unless asked."""
