@@ -131,8 +131,18 @@ def build(cls: type, data: Any, path: str = "") -> Any:
     return _convert(cls, data, path, {})
 
 
+# what YAML 1.2 reads as a number but PyYAML (YAML 1.1) leaves a string: an exponent without a dot
+_EXPONENT_RE = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+")
+
+
 def _convert(tp: Any, value: Any, path: str, meta: dict) -> Any:
-    if tp is Any:
+    if tp is Any:  # free-form values (arch_kwargs, prior options): '1e-5' is the number YAML 1.2 reads
+        if isinstance(value, str) and _EXPONENT_RE.fullmatch(value.strip()):
+            return parse_number(value, path)
+        if isinstance(value, dict):
+            return {k: _convert(Any, v, _join(path, str(k)), {}) for k, v in value.items()}
+        if isinstance(value, list):
+            return [_convert(Any, v, _join(path, i), {}) for i, v in enumerate(value)]
         return value
     if _is_union(tp):
         args = typing.get_args(tp)

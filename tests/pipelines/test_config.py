@@ -51,6 +51,10 @@ def test_numbers_written_like_2e_4_are_numbers():
     assert parse_number("1_000", "x", integer=True) == 1000
     assert parse_number(3, "x") == 3.0 and isinstance(parse_number(3, "x"), float)
     assert parse_number("-0", "x") == 0.0 and parse_number("9223372036854775807", "x", integer=True) == 2**63 - 1
+    # free-form mappings (arch_kwargs, prior options) read them as numbers too, nested values included;
+    # other strings stay strings
+    cfg = build(TrainConfig, apply_overrides(BASE, ["model.arch_kwargs={guided_eps: 1e-5, sizes: [1e2], head: e5}"]))
+    assert cfg.model.arch_kwargs == {"guided_eps": 1e-5, "sizes": [100.0], "head": "e5"}
 
 
 @pytest.mark.parametrize("value", [".nan", ".inf", "-.inf", float("nan"), float("inf"), "+.INF"])
