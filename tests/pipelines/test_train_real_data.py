@@ -246,3 +246,59 @@ def test_quantised_inputs_are_8_bit_and_kept_compactly(tmp_path):
     fresh = PairDataset(opts.__class__(**{**opts.__dict__, "variants": 0}), key="data.train", seed=0, train=True)
     x = fresh[3].lq.numpy()
     np.testing.assert_array_equal(x * 255, np.round(x * 255))
+
+
+@pytest.mark.slow
+def test_real_data_mixture_under_torchrun_and_resume_equals_one_uninterrupted_process(
+        tmp_path, cli_script, subprocess_env, one_thread):
+    """Video frame averages mixed with depth haze, with the regions prior on the whole inputs: two gloo
+    ranks train the same parameters as one process that stops half way and resumes (constant rate,
+    so stopping early changes no step)."""
+    from pipelines.commands.train import load_train_config
+    from pipelines.config import to_dict
+    from restore.training.trainer import load_state, train_restoration
+
+    _video(tmp_path)
+    img_dir, depth_dir, _, _ = _nyu_like(tmp_path)
+    recipe = tmp_path / "mix.yml"
+    recipe.write_text(f"""
+task: deblur
+seed: 3
+model: {{arch: map_nafnet, arch_kwargs: {{width: 4, enc_blocks: [1], middle_blocks: 1, dec_blocks: [1]}}}}
+prior: {{name: regions, options: {{n_segments: 12, working_size: 32}}}}
+data:
+  train: {{type: video, video_dir: {tmp_path / 'v'}, frames: [3, 5], variants: 2, crop_size: 16}}
+  train_extra:
+    - {{type: depth_haze, clean_dir: {img_dir}, depth_dir: {depth_dir}, variants: 2, crop_size: 16, weight: 0.5}}
+  val: {{type: video, video_dir: {tmp_path / 'v'}, frames: [3, 5], frame_step: 4, crop_size: 0}}
+train:
+  iterations: 6
+  batch_size: 4
+  optim: {{lr: 1e-3}}
+  scheduler: {{type: constant}}
+  ema: {{enabled: true, decay: 0.9}}
+  checkpoint_every: 3
+  tensorboard: false
+  threads: 1
+""")
+    ddp_dir = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone",
+           str(cli_script), "train", str(recipe), f"output_dir={ddp_dir}"]
+    res = subprocess.run(cmd, env=subprocess_env, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    one = tmp_path / "one"
+    first = load_train_config(str(recipe), [f"output_dir={one}", "train.iterations=3"])
+    train_restoration(first, resolved_config=to_dict(first))
+    cfg = load_train_config(str(recipe), [f"output_dir={one}"])
+    resumed = train_restoration(cfg, resume=True, resolved_config=to_dict(cfg))
+    assert resumed["resumed_from"] == 3 and resumed["iterations"] == 6
+    a, b = load_state(ddp_dir / "state" / "latest.pt"), load_state(one / "state" / "latest.pt")
+    for k, v in b["model"].items():
+        torch.testing.assert_close(a["model"][k], v, rtol=1e-4, atol=1e-5, msg=k)
+    from restore.archs import build_arch
+
+    torch.manual_seed(cfg.seed)
+    init = build_arch(cfg.model.arch, **cfg.model.arch_kwargs).state_dict()
+    assert max(float((b["model"][k] - init[k]).abs().max()) for k in init) > 1e-4  # it trained
+    summary = json.loads((ddp_dir / "summary.json").read_text())
+    assert summary["metrics"]["val/psnr"] == pytest.approx(resumed["metrics"]["val/psnr"], abs=1e-3)
