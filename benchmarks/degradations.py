@@ -3,7 +3,7 @@
     python benchmarks/degradations.py [--size 1024] [--runs 5] [--severity 3] [--image PATH] [--threads 2]
 
 Times ``robustsam_prior.degradations.degrade`` on one ``(1, 3, size, size)`` image, tensor
-conversions included, after one warm-up call. Target (issue 2): none slower than 1 s on 2 cores.
+conversions included, after one warm-up call. Target: none slower than 1 s on 2 cores.
 Prints a table (and ``--json`` for machine-readable rows); exits 1 if any degradation misses the
 target.
 """

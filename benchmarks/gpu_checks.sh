@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The checks that need a CUDA GPU, in one run (how session 5's H200 figures in README.md were made):
+# The checks that need a CUDA GPU, in one run (how the H200 figures in README.md were made):
 # the CUDA-only tests, benchmarks/prior_speed.py on the GPU in bf16/fp16/fp32, the dehaze and deblur
 # commands on cuda against cpu, and short CUDA training runs of both trainers (with a resume).
 #   bash benchmarks/gpu_checks.sh [OUT_DIR]        # from the repository root; OUT_DIR default /tmp/gpu_checks

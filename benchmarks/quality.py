@@ -32,9 +32,10 @@ no-prior ablation (``nafnet``, same size and training budget); the default model
 prior. The networks run with their packaged inference settings (the deblurrers: channel-attention
 statistics over 144-px windows, ``restore/weights/zoo.json``); ``--local-pool`` overrides them and the
 row labels say which ran. ``--self-ensemble flip|x8`` adds a row (and a speed row) for the default model
-with that self-ensemble (``Restorer.self_ensemble``). PSNR/SSIM follow the convention of the reference figures (``SOURCES.md``: scikit-image
-``peak_signal_noise_ratio`` / ``structural_similarity(channel_axis=2)`` on the full 8-bit RGB image, no
-border crop), so the O-HAZE input row reproduces 13.73 dB / 0.645 and DCP 19.76 dB / 0.868.
+with that self-ensemble (``Restorer.self_ensemble``). PSNR/SSIM follow the convention of the real
+set's reference figures (scikit-image ``peak_signal_noise_ratio`` / ``structural_similarity(channel_axis=2)``
+on the full 8-bit RGB image, no border crop), so the O-HAZE input row reproduces 13.73 dB / 0.645 and DCP
+19.76 dB / 0.868.
 
 Speed: megapixels per second of the default model on a 1024x1024 image (the O-HAZE photo resized),
 prior included, with ``--threads`` torch threads (median of ``--repeats`` runs after a warm-up); the

@@ -4,7 +4,7 @@ Each configuration runs in its own subprocess so its peak RSS (``ru_maxrss``) is
 a random-weight restoration checkpoint (default: ``fusion_nafnet`` width 16, blocks [1,1,1,1]) is
 saved to a temporary folder and a synthetic ``W x H`` image is restored through
 ``restore.inference.Restorer`` exactly as the CLI does (the prior on the whole image, the network
-in tiles). Target (issue 4): a 6000x4000 input with tiling stays under 3 GB.
+in tiles). Target: a 6000x4000 input with tiling stays under 3 GB.
 
     python benchmarks/tiling_memory.py                       # 6000x4000, tile 1024, prior none
     python benchmarks/tiling_memory.py --size 2000x1500 --tile 0 --tile 1024   # compare

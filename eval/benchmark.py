@@ -7,8 +7,8 @@ does not depend on order), are run through named methods (``identity``, ``dcp``,
 name or checkpoint through ``restore.inference.Restorer``, or any :class:`Method`). One row per
 method: mean and per-image metrics, images/s (method time only), and provenance.
 
-Segmentation robustness (:func:`run_segmentation_benchmark`, RobustSAM paper Tables 2-6 protocol,
-robustsam_spec.md §5): images with ground-truth instance masks; each instance gives one prompt
+Segmentation robustness (:func:`run_segmentation_benchmark`, RobustSAM paper Tables 2-6
+protocol): images with ground-truth instance masks; each instance gives one prompt
 (its tight box, or N positive points drawn from the mask with a seed); each prompt's predicted mask
 is scored by IoU/Dice/PA; scores are averaged over prompts, for the clear image and every
 degradation/severity, for each segmenter (``robustsam``, ``sam``: RobustSAM's robust or SAM path;

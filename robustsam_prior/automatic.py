@@ -3,8 +3,8 @@
 :class:`RobustSamAutomaticMaskGenerator` is ``segment_anything``'s ``SamAutomaticMaskGenerator``
 (grid point prompts, IoU and stability filtering, box NMS, crops, RLE, small-region clean-up from
 ``segment_anything.utils.amg``) with its predictor replaced by a :class:`RobustSamPredictor`, so
-every prompt batch runs the robust path (the official generator silently runs vanilla SAM, spec
-section 8 item 1).
+every prompt batch runs the robust path (the official generator silently runs vanilla
+SAM).
 
 :func:`masks_to_label_map` turns overlapping masks into a partition (the region map a prior emits).
 """

@@ -9,7 +9,7 @@ Resolution order of :func:`resolve_checkpoint` (documented in the README, "Check
    ``robustsam_checkpoint_{b,l,h}.pth`` of the requested variant.
 
 A missing checkpoint raises :class:`CheckpointNotFoundError` naming the file, where it is published
-(robustsam_spec.md §2.1: the RobustSAM README links the three files on Hugging Face) and where to put
+(the RobustSAM README links the three files on Hugging Face) and where to put
 it. :func:`download` fetches a file for users who are online: it resumes a partial ``.part`` file
 with an HTTP ``Range`` request, checks size and sha256, and renames atomically.
 """
@@ -31,14 +31,14 @@ logger = logging.getLogger(__name__)
 
 ENV_CHECKPOINT = "ROBUSTSAM_CHECKPOINT"
 ENV_CACHE = "ROBUSTSAM_RESTORE_CACHE"
-# robustsam_spec.md §2.1: the RobustSAM README ("Setup", step 6) links these files
+# the RobustSAM README ("Setup", step 6) links these files
 HF_BASE = "https://huggingface.co/robustsam/robustsam/resolve/main/model_checkpoint"
 VARIANT_FILES = {
     "vit_b": "robustsam_checkpoint_b.pth",
     "vit_l": "robustsam_checkpoint_l.pth",
     "vit_h": "robustsam_checkpoint_h.pth",
 }
-# approximate sizes from a public mirror listing (spec §2.1), for the error message only
+# approximate sizes from a public mirror listing, for the error message only
 APPROX_SIZES = {"vit_b": "613 MB", "vit_l": "1.65 GB", "vit_h": "about 3.2 GB"}
 _ALIASES = {"b": "vit_b", "l": "vit_l", "h": "vit_h", "base": "vit_b", "large": "vit_l", "huge": "vit_h"}
 DEFAULT_VARIANT = "vit_b"
@@ -72,7 +72,7 @@ def normalize_variant(variant: str) -> str | None:
 
 
 def checkpoint_url(variant: str) -> str:
-    """The published URL of the official RobustSAM checkpoint of ``variant`` (spec §2.1)."""
+    """The published URL of the official RobustSAM checkpoint of ``variant``."""
     v = normalize_variant(variant)
     if v is None:
         raise ValueError(f"unknown RobustSAM variant {variant!r}; known: {', '.join(VARIANT_FILES)}")

@@ -4,8 +4,8 @@ All files are read by :func:`robustsam_prior.checkpoint.read_checkpoint` (``weig
 ``module.`` stripped where every key has it, sha256 recorded) and loaded strictly by
 :func:`~robustsam_prior.checkpoint.load_strict`.
 
-- Official RobustSAM (``robustsam_checkpoint_{b,l,h}.pth``): every key of the official model
-  (spec section 2); the variant is recognised from the tensor shapes, so no config is needed.
+- Official RobustSAM (``robustsam_checkpoint_{b,l,h}.pth``): every key of the official model;
+  the variant is recognised from the tensor shapes, so no config is needed.
 - Meta SAM (``sam_vit_{b,l,h}_*.pth``): the SAM part only. Loading one is an error ("this is a SAM
   checkpoint, not RobustSAM") unless the caller passes ``fresh_robust_modules=True`` (training from
   SAM), in which case the six robust modules keep their fresh random initialisation.
@@ -40,7 +40,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 FORMAT = "robustsam-restore/robustsam"
-# the six modules RobustSAM adds to SAM's mask decoder (spec section 1.2)
+# the six modules RobustSAM adds to SAM's mask decoder
 ROBUST_MODULES = (
     "custom_robust_token",
     "robust_mlp",
@@ -116,7 +116,7 @@ def describe_checkpoint(state: Mapping[str, torch.Tensor]) -> str:
 def fgm_looks_untrained(state: Mapping[str, torch.Tensor], tolerance: float = 0.05) -> list[str]:
     """Fourier blocks whose 1x1 amplitude conv still looks like PyTorch's default initialisation.
 
-    Spec section 8 item 8: the first public ``FGMBlock`` returned its input unchanged, so a checkpoint
+    The first public RobustSAM ``FGMBlock`` returned its input unchanged, so a checkpoint
     trained with it has ``fgm_block.conv_layer`` weights that never moved from their initialisation,
     uniform in +-1/sqrt(fan_in) (std = bound/sqrt(3)). Such weights make the FFT path of these blocks
     meaningless. Returns the block names whose weights are all inside the bound and whose std is
@@ -182,7 +182,7 @@ def load_robustsam_weights(
     if untrained:
         logger.warning(
             "%s: the Fourier amplitude convs of %s look untrained (default initialisation); the checkpoint "
-            "may come from the early RobustSAM code whose FGM block was an identity (spec section 8 item 8)",
+            "may come from the early RobustSAM code whose FGM block was an identity",
             loaded.path, ", ".join(untrained),
         )
     model.checkpoint_sha256 = loaded.sha256

@@ -1,6 +1,6 @@
 """``RobustSamPredictor``: ``segment_anything.SamPredictor`` on the RobustSAM path.
 
-Differences from the official RobustSAM predictor (spec section 8 items 1, 3, 4):
+Differences from the official RobustSAM predictor:
 
 - the robust path runs by default (the official predictor silently runs vanilla SAM); ``path="sam"``
   selects SAM's own tokens and MLPs explicitly;

@@ -21,8 +21,8 @@ def _seed_everything():
 def randomize_like_reference(module, seed: int):
     """Fill every float parameter and buffer of ``module`` with seeded random values, in place.
 
-    The same recipe as the official reference vectors (``../shared/reference/robustsam/
-    how_these_were_made.py.txt``): BatchNorm running variances in [0.5, 1.5), weights ~ N(0, 0.5/fan),
+    The same recipe as the official reference vectors that ``tests/robustsam_prior/test_modeling.py``
+    compares against: BatchNorm running variances in [0.5, 1.5), weights ~ N(0, 0.5/fan),
     vectors ~ N(0, 0.1). Nothing stays at an identity or zero initialisation that could hide a mistake.
     """
     import torch

@@ -15,7 +15,7 @@ where torchvision stores it after a download. When it is missing, :func:`lpips_s
 reported as unavailable, never as a number.
 
 Inputs are RGB in [0, 1], validated, and mapped to [-1, 1] exactly once. Lower is better. The usual
-reported variant is ``alex`` (restoration_spec.md summary item 14).
+reported variant is ``alex``.
 """
 
 from __future__ import annotations

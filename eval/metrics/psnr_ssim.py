@@ -13,7 +13,7 @@ Conventions (each one a keyword, never implicit):
 - SSIM: BasicSR 1.4's ``calculate_ssim``: per channel, 11x11 Gaussian window with sigma 1.5,
   C1 = (0.01*255)^2, C2 = (0.03*255)^2, "valid" filtering (the 5-pixel rim where the window does
   not fit is left out), mean over the map, then mean over channels. This is *not* the 3-D SSIM of
-  the NAFNet/SAM-Deblur fork (restoration_spec.md §5 / summary item 12): numbers are not interchangeable.
+  the NAFNet/SAM-Deblur fork: numbers are not interchangeable.
 
 Inputs: torch tensors ``(B, C, H, W)`` or ``(C, H, W)``, or numpy arrays ``(H, W, C)`` / ``(H, W)``
 (file-boundary convenience), RGB. Outputs: float64 tensors of shape ``(B,)``, one value per image;

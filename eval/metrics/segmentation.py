@@ -6,7 +6,7 @@ over the whole dataset (rows = ground truth, columns = prediction; pixels whose 
 that appear neither in the ground truth nor in the prediction have an undefined IoU (NaN) and are
 left out of the mean, so mIoU is not diluted by classes the dataset does not contain.
 
-Promptable segmentation (RobustSAM, CVPR 2024, Sect. 4.3; robustsam_spec.md §5): each prompt gives
+Promptable segmentation (RobustSAM, CVPR 2024, Sect. 4.3): each prompt gives
 one predicted binary mask, scored against its ground-truth mask with
 
 - IoU = |P ∩ G| / |P ∪ G|,

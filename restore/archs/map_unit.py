@@ -1,16 +1,16 @@
 """SAM-Deblur's mask-average-pooling (MAP) unit over an integer region map, and region dropout.
 
-SAM-Deblur (arXiv 2309.02270; ``restoration_spec.md`` §1.4) replaces every channel of a small
+SAM-Deblur (arXiv 2309.02270) replaces every channel of a small
 learned feature map by the mean of that channel over the pixel's SAM segment. The official code
 loops over the batch and broadcasts an ``(M, H, W, C)`` tensor of boolean masks that were divided
-by 255 (attenuating the segment means 255x, spec §6.2.1). Here the segments are one ``int`` label
+by 255 (attenuating the segment means 255x). Here the segments are one ``int`` label
 map per image (a partition, ids 0..K-1, gaps allowed) and the means are computed for the whole
 batch at once with ``index_add_`` over per-sample offset ids: O(B*C*H*W), binary semantics (each
 pixel belongs to exactly one region with weight 1), no loop over regions or over the batch.
 
 Region dropout (training only) reproduces SAM-Deblur's mask dropout: ``floor(p * K)`` of a
 sample's K present regions, drawn uniformly without replacement, are merged into ONE region that
-gets the mean of their union (spec §6.2.3: the official code zeroes the dropped masks and gives the
+gets the mean of their union (the official code zeroes the dropped masks and gives the
 "remaining" pixels their joint mean).
 """
 

@@ -1,6 +1,6 @@
 """NAFNet (Chen et al., "Simple Baselines for Image Restoration", ECCV 2022, arXiv 2204.04676).
 
-Written from the paper's description (summarised in ``restoration_spec.md`` §3.1):
+Written from the paper's description:
 
 - ``LayerNorm2d`` normalises each pixel over its channels (eps 1e-6, per-channel affine);
 - ``SimpleGate`` splits the channels in two halves and multiplies them;

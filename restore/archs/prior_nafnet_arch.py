@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 
 ARCHS.add("nafnet", NAFNet)
 
-# RobustSAM's prompt-independent features (DESIGN.md, data contracts)
+# RobustSAM's prompt-independent features and their channel counts
 DEFAULT_FEATURES = {"robust_mask_features": 32, "image_embedding": 256}
 # where a feature map lies on the image: "sam" = SAM's frame (the image resized so its longest side
 # fills the encoder input, zero-padded bottom/right to a square: the map covers a max(H, W) square
@@ -59,7 +59,7 @@ def _labels(prior: PriorOutput | None, image: torch.Tensor, name: str) -> torch.
 
 @ARCHS.register("map_nafnet")
 class MapNAFNet(nn.Module):
-    """SAM-Deblur's SegNAFNet: MAP unit + NAFNet (bugs of the official code fixed, spec §6.2)."""
+    """SAM-Deblur's SegNAFNet: MAP unit + NAFNet (bugs of the official code fixed, see ``map_unit``)."""
 
     needs_prior = True
     uses_features: tuple[str, ...] = ()

@@ -34,7 +34,7 @@ def charbonnier_loss(pred: torch.Tensor, target: torch.Tensor, eps: float = 1e-6
 def psnr_loss(pred: torch.Tensor, target: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
     """Negative PSNR (data range 1), averaged over the batch: ``mean_b 10 log10(mse_b + eps)``.
 
-    NAFNet's ``PSNRLoss`` (used by SAM-Deblur, restoration_spec §1.6): ``10/ln(10) * mean(log(mse_b + 1e-8))``.
+    NAFNet's ``PSNRLoss`` (used by SAM-Deblur): ``10/ln(10) * mean(log(mse_b + 1e-8))``.
     """
     mse = (pred - target).pow(2).flatten(1).mean(dim=1)
     return (10.0 / math.log(10.0)) * torch.log(mse + eps).mean()

@@ -14,7 +14,7 @@ from robustsam_prior.registry import did_you_mean
 from . import blur, digital, geometric, haze, noise, weather  # noqa: F401
 from .base import DEGRADATIONS, SEVERITIES, Out
 
-#: The paper's 15 Robust-Seg degradations (robustsam_spec.md section 4.2), in the official order,
+#: The paper's 15 Robust-Seg degradations, in the official order,
 #: under our names (official folder -> ours: gauss_noise -> gaussian_noise, ISO_noise -> iso_noise,
 #: impulse_noise -> multiplicative_noise, compression -> jpeg_compression, brightness -> low_light).
 ROBUST_SEG_SET: tuple[str, ...] = (

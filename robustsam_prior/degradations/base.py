@@ -6,8 +6,7 @@ ranges per severity (:class:`ParamRange`). ``degrade --list``, the documentation
 :func:`robustsam_prior.degradations.degrade` all read that table, so they cannot disagree.
 
 Severity 1..5: each parameter is drawn uniformly from the range of the chosen severity. The
-ranges of the official RobustSAM generator (``data/augment.py``, see
-``reference/robustsam_spec.md`` section 4.2) sit at severity 3 unless a table says otherwise.
+ranges of the official RobustSAM generator (``data/augment.py``) sit at severity 3 unless a table says otherwise.
 """
 
 from __future__ import annotations

@@ -106,7 +106,7 @@ class RobustSamConfig:
 
 
 _SAM_DECODER = dict(prompt_dim=256, dec_depth=2, dec_mlp=2048, dec_heads=8, iou_hidden=256, mask_in_chans=16)
-# Meta's build_sam.py values, which the official build_sam.py keeps (spec section 1.1)
+# Meta's build_sam.py values, which the official build_sam.py keeps
 VARIANTS: dict[str, RobustSamConfig] = {
     "vit_b": RobustSamConfig(1024, 16, 768, 12, 12, (2, 5, 8, 11), 14, **_SAM_DECODER),
     "vit_l": RobustSamConfig(1024, 16, 1024, 24, 16, (5, 11, 17, 23), 14, **_SAM_DECODER),

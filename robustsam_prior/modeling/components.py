@@ -3,8 +3,7 @@
 Attribute names follow the official ``robust_segment_anything/modeling/components.py`` exactly
 (``dnc_block_combined``, ``SEMBlock.maxpool_conv.0``, ``selector.fc.0``, ``excitation.0/2``,
 ``fgm_block.conv_layer``, ``upsample_layer.0/1/3``, ``downsample_layer.0/1/3``, ``BN``, ``IN``...),
-so an official state dict loads strictly; the code itself is written from the description in
-``robustsam_spec.md`` section 1.2.
+so an official state dict loads strictly.
 
 Paper (Chen et al., CVPR 2024, Sect. 3.2) <-> module:
 
@@ -22,7 +21,7 @@ BatchNorm policy (``bn_mode`` of :class:`SelectiveConv`, the only module with Ba
   official code (the tiny reference vectors were made so). Deterministic, per-sample.
 - ``"batch"``: normalise each sample with its own spatial statistics (then BN's affine). This is what
   the official demo does by accident (``build_sam`` never calls ``eval()``, so BN runs in train mode
-  on a batch of one image, spec section 8 item 2). Implemented per sample, so batching prompts does
+  on a batch of one image). Implemented per sample, so batching prompts does
   not mix their statistics; running statistics are updated only while the module is in training mode.
 """
 
@@ -162,7 +161,7 @@ class FGMBlock(nn.Module):
     ``|Z| = 0`` (where ``angle`` is 0). The value is the same: ``|Z|`` is symmetric under k -> -k,
     so is ``A'`` (a per-frequency channel mix), hence the modified spectrum stays Hermitian and its
     inverse is real. It avoids ``angle``'s NaN gradient at ``|Z| = 0`` (the reason the official
-    training zeroes NaN gradients, spec section 8 item 14) and halves the FFT work.
+    training zeroes NaN gradients) and halves the FFT work.
     """
 
     def __init__(self, channels: int) -> None:
@@ -253,8 +252,8 @@ class TokenBlock(nn.Module):
     Each token is standardised over its D dims twice (the official ``InstanceNorm1d`` layers see a
     2-D input as unbatched ``(C=N, L=D)``: eps 1e-5, no affine), cut into ``num_chunks`` consecutive
     chunks of ``D/num_chunks`` dims, and each chunk goes through ``mlp`` back to D dims. The official
-    code does ``view(num_chunks, -1)``, which only works for one token at a time (issue #18); this is
-    the batched form of the same computation (spec section 1.3, end).
+    code does ``view(num_chunks, -1)``, which only works for one token at a time (RobustSAM GitHub
+    issue #18); this is the batched form of the same computation.
     """
 
     def __init__(self, input_dim: int, mlp_dim: int) -> None:

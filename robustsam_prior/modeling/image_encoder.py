@@ -1,7 +1,7 @@
 """Meta's ViT image encoder, also returning the output of its first global-attention block.
 
 RobustSAM (like HQ-SAM) feeds the output of the first global-attention block (``blocks[2/5/7]`` for
-ViT-B/L/H; spec section 1.1) to its AMFG. The stock ``segment_anything`` encoder is used unchanged;
+ViT-B/L/H) to its AMFG. The stock ``segment_anything`` encoder is used unchanged;
 the feature is captured with a forward hook registered for the duration of each call, so code
 that swaps a block's attention (``robustsam_prior.fast_encoder``) keeps working.
 """

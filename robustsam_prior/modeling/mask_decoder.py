@@ -7,7 +7,7 @@ Two paths share the transformer:
   ``F_robust = AMFG_mask(F_dec) + AMFG_first(F_early) + AMFG_last(E)`` (B, D/8, 4h, 4w), and each
   robust token goes through AOTG (:class:`TokenBlock`, T chunks) and the shared ``robust_mlp``.
   This yields ``T*T`` logit channels per prompt (T = number of mask tokens, 4): channel
-  ``k = chunk * T + token`` (the official quirk, spec section 1.3 step 8).
+  ``k = chunk * T + token`` (the official quirk).
 - ``path="sam"`` (the official ``clear=True``): SAM's mask tokens, hypernetwork MLPs and upscaled
   mask feature, i.e. vanilla SAM masks; ``robust_embeddings`` is then the sum of the three
   up/down projections without the suppression blocks.
@@ -72,7 +72,7 @@ class DecoderOutput:
 
 
 class RobustMaskDecoder(MaskDecoder):
-    """Meta's ``MaskDecoder`` with the official RobustSAM attribute tree (spec section 2.3)."""
+    """Meta's ``MaskDecoder`` with the official RobustSAM attribute tree."""
 
     DENSE_BUDGET = 2**21  # elements of robust mask feature per group of prompts (vit_b: 1 prompt)
     # on a GPU the groups only have to fit in memory (vit_b: 64 prompts, 512 MB of fp32 features);

@@ -1,6 +1,6 @@
 """Clear/degraded training pairs with a ground-truth mask and prompts drawn from it.
 
-Differences from the official ``dataset.py`` (spec section 8 item 15-16): any image size (resized
+Differences from the official ``dataset.py``: any image size (resized
 to the model's input with its aspect ratio kept, not squashed to 512x512), a random instance or the
 largest one, point and/or box prompts, and geometric degradations warp the ground truth too (the
 official elastic transform left the mask unwarped). The degraded image is drawn uniformly from the

@@ -1,4 +1,4 @@
-"""The anti-degradation losses with the official weights (robustsam_spec.md section 3.2).
+"""The anti-degradation losses with the official RobustSAM weights.
 
 Official ``engine.py``: total = 20 * focal + 1 * dice (degraded-image mask vs ground truth)
 + 2 * MSE(degraded robust tokens, clear SAM tokens) + 100 * MSE(degraded robust mask feature,

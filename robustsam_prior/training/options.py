@@ -6,7 +6,7 @@ config saved) and :func:`robustsam_prior.training.trainer.train_from_options` ru
 metadata (``help``, ``min``, ``max``, ``exists``, ``min_len``) drives validation and the JSON Schema;
 ``check()`` raises ``ValueError("key: message")`` for cross-field rules. Nothing here imports torch.
 
-Defaults follow the official code (robustsam_spec.md section 3.2: Adam lr 1e-4, weight decay 1e-5,
+Defaults follow the official RobustSAM training code (Adam lr 1e-4, weight decay 1e-5,
 gradient clip 1.0, 3 positive points, loss weights focal 20 / dice 1 / token 2 / feature 100), except
 that SAM stays frozen (``train.train_sam_decoder: false``) as the paper says.
 """
@@ -155,7 +155,7 @@ class RobustSamDataOptions:
 
 @dataclass(frozen=True)
 class RobustSamLossOptions:
-    """Loss weights (official ``engine.py``, robustsam_spec.md section 3.2): total = focal * Focal +
+    """Loss weights (official RobustSAM ``engine.py``): total = focal * Focal +
     dice * Dice (degraded-image mask vs ground truth) + token * MSE(tokens) + feature * MSE(mask features)."""
 
     focal: float = _f(20.0, "weight of the sigmoid focal loss", min=0.0)

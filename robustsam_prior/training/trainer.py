@@ -13,7 +13,7 @@ same prompts:
 
 What trains: the six RobustSAM modules. SAM stays frozen as the paper says, unless
 ``train_sam_decoder=True`` (the official code also updates SAM's decoder transformer, upscaling and
-tokens, spec section 3.2). The image and prompt encoders are always frozen.
+tokens). The image and prompt encoders are always frozen.
 
 NaN safety: the official code zeroes NaN gradients every step; their cause is ``torch.angle``'s
 gradient at ``|Z| = 0`` in the Fourier block, which :class:`~robustsam_prior.modeling.components.FGMBlock`
@@ -44,7 +44,7 @@ from .losses import LossWeights, anti_degradation_losses
 logger = logging.getLogger(__name__)
 
 PROMPTS = ("points", "box", "both")
-# SAM's own decoder parts that the official code trains too (spec section 3.2)
+# SAM's own decoder parts that the official code trains too
 SAM_DECODER_PREFIXES = ("mask_decoder.",)
 
 

@@ -24,7 +24,7 @@ from eval.benchmark import (
 from eval.datasets import SegmentationDataset, pair_folders
 from eval.metrics.psnr_ssim import psnr, ssim
 
-# the reference tiny configuration (../shared/reference/robustsam/tiny_config.json), random weights
+# the tiny architecture of the official reference vectors (tiny_config.json), random weights
 TINY = {
     "img_size": 256, "patch": 16, "enc_dim": 32, "enc_depth": 2, "enc_heads": 2, "global_attn": [1], "window": 4,
     "prompt_dim": 64, "dec_depth": 2, "dec_mlp": 128, "dec_heads": 2, "iou_hidden": 64, "mask_in_chans": 16,

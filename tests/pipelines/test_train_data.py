@@ -174,7 +174,7 @@ def test_losses_match_basicsr_and_nafnet_definitions():
     a, b = torch.rand(2, 3, 8, 8, generator=g), torch.rand(2, 3, 8, 8, generator=g)
     torch.testing.assert_close(l1_loss(a, b), L1Loss()(a, b))
     torch.testing.assert_close(charbonnier_loss(a, b, 1e-6), CharbonnierLoss(eps=1e-6)(a, b))
-    # NAFNet's PSNRLoss: 10/ln(10) * mean_b log(mse_b + 1e-8) (restoration_spec.md 1.6)
+    # NAFNet's PSNRLoss: 10/ln(10) * mean_b log(mse_b + 1e-8)
     mse = ((a - b) ** 2).mean(dim=(1, 2, 3))
     expected = float(np.mean([10 * math.log10(float(m) + 1e-8) for m in mse]))
     assert float(psnr_loss(a, b)) == pytest.approx(expected, rel=1e-6)

@@ -226,7 +226,7 @@ def test_full_size_recipe_and_schema(tmp_path):
     cfg = load_train_config(str(REPO / "pipelines/train_robustsam_vit_b.yml"), [f"model.checkpoint={sam}"])
     assert cfg.model.model_config() == "vit_b" and cfg.model.fresh_robust_modules
     assert cfg.data.degradations is None and cfg.train.train_sam_decoder is False
-    # official defaults (robustsam_spec.md section 3.2): Adam 1e-4, wd 1e-5, clip 1, weights 20/1/2/100
+    # official RobustSAM training defaults: Adam 1e-4, wd 1e-5, clip 1, weights 20/1/2/100
     assert (cfg.optim.lr, cfg.optim.weight_decay, cfg.optim.grad_clip) == (1e-4, 1e-5, 1.0)
     assert (cfg.losses.focal, cfg.losses.dice, cfg.losses.token, cfg.losses.feature) == (20, 1, 2, 100)
     assert RobustSamTrainConfig().losses == cfg.losses and RobustSamTrainConfig().optim == cfg.optim

@@ -1,4 +1,4 @@
-"""The packaged default models (issue 7): they load, restore, keep the size, help, and are listed."""
+"""The packaged default models: they load, restore, keep the size, help, and are listed."""
 
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ def test_zoo_lists_every_packaged_model_and_the_defaults():
         entry = zoo[name]
         assert entry.task == task
         assert entry.path.parent == WEIGHTS_DIR and entry.path.is_file()
-        assert entry.path.stat().st_size <= 15 * 1024 * 1024  # issue 7: each <= 15 MB
+        assert entry.path.stat().st_size <= 15 * 1024 * 1024  # each packaged model <= 15 MB
     for task, name in DEFAULT_MODELS.items():
         ref = resolve_model(None, task)  # --model left out -> the packaged default
         assert ref.kind == "checkpoint" and ref.name == name and ref.path == zoo[name].path
@@ -48,7 +48,7 @@ def test_packaged_weights_load_with_their_metadata(name):
     assert meta["format"] == "robustsam-restore/restoration"
     assert (meta["arch"], meta["task"], meta["prior"]["name"]) == (arch, task, prior)
     assert (r.prior is None) == (prior == "none")
-    # the record the issue asks for: iterations, wall time, recipe, validation metrics
+    # the training record ship.py writes: iterations, wall time, recipe, validation metrics
     training = meta["training"]
     assert training["iterations"] > 0 and training["wall_time_s"] > 0
     assert (REPO / training["recipe"]).is_file()
@@ -142,8 +142,8 @@ def _held_out_crops() -> list[torch.Tensor]:
 # What the shipped weights must keep, with a margin: dehazers gain well over 3 dB on average over the
 # twelve held-out crops (8.5-8.6 dB; 10.8-11.1 dB on their validation set) and make none of them worse
 # (their smallest gains are 0.9-2.2 dB); deblurrers gain at least 0.5 dB on average (1.04 dB for the
-# default, 1.19 for the ablation, as shipped in session 12; 1.5-2.2 dB on validation). A single crop is a
-# poor guard: over twelve random 95x127 crops the previous default dehazer (run v7) gained -0.5..10.7 dB.
+# default, 1.19 for the ablation, with the second-stage weights; 1.5-2.2 dB on validation). A single crop is
+# a poor guard: over twelve random 95x127 crops a dehazer trained on 96-px crops gained -0.5..10.7 dB.
 # Deblurring may leave a flat crop as it is or a little worse (-0.44 dB at worst), so only the mean is
 # held there. Quality targets are measured by benchmarks/quality.py, not here.
 _MIN_GAIN_DB = {"dehaze": 3.0, "deblur": 0.5}

@@ -366,7 +366,7 @@ def test_cuda_half_close_to_cpu(tmp_path):
 
 @pytest.mark.slow
 def test_fusion_model_with_tiny_robustsam_prior(tmp_path, monkeypatch):
-    """End to end with the real robustsam prior on a tiny random RobustSAM (no shared files)."""
+    """End to end with the real robustsam prior on a tiny random RobustSAM (no reference files)."""
     from robustsam_prior import build_robustsam
     from robustsam_prior.hub import ENV_CHECKPOINT
 

@@ -15,7 +15,7 @@ from robustsam_prior.fileio import sha256_file
 from robustsam_prior.hub import ENV_CACHE, ENV_CHECKPOINT, CheckpointNotFoundError
 from robustsam_prior.prior import build_prior
 
-# a small shape of the reference tiny architecture (any values build), so the test needs no shared
+# a small shape of the reference tiny architecture (any values build), so the test needs no reference
 # files and stays fast: 64-pixel input, 8x8 token grid
 TINY = {
     "img_size": 64, "patch": 8, "enc_dim": 32, "enc_depth": 2, "enc_heads": 2, "global_attn": [1],
