@@ -336,9 +336,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--task", choices=("dehaze", "deblur", "all"), default="all")
     parser.add_argument("--real-dir", type=Path, default=REAL_DIR, help="folder with dehaze/ and deblur/ pairs")
-    parser.add_argument("--default-dehaze", default="robustsam-dehaze", help="zoo name or checkpoint path")
+    parser.add_argument("--default-dehaze", default="regions-dehaze", help="zoo name or checkpoint path")
     parser.add_argument("--ablation-dehaze", default="dehaze-noprior", help="zoo name or checkpoint path")
-    parser.add_argument("--default-deblur", default="robustsam-deblur", help="zoo name or checkpoint path")
+    parser.add_argument("--default-deblur", default="regions-deblur", help="zoo name or checkpoint path")
     parser.add_argument("--ablation-deblur", default="deblur-noprior", help="zoo name or checkpoint path")
     parser.add_argument("--sets", default="synthetic,video,depth,real",
                         help="comma-separated: synthetic, video (deblur), depth (dehaze), real")

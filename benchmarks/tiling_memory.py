@@ -8,7 +8,7 @@ in tiles). Target: a 6000x4000 input with tiling stays under 3 GB.
 
     python benchmarks/tiling_memory.py                       # 6000x4000, tile 1024, prior none
     python benchmarks/tiling_memory.py --size 2000x1500 --tile 0 --tile 1024   # compare
-    python benchmarks/tiling_memory.py --model robustsam-dehaze      # the packaged default, its prior
+    python benchmarks/tiling_memory.py --model regions-dehaze      # the packaged default, its prior
 """
 
 from __future__ import annotations
@@ -80,7 +80,7 @@ def main() -> None:
     p.add_argument("--width", type=int, default=16)
     p.add_argument("--prior", default="none", choices=["none", "regions"])
     p.add_argument("--model", default=None,
-                   help="measure this packaged model or checkpoint (e.g. robustsam-dehaze) instead of a random net")
+                   help="measure this packaged model or checkpoint (e.g. regions-dehaze) instead of a random net")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--system-malloc", action="store_true",
                    help="keep the C library's malloc defaults (the CLI keeps freed memory: robustsam_prior.cpu_memory)")

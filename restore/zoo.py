@@ -18,16 +18,22 @@ that names the options.
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 from robustsam_prior.registry import did_you_mean
 
+logger = logging.getLogger(__name__)
+
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 ZOO_FILE = WEIGHTS_DIR / "zoo.json"
 TASKS = ("dehaze", "deblur")
 # the model each task uses when --model is not given
-DEFAULT_MODELS = {"dehaze": "robustsam-dehaze", "deblur": "robustsam-deblur"}
+DEFAULT_MODELS = {"dehaze": "regions-dehaze", "deblur": "regions-deblur"}
+# earlier names of packaged models -> their names now (the packaged models are named after the prior that
+# conditions them: the built-in `regions` prior, not RobustSAM); an old name still works, with a warning
+RENAMED = {"robustsam-dehaze": "regions-dehaze", "robustsam-deblur": "regions-deblur"}
 # The photos that no default model trains on (pipelines/train_default_*.yml), by name: the bundled
 # examples (examples/make_examples.py) and the held-out synthetic sets of benchmarks/quality.py are made
 # from them. ``robustsam_prior.fileio.package_path`` resolves each to a file.
@@ -93,6 +99,10 @@ def resolve_model(model: str | None, task: str) -> ModelRef:
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}; known: {', '.join(TASKS)}")
     name = model or DEFAULT_MODELS[task]
+    if name in RENAMED:
+        logger.warning("model %r is now called %r (it is conditioned on the regions prior, not on RobustSAM); "
+                       "the old name will go", name, RENAMED[name])
+        name = RENAMED[name]
     if name in CLASSICAL:
         if task not in CLASSICAL[name]:
             raise ModelNotFoundError(f"model {name!r} does not do {task}; use {_options(task)}")

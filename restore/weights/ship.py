@@ -29,14 +29,14 @@ HERE = Path(__file__).resolve().parent
 # the packaged model's inference settings, see restore.zoo]
 MODELS: dict[str, dict[str, Any]] = {
     "default_dehaze": {
-        "zoo": "robustsam-dehaze",
+        "zoo": "regions-dehaze",
         "file": "dehaze_regions_map_nafnet.safetensors",
         "recipe": "pipelines/train_default_dehaze.yml",
         "description": "default dehazer: MAP-NAFNet (width 16) on the built-in regions prior",
         "guided_radius": 16,
     },
     "default_deblur": {
-        "zoo": "robustsam-deblur",
+        "zoo": "regions-deblur",
         "file": "deblur_regions_map_nafnet.safetensors",
         "recipe": "pipelines/train_default_deblur_stage3.yml",
         "description": "default deblurrer: MAP-NAFNet (width 16) on the built-in regions prior",

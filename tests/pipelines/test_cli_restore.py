@@ -137,7 +137,7 @@ def test_model_errors(inputs: Path, tmp_path: Path, monkeypatch):
     res = _run("dehaze", inputs, tmp_path / "o2", "--model", tmp_path / "nope.safetensors")
     assert res.exit_code == 1 and "neither a known model name nor an existing file" in res.output
     res = _run("models")
-    assert res.exit_code == 0 and "robustsam-dehaze" in res.output and "unavailable" in res.output
+    assert res.exit_code == 0 and "regions-dehaze" in res.output and "unavailable" in res.output
 
 
 def _tiny_deblurrer(tmp_path: Path) -> Path:

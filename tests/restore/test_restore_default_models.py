@@ -14,8 +14,8 @@ from restore.zoo import DEFAULT_MODELS, HELD_OUT_PHOTOS, WEIGHTS_DIR, load_zoo, 
 
 REPO = Path(__file__).resolve().parents[2]
 PACKAGED = {
-    "robustsam-dehaze": ("dehaze", "map_nafnet", "regions"),
-    "robustsam-deblur": ("deblur", "map_nafnet", "regions"),
+    "regions-dehaze": ("dehaze", "map_nafnet", "regions"),
+    "regions-deblur": ("deblur", "map_nafnet", "regions"),
     "dehaze-noprior": ("dehaze", "nafnet", "none"),
     "deblur-noprior": ("deblur", "nafnet", "none"),
 }
@@ -36,6 +36,22 @@ def test_zoo_lists_every_packaged_model_and_the_defaults():
     for task, name in DEFAULT_MODELS.items():
         ref = resolve_model(None, task)  # --model left out -> the packaged default
         assert ref.kind == "checkpoint" and ref.name == name and ref.path == zoo[name].path
+
+
+def test_models_are_named_after_their_prior_and_old_names_warn(caplog):
+    """No packaged model is named after RobustSAM unless RobustSAM conditions it; the earlier names resolve to
+    the renamed models, with a warning."""
+    from restore.zoo import RENAMED
+
+    for name, entry in load_zoo().items():
+        from restore.inference import Restorer
+
+        prior = (Restorer.load(name, task=entry.task, device="cpu").metadata.get("prior") or {}).get("name")
+        assert "robustsam" not in name or prior == "robustsam", f"{name} is conditioned on {prior!r}"
+    for old, new in RENAMED.items():
+        with caplog.at_level("WARNING", logger="restore.zoo"):
+            ref = resolve_model(old, "dehaze" if "dehaze" in old else "deblur")
+        assert ref.name == new and f"{old!r} is now called {new!r}" in caplog.text
 
 
 @pytest.mark.parametrize("name", sorted(PACKAGED))
@@ -180,7 +196,7 @@ def test_default_model_restores_held_out_images(task, kind, severity):
         assert min(gains) > 0, gains
 
 
-@pytest.mark.parametrize("name", ["robustsam-dehaze", "dehaze-noprior"])
+@pytest.mark.parametrize("name", ["regions-dehaze", "dehaze-noprior"])
 def test_packaged_dehazers_paint_nothing_on_a_flat_sky(name):
     """A hazy sky with no texture (a smooth affine colour ramp) comes out without structure of its own:
     no grid or streaks. The dehazers without their guided output painted the traces of their strided and
@@ -213,7 +229,7 @@ def test_models_command_lists_the_packaged_models():
         assert 0 < row["size_bytes"] <= 15 * 1024 * 1024
         assert "val/psnr" in row["metrics"]
     res = CliRunner().invoke(main, ["models", "--task", "deblur"])
-    assert res.exit_code == 0 and "robustsam-deblur" in res.output and "robustsam-dehaze" not in res.output
+    assert res.exit_code == 0 and "regions-deblur" in res.output and "regions-dehaze" not in res.output
 
 
 def _ship_module():
@@ -278,7 +294,7 @@ def test_ship_carries_the_record_of_the_first_stage(tmp_path, monkeypatch):
     assert shipped.metadata["training"]["initialised_from"]["iterations"] == 20
     mod.write_tables({"default_deblur": rec})
     row = next(line for line in (tmp_path / "weights" / "TRAINING.md").read_text().splitlines()
-               if line.startswith("| robustsam-deblur"))
+               if line.startswith("| regions-deblur"))
     assert "`pipelines/train_default_deblur.yml` then `pipelines/train_default_deblur_stage3.yml`" in row
     assert "| 20 + 4/4 | 2 + 1 min | 30.00 (25.00) |" in row
 

@@ -57,7 +57,7 @@ def test_zoo_table(tmp_path, monkeypatch):
     weights = tmp_path / "weights"
     weights.mkdir()
     (weights / "zoo.json").write_text(json.dumps({
-        "robustsam-dehaze": {"task": "dehaze", "file": "a.safetensors"},
+        "regions-dehaze": {"task": "dehaze", "file": "a.safetensors"},
         "other": {"task": "deblur", "file": "b.safetensors"},
     }))
     monkeypatch.setattr(zoo, "WEIGHTS_DIR", weights)
@@ -82,7 +82,7 @@ def test_packaged_guided_output_is_the_default_and_can_be_turned_off(tmp_path, m
     weights.mkdir()
     make_checkpoint(weights / "h.safetensors", task="dehaze")
     (weights / "zoo.json").write_text(json.dumps({
-        "robustsam-dehaze": {"task": "dehaze", "file": "h.safetensors", "guided_radius": 8}}))
+        "regions-dehaze": {"task": "dehaze", "file": "h.safetensors", "guided_radius": 8}}))
     monkeypatch.setattr(zoo, "WEIGHTS_DIR", weights)
     monkeypatch.setattr(zoo, "ZOO_FILE", weights / "zoo.json")
     assert resolve_model(None, "dehaze").guided_radius == 8
@@ -130,7 +130,7 @@ def test_packaged_local_pool_is_the_default_and_can_be_overridden(tmp_path, monk
     weights.mkdir()
     make_checkpoint(weights / "d.safetensors", task="deblur")
     (weights / "zoo.json").write_text(json.dumps({
-        "robustsam-deblur": {"task": "deblur", "file": "d.safetensors", "local_pool": 16}}))
+        "regions-deblur": {"task": "deblur", "file": "d.safetensors", "local_pool": 16}}))
     monkeypatch.setattr(zoo, "WEIGHTS_DIR", weights)
     monkeypatch.setattr(zoo, "ZOO_FILE", weights / "zoo.json")
     assert resolve_model(None, "deblur").local_pool == 16
