@@ -148,11 +148,14 @@ class Restorer:
         local_pool: int | None = None,
         self_ensemble: str = "none",
         guided_radius: int | None = None,
+        force_prior: bool = False,
     ) -> Restorer:
         """Resolve ``model`` (None = the task's default), load it and build its prior.
 
-        ``prior`` overrides the checkpoint's prior (name only; the checkpoint's options are kept
-        when the name is the same); ``prior_checkpoint`` is the RobustSAM/SAM weight file for the
+        ``prior`` names the checkpoint's prior again or, with ``force_prior``, overrides it (name only; the
+        checkpoint's options are kept when the name is the same): a network fed maps of a prior it was not
+        trained with is out of its training distribution, so a different name is an error without
+        ``force_prior``; ``prior_checkpoint`` is the RobustSAM/SAM weight file for the
         ``robustsam``/``sam`` priors. ``local_pool`` (pixels) gives the network's channel attention
         the mean over a window of that size around each pixel instead of the whole image
         (:meth:`restore.archs.nafnet_arch.NAFNet.set_local_pool`); None = the packaged model's own
@@ -192,6 +195,12 @@ class Restorer:
             net = net.to(memory_format=torch.channels_last)
         prior_obj = None
         if getattr(net, "needs_prior", False):
+            trained = (meta.get("prior") or {}).get("name") or "none"
+            if prior is not None and prior != trained and not force_prior:
+                raise ValueError(
+                    f"model {ref.name} was trained with the {trained!r} prior, not {prior!r}: its network has "
+                    f"never seen {prior} maps. Leave --prior out to use {trained!r}, or pass --force-prior to "
+                    "run it on the other prior anyway")
             prior_obj = _build_prior(meta.get("prior"), prior, prior_checkpoint, dev)
         elif prior is not None or prior_checkpoint is not None:
             logger.warning("model %s uses no prior; --prior/--prior-checkpoint ignored", ref.name)

@@ -50,6 +50,7 @@ def run_restore(
     local_pool: int | None = None,
     self_ensemble: str = "none",
     guided_radius: int | None = None,
+    force_prior: bool = False,
     recursive: bool,
     device: str,
 ) -> None:
@@ -76,6 +77,7 @@ def run_restore(
         restorer = Restorer.load(
             model, task=task, prior=prior, prior_checkpoint=prior_checkpoint, device=device, tile=tile,
             local_pool=local_pool, self_ensemble=self_ensemble, guided_radius=guided_radius,
+            force_prior=force_prior,
         )
     except (CheckpointError, ValueError, KeyError, FileNotFoundError) as e:
         raise click.ClickException(str(e).strip("'\"")) from e
@@ -116,7 +118,10 @@ def _command(task: str) -> click.Command:
                   help=f"Model: {classical}, a packaged model name (see `robustsam-restore models`) or a "
                        "restoration checkpoint; default: the packaged default model.")
     @click.option("--prior", type=click.Choice(PRIOR_CHOICES), default=None,
-                  help="Segmentation prior; default: the one the model was trained with.")
+                  help="Segmentation prior; default: the one the model was trained with. Another one is "
+                       "an error unless --force-prior.")
+    @click.option("--force-prior", is_flag=True,
+                  help="Run the model on --prior even though it was trained with another prior.")
     @click.option("--prior-checkpoint", default=None, metavar="PATH",
                   help="RobustSAM/SAM weights for --prior robustsam|sam (default: $ROBUSTSAM_CHECKPOINT "
                        "or the cache folder).")
@@ -143,11 +148,11 @@ def _command(task: str) -> click.Command:
     @max_pixels_option
     @click.option("--device", type=click.Choice(DEVICE_CHOICES), default="auto", show_default=True,
                   help="Where the network runs (half precision on CUDA).")
-    def command(input, output, model, prior, prior_checkpoint, tile, local_pool, guided_radius, self_ensemble,
-                overwrite, recursive, device) -> None:
+    def command(input, output, model, prior, force_prior, prior_checkpoint, tile, local_pool, guided_radius,
+                self_ensemble, overwrite, recursive, device) -> None:
         run_restore(task, input, output, model=model, prior=prior, prior_checkpoint=prior_checkpoint,
                     tile=tile, overwrite=overwrite, recursive=recursive, device=device, local_pool=local_pool,
-                    self_ensemble=self_ensemble, guided_radius=guided_radius)
+                    self_ensemble=self_ensemble, guided_radius=guided_radius, force_prior=force_prior)
 
     return command
 

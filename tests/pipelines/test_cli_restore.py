@@ -368,3 +368,11 @@ def test_a_decompression_bomb_is_refused_from_its_header_and_the_rest_is_restore
                           text=True, timeout=300)
     assert proc.returncode == 1 and "0 ok, 3 failed" in proc.stdout
     assert "FAILED a.png" in proc.stderr and "16x12 is 192 pixels, over the pixel limit of 150 pixels" in proc.stderr
+
+
+def test_a_prior_the_model_was_not_trained_with_is_refused_unless_forced(inputs: Path, tmp_path: Path):
+    res = _run("dehaze", inputs, tmp_path / "o", "--prior", "none")
+    assert res.exit_code == 1 and "trained with the 'regions' prior, not 'none'" in res.output
+    assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
+    res = _run("dehaze", inputs, tmp_path / "o", "--prior", "none", "--force-prior")
+    assert res.exit_code == 1 and "3 ok, 1 failed, 1 skipped" in res.output  # the inputs' one bad file

@@ -182,8 +182,12 @@ def test_load_checkpoint_and_restore_matches_direct_call(tmp_path):
 def test_prior_override_and_checkpoint_errors(tmp_path):
     ck = tmp_path / "m.safetensors"
     make_checkpoint(ck)
-    r = Restorer.load(str(ck), task="dehaze", prior="none", device="cpu")
+    # another prior than the one the model was trained with: an error naming both, unless forced
+    with pytest.raises(ValueError, match=r"trained with the 'regions' prior, not 'none'.*--force-prior"):
+        Restorer.load(str(ck), task="dehaze", prior="none", device="cpu")
+    r = Restorer.load(str(ck), task="dehaze", prior="none", device="cpu", force_prior=True)
     assert r.prior.name == "none"
+    assert Restorer.load(str(ck), task="dehaze", prior="regions", device="cpu").prior.name == "regions"
     with pytest.raises(ValueError, match="prior-checkpoint applies"):
         Restorer.load(str(ck), task="dehaze", prior_checkpoint=tmp_path / "x.pth", device="cpu")
     with pytest.raises(ValueError, match="cannot deblur"):
