@@ -139,6 +139,9 @@ def ship(run: Path, at: int | None = None, half: bool = False) -> dict[str, Any]
         record["initialised_from"] = {"file": str(init), "sha256": parent.sha256, **{
             k: earlier[k] for k in ("recipe", "iterations", "wall_time_s", "source_sha256", "initialised_from")
             if k in earlier}}
+    sources = data_sources(meta.get("config") or {})
+    if sources:
+        record["data_sources"] = sources
     meta["training"] = {k: v for k, v in record.items() if k not in ("zoo", "file", "validation", "metrics")}
     dest = HERE / spec["file"]
     state = ckpt.state_dict
@@ -151,6 +154,30 @@ def ship(run: Path, at: int | None = None, half: bool = False) -> dict[str, Any]
         raise ValueError(f"{dest}: {size / 1e6:.1f} MB is over the 15 MB package limit")
     record["size_bytes"] = size
     return record
+
+
+def data_sources(config: dict[str, Any]) -> list[dict[str, Any]]:
+    """Where a run's file data came from: for each folder its recipe reads (training and validation) that
+    lies under a ``SOURCES.json`` written by ``scripts/layout_training_data.py``, the repository, commit,
+    and every file used with its sha256, plus the files the fetched snapshot lacked."""
+    data = config.get("data") or {}
+    sets = [data.get("train"), data.get("val"), *(data.get("train_extra") or []), *(data.get("val_extra") or [])]
+    folders = {Path(v).resolve() for d in sets if d
+               for k in ("clean_dir", "video_dir", "depth_dir", "lq_dir", "gt_dir")
+               if isinstance(v := d.get(k), str) and not v.startswith("pkg://")}
+    out: dict[Path, dict[str, Any]] = {}
+    for folder in sorted(folders):
+        manifest = next((p / "SOURCES.json" for p in (folder, *folder.parents) if (p / "SOURCES.json").is_file()),
+                        None)
+        if manifest is None:
+            continue
+        root, m = manifest.parent, json.loads(manifest.read_text(encoding="utf-8"))
+        entry = out.setdefault(manifest, {"repository": m["repository"], "commit": m["commit"], "files": [],
+                                          "missing_in_snapshot": m.get("missing_in_snapshot", [])})
+        for f in m["files"]:
+            if (root / f["path"]).resolve().is_relative_to(folder) and f not in entry["files"]:
+                entry["files"].append({k: f[k] for k in ("path", "source", "sha256")})
+    return list(out.values())
 
 
 def write_tables(records: dict[str, dict[str, Any]]) -> None:
@@ -172,10 +199,12 @@ def write_tables(records: dict[str, dict[str, Any]]) -> None:
         "# Packaged models: training log summary",
         "",
         "Written by `restore/weights/ship.py` from the runs of the recipes under `pipelines/`; per-step",
-        "validation history in `training_log.json`. Validation: held-out scikit-image `chelsea` + `coffee`,",
-        "whole images, one fixed degradation each (haze severity 3 / camera shake severity 2; drawn from the",
-        "recipe's seed, so a stage with another seed validates on other blur), PSNR in dB. A model trained in",
-        "two stages lists both (the second starts from the first's weights, `model.init`).",
+        "validation history (every validation set) in `training_log.json`. The `val PSNR` column is each",
+        "recipe's main validation set, PSNR in dB: for the dehazers held-out scikit-image `chelsea` + `coffee`,",
+        "whole images, one fixed haze each (severity 3); for the deblurrers' last stage the video validation",
+        "(means of 7-13 frames of the held-out last fifth of GoPro sequence GOPR0477_11_00, every 4th frame",
+        "a centre). A model trained in stages lists them all (each starts from the previous one's weights,",
+        "`model.init`).",
         "",
         "| model | file | recipe(s) | iterations | wall time | val PSNR (input) | size |",
         "|---|---|---|---|---|---|---|",
@@ -196,11 +225,35 @@ def write_tables(records: dict[str, dict[str, Any]]) -> None:
             f"{m.get('val/psnr', float('nan')):.2f} ({m.get('val/input_psnr', float('nan')):.2f}) | "
             f"{rec['size_bytes'] / 1e6:.1f} MB |"
         )
+    lines += _data_tables(log)
     # the hand-written record of runs below the generated table is kept as it is
     path = HERE / "TRAINING.md"
     old = path.read_text(encoding="utf-8") if path.is_file() else ""
     history = old[old.index(HISTORY):] if HISTORY in old else ""
     path.write_text("\n".join(lines) + "\n" + ("\n" + history if history else ""), encoding="utf-8")
+
+
+def _data_tables(log: dict[str, dict[str, Any]]) -> list[str]:
+    """TRAINING.md's list of the fetched files the packaged models were trained and validated on."""
+    by_source: dict[tuple[str, str], dict[str, Any]] = {}
+    for run in MODELS:
+        for src in (log.get(run) or {}).get("data_sources", []):
+            entry = by_source.setdefault((src["repository"], src["commit"]), {"models": [], "files": {}, "missing": set()})
+            entry["models"].append(log[run]["zoo"])
+            entry["files"].update({f["path"]: f for f in src["files"]})
+            entry["missing"].update(src["missing_in_snapshot"])
+    lines = []
+    for (repo, commit), entry in by_source.items():
+        lines += ["", "## Training data", "",
+                  f"Files of `{repo}` at commit `{commit}`, laid out by `scripts/layout_training_data.py` and "
+                  f"used by {', '.join(entry['models'])}: {len(entry['files'])} files. Missing from the fetched "
+                  f"snapshot (files of 4 MiB and more are left out of snapshots): "
+                  f"{', '.join(f'`{m}`' for m in sorted(entry['missing'])) or 'none'}.", "",
+                  "<details><summary>every file, with its sha256</summary>", "",
+                  "| path (under data/train) | source | sha256 |", "|---|---|---|"]
+        lines += [f"| `{f['path']}` | `{f['source']}` | `{f['sha256']}` |" for _, f in sorted(entry["files"].items())]
+        lines += ["", "</details>"]
+    return lines
 
 
 def _stages(record: dict[str, Any]) -> list[dict[str, Any]]:
