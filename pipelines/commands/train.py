@@ -67,11 +67,9 @@ def train_robustsam(cfg, *, recipe: str, overrides: tuple[str, ...], resume: boo
 
 
 def eval_metrics() -> dict:
-    """Validation metrics from ``eval.metrics`` (PSNR), or the trainer's own PSNR if eval is absent."""
-    try:
-        from eval.metrics import psnr
-    except ImportError:
-        return {}
+    """Validation metrics for the restoration trainer: ``eval.metrics``' PSNR."""
+    from eval.metrics import psnr
+
     return {"psnr": lambda pred, gt: float(psnr(pred, gt))}
 
 

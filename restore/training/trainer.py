@@ -228,14 +228,9 @@ def _device(name: str) -> torch.device:
 def _prior_cache(root: str | None) -> Any:
     if root is None:
         return None
-    import importlib
-    import importlib.util
+    from robustsam_prior.cache import PriorCache
 
-    for module in ("robustsam_prior.prior", "robustsam_prior.cache"):
-        mod = importlib.import_module(module) if importlib.util.find_spec(module) else None
-        if mod is not None and hasattr(mod, "PriorCache"):
-            return mod.PriorCache(root)
-    raise RuntimeError("prior.cache_dir is set but robustsam_prior has no PriorCache")
+    return PriorCache(root)
 
 
 def _step_seed(seed: int, step: int) -> int:

@@ -12,6 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from robustsam_prior import fast_encoder
 from robustsam_prior.loading import build_robustsam
 from robustsam_prior.modeling.build import RobustSamConfig, build_robustsam_model, resolve_config
 from robustsam_prior.modeling.components import FGMBlock, SelectiveConv, TokenBlock, check_bn_mode
@@ -295,7 +296,6 @@ def test_gradients_reach_exactly_the_modules_of_the_path(other_model, path):
 
 
 def test_fast_encoder_option_matches_reference(ref, robustsam_reference_dir):
-    fast_encoder = pytest.importorskip("robustsam_prior.fast_encoder")
     d = robustsam_reference_dir
     model = build_robustsam(json.loads((d / "tiny_config.json").read_text()), d / "tiny_robustsam_state_dict.pth",
                             fast=True)
