@@ -253,7 +253,7 @@ class Restore(Step):
         elif self.restorer.prior is not None and prior_step is not None:
             if prior_step.prior.meta == self.restorer.prior.meta:
                 self.reuse = _ReusedPrior(self.restorer.prior)
-                self.restorer.prior = self.reuse
+                self.restorer = self.restorer.with_prior(self.reuse)
             else:
                 logger.info("%s: the model's prior differs from the prior step's; computing it again", self.key)
 
