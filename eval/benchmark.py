@@ -570,7 +570,8 @@ class _SharedPredictor:
 class PredictorSegmenter(PromptSegmenter):
     """RobustSAM (``path="robust"``) or SAM (``path="sam"``) through :class:`robustsam_prior.RobustSamPredictor`.
 
-    Segmenters built on one ``shared`` predictor encode each image once.
+    Segmenters built on one ``shared`` predictor encode each image once; each passes its own ``path`` to
+    every prediction, so sharing the predictor shares no decoder setting.
     """
 
     def __init__(
@@ -586,35 +587,36 @@ class PredictorSegmenter(PromptSegmenter):
 
     @property
     def predictor(self):
-        p = self.shared.predictor
-        p.path = self.path  # the decoder path this segmenter asks for
-        return p
+        """The (shared) :class:`robustsam_prior.RobustSamPredictor`."""
+        return self.shared.predictor
 
     def set_image(self, image: np.ndarray) -> None:
         self.shared.set_image(image)
 
     def predict(self, prompt: dict) -> np.ndarray:
-        masks, _, _ = self.predictor.predict(
-            point_coords=prompt.get("points"),
-            point_labels=prompt.get("labels"),
-            box=prompt.get("box"),
+        points, box = prompt.get("points"), prompt.get("box")
+        masks, _, _ = self.predictor.predict_batch(
+            point_coords=None if points is None else np.asarray(points)[None],
+            point_labels=None if points is None else np.asarray(prompt.get("labels"))[None],
+            boxes=None if box is None else np.asarray(box)[None],
             multimask_output=False,
+            path=self.path,
         )
-        m = masks.detach().cpu().numpy() if isinstance(masks, torch.Tensor) else np.asarray(masks)
-        return m.reshape(-1, *m.shape[-2:])[0].astype(bool)
+        return masks[0, 0].astype(bool)
 
     def predict_many(self, prompts: Sequence[dict]) -> list[np.ndarray]:
         if not prompts:
             return []
         if all("box" in p for p in prompts):
             masks, _, _ = self.predictor.predict_batch(
-                boxes=np.stack([p["box"] for p in prompts]), multimask_output=False
+                boxes=np.stack([p["box"] for p in prompts]), multimask_output=False, path=self.path
             )
         elif len({len(p.get("points", ())) for p in prompts}) == 1 and all("points" in p for p in prompts):
             masks, _, _ = self.predictor.predict_batch(
                 point_coords=np.stack([p["points"] for p in prompts]),
                 point_labels=np.stack([p["labels"] for p in prompts]),
                 multimask_output=False,
+                path=self.path,
             )
         else:
             return super().predict_many(prompts)

@@ -148,9 +148,12 @@ class RobustSamPredictor(SamPredictor):
         mask_input: np.ndarray | None = None,
         multimask_output: bool = True,
         return_logits: bool = False,
+        *,
+        path: str | None = None,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Numpy form of :meth:`predict_torch` with prompts in original-image pixels:
-        ``point_coords`` (N,P,2), ``point_labels`` (N,P), ``boxes`` (N,4), ``mask_input`` (N,1,4h,4w).
+        ``point_coords`` (N,P,2), ``point_labels`` (N,P), ``boxes`` (N,4), ``mask_input`` (N,1,4h,4w);
+        ``path`` ("robust"/"sam") overrides the predictor's for this call.
         Returns ``(masks (N,C,H,W), iou (N,C), low_res (N,C,4h,4w))``."""
         self._require_image()
         coords = labels = box_t = mask_t = None
@@ -169,5 +172,6 @@ class RobustSamPredictor(SamPredictor):
             box_t = torch.as_tensor(self.transform.apply_boxes(b, self.original_size), dtype=torch.float, device=self.device)
         if mask_input is not None:
             mask_t = torch.as_tensor(mask_input, dtype=torch.float, device=self.device)
-        masks, iou, low_res = self.predict_torch(coords, labels, box_t, mask_t, multimask_output, return_logits)
+        masks, iou, low_res = self.predict_torch(coords, labels, box_t, mask_t, multimask_output, return_logits,
+                                                 path=path)
         return masks.cpu().numpy(), iou.cpu().numpy(), low_res.cpu().numpy()

@@ -330,6 +330,17 @@ def test_segmentation_benchmark_tiny_robustsam_is_deterministic(tmp_path):
         assert all(0 <= r["metrics"][k] <= 1 for k in ("iou", "dice", "pa"))
         assert r["prompt"] == {"type": "point", "num_points": 2, "seed": 1}
     assert [r["method"] for r in read_rows(out)] == [r["method"] for r in a]
+    assert segs[0].predictor is segs[1].predictor and segs[0].predictor.path == "robust"  # not switched by "sam"
+    # one prompt at a time (predict) gives the batched masks (predict_many), on both paths
+    item = ds.items[0]
+    image, masks = item.load_image(), item.load_masks()
+    prompts = [draw_prompts(m, prompt=kind, num_points=2, rng=np.random.default_rng(j))
+               for j, m in enumerate(masks) for kind in ("box", "point")]
+    for seg in segs:
+        seg.set_image(image)
+        batched = [seg.predict_many([p for p in prompts if kind in p]) for kind in ("box", "points")]
+        single = [[seg.predict(p) for p in prompts if kind in p] for kind in ("box", "points")]
+        assert all(np.array_equal(x, y) for b, s in zip(batched, single) for x, y in zip(b, s, strict=True))
     with pytest.raises(ValueError, match="path must be"):
         PredictorSegmenter(model=model, path="clear")
 
