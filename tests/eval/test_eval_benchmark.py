@@ -288,6 +288,17 @@ def test_segmentation_input_errors(monkeypatch):
         )
 
 
+def test_segmenters_come_from_a_registry_that_suggests_a_name():
+    from eval.benchmark import SEGMENTERS, build_segmenters
+
+    assert SEGMENTERS.names() == ["regions", "robustsam", "sam"]
+    # the unknown name is reported before the robustsam model would be loaded from a file that does not exist
+    with pytest.raises(KeyError, match=r"unknown segmenter 'robustsm' \(did you mean 'robustsam'\?\); known: regions, "
+                                       r"robustsam, sam"):
+        build_segmenters(["robustsam", "robustsm"], checkpoint="/nonexistent/robustsam.pth")
+    assert [type(s).__name__ for s in build_segmenters(["regions"])] == ["RegionsSegmenter"]
+
+
 def test_regions_segmenter_rules():
     seg = RegionsSegmenter()
     seg.labels = np.array([[0, 0, 1, 1], [0, 0, 1, 1], [2, 2, 2, 2]])
@@ -366,7 +377,7 @@ def test_jsonable_and_rows_io(tmp_path):
 
 
 def test_crops_stay_inside_their_folder_whatever_the_names(tmp_path):
-    from eval.benchmark import _safe
+    from eval.restoration_benchmark import _safe
 
     assert [_safe(s) for s in ("..", ".", "a/b", "x.y", "")] == ["__", "_", "a_b", "x.y", "_"]
     lq, gt = _write_pairs(tmp_path / "d", n=1)
