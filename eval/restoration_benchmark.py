@@ -121,7 +121,8 @@ class SyntheticPairs:
     name: str | None = None
 
     def __post_init__(self) -> None:
-        from robustsam_prior.io import collect_inputs, is_image_file
+        from robustsam_prior.inputs import collect_inputs
+        from robustsam_prior.io import is_image_file
 
         self.clean_dir = Path(self.clean_dir)
         if not self.clean_dir.exists():
