@@ -21,7 +21,7 @@ from restore.training.data import (
 )
 from restore.training.losses import PixelLoss, charbonnier_loss, fft_loss, l1_loss, psnr_loss
 from restore.training.options import AugmentOptions, DatasetOptions, DegradationOptions, LossTerm
-from restore.training.trainer import Ema, lr_factor
+from restore.training.schedule import Ema, lr_factor
 from robustsam_prior.prior import PriorOutput
 
 
