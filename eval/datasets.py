@@ -108,7 +108,8 @@ def _rel(p: Path, root: Path | None) -> str:
 
 
 def _list_images(root: Path, recursive: bool) -> dict[str, Path]:
-    from robustsam_prior.io import collect_inputs, is_image_file
+    from robustsam_prior.inputs import collect_inputs
+    from robustsam_prior.io import is_image_file
 
     out = {}
     for src, rel in collect_inputs(root, recursive=recursive):

@@ -1,6 +1,6 @@
 """Leaderboards from benchmark JSON Lines: CSV, Markdown and one self-contained HTML page.
 
-Rows (from :mod:`eval.benchmark`) are grouped into one table per (task, dataset):
+Rows (from :mod:`eval.benchmark`, read with :func:`eval.provenance.read_rows`) are grouped into one table per (task, dataset):
 
 - restoration tables: one row per method, columns = its mean metrics (PSNR, SSIM, LPIPS, ..., images/s);
 - segmentation tables: one row per segmenter and prompt type, columns ``iou@clear``, ``iou@haze-3``,
@@ -185,7 +185,7 @@ def build_tables(rows: Sequence[dict]) -> list[Table]:
 
 
 def _where(row: dict) -> str:
-    """``results.jsonl:3`` for a row from :func:`eval.benchmark.read_rows`, else the method."""
+    """``results.jsonl:3`` for a row from :func:`eval.provenance.read_rows`, else the method."""
     if "_source" in row and "_line" in row:
         return f"{row['_source']}:{row['_line']}"
     return f"the row of {str(row.get('method'))!r}"

@@ -151,14 +151,8 @@ def run_pipeline(config: PipelineConfig, *, resolved_source: str | None = None, 
     from tqdm import tqdm
 
     from robustsam_prior.fileio import clean_stale_temp_files, jsonable, write_json
-    from robustsam_prior.io import (
-        check_output_location,
-        collect_inputs,
-        is_image_file,
-        read_image,
-        refuse_overwriting_inputs,
-        to_tensor,
-    )
+    from robustsam_prior.inputs import check_output_location, collect_inputs, refuse_overwriting_inputs
+    from robustsam_prior.io import is_image_file, read_image, to_tensor
 
     from .commands._common import shared_stems
     from .config import save_resolved

@@ -253,7 +253,7 @@ class Restore(Step):
         elif self.restorer.prior is not None and prior_step is not None:
             if prior_step.prior.meta == self.restorer.prior.meta:
                 self.reuse = _ReusedPrior(self.restorer.prior)
-                self.restorer.prior = self.reuse
+                self.restorer = self.restorer.with_prior(self.reuse)
             else:
                 logger.info("%s: the model's prior differs from the prior step's; computing it again", self.key)
 
@@ -265,42 +265,6 @@ class Restore(Step):
         item.prior = None  # the prior of the old image no longer describes the current one
         if self.options.save:
             run.write(item, "restored", out)
-
-
-def matched_relabel(pred: np.ndarray, ref: np.ndarray) -> tuple[np.ndarray, int]:
-    """Relabel ``pred`` so each of its regions takes the id of the ``ref`` region it is matched to.
-
-    Region partitions have arbitrary ids, so segmentations of two images are compared after a
-    one-to-one matching that maximises the total IoU (Hungarian algorithm on the region-overlap
-    matrix). Unmatched ``pred`` regions get fresh ids ``>= K_ref``. Returns (relabelled map, number of
-    classes to give a confusion matrix).
-    """
-    from scipy.optimize import linear_sum_assignment
-
-    ref = ref.astype(np.int64)
-    pred = pred.astype(np.int64)
-    kr, kp = int(ref.max()) + 1, int(pred.max()) + 1
-    inter = np.bincount(ref.ravel() * kp + pred.ravel(), minlength=kr * kp).reshape(kr, kp).astype(np.float64)
-    union = inter.sum(1, keepdims=True) + inter.sum(0, keepdims=True) - inter
-    iou = np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
-    rows, cols = linear_sum_assignment(-iou)
-    lut = np.full(kp, -1, dtype=np.int64)
-    for r, c in zip(rows, cols):
-        if iou[r, c] > 0:
-            lut[c] = r
-    spare = np.flatnonzero(lut < 0)
-    lut[spare] = kr + np.arange(len(spare))
-    return lut[pred].astype(np.int32), kr + len(spare)
-
-
-def matched_miou(pred: np.ndarray, ref: np.ndarray) -> float:
-    """mIoU of segmentation ``pred`` against ``ref`` after :func:`matched_relabel` (eval's ConfusionMatrix)."""
-    from eval.metrics import ConfusionMatrix
-
-    relabelled, k = matched_relabel(pred, ref)
-    cm = ConfusionMatrix(num_classes=k, ignore_index=None)
-    cm.update(relabelled, ref)
-    return cm.compute()["miou"]
 
 
 @STEPS.register("segment")
@@ -353,6 +317,8 @@ class Evaluate(Step):
                 item.metrics[name] = float(fn(item.restored, gt)[0])
             item.metrics[f"input_{name}"] = float(fn(item.input, gt)[0])
         if self.want_miou and "clean" in item.labels:
+            from eval.metrics import matched_miou
+
             ref = item.labels["clean"]
             if "restored" in item.labels:
                 item.metrics["miou_restored_vs_clean"] = matched_miou(item.labels["restored"], ref)

@@ -25,7 +25,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -208,6 +208,11 @@ class Restorer:
         return cls(net=net, task=task, name=ref.name, prior=prior_obj, metadata=meta, device=dev,
                    tile=tile, overlap=overlap, half=half, local_pool=local_pool or None,
                    self_ensemble=self_ensemble)
+
+    def with_prior(self, prior: Any) -> Restorer:
+        """A restorer like this one whose network is conditioned on ``prior`` (any callable
+        ``images (B, 3, H, W) -> PriorOutput``, or None); the network and settings are shared, not copied."""
+        return replace(self, prior=prior)
 
     # ------------------------------------------------------------------ running
 

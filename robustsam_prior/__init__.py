@@ -19,6 +19,8 @@ _EXPORTS = {
     "RobustSamPredictor": "predictor",
     "RobustSamAutomaticMaskGenerator": "automatic",
     "masks_to_label_map": "automatic",
+    "segment_image": "segment",
+    "SegmentationResult": "segment",
     # checkpoints, priors and their cache
     "resolve_checkpoint": "hub",
     "build_prior": "prior",

@@ -38,13 +38,23 @@ class RobustSamAutomaticMaskGenerator(SamAutomaticMaskGenerator):
     ``segment_anything``'s. Meta's defaults (``pred_iou_thresh=0.88``,
     ``stability_score_thresh=0.95``) were tuned for SAM ViT-H. Sizes and thresholds outside the
     bounds of :func:`~robustsam_prior.automatic_limits.check_generator_options` raise ``ValueError``.
+    ``keep_encoding`` is the predictor's (:class:`RobustSamPredictor`): the encoder outputs of the latest
+    crop stay in ``self.predictor.last_encoding`` after :meth:`generate`.
     """
 
-    def __init__(self, model: RobustSam, *, path: str = "robust", progress: bool = False, **options: Any) -> None:
+    def __init__(
+        self,
+        model: RobustSam,
+        *,
+        path: str = "robust",
+        progress: bool = False,
+        keep_encoding: bool = False,
+        **options: Any,
+    ) -> None:
         # sizes are bounded before the parent allocates its point grids (automatic_limits says why)
         check_generator_options(**{**_SAM_DEFAULTS, **options})
         super().__init__(model, **options)
-        self.predictor = RobustSamPredictor(model, path=path)
+        self.predictor = RobustSamPredictor(model, path=path, keep_encoding=keep_encoding)
         # a bar over the point prompts of generate(): on a CPU each ViT-B prompt costs ~0.2 s, so a
         # 32x32 grid runs for minutes (benchmarks/prior_speed.py --amg)
         self.progress = progress

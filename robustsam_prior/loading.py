@@ -207,10 +207,11 @@ def build_robustsam(
     :func:`robustsam_prior.resolve_checkpoint` to find one) or an already read checkpoint; without it
     the weights are random. ``fresh_robust_modules``: accept a Meta SAM checkpoint and keep the robust
     modules randomly initialised. ``bn_mode``: ``"running"`` (eval statistics, default) or
-    ``"batch"`` (per-image statistics, what the official demo does). ``fast``: use
-    ``robustsam_prior.fast_encoder`` where available.
+    ``"batch"`` (per-image statistics, what the official demo does). ``fast``: run the image
+    encoder through ``robustsam_prior.fast_encoder`` (same parameters and outputs, faster).
     """
-    from .modeling.build import accelerate_encoder, build_robustsam_model
+    from .fast_encoder import accelerate
+    from .modeling.build import build_robustsam_model
 
     loaded = None
     from_file = config is None
@@ -239,7 +240,7 @@ def build_robustsam(
     if loaded is not None:
         load_robustsam_weights(model, loaded, fresh_robust_modules=fresh_robust_modules)
     if fast:
-        accelerate_encoder(model)
+        accelerate(model.image_encoder)
     if device is not None:
         model = model.to(device)
     return model.eval()

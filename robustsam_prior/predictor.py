@@ -30,13 +30,21 @@ class RobustSamPredictor(SamPredictor):
     """Prompted masks for one image at a time; see the module docstring.
 
     ``model``: a :class:`RobustSam` (its BN mode applies); ``path``: ``"robust"`` (default) or ``"sam"``.
+
+    ``keep_encoding``: also keep the encoder outputs of the latest :meth:`set_torch_image` in
+    :attr:`last_encoding`, ``(features (1, D, h, w), early_features (1, h, w, Cvit))``, where
+    :meth:`reset_image` does not clear them. SAM's automatic mask generator resets the image after
+    each crop it segments; a caller that wants the features of that same encoder pass reads them
+    there (and sets ``last_encoding = None`` when done, so the tensors are freed).
     """
 
-    def __init__(self, model: RobustSam, path: str = "robust") -> None:
+    def __init__(self, model: RobustSam, path: str = "robust", *, keep_encoding: bool = False) -> None:
         if not isinstance(model, RobustSam):
             raise TypeError(f"RobustSamPredictor needs a RobustSam model, got {type(model).__name__}")
         super().__init__(model)
         self.path = check_path(path)
+        self.keep_encoding = keep_encoding
+        self.last_encoding: tuple[torch.Tensor, torch.Tensor] | None = None
 
     @torch.no_grad()
     def set_torch_image(self, transformed_image: torch.Tensor, original_image_size: tuple[int, ...]) -> None:
@@ -52,6 +60,8 @@ class RobustSamPredictor(SamPredictor):
         self.input_size = tuple(transformed_image.shape[-2:])
         self.features, self.early_features = self.model.encode(self.model.preprocess(transformed_image))
         self.is_image_set = True
+        if self.keep_encoding:
+            self.last_encoding = (self.features, self.early_features)
 
     def reset_image(self) -> None:
         super().reset_image()
@@ -138,9 +148,12 @@ class RobustSamPredictor(SamPredictor):
         mask_input: np.ndarray | None = None,
         multimask_output: bool = True,
         return_logits: bool = False,
+        *,
+        path: str | None = None,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Numpy form of :meth:`predict_torch` with prompts in original-image pixels:
-        ``point_coords`` (N,P,2), ``point_labels`` (N,P), ``boxes`` (N,4), ``mask_input`` (N,1,4h,4w).
+        ``point_coords`` (N,P,2), ``point_labels`` (N,P), ``boxes`` (N,4), ``mask_input`` (N,1,4h,4w);
+        ``path`` ("robust"/"sam") overrides the predictor's for this call.
         Returns ``(masks (N,C,H,W), iou (N,C), low_res (N,C,4h,4w))``."""
         self._require_image()
         coords = labels = box_t = mask_t = None
@@ -159,5 +172,6 @@ class RobustSamPredictor(SamPredictor):
             box_t = torch.as_tensor(self.transform.apply_boxes(b, self.original_size), dtype=torch.float, device=self.device)
         if mask_input is not None:
             mask_t = torch.as_tensor(mask_input, dtype=torch.float, device=self.device)
-        masks, iou, low_res = self.predict_torch(coords, labels, box_t, mask_t, multimask_output, return_logits)
+        masks, iou, low_res = self.predict_torch(coords, labels, box_t, mask_t, multimask_output, return_logits,
+                                                 path=path)
         return masks.cpu().numpy(), iou.cpu().numpy(), low_res.cpu().numpy()

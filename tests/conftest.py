@@ -1,10 +1,24 @@
 """Shared test settings: a fixed, small thread count so timings and results do not depend on the host."""
 
 import os
+from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("OMP_NUM_THREADS", "2")
+
+ROBUSTSAM_REFERENCE_DIR = Path(__file__).resolve().parent / "data" / "robustsam"
+
+
+@pytest.fixture(scope="session")
+def robustsam_reference_dir() -> Path:
+    """The official RobustSAM reference vectors (``tests/data/robustsam``, see its README), or the folder
+    ``$ROBUSTSAM_REFERENCE_DIR`` names; a folder named there that does not exist fails the test."""
+    env = os.environ.get("ROBUSTSAM_REFERENCE_DIR")
+    path = Path(env) if env else ROBUSTSAM_REFERENCE_DIR
+    if not path.is_dir():
+        pytest.fail(f"RobustSAM reference folder {path} does not exist")
+    return path
 
 
 @pytest.fixture(autouse=True)

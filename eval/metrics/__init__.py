@@ -26,6 +26,8 @@ _EXPORTS = {
     "mask_dice": "segmentation",
     "mask_pixel_accuracy": "segmentation",
     "mask_metrics": "segmentation",
+    "matched_miou": "segmentation",
+    "matched_relabel": "segmentation",
     "ImageMetrics": "accumulator",
     "METRIC_INFO": "info",
     "build_image_metrics": "accumulator",

@@ -5,6 +5,8 @@ over the whole dataset (rows = ground truth, columns = prediction; pixels whose 
 ``ignore_index`` are left out) and IoU_c = TP / (TP + FP + FN) is computed once at the end. Classes
 that appear neither in the ground truth nor in the prediction have an undefined IoU (NaN) and are
 left out of the mean, so mIoU is not diluted by classes the dataset does not contain.
+Two region partitions with arbitrary ids (a prior's label maps of two images) are compared with
+:func:`matched_miou`, after matching their regions one to one.
 
 Promptable segmentation (RobustSAM, CVPR 2024, Sect. 4.3): each prompt gives
 one predicted binary mask, scored against its ground-truth mask with
@@ -33,6 +35,8 @@ __all__ = [
     "mask_iou",
     "mask_metrics",
     "mask_pixel_accuracy",
+    "matched_miou",
+    "matched_relabel",
 ]
 
 
@@ -115,6 +119,40 @@ class ConfusionMatrix:
             "pixel_accuracy": float(np.trace(cm) / total),
             "mean_class_accuracy": float(np.nanmean(acc)),
         }
+
+
+def matched_relabel(pred: np.ndarray, ref: np.ndarray) -> tuple[np.ndarray, int]:
+    """Relabel ``pred`` so each of its regions takes the id of the ``ref`` region it is matched to.
+
+    Region partitions have arbitrary ids, so segmentations of two images are compared after a
+    one-to-one matching that maximises the total IoU (Hungarian algorithm on the region-overlap
+    matrix). Unmatched ``pred`` regions get fresh ids ``>= K_ref``. Returns (relabelled map, number of
+    classes to give a confusion matrix).
+    """
+    from scipy.optimize import linear_sum_assignment
+
+    ref = ref.astype(np.int64)
+    pred = pred.astype(np.int64)
+    kr, kp = int(ref.max()) + 1, int(pred.max()) + 1
+    inter = np.bincount(ref.ravel() * kp + pred.ravel(), minlength=kr * kp).reshape(kr, kp).astype(np.float64)
+    union = inter.sum(1, keepdims=True) + inter.sum(0, keepdims=True) - inter
+    iou = np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+    rows, cols = linear_sum_assignment(-iou)
+    lut = np.full(kp, -1, dtype=np.int64)
+    for r, c in zip(rows, cols):
+        if iou[r, c] > 0:
+            lut[c] = r
+    spare = np.flatnonzero(lut < 0)
+    lut[spare] = kr + np.arange(len(spare))
+    return lut[pred].astype(np.int32), kr + len(spare)
+
+
+def matched_miou(pred: np.ndarray, ref: np.ndarray) -> float:
+    """mIoU of segmentation ``pred`` against ``ref`` after :func:`matched_relabel` (:class:`ConfusionMatrix`)."""
+    relabelled, k = matched_relabel(pred, ref)
+    cm = ConfusionMatrix(num_classes=k, ignore_index=None)
+    cm.update(relabelled, ref)
+    return cm.compute()["miou"]
 
 
 def _binary_pair(pred, gt) -> tuple[np.ndarray, np.ndarray]:

@@ -71,7 +71,7 @@ def process_files(
     *,
     desc: str,
 ) -> RunSummary:
-    """Call ``fn(source, rel)`` for each ``(source, rel)`` from ``robustsam_prior.io.collect_inputs``.
+    """Call ``fn(source, rel)`` for each ``(source, rel)`` from ``robustsam_prior.inputs.collect_inputs``.
 
     Non-image files (by suffix) are skipped with a warning. An exception from ``fn`` is logged with
     the file's relative path and recorded; the remaining files are still processed.
@@ -139,7 +139,8 @@ def plan_inputs(input: Path, output: Path, *, recursive: bool) -> list[tuple[Pat
     so that a re-run does not read the previous outputs as new inputs. A FIFO or device given as
     INPUT is refused without being opened.
     """
-    from robustsam_prior.io import ImageReadError, check_output_location, collect_inputs
+    from robustsam_prior.inputs import check_output_location, collect_inputs
+    from robustsam_prior.io import ImageReadError
 
     try:
         exclude = check_output_location(input, output, recursive=recursive)
@@ -153,7 +154,7 @@ def plan_inputs(input: Path, output: Path, *, recursive: bool) -> list[tuple[Pat
 
 def refuse_overwrites(pairs: Iterable[tuple[Path, Path]]) -> None:
     """A one-line click error if any planned ``(source, output)`` writes over an input file."""
-    from robustsam_prior.io import refuse_overwriting_inputs
+    from robustsam_prior.inputs import refuse_overwriting_inputs
 
     try:
         refuse_overwriting_inputs(pairs)

@@ -92,8 +92,8 @@ def restoration(
     out,
 ):
     """Run METHODS on paired images; per-image and mean metrics, images/s and provenance go to --out."""
-    from eval.benchmark import SyntheticPairs, run_restoration_benchmark
     from eval.datasets import open_restoration_dataset, pair_folders
+    from eval.restoration_benchmark import SyntheticPairs, run_restoration_benchmark
 
     sources = [bool(lq_dir or gt_dir), bool(dataset_root), bool(clean_dir)]
     if sum(sources) != 1:
@@ -218,8 +218,9 @@ def segmentation(
     out,
 ):
     """Prompted-segmentation robustness (RobustSAM Tables 2-6 protocol): IoU/Dice/PA per degradation."""
-    from eval.benchmark import build_segmenters, run_segmentation_benchmark
     from eval.datasets import SegmentationDataset, open_segmentation_dataset
+    from eval.segmentation_benchmark import run_segmentation_benchmark
+    from eval.segmenters import build_segmenters
     from robustsam_prior.checkpoint import CheckpointError
 
     if dataset == "shapes":

@@ -124,9 +124,10 @@ def evaluate(
     Unmatched names are listed on standard error. LPIPS without its backbone weights is reported as
     unavailable (with the file to provide), never as a number. Exit status 1 if any pair failed.
     """
-    from eval.benchmark import evaluate_pairs, jsonable
     from eval.datasets import pair_folders
+    from eval.restoration_benchmark import evaluate_pairs
     from robustsam_prior.checkpoint import CheckpointError
+    from robustsam_prior.fileio import jsonable
 
     names = parse_metrics(metrics)
     try:

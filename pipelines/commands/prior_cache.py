@@ -110,7 +110,8 @@ def prior_cache(
     as_json: bool,
 ) -> None:
     """Run a prior once per image of INPUT (a file or folder) and store the outputs in --cache."""
-    from robustsam_prior.io import ImageReadError, collect_inputs
+    from robustsam_prior.inputs import collect_inputs
+    from robustsam_prior.io import ImageReadError
     from robustsam_prior.prior import build_prior
 
     options = parse_options(option_pairs)

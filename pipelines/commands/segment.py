@@ -1,4 +1,5 @@
-"""``robustsam-restore segment``: prompted or automatic RobustSAM masks for one image.
+"""``robustsam-restore segment``: prompted or automatic RobustSAM masks for one image
+(:func:`robustsam_prior.segment.segment_image`).
 
 Writes into the OUTPUT folder:
 
@@ -104,13 +105,6 @@ def _config(text: str | None):
     return text
 
 
-def _palette(n: int):
-    import numpy as np
-
-    rng = np.random.default_rng(0)
-    return rng.uniform(0.2, 1.0, size=(max(n, 1), 3)).astype(np.float32)
-
-
 @click.command("segment")
 @click.argument("image", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.argument("output", type=click.Path(file_okay=False, path_type=Path))
@@ -159,14 +153,12 @@ def segment(
     box = parse_box(box_text) if box_text else None
     config = _config(config_text)
 
-    import numpy as np
-
     from restore.inference import resolve_device
     from robustsam_prior.checkpoint import CheckpointError
-    from robustsam_prior.fileio import json_dumps, write_json
     from robustsam_prior.hub import resolve_checkpoint
-    from robustsam_prior.io import read_image, write_image
+    from robustsam_prior.io import read_image
     from robustsam_prior.loading import build_robustsam
+    from robustsam_prior.segment import segment_image
 
     try:
         device = str(resolve_device(device))
@@ -176,94 +168,40 @@ def segment(
         data = read_image(image)
     except (ValueError, OSError) as e:  # ImageReadError names the file and the reason
         raise click.ClickException(str(e) if str(image) in str(e) else f"cannot read image {str(image)!r}: {e}") from None
-    pixels = data.pixels
-    rgb8 = np.clip(np.rint(pixels * 255.0), 0, 255).astype(np.uint8)
-    h, w = rgb8.shape[:2]
+    h, w = data.pixels.shape[:2]
     check_prompts_inside(coords, box, h, w, str(image))
     try:
         ckpt = resolve_checkpoint(checkpoint)
         model = build_robustsam(config, ckpt, bn_mode=bn_mode, device=device)
     except (CheckpointError, ValueError) as e:
         raise click.ClickException(str(e)) from e
-    scores: dict = {
-        "image": str(image),
-        "size": [h, w],
-        "path": path,
-        "bn_mode": bn_mode,
-        "checkpoint": {"path": model.checkpoint_path, "sha256": model.checkpoint_sha256},
-    }
-    images: dict[str, tuple[np.ndarray, int]] = {}  # file name -> (pixels, bit depth), written at the end
-
-    if auto:
-        from robustsam_prior.automatic import RobustSamAutomaticMaskGenerator, masks_to_label_map
-
-        generator = RobustSamAutomaticMaskGenerator(
+    try:
+        result = segment_image(
             model,
+            data.pixels,
+            points=coords,
+            point_labels=labels,
+            box=box,
+            auto=auto,
             path=path,
+            multimask=multimask,
             points_per_side=points_per_side,
             pred_iou_thresh=pred_iou_thresh,
             stability_score_thresh=stability_thresh,
             progress=True,
+            image_name=str(image),
         )
-        records = generator.generate(rgb8)
-        label_map, sources = masks_to_label_map(records, (h, w), return_sources=True)
-        if len(sources) > 65535:
-            raise click.ClickException(f"{len(sources)} regions do not fit a 16-bit label map")
-        images["labels.png"] = (label_map.astype(np.float32) / 65535.0, 16)
-        region_of = {src: rid for rid, src in enumerate(sources)}
-        scores["mode"] = "auto"
-        scores["label_map"] = "labels.png"
-        scores["num_regions"] = len(sources)
-        scores["masks"] = [
-            {
-                "predicted_iou": float(r["predicted_iou"]),
-                "stability_score": float(r["stability_score"]),
-                "area": int(r["area"]),
-                "bbox_xywh": [float(v) for v in r["bbox"]],
-                "region": region_of.get(i),
-            }
-            for i, r in enumerate(records)
-        ]
-        colours = _palette(len(sources))
-        tint = colours[label_map]
-        if -1 in sources:
-            uncovered = label_map == sources.index(-1)
-            tint[uncovered] = pixels[uncovered]
-        overlay = 0.5 * pixels + 0.5 * tint
-    else:
-        from robustsam_prior.predictor import RobustSamPredictor
-
-        predictor = RobustSamPredictor(model, path=path)
-        predictor.set_image(rgb8)
-        masks, iou, _ = predictor.predict(
-            point_coords=np.asarray(coords, dtype=np.float32) if coords else None,
-            point_labels=np.asarray(labels) if labels else None,
-            box=np.asarray(box, dtype=np.float32) if box else None,
-            multimask_output=multimask,
-        )
-        scores["mode"] = "prompted"
-        scores["prompts"] = {"points": coords, "point_labels": labels, "box": box}
-        scores["masks"] = []
-        overlay = pixels.copy()
-        colours = _palette(len(masks))
-        for i, (mask, score) in enumerate(zip(masks, iou)):
-            name = f"mask_{i}.png"
-            images[name] = (mask.astype(np.float32), 8)
-            scores["masks"].append({"file": name, "iou_prediction": float(score), "area": int(mask.sum())})
-            overlay[mask] = 0.5 * overlay[mask] + 0.5 * colours[i]
-    images["overlay.png"] = (np.clip(overlay, 0.0, 1.0), 8)
+    except ValueError as e:  # more regions than a 16-bit label map holds
+        raise click.ClickException(str(e)) from None
     try:  # a NaN score (a broken checkpoint) is refused here, before any file is written
-        text = json_dumps(scores, indent=2)
+        text = result.to_json()
     except ValueError as e:
         raise click.ClickException(f"{image}: the model's scores cannot be saved ({e}); nothing written") from None
     try:
-        output.mkdir(parents=True, exist_ok=True)
-        for name, (pixels_out, bit_depth) in images.items():
-            write_image(output / name, pixels_out, bit_depth=bit_depth)
-        write_json(output / "scores.json", scores)
+        result.write(output)
     except OSError as e:
         raise click.ClickException(f"cannot write into {output}: {e}") from None
     if as_json:
         click.echo(text)
     else:
-        click.echo(f"{image}: {len(scores['masks'])} masks -> {output}")
+        click.echo(f"{image}: {len(result.scores['masks'])} masks -> {output}")

@@ -9,13 +9,31 @@ the same command trains with DDP.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Iterator
 
 import click
 
 from robustsam_prior.fileio import json_dumps, jsonable
 
 logger = logging.getLogger(__name__)
+
+
+@contextlib.contextmanager
+def run_errors_as_click_errors() -> Iterator[None]:
+    """Both kinds of training: a problem with the run's inputs becomes a one-line ``ClickException``.
+
+    ``CheckpointError``: starting weights or a ``--resume`` state unreadable or not fitting;
+    ``FileNotFoundError``: a file the run needs; ``ValueError`` (``DataError`` among them): bad data or
+    settings, or CUDA asked for where there is none; ``FloatingPointError``: the loss diverged.
+    """
+    from robustsam_prior.checkpoint import CheckpointError
+
+    try:
+        yield
+    except (CheckpointError, FileNotFoundError, FloatingPointError, ValueError) as e:
+        raise click.ClickException(str(e)) from None
 
 
 def load_train_config(path: str, overrides: tuple[str, ...] | list[str]):
@@ -34,7 +52,6 @@ def train_robustsam(cfg, *, recipe: str, overrides: tuple[str, ...], resume: boo
     from pathlib import Path
 
     from pipelines.config import save_resolved, to_dict
-    from robustsam_prior.checkpoint import CheckpointError
     from robustsam_prior.training.trainer import train_from_options
 
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
@@ -50,10 +67,8 @@ def train_robustsam(cfg, *, recipe: str, overrides: tuple[str, ...], resume: boo
             f"{out} already holds a run ({held}); pass --resume to continue it or choose another output_dir"
         )
     save_resolved(cfg, out / "config.yml", source=recipe, overrides=overrides)
-    try:
+    with run_errors_as_click_errors():
         summary = train_from_options(cfg, resolved_config=to_dict(cfg), resume=resume)
-    except (CheckpointError, FloatingPointError, ValueError) as e:  # bad weights/data/state, divergence, no CUDA
-        raise click.ClickException(str(e)) from None
     if as_json:
         click.echo(json_dumps(jsonable(summary), indent=2))
         return
@@ -67,11 +82,9 @@ def train_robustsam(cfg, *, recipe: str, overrides: tuple[str, ...], resume: boo
 
 
 def eval_metrics() -> dict:
-    """Validation metrics from ``eval.metrics`` (PSNR), or the trainer's own PSNR if eval is absent."""
-    try:
-        from eval.metrics import psnr
-    except ImportError:
-        return {}
+    """Validation metrics for the restoration trainer: ``eval.metrics``' PSNR."""
+    from eval.metrics import psnr
+
     return {"psnr": lambda pred, gt: float(psnr(pred, gt))}
 
 
@@ -93,7 +106,6 @@ def train(recipe: str, overrides: tuple[str, ...], resume: bool, output_dir: str
         cfg = load_train_config(recipe, overrides)
     except ConfigError as e:
         raise click.ClickException(str(e)) from None
-    import contextlib
     import os
 
     from robustsam_prior.fileio import FolderLockedError, folder_lock
@@ -117,9 +129,7 @@ def _train_restoration(cfg, *, recipe: str, overrides: tuple[str, ...], resume: 
     from pathlib import Path
 
     from pipelines.config import save_resolved, to_dict
-    from restore.training.data import DataError
     from restore.training.trainer import train_restoration
-    from robustsam_prior.checkpoint import CheckpointError
 
     out = Path(cfg.output_dir)
     state = out / "state" / "latest.pt"
@@ -132,10 +142,8 @@ def _train_restoration(cfg, *, recipe: str, overrides: tuple[str, ...], resume: 
         )
     if int(os.environ.get("RANK", "0")) == 0:
         save_resolved(cfg, out / "config.yml", source=recipe, overrides=overrides)
-    try:
+    with run_errors_as_click_errors():
         summary = train_restoration(cfg, resume=resume, resolved_config=to_dict(cfg), metrics=eval_metrics())
-    except (DataError, FileNotFoundError, FloatingPointError, CheckpointError) as e:  # bad data, divergence,
-        raise click.ClickException(str(e)) from None  # model.init or --resume state unreadable or not fitting
     if int(os.environ.get("RANK", "0")) != 0:
         return
     if as_json:

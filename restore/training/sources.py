@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .files import DataError, cut_border
 from .options import DatasetOptions
 
 
@@ -65,8 +66,6 @@ class VideoWindows:
     """
 
     def __init__(self, folder: Path, opts: DatasetOptions, key: str) -> None:
-        from .data import DataError
-
         self.opts, self.key = opts, key
         folders = [folder] + sorted(p for p in folder.iterdir() if p.is_dir())
         self.sequences = [files for f in folders if (files := _image_files(f, opts))]
@@ -107,8 +106,6 @@ class VideoWindows:
     def blurred(self, item: int, rng: np.random.Generator) -> np.ndarray:
         """The mean of ``N`` frames around ``item`` (``N`` drawn from ``opts.frames``), ``HxWx3`` float32
         in [0, 1], quantised to 8 bits as a saved blurry frame is."""
-        from .data import DataError
-
         it = self.items[item]
         lo, hi = self.opts.frames
         n = int(rng.integers(lo, hi + 1))
@@ -130,8 +127,6 @@ class DepthHaze:
     """Metric depth maps for the clean images of a ``depth_haze`` set, and the hazing itself."""
 
     def __init__(self, folder: Path, clean_files: list[Path], opts: DatasetOptions, key: str) -> None:
-        from .data import DataError
-
         self.opts = opts
         by_stem: dict[str, Path] = {}
         for p in sorted(folder.iterdir()):
@@ -146,8 +141,6 @@ class DepthHaze:
 
     def depth(self, idx: int, shape: tuple[int, int]) -> np.ndarray:
         """Depth in metres of image ``idx``, resized (bilinear) to ``shape`` ``(H, W)`` if needed."""
-        from .data import DataError
-
         if idx not in self._depth:
             path = self.files[idx]
             try:
@@ -161,8 +154,6 @@ class DepthHaze:
                 raise DataError(f"{path}: unreadable depth map ({e})") from None
             if d.ndim != 2 or not np.isfinite(d).all() or d.min() < 0:
                 raise DataError(f"{path}: a depth map must be HxW, finite and >= 0 (got shape {d.shape})")
-            from .data import cut_border
-
             self._depth[idx] = cut_border(d, self.opts)
         d = self._depth[idx]
         if d.shape != shape:

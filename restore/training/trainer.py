@@ -30,13 +30,11 @@ rank 0 alone logs and writes files.
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 import logging
 import math
 import os
-import random
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -53,11 +51,12 @@ from robustsam_prior.prior import PriorOutput
 from .data import DataError, MixedDataset, PairDataset, PositionBatches, collate
 from .losses import PixelLoss
 from .options import TrainConfig
+from .schedule import Ema, lr_factor
+from .state import STATE_FORMAT, fingerprint, load_state, rng_state, save_state, set_rng_state
 
 logger = logging.getLogger(__name__)
 
 CHECKPOINT_FORMAT = "robustsam-restore/restoration"
-STATE_FORMAT = "robustsam-restore/training-state"
 MetricFn = Callable[[torch.Tensor, torch.Tensor], float]
 
 
@@ -101,120 +100,6 @@ def parameter_digest(module: nn.Module) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
-# schedule and EMA
-# ---------------------------------------------------------------------------------------------
-
-
-def lr_factor(step: int, *, iterations: int, warmup: int, kind: str, base_lr: float, eta_min: float) -> float:
-    """Multiplier of the base learning rate at optimizer step ``step`` (0-based).
-
-    Linear warm-up ``(step+1)/warmup`` over the first ``warmup`` steps, then either constant or a cosine
-    from ``base_lr`` to ``eta_min`` at the last step (torch's ``CosineAnnealingLR`` formula).
-    """
-    if step < warmup:
-        return (step + 1) / warmup
-    if kind == "constant" or base_lr == 0:
-        return 1.0
-    span = max(1, iterations - warmup)
-    progress = min(1.0, (step - warmup) / span)
-    floor = eta_min / base_lr
-    return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
-
-
-class Ema:
-    """Exponential moving average of a module's parameters (buffers copied).
-
-    Decay at update ``t`` (1-based) is ``min(decay, (1 + t) / (10 + t))`` so early averages are not
-    dominated by the random initialisation.
-    """
-
-    def __init__(self, module: nn.Module, decay: float) -> None:
-        self.module = copy.deepcopy(module).eval()
-        for p in self.module.parameters():
-            p.requires_grad_(False)
-        self.decay = decay
-        self.updates = 0
-
-    @torch.no_grad()
-    def update(self, module: nn.Module) -> None:
-        self.updates += 1
-        d = min(self.decay, (1 + self.updates) / (10 + self.updates))
-        src = dict(module.named_parameters())
-        for name, p in self.module.named_parameters():
-            p.mul_(d).add_(src[name].detach(), alpha=1 - d)
-        src_b = dict(module.named_buffers())
-        for name, b in self.module.named_buffers():
-            b.copy_(src_b[name])
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"module": self.module.state_dict(), "updates": self.updates}
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        self.module.load_state_dict(state["module"])
-        self.updates = int(state["updates"])
-
-
-# ---------------------------------------------------------------------------------------------
-# state files
-# ---------------------------------------------------------------------------------------------
-
-
-def _rng_state() -> dict[str, Any]:
-    np_state = np.random.get_state()  # noqa: NPY002 (saving the legacy global state some code still uses)
-    py_version, py_internal, py_gauss = random.getstate()
-    return {
-        "torch": torch.get_rng_state(),
-        "numpy": {"keys": torch.from_numpy(np_state[1].astype(np.int64)), "pos": int(np_state[2]),
-                  "has_gauss": int(np_state[3]), "gauss": float(np_state[4])},
-        "python": {"version": py_version, "internal": list(py_internal), "gauss": py_gauss},
-    }
-
-
-def _set_rng_state(state: Mapping[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    n = state["numpy"]
-    legacy = ("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"])
-    np.random.set_state(legacy)  # noqa: NPY002
-    p = state["python"]
-    random.setstate((p["version"], tuple(p["internal"]), p["gauss"]))
-
-
-def save_state(path: Path, state: Mapping[str, Any]) -> None:
-    """``torch.save`` atomically: a kill mid-write leaves the previous file intact."""
-    from robustsam_prior.fileio import atomic_write
-
-    with atomic_write(path, "wb") as f:
-        torch.save(dict(state), f)
-
-
-def load_state(path: Path) -> dict[str, Any]:
-    """Load a training-state file with ``weights_only=True`` (no pickled code runs); a file that cannot be
-    read or is not a training state raises ``CheckpointError`` naming it."""
-    from robustsam_prior.checkpoint import CheckpointError
-
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no training state to resume from")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # truncated, corrupt or not a state file
-        raise CheckpointError(f"{path}: unreadable training state ({' '.join(str(e).split())})") from e
-    if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
-        raise CheckpointError(f"{path}: not a robustsam-restore training state")
-    return state
-
-
-def fingerprint(config: Mapping[str, Any]) -> dict[str, Any]:
-    """The parts of a resolved config that must not change across a resume."""
-    return {
-        "model": config.get("model"),
-        "prior": config.get("prior"),
-        "seed": config.get("seed"),
-        "batch_size": config.get("train", {}).get("batch_size"),
-        "data": config.get("data"),
-    }
-
-
-# ---------------------------------------------------------------------------------------------
 # the loop
 # ---------------------------------------------------------------------------------------------
 
@@ -228,14 +113,9 @@ def _device(name: str) -> torch.device:
 def _prior_cache(root: str | None) -> Any:
     if root is None:
         return None
-    import importlib
-    import importlib.util
+    from robustsam_prior.cache import PriorCache
 
-    for module in ("robustsam_prior.prior", "robustsam_prior.cache"):
-        mod = importlib.import_module(module) if importlib.util.find_spec(module) else None
-        if mod is not None and hasattr(mod, "PriorCache"):
-            return mod.PriorCache(root)
-    raise RuntimeError("prior.cache_dir is set but robustsam_prior has no PriorCache")
+    return PriorCache(root)
 
 
 def _step_seed(seed: int, step: int) -> int:
@@ -390,7 +270,7 @@ class Trainer:
             "ema": self.ema.state_dict() if self.ema is not None else {},
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
-            "rng": _rng_state(),
+            "rng": rng_state(),
             "metrics": dict(self.last_metrics),
             "world_size": self.world,
             "fingerprint": json.dumps(fingerprint(self.resolved), sort_keys=True, default=str),
@@ -408,7 +288,7 @@ class Trainer:
             self.ema.load_state_dict(state["ema"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
-        _set_rng_state(state["rng"])
+        set_rng_state(state["rng"])
         self.step = int(state["iteration"])
         self.last_metrics = dict(state.get("metrics", {}))
 

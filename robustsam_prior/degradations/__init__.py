@@ -22,7 +22,7 @@ _EXPORTS = {
     "DEGRADATIONS": "api",  # via api so that every family is registered
     "ROBUST_SEG_SET": "api",
     "RESTORATION_SET": "api",
-    "Degraded": "api",
+    "Degraded": "batch",
     "degrade": "api",
     "describe": "api",
     "describe_json": "api",

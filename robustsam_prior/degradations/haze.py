@@ -19,7 +19,7 @@ from .weather import composite, fractal_noise
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
-    from . import Degraded
+    from .batch import Degraded
 
 
 def synthetic_depth(h: int, w: int, rng: np.random.Generator) -> np.ndarray:
@@ -113,7 +113,7 @@ def add_haze(
         return haze(
             image, beta=beta, airlight=airlight, rng=rng, depth=None if depth is None else np.asarray(depth)
         )
-    from .api import check_batch, collect
+    from .batch import check_batch, collect
 
     check_batch(image)
     b = image.shape[0]

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from segment_anything.modeling import PromptEncoder, TwoWayTransformer
 
+from ..fast_encoder import accelerate
 from ..registry import did_you_mean
 from .image_encoder import ImageEncoderViTWithTap
 from .mask_decoder import RobustMaskDecoder
@@ -137,8 +138,8 @@ def build_robustsam_model(
 ) -> RobustSam:
     """A randomly initialised :class:`RobustSam` in eval mode (works under ``torch.device("meta")``).
 
-    ``fast=True`` hands the image encoder to ``robustsam_prior.fast_encoder.accelerate`` when that
-    module is available (a warning is logged otherwise). ``ValueError`` for a config outside
+    ``fast=True`` switches the image encoder to ``robustsam_prior.fast_encoder``'s faster forward
+    (:func:`~robustsam_prior.fast_encoder.accelerate`, same parameters and outputs). ``ValueError`` for a config outside
     :data:`LIMITS` or one whose model would have more than :data:`MAX_PARAMETERS` parameters (counted
     on the meta device, before anything is allocated).
     """
@@ -150,7 +151,7 @@ def build_robustsam_model(
         raise ValueError(f"a RobustSAM of {n:,} parameters, more than the {MAX_PARAMETERS:,} allowed ({cfg})")
     model = _build(cfg, bn_mode)
     if fast:
-        accelerate_encoder(model)
+        accelerate(model.image_encoder)
     return model.eval()
 
 
@@ -193,18 +194,3 @@ def _build(cfg: RobustSamConfig, bn_mode: str) -> RobustSam:
     )
     model.config = cfg
     return model
-
-
-def accelerate_encoder(model: RobustSam) -> None:
-    """Swap in ``robustsam_prior.fast_encoder``'s faster encoder path where that module exists."""
-    import importlib
-    import logging
-
-    try:
-        fast_encoder = importlib.import_module("robustsam_prior.fast_encoder")
-    except ModuleNotFoundError:
-        logging.getLogger(__name__).warning("fast=True but robustsam_prior.fast_encoder is not available")
-        return
-    result = fast_encoder.accelerate(model.image_encoder)
-    if result is not None:
-        model.image_encoder = result

@@ -94,7 +94,6 @@ class _SegmentAnythingPrior(Prior):
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self._model = None
         self._generator = None
-        self._captured: tuple[torch.Tensor, torch.Tensor] | None = None
         self.robust_features_available = True  # False once a Meta SAM checkpoint is loaded (sam path)
 
     @property
@@ -125,12 +124,14 @@ class _SegmentAnythingPrior(Prior):
 
     @property
     def generator(self):
-        """The automatic mask generator (no crops: its one ``set_image`` is the whole image)."""
+        """The automatic mask generator, built on first use (no crops: its one ``set_image`` is the whole
+        image). Its predictor keeps that image's encoder outputs (``keep_encoding``), so the features
+        come from the same single encoder pass as the masks."""
         if self._generator is None:
             from .. import RobustSamAutomaticMaskGenerator
 
             o = self.options
-            gen = RobustSamAutomaticMaskGenerator(
+            self._generator = RobustSamAutomaticMaskGenerator(
                 self.model,
                 path=o["path"],
                 points_per_side=o["points_per_side"],
@@ -138,17 +139,8 @@ class _SegmentAnythingPrior(Prior):
                 pred_iou_thresh=o["pred_iou_thresh"],
                 stability_score_thresh=o["stability_score_thresh"],
                 crop_n_layers=0,
+                keep_encoding=True,
             )
-            # keep the encoder outputs of the generator's set_image (it resets them afterwards), so
-            # the features come from the same single encoder pass as the masks
-            predictor, original = gen.predictor, gen.predictor.set_torch_image
-
-            def set_torch_image(transformed_image, original_image_size):
-                original(transformed_image, original_image_size)
-                self._captured = (predictor.features, predictor.early_features)
-
-            predictor.set_torch_image = set_torch_image
-            self._generator = gen
         return self._generator
 
     @staticmethod
@@ -162,13 +154,14 @@ class _SegmentAnythingPrior(Prior):
         from .. import masks_to_label_map
 
         h, w = image.shape[-2:]
-        self._captured = None
+        predictor = self.generator.predictor
+        predictor.last_encoding = None
         masks = self.generator.generate(self.to_uint8(image))
         labels = np.asarray(masks_to_label_map(masks, (h, w)), dtype=np.int32)
-        if self._captured is None:  # pragma: no cover - segment_anything always sets the image
+        if predictor.last_encoding is None:  # pragma: no cover - segment_anything always sets the image
             raise RuntimeError("the mask generator did not encode the image")
-        embeddings, early = self._captured
-        self._captured = None
+        embeddings, early = predictor.last_encoding
+        predictor.last_encoding = None
         features = {"image_embedding": embeddings.float().cpu()}
         if self.robust_features_available:
             robust = self.model.robust_image_features(embeddings, early, self.options["path"])

@@ -288,6 +288,17 @@ def test_segmentation_input_errors(monkeypatch):
         )
 
 
+def test_segmenters_come_from_a_registry_that_suggests_a_name():
+    from eval.benchmark import SEGMENTERS, build_segmenters
+
+    assert SEGMENTERS.names() == ["regions", "robustsam", "sam"]
+    # the unknown name is reported before the robustsam model would be loaded from a file that does not exist
+    with pytest.raises(KeyError, match=r"unknown segmenter 'robustsm' \(did you mean 'robustsam'\?\); known: regions, "
+                                       r"robustsam, sam"):
+        build_segmenters(["robustsam", "robustsm"], checkpoint="/nonexistent/robustsam.pth")
+    assert [type(s).__name__ for s in build_segmenters(["regions"])] == ["RegionsSegmenter"]
+
+
 def test_regions_segmenter_rules():
     seg = RegionsSegmenter()
     seg.labels = np.array([[0, 0, 1, 1], [0, 0, 1, 1], [2, 2, 2, 2]])
@@ -330,6 +341,17 @@ def test_segmentation_benchmark_tiny_robustsam_is_deterministic(tmp_path):
         assert all(0 <= r["metrics"][k] <= 1 for k in ("iou", "dice", "pa"))
         assert r["prompt"] == {"type": "point", "num_points": 2, "seed": 1}
     assert [r["method"] for r in read_rows(out)] == [r["method"] for r in a]
+    assert segs[0].predictor is segs[1].predictor and segs[0].predictor.path == "robust"  # not switched by "sam"
+    # one prompt at a time (predict) gives the batched masks (predict_many), on both paths
+    item = ds.items[0]
+    image, masks = item.load_image(), item.load_masks()
+    prompts = [draw_prompts(m, prompt=kind, num_points=2, rng=np.random.default_rng(j))
+               for j, m in enumerate(masks) for kind in ("box", "point")]
+    for seg in segs:
+        seg.set_image(image)
+        batched = [seg.predict_many([p for p in prompts if kind in p]) for kind in ("box", "points")]
+        single = [[seg.predict(p) for p in prompts if kind in p] for kind in ("box", "points")]
+        assert all(np.array_equal(x, y) for b, s in zip(batched, single) for x, y in zip(b, s, strict=True))
     with pytest.raises(ValueError, match="path must be"):
         PredictorSegmenter(model=model, path="clear")
 
@@ -355,7 +377,7 @@ def test_jsonable_and_rows_io(tmp_path):
 
 
 def test_crops_stay_inside_their_folder_whatever_the_names(tmp_path):
-    from eval.benchmark import _safe
+    from eval.restoration_benchmark import _safe
 
     assert [_safe(s) for s in ("..", ".", "a/b", "x.y", "")] == ["__", "_", "a_b", "x.y", "_"]
     lq, gt = _write_pairs(tmp_path / "d", n=1)

@@ -15,6 +15,8 @@ from eval.metrics.segmentation import (
     mask_iou,
     mask_metrics,
     mask_pixel_accuracy,
+    matched_miou,
+    matched_relabel,
 )
 
 
@@ -118,3 +120,18 @@ def test_mask_errors():
     with pytest.raises(ValueError, match="no pixels"):
         mask_dice(np.zeros((0, 2)), np.zeros((0, 2)))
     assert not math.isnan(mask_iou(np.zeros((1, 1)), np.zeros((1, 1))))
+
+
+def test_matched_miou_hand_worked():
+    ref = np.array([[0, 0, 1, 1],
+                    [0, 0, 1, 1]])
+    same_regions_other_ids = np.array([[7, 7, 2, 2],
+                                       [7, 7, 2, 2]])
+    assert matched_miou(same_regions_other_ids, ref) == 1.0
+    # pred splits region 1 into two: region 0 matches exactly (IoU 1); region 1 matches the larger
+    # half {(0,2),(0,3),(1,2)} -> IoU 3/4; the leftover pred region (1,3) has no partner -> IoU 0
+    pred = np.array([[0, 0, 1, 1],
+                     [0, 0, 1, 2]])
+    relabelled, k = matched_relabel(pred, ref)
+    assert k == 3 and relabelled.tolist() == [[0, 0, 1, 1], [0, 0, 1, 2]]
+    assert matched_miou(pred, ref) == pytest.approx((1 + 0.75 + 0) / 3)

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from pipelines.commands._common import RunSummary, process_files
-from robustsam_prior.io import collect_inputs, read_image, write_image
+from robustsam_prior.inputs import collect_inputs
+from robustsam_prior.io import read_image, write_image
 
 
 def _folder_with_one_corrupt(root: Path) -> Path:

@@ -81,7 +81,7 @@ def test_training_with_bad_init_weights_or_resume_state(tmp_path, bad_weights, r
     for what, message in (("evil", "refused to load"), ("safetensors", "not a readable safetensors file")):
         res = CliRunner().invoke(main, ["train", str(recipe), f"model.init={bad_weights[what]}"])
         assert message in _one_line_error(res, bad_weights[what])
-    from restore.training.trainer import STATE_FORMAT
+    from restore.training.state import STATE_FORMAT
 
     state = out / "state" / "latest.pt"
     state.parent.mkdir(parents=True)

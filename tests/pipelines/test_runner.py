@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from pipelines.cli import main
-from pipelines.steps import image_seed, matched_miou, matched_relabel
+from pipelines.steps import image_seed
 from restore.archs import build_arch
 from robustsam_prior.checkpoint import save_checkpoint
 
@@ -120,21 +120,6 @@ def test_restore_then_segment_reports_miou(tmp_path, tiny_model, images):
     # the degradation is seeded per image path: the same run gives the same hazy image
     assert image_seed(0, Path("sub/b.png")) == image_seed(0, Path("sub/b.png"))
     assert image_seed(0, Path("a.png")) != image_seed(0, Path("sub/b.png"))
-
-
-def test_matched_miou_hand_worked():
-    ref = np.array([[0, 0, 1, 1],
-                    [0, 0, 1, 1]])
-    same_regions_other_ids = np.array([[7, 7, 2, 2],
-                                       [7, 7, 2, 2]])
-    assert matched_miou(same_regions_other_ids, ref) == 1.0
-    # pred splits region 1 into two: region 0 matches exactly (IoU 1); region 1 matches the larger
-    # half {(0,2),(0,3),(1,2)} -> IoU 3/4; the leftover pred region (1,3) has no partner -> IoU 0
-    pred = np.array([[0, 0, 1, 1],
-                     [0, 0, 1, 2]])
-    relabelled, k = matched_relabel(pred, ref)
-    assert k == 3 and relabelled.tolist() == [[0, 0, 1, 1], [0, 0, 1, 2]]
-    assert matched_miou(pred, ref) == pytest.approx((1 + 0.75 + 0) / 3)
 
 
 def test_failures_are_per_image_and_exit_nonzero(tmp_path, tiny_model, images):

@@ -21,7 +21,7 @@ from restore.training.data import (
 )
 from restore.training.losses import PixelLoss, charbonnier_loss, fft_loss, l1_loss, psnr_loss
 from restore.training.options import AugmentOptions, DatasetOptions, DegradationOptions, LossTerm
-from restore.training.trainer import Ema, lr_factor
+from restore.training.schedule import Ema, lr_factor
 from robustsam_prior.prior import PriorOutput
 
 
@@ -319,3 +319,19 @@ def test_config_path_names_a_missing_package():
     for value in ("pkg://nope_zz", "pkg://nope_zz.sub/images"):
         with pytest.raises(DataError, match=f"'{value}': no installed package"):
             config_path(value)
+
+
+def test_prior_cache_dir_puts_the_whole_image_priors_into_a_prior_cache(tmp_path, one_thread):
+    from pipelines.commands.train import load_train_config
+    from restore.training.trainer import Trainer
+    from robustsam_prior.cache import PriorCache
+
+    cache = tmp_path / "cache"
+    # deterministic off: a Trainer built outside train_restoration would leave that process-wide switch on
+    cfg = load_train_config("pipelines/smoke_train_dehaze.yml", [f"output_dir={tmp_path / 'run'}",
+                                                                  f"prior.cache_dir={cache}", "train.deterministic=false"])
+    ds = Trainer(cfg).train_ds
+    assert isinstance(ds.prior_cache, PriorCache) and ds.prior_cache.root == cache
+    assert ds[0].labels is not None
+    assert ds.prior_cache.stats["misses"] == 1 and any(cache.rglob("*.safetensors"))
+    assert not torch.are_deterministic_algorithms_enabled()

@@ -256,7 +256,8 @@ def test_real_data_mixture_under_torchrun_and_resume_equals_one_uninterrupted_pr
     so stopping early changes no step)."""
     from pipelines.commands.train import load_train_config
     from pipelines.config import to_dict
-    from restore.training.trainer import load_state, train_restoration
+    from restore.training.state import load_state
+    from restore.training.trainer import train_restoration
 
     _video(tmp_path)
     img_dir, depth_dir, _, _ = _nyu_like(tmp_path)

@@ -12,7 +12,8 @@ import torch
 from pipelines.commands.train import load_train_config
 from pipelines.config import to_dict
 from restore.training import trainer as trainer_mod
-from restore.training.trainer import load_state, train_restoration
+from restore.training.state import load_state
+from restore.training.trainer import train_restoration
 from robustsam_prior.checkpoint import read_checkpoint
 
 

@@ -81,7 +81,7 @@ def test_smoke_training_lowers_losses_keeps_sam_frozen_and_loads(smoke_run, sam_
     assert not unchanged  # every frozen SAM parameter and buffer is bit-identical to the file
     robust = [k for k in state if is_robust_key(k) and k.endswith(".weight")]
     assert _smoke_cfg().seed == 0
-    torch.manual_seed(0)  # the recipe's seed: train_anti_degradation seeds torch before building the model
+    torch.manual_seed(0)  # the recipe's seed: train_from_options seeds torch before building the model
     init_state = build_robustsam(_smoke_cfg().model.model_config(), sam_file, fresh_robust_modules=True).state_dict()
     moved = [k for k in robust if not torch.equal(init_state[k], state[k])]
     assert len(moved) > 0.9 * len(robust), (len(moved), len(robust))  # the robust modules trained

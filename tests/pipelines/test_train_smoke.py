@@ -85,3 +85,24 @@ def test_infinite_validation_psnr_is_logged_as_strict_json(tmp_path, recipe_fact
     assert [r["val/input_psnr"] for r in log if "val/input_psnr" in r] == ["inf"]
     assert strict((out / "summary.json").read_text())["metrics"]["val/input_psnr"] == "inf"
     assert strict(res.output[res.output.index("{"):])["metrics"]["val/input_psnr"] == "inf"
+
+
+@pytest.mark.parametrize("error", [FileNotFoundError("no such file: x.png"), ValueError("bad setting"),
+                                   FloatingPointError("the loss is nan"), "checkpoint"])
+@pytest.mark.parametrize("recipe, entry", [
+    ("pipelines/smoke_train_dehaze.yml", "restore.training.trainer.train_restoration"),
+    ("pipelines/train_robustsam_smoke.yml", "robustsam_prior.training.trainer.train_from_options"),
+])
+def test_both_kinds_of_training_report_the_same_errors_as_one_line(tmp_path, monkeypatch, recipe, entry, error):
+    from robustsam_prior.checkpoint import CheckpointError
+
+    if error == "checkpoint":
+        error = CheckpointError("w.pth: not a checkpoint")
+
+    def fail(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(entry, fail)
+    res = CliRunner().invoke(main, ["train", recipe, f"output_dir={tmp_path / 'run'}"])
+    assert res.exit_code == 1 and res.output.strip() == f"Error: {error}", res.output
+    assert not isinstance(res.exception, type(error))  # handled, not a traceback

@@ -179,6 +179,23 @@ def test_load_checkpoint_and_restore_matches_direct_call(tmp_path):
     assert not r.use_tiles(10_000, 10_000)
 
 
+def test_with_prior_conditions_a_copy_on_another_prior(tmp_path):
+    ck = tmp_path / "m.safetensors"
+    net = make_checkpoint(ck)
+    r = Restorer.load(str(ck), task="dehaze", device="cpu", tile=0)
+    x = torch.rand(1, 3, 24, 20, generator=torch.Generator().manual_seed(1))
+    fixed = r.prior(x)
+    seen = []
+    other = r.with_prior(lambda images: seen.append(images.shape) or fixed)
+    assert other.net is r.net and other.tile == 0 and other.metadata is r.metadata and r.prior.name == "regions"
+    out = other.restore(x)
+    with torch.no_grad():
+        ref = net(x, fixed).clamp(0, 1)
+    assert seen == [x.shape]
+    torch.testing.assert_close(out, ref, atol=1e-5, rtol=0)
+    assert r.with_prior(None).prior is None
+
+
 def test_prior_override_and_checkpoint_errors(tmp_path):
     ck = tmp_path / "m.safetensors"
     make_checkpoint(ck)

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 from functools import partial
-from pathlib import Path
 
 import pytest
 import torch
@@ -17,13 +15,6 @@ from robustsam_prior.fast_encoder import (
     is_accelerated,
     stock,
     windowed_attention,
-)
-
-REFERENCE_DIR = Path(
-    os.environ.get(
-        "ROBUSTSAM_REFERENCE_DIR",
-        Path(__file__).resolve().parents[2].parent / "shared" / "reference" / "robustsam",
-    )
 )
 
 
@@ -228,12 +219,9 @@ def test_rejects_non_encoders():
         accelerate(_encoder(), bias_budget=0)
 
 
-def test_tiny_robustsam_reference_config():
+def test_tiny_robustsam_reference_config(robustsam_reference_dir):
     """The tiny RobustSAM reference shape (img 256, patch 16, dim 32, depth 2, heads 2, global [1], window 4)."""
-    path = REFERENCE_DIR / "tiny_config.json"
-    if not path.is_file():
-        pytest.skip(f"reference folder absent: {path}")
-    cfg = json.loads(path.read_text())
+    cfg = json.loads((robustsam_reference_dir / "tiny_config.json").read_text())
     enc = _encoder(
         img_size=cfg["img_size"],
         patch_size=cfg["patch"],

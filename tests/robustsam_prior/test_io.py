@@ -17,12 +17,12 @@ import tifffile
 import torch
 from PIL import Image, ImageFile, ImageOps
 
+from robustsam_prior.inputs import collect_inputs
 from robustsam_prior.io import (
     DEFAULT_MAX_PIXELS,
     IMAGE_EXTENSIONS,
     ImageReadError,
     apply_exif_orientation,
-    collect_inputs,
     get_max_pixels,
     is_image_file,
     read_image,
@@ -493,7 +493,7 @@ def test_collect_inputs_leaves_out_excluded_trees(tmp_path):
 
 
 def test_output_location_checks(tmp_path):
-    from robustsam_prior.io import check_output_location, refuse_overwriting_inputs
+    from robustsam_prior.inputs import check_output_location, refuse_overwriting_inputs
 
     d = tmp_path / "in"
     (d / "sub").mkdir(parents=True)

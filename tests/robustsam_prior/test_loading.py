@@ -196,14 +196,20 @@ def test_build_needs_config_or_checkpoint(source, tmp_path):
     assert loaded.sha256 == target.checkpoint_sha256 and equal_states(target, source)
 
 
-def test_fast_option_without_fast_encoder_still_builds(source, caplog, monkeypatch):
-    import sys
+def test_fast_option_switches_the_encoder_to_the_fast_forward(source, tmp_path):
+    from robustsam_prior.fast_encoder import is_accelerated
 
-    monkeypatch.setitem(sys.modules, "robustsam_prior.fast_encoder", None)  # import fails
-    with caplog.at_level("WARNING"):
-        model = build_robustsam(TINY, fast=True)
-    assert model.image_size == 64
-    assert "fast_encoder is not available" in caplog.text
+    path = tmp_path / "w.pth"
+    torch.save(source.state_dict(), path)
+    fast, plain = build_robustsam(TINY, path, fast=True), build_robustsam(TINY, path)
+    assert is_accelerated(fast.image_encoder) and not is_accelerated(plain.image_encoder)
+    assert is_accelerated(build_robustsam_model(TINY, fast=True).image_encoder)
+    assert fast.state_dict().keys() == plain.state_dict().keys()
+    x = torch.rand(1, 3, 64, 64) * 255
+    with torch.no_grad():
+        (emb_fast, early_fast), (emb, early) = fast.encode(fast.preprocess(x)), plain.encode(plain.preprocess(x))
+    torch.testing.assert_close(emb_fast, emb, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(early_fast, early, rtol=1e-5, atol=1e-5)
 
 
 def test_untrained_fourier_blocks_are_flagged(source, tmp_path, caplog):

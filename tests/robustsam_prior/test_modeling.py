@@ -5,38 +5,28 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
+from robustsam_prior import fast_encoder
 from robustsam_prior.loading import build_robustsam
 from robustsam_prior.modeling.build import RobustSamConfig, build_robustsam_model, resolve_config
 from robustsam_prior.modeling.components import FGMBlock, SelectiveConv, TokenBlock, check_bn_mode
 from robustsam_prior.predictor import RobustSamPredictor
 
 
-def reference_dir() -> Path:
-    env = os.environ.get("ROBUSTSAM_REFERENCE_DIR")
-    path = Path(env) if env else Path(__file__).resolve().parents[2].parent / "shared" / "reference" / "robustsam"
-    if not path.is_dir():
-        pytest.skip(f"RobustSAM reference folder {path} is absent (set ROBUSTSAM_REFERENCE_DIR)")
-    return path
+@pytest.fixture(scope="module")
+def ref(robustsam_reference_dir):
+    return torch.load(robustsam_reference_dir / "tiny_robustsam_reference.pth", weights_only=True)
 
 
 @pytest.fixture(scope="module")
-def ref():
-    d = reference_dir()
-    return torch.load(d / "tiny_robustsam_reference.pth", weights_only=True)
-
-
-@pytest.fixture(scope="module")
-def tiny():
-    d = reference_dir()
+def tiny(robustsam_reference_dir):
+    d = robustsam_reference_dir
     cfg = json.loads((d / "tiny_config.json").read_text())
     return build_robustsam(cfg, d / "tiny_robustsam_state_dict.pth")
 
@@ -147,8 +137,8 @@ def test_model_forward_matches_reference(tiny, ref):
 
 
 @pytest.mark.parametrize("variant", ["vit_b", "vit_l", "vit_h"])
-def test_official_variant_keys_and_shapes(variant):
-    manifest = json.loads((reference_dir() / f"official_keys_{variant}.json").read_text())
+def test_official_variant_keys_and_shapes(variant, robustsam_reference_dir):
+    manifest = json.loads((robustsam_reference_dir / f"official_keys_{variant}.json").read_text())
     with torch.device("meta"):
         model = build_robustsam_model(variant)
     ours = {k: list(v.shape) for k, v in model.state_dict().items()}
@@ -305,9 +295,8 @@ def test_gradients_reach_exactly_the_modules_of_the_path(other_model, path):
             assert p.grad is not None and torch.isfinite(p.grad).all(), name
 
 
-def test_fast_encoder_option_matches_reference(ref):
-    fast_encoder = pytest.importorskip("robustsam_prior.fast_encoder")
-    d = reference_dir()
+def test_fast_encoder_option_matches_reference(ref, robustsam_reference_dir):
+    d = robustsam_reference_dir
     model = build_robustsam(json.loads((d / "tiny_config.json").read_text()), d / "tiny_robustsam_state_dict.pth",
                             fast=True)
     assert fast_encoder.is_accelerated(model.image_encoder)

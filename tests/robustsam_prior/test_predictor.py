@@ -99,6 +99,21 @@ def test_predict_numpy_outputs_and_mask_input(model, image):
     assert out.path == "sam" and out.logits.shape == (1, 4, 32, 32)
 
 
+def test_keep_encoding_keeps_the_last_encoder_outputs_past_reset_image(model, image):
+    plain = RobustSamPredictor(model)
+    plain.set_image(image)
+    assert plain.last_encoding is None
+    p = RobustSamPredictor(model, keep_encoding=True)
+    assert p.last_encoding is None
+    p.set_image(image)
+    features, early = p.features, p.early_features
+    p.reset_image()
+    assert p.features is None and p.early_features is None
+    assert p.last_encoding[0] is features and p.last_encoding[1] is early
+    torch.testing.assert_close(features, plain.features, rtol=0, atol=0)
+    torch.testing.assert_close(early, plain.early_features, rtol=0, atol=0)
+
+
 def test_errors(model, image):
     with pytest.raises(TypeError, match="RobustSam"):
         RobustSamPredictor(torch.nn.Linear(2, 2))

@@ -156,12 +156,24 @@ def test_official_mode_trains_sam_decoder_and_detached_targets():
         trainer.compute_losses([pair, small])
 
 
-def test_train_anti_degradation_one_call(tmp_path):
-    from robustsam_prior.training.trainer import train_anti_degradation
+def test_train_from_options_writes_the_weights_and_a_summary(tmp_path):
+    from robustsam_prior.training.options import (
+        RobustSamArchOptions,
+        RobustSamDataOptions,
+        RobustSamLoopOptions,
+        RobustSamModelOptions,
+        RobustSamTrainConfig,
+    )
+    from robustsam_prior.training.trainer import train_from_options
 
-    out = tmp_path / "robust.safetensors"
-    summary = train_anti_degradation(output=out, model_config=TINY, config=AntiDegradationConfig(steps=2),
-                                     batch_size=1, degradations=("contrast",), progress=False)
+    cfg = RobustSamTrainConfig(
+        output_dir=str(tmp_path / "run"),
+        model=RobustSamModelOptions(arch=RobustSamArchOptions(**{**TINY, "global_attn": (1,)})),
+        data=RobustSamDataOptions(degradations=("contrast",)),
+        train=RobustSamLoopOptions(steps=2, batch_size=1),
+    )
+    summary = train_from_options(cfg, progress=False)
+    out = tmp_path / "run" / "models" / "final.safetensors"
     assert summary["steps"] == 2 and summary["weights"] == str(out) and out.is_file()
     assert set(summary["last_losses"]) == {"focal", "dice", "token", "feature", "total"}
     model = build_robustsam(None, out)

@@ -1,0 +1,106 @@
+"""The packages' import graph, read from the source with ``ast`` (every ``import``, at module level or inside a
+function): no file imports from a layer above its own, and no two files import each other, directly or
+through others."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+LAYERS = ("robustsam_prior", "restore", "eval", "pipelines")  # bottom to top
+
+
+def _modules() -> dict[str, Path]:
+    out = {}
+    for package in LAYERS:
+        for path in sorted((ROOT / package).rglob("*.py")):
+            parts = list(path.relative_to(ROOT).with_suffix("").parts)
+            if parts[-1] == "__init__":
+                parts.pop()
+            out[".".join(parts)] = path
+    return out
+
+
+def _graph() -> dict[str, set[str]]:
+    modules = _modules()
+
+    def known(name: str) -> str | None:
+        while name and name not in modules:
+            name = name.rpartition(".")[0]
+        return name or None
+
+    graph: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        package = name.split(".") if path.name == "__init__.py" else name.split(".")[:-1]
+        targets: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                targets.update(filter(None, (known(a.name) for a in node.names)))
+            elif isinstance(node, ast.ImportFrom):
+                base = ".".join(package[: len(package) - node.level + 1] + [node.module or ""]).strip(".")
+                if not node.level:
+                    base = node.module or ""
+                for a in node.names:  # `from pkg import sub` imports the file pkg/sub.py
+                    target = known(f"{base}.{a.name}") if f"{base}.{a.name}" in modules else known(base)
+                    if target:
+                        targets.add(target)
+        graph[name] = targets - {name}
+    return graph
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components of more than one file (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        for w in sorted(graph[v]):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return found
+
+
+@pytest.fixture(scope="module")
+def graph():
+    return _graph()
+
+
+def test_the_graph_sees_the_imports(graph):
+    assert "robustsam_prior.degradations.base" in graph["robustsam_prior.degradations.api"]  # from .base import
+    assert "robustsam_prior.degradations.haze" in graph["robustsam_prior.degradations.api"]  # from . import haze
+    assert "eval.metrics" in graph["pipelines.steps"]  # inside a function
+    assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+def test_imports_point_down_only(graph):
+    layer = {package: i for i, package in enumerate(LAYERS)}
+    up = sorted(f"{a} -> {b}" for a, targets in graph.items() for b in targets
+                if layer[b.split(".")[0]] > layer[a.split(".")[0]])
+    assert up == []
+
+
+def test_no_import_cycles_between_files(graph):
+    assert _cycles(graph) == []
