@@ -239,7 +239,10 @@ def load_config(
 def to_dict(obj: Any) -> Any:
     """A validated config as plain YAML/JSON-able data (tuples become lists)."""
     if dataclasses.is_dataclass(obj):
-        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+        # a member of a tagged union (a pipeline step) keeps its tag (``step: restore``), which picks its
+        # class when the saved file is read again
+        tag = {obj.TAG_FIELD: obj.TAG} if hasattr(obj, "TAG") and hasattr(obj, "TAG_FIELD") else {}
+        return {**tag, **{f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}}
     if isinstance(obj, (list, tuple)):
         return [to_dict(v) for v in obj]
     if isinstance(obj, dict):

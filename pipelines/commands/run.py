@@ -1,4 +1,8 @@
-"""``robustsam-restore run PIPELINE.yml [key=value ...]``: run a YAML pipeline (see pipelines.runner)."""
+"""``robustsam-restore run PIPELINE [key=value ...]``: run a YAML pipeline (see pipelines.runner).
+
+PIPELINE is a file, ``pkg://module/file.yml``, or the name of a shipped pipeline (``dehaze``; see
+:mod:`pipelines.shipped`); ``run --list`` lists the shipped ones.
+"""
 
 from __future__ import annotations
 
@@ -17,24 +21,45 @@ def load_pipeline_config(path: str, overrides: tuple[str, ...] | list[str]):
     return load_config(PipelineConfig, path, overrides)
 
 
+def print_shipped() -> None:
+    """One line per shipped pipeline: its name and the first line of its header comment."""
+    from pipelines.shipped import shipped_pipelines
+
+    shipped = shipped_pipelines()
+    width = max(len(n) for n in shipped)
+    for name, p in shipped.items():
+        click.echo(f"{name:<{width}}  {p.description}")
+
+
 @click.command("run")
-@click.argument("pipeline", type=click.Path(dir_okay=False))
+@click.argument("pipeline", required=False)
 @click.argument("overrides", nargs=-1)
+@click.option("--list", "list_", is_flag=True, help="List the shipped pipelines (name and description) and exit.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @max_pixels_option
-def run(pipeline: str, overrides: tuple[str, ...], as_json: bool) -> None:
-    """Run PIPELINE.yml; OVERRIDES are key.path=value pairs (input=photos/ output_dir=out/ steps.1.tile=512).
+def run(pipeline: str | None, overrides: tuple[str, ...], list_: bool, as_json: bool) -> None:
+    """Run PIPELINE; OVERRIDES are key.path=value pairs (input=photos/ output_dir=out/ steps.1.tile=512).
+
+    PIPELINE is a YAML file (a run's saved OUTPUT_DIR/pipeline.yml too), or the name of a shipped
+    pipeline, which works from any folder: `run dehaze input=hazy/`. `run --list` shows the shipped ones.
 
     Non-image files in the input are skipped with a warning and counted; output_dir must not be the
     input, and one inside it is not read by recursive=true.
     """
+    if list_:
+        print_shipped()
+        return
+    if pipeline is None:
+        raise click.UsageError("missing PIPELINE (a YAML file or a shipped name; run --list shows those)")
     from pipelines.config import ConfigError
     from pipelines.runner import run_pipeline
+    from pipelines.shipped import find_pipeline
     from robustsam_prior.checkpoint import CheckpointError
 
     try:
-        cfg = load_pipeline_config(pipeline, overrides)
-        summary = run_pipeline(cfg, resolved_source=pipeline, overrides=overrides)
+        path = find_pipeline(pipeline)
+        cfg = load_pipeline_config(str(path), overrides)
+        summary = run_pipeline(cfg, resolved_source=str(path), overrides=overrides)
     except (ConfigError, CheckpointError, ValueError, KeyError, FileNotFoundError) as e:
         raise click.ClickException(str(e).strip("'\"")) from None
     if as_json:
