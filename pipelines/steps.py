@@ -104,6 +104,10 @@ class EvalStep:
     TAG_FIELD: ClassVar[str] = "step"
     metrics: tuple[str, ...] = _f(("psnr", "ssim"), "image metrics (psnr, ssim, lpips, ...) and/or miou")
     optional: bool = _f(False, "skip (with a note) when there is no reference instead of failing")
+    allow_missing: bool = _f(
+        False, "leave out (with a warning) a metric that cannot be computed here (LPIPS without its backbone "
+        "weights) instead of failing the run before any image"
+    )
 
 
 @dataclass(frozen=True)
@@ -299,6 +303,11 @@ class Evaluate(Step):
             self.fns, unavailable = build_image_metrics(names, device=run.device)
         except KeyError as e:
             raise ValueError(f"{self.key}.metrics: {_message(e)}") from None
+        if unavailable and not self.options.allow_missing:
+            raise ValueError("; ".join(f"{self.key}.metrics: {name} cannot be computed: {why}"
+                                       for name, why in unavailable.items())
+                             + f" (allow_missing: true in the step, or steps.{self.index}.allow_missing=true, "
+                               "leaves it out)")
         for name, why in unavailable.items():
             logger.warning("%s: metric %s unavailable (%s)", self.key, name, why)
         self.warned = False

@@ -31,6 +31,7 @@ _EXPORTS = {
     "ImageMetrics": "accumulator",
     "METRIC_INFO": "info",
     "build_image_metrics": "accumulator",
+    "missing_metrics": "accumulator",
     "is_lower_better": "info",
 }
 

@@ -21,7 +21,7 @@ from .psnr_ssim import MetricConventions, psnr, ssim
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["METRIC_INFO", "ImageMetrics", "MetricInfo", "build_image_metrics", "is_lower_better"]
+__all__ = ["METRIC_INFO", "ImageMetrics", "MetricInfo", "build_image_metrics", "is_lower_better", "missing_metrics"]
 
 
 PairFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -67,6 +67,23 @@ def build_image_metrics(
             known = ["psnr", "ssim", "lpips", "lpips_alex", "lpips_vgg"]
             raise KeyError(f"unknown metric {name!r}{did_you_mean(name, known)}; known: {', '.join(known)}")
     return fns, unavailable
+
+
+def missing_metrics(names: Sequence[str], *, lpips_weights: str | os.PathLike | None = None) -> dict[str, str]:
+    """``{name: reason}`` for the metrics in ``names`` that cannot be computed here, found without building any
+    network (so a caller can stop before a long run): LPIPS without its backbone weights file (see
+    :func:`eval.metrics.lpips_metric.find_backbone_weights` for where it is looked for). A file that is found
+    but cannot be loaded still fails later, in :func:`build_image_metrics`.
+    """
+    from .lpips_metric import lpips_status
+
+    out: dict[str, str] = {}
+    for name in names:
+        if name in ("lpips", "lpips_alex", "lpips_vgg"):
+            ok, reason = lpips_status("vgg" if name == "lpips_vgg" else "alex", lpips_weights)
+            if not ok:
+                out[name] = reason
+    return out
 
 
 def _mean(values: list[float]) -> float:

@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from ._common import max_pixels_option
-from .evaluate import conventions_from, metric_options, parse_metrics
+from .evaluate import conventions_from, metric_options, parse_metrics, refuse_missing_metrics
 
 logger = logging.getLogger(__name__)
 
@@ -86,6 +86,7 @@ def restoration(
     y_channel,
     quantize,
     lpips_weights,
+    allow_missing,
     device,
     num_crops,
     crop_size,
@@ -95,6 +96,7 @@ def restoration(
     from eval.datasets import open_restoration_dataset, pair_folders
     from eval.restoration_benchmark import SyntheticPairs, run_restoration_benchmark
 
+    metric_names = parse_metrics(metrics)
     sources = [bool(lq_dir or gt_dir), bool(dataset_root), bool(clean_dir)]
     if sum(sources) != 1:
         raise click.UsageError(
@@ -113,6 +115,7 @@ def restoration(
             data = SyntheticPairs(Path(clean_dir), degradation, severity, seed, name=dataset_name)
     except (ValueError, FileNotFoundError, KeyError) as e:
         raise click.ClickException(str(e)) from e
+    refuse_missing_metrics(metric_names, lpips_weights, allow_missing)
     for attr, what in (
         ("unmatched_lq", "degraded images without ground truth"),
         ("unmatched_gt", "ground-truth images without a degraded partner"),
@@ -126,7 +129,7 @@ def restoration(
         rows = run_restoration_benchmark(
             methods=_csv(methods),
             data=data,
-            metrics=parse_metrics(metrics),
+            metrics=metric_names,
             conventions=conventions_from(crop_border, y_channel, quantize),
             lpips_weights=lpips_weights,
             task=task,

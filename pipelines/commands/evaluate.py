@@ -28,6 +28,20 @@ def parse_metrics(text: str) -> list[str]:
     return list(dict.fromkeys(names))
 
 
+def refuse_missing_metrics(names: list[str], lpips_weights: str | None, allow_missing: bool) -> None:
+    """A requested metric that cannot be computed (LPIPS without its backbone weights) ends the command
+    with exit status 1 before anything is scored, unless ``--allow-missing``: then it is reported as
+    unavailable and the others are scored."""
+    from eval.metrics import missing_metrics
+
+    missing = missing_metrics(names, lpips_weights=lpips_weights)
+    if missing and not allow_missing:
+        raise click.ClickException(
+            "\n".join(f"{m}: cannot be computed: {reason}" for m, reason in missing.items())
+            + "\n(--allow-missing scores the other metrics without it; or leave it out of --metrics)"
+        )
+
+
 def conventions_from(crop_border: int, y_channel: bool, quantize: bool):
     from eval.metrics.psnr_ssim import MetricConventions
 
@@ -67,6 +81,12 @@ def metric_options(f):
                 type=click.Path(exists=False),
                 help="torchvision backbone weights for LPIPS (alexnet-owt-7be5be79.pth / vgg16-397923af.pth) "
                 "or a folder holding them; default: the torch.hub cache.",
+            ),
+            click.option(
+                "--allow-missing",
+                is_flag=True,
+                help="Report a requested metric that cannot be computed here (LPIPS without its backbone "
+                "weights) as unavailable and go on; without it the command fails before scoring.",
             ),
             click.option("--device", default="cpu", show_default=True, help="Device for LPIPS and models."),
         ]
@@ -114,6 +134,7 @@ def evaluate(
     y_channel,
     quantize,
     lpips_weights,
+    allow_missing,
     device,
     match,
     recursive,
@@ -121,8 +142,10 @@ def evaluate(
 ):
     """Score the images in --pred against those in --gt (PSNR/SSIM as BasicSR 1.4, LPIPS v0.1).
 
-    Unmatched names are listed on standard error. LPIPS without its backbone weights is reported as
-    unavailable (with the file to provide), never as a number. Exit status 1 if any pair failed.
+    Unmatched names are listed on standard error. A requested metric that cannot be computed (LPIPS
+    without its backbone weights: --lpips-weights or the torch hub cache) fails the command, naming the
+    file to provide; with --allow-missing it is reported as unavailable, never as a number. Exit status 1
+    if any pair failed.
     """
     from eval.datasets import pair_folders
     from eval.restoration_benchmark import evaluate_pairs
@@ -134,6 +157,7 @@ def evaluate(
         data = pair_folders(pred_dir, gt_dir, match=match, recursive=recursive)
     except (ValueError, NotADirectoryError, FileNotFoundError) as e:  # e.g. a device given as a folder
         raise click.ClickException(str(e)) from e
+    refuse_missing_metrics(names, lpips_weights, allow_missing)
     try:
         result = evaluate_pairs(
             data,

@@ -97,17 +97,47 @@ def test_eval_on_8bit_files_equals_basicsr_on_the_same_files(tmp_path):
             assert abs(vals["ssim"] - calculate_ssim(a, b, 4, test_y_channel=y)) < 1e-9
 
 
-def test_eval_text_output_and_lpips_unavailable(tmp_path, monkeypatch):
+def test_eval_fails_when_a_requested_metric_cannot_be_computed(tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))  # an empty hub cache
+    pred, gt = _folders(tmp_path)
+    for args in (["--metrics", "psnr,lpips"], [], ["--metrics", "lpips_vgg", "--json"]):
+        r = _run("eval", "--pred", pred, "--gt", gt, *args)
+        assert r.exit_code == 1, (args, r.output)
+        assert r.stdout == ""  # nothing scored
+        net_file = "vgg16-397923af.pth" if "lpips_vgg" in args else "alexnet-owt-7be5be79.pth"
+        assert "cannot be computed" in r.stderr and net_file in r.stderr and "--allow-missing" in r.stderr
+    # a --lpips-weights path that does not exist is no better
+    r = _run("eval", "--pred", pred, "--gt", gt, "--metrics", "psnr,lpips", "--lpips-weights", tmp_path / "none.pth")
+    assert r.exit_code == 1 and "none.pth not found" in r.stderr
+
+
+def test_eval_allow_missing_scores_the_others_and_reports_lpips_unavailable(tmp_path, monkeypatch):
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
     pred, gt = _folders(tmp_path)
-    r = _run("eval", "--pred", pred, "--gt", gt)
+    r = _run("eval", "--pred", pred, "--gt", gt, "--allow-missing")
     assert r.exit_code == 0, r.output
     assert "mean" in r.stdout and "2 images scored" in r.stdout and "lpips" not in r.stdout
     assert "lpips: unavailable" in r.stderr and "alexnet-owt-7be5be79.pth" in r.stderr
-    r = _run("eval", "--pred", pred, "--gt", gt, "--json", "--metrics", "psnr,lpips")
+    r = _run("eval", "--pred", pred, "--gt", gt, "--json", "--metrics", "psnr,lpips", "--allow-missing")
+    assert r.exit_code == 0, r.output
     obj = json.loads(r.stdout)
     assert "lpips" not in obj["mean"] and "lpips" not in obj["per_image"]["img0.png"]
     assert "alexnet-owt-7be5be79.pth" in obj["unavailable"]["lpips"]
+
+
+def test_benchmark_restoration_fails_before_running_when_lpips_cannot_be_computed(tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    pred, gt = _folders(tmp_path)
+    out = tmp_path / "r.jsonl"
+    args = ["benchmark", "restoration", "--methods", "identity", "--lq", pred, "--gt", gt, "--metrics", "psnr,lpips",
+            "--crops", 0, "--out", out]  # fmt: skip
+    r = _run(*args)
+    assert r.exit_code == 1 and "lpips: cannot be computed" in r.stderr
+    assert not out.exists()
+    r = _run(*args, "--allow-missing")
+    assert r.exit_code == 0, r.output
+    row = json.loads(out.read_text())
+    assert "lpips" not in row["metrics"] and "alexnet-owt-7be5be79.pth" in row["unavailable"]["lpips"]
 
 
 @pytest.mark.filterwarnings("ignore:.*(pretrained|weight enum).*:UserWarning")

@@ -306,3 +306,18 @@ def test_restore_step_tile_and_max_pixels(tmp_path, images):
     res = _run(["run", str(yml), f"input={images}", f"output_dir={tmp_path / 'o'}", "--max-pixels", "2000"])
     assert res.exit_code == 1 and "0 ok, 1 failed" in res.output
     assert "56x40 is 2240 pixels, over the pixel limit of 2000 pixels" in res.output
+
+
+def test_an_eval_step_fails_on_a_metric_it_cannot_compute_unless_allow_missing(tmp_path, images, monkeypatch):
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))  # no LPIPS backbone weights
+    args = ["run", "pipelines/restore_then_segment.yml", f"input={images}", "steps.1.model=identity",
+            "steps.3.metrics=[psnr, lpips]", "steps.2.targets=[input]"]
+    res = _run([*args, f"output_dir={tmp_path / 'a'}"])
+    assert res.exit_code == 1
+    assert "steps[3].metrics: lpips cannot be computed" in res.output and "alexnet-owt-7be5be79.pth" in res.output
+    assert "steps.3.allow_missing=true" in res.output
+    assert not (tmp_path / "a" / "report.json").exists()
+    res = _run([*args, f"output_dir={tmp_path / 'b'}", "steps.3.allow_missing=true"])
+    assert res.exit_code == 0, res.output
+    report = json.loads((tmp_path / "b" / "report.json").read_text())
+    assert "psnr" in report["mean"] and not any("lpips" in k for k in report["mean"])
