@@ -182,14 +182,14 @@ def evaluate_pairs(
     Returns ``{"per_image", "mean", "count", "unavailable", "failed": [{"name", "error"}]}``; a pair
     that cannot be scored (unreadable file, size mismatch) is recorded in ``failed``, not in the means.
     """
-    from tqdm import tqdm
+    from robustsam_prior.progress import progress_bar
 
     fns, unavailable = build_image_metrics(
         metrics, conventions=conventions, lpips_weights=lpips_weights, device=device
     )
     acc = ImageMetrics(metrics=fns, unavailable=unavailable)
     failed = []
-    for it in tqdm(data.items, desc="eval", unit="img", leave=False, disable=len(data.items) < 2):
+    for it in progress_bar(data.items, desc="eval", unit="img", leave=False, disable=len(data.items) < 2):
         try:
             pred, gt = _read_exact(it.lq), _read_exact(it.gt)
             if pred.shape != gt.shape:
@@ -241,7 +241,7 @@ def run_restoration_benchmark(
     Per-image failures (unreadable files, a method error, a size mismatch) are recorded in the row's
     ``failed`` list and logged; they are not in the means.
     """
-    from tqdm import tqdm
+    from robustsam_prior.progress import progress_bar
 
     resolved = [resolve_method(m, device=device, prior=prior, task=task) for m in methods]
     names = [m.name for m in resolved]
@@ -268,7 +268,7 @@ def run_restoration_benchmark(
     seconds = {m.name: 0.0 for m in resolved}
     failed: dict[str, list[dict]] = {m.name: [] for m in resolved}
     crops: dict[str, dict] = {m.name: {} for m in resolved}
-    for idx, (name, load) in enumerate(tqdm(_loaders(data), desc="benchmark", unit="img", leave=False)):
+    for idx, (name, load) in enumerate(progress_bar(_loaders(data), desc="benchmark", unit="img", leave=False)):
         try:
             lq, gt = load()
         except Exception as e:  # an unreadable pair fails for every method, and the run goes on

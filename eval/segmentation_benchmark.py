@@ -81,7 +81,7 @@ def run_segmentation_benchmark(
     out: str | os.PathLike | None = None,
 ) -> list[dict]:
     """One row per (segmenter, condition) with prompt-averaged IoU/Dice/PA (see module docstring)."""
-    from tqdm import tqdm
+    from robustsam_prior.progress import progress_bar
 
     if prompt not in ("box", "point"):
         raise ValueError(f"unknown prompt type {prompt!r}; choose 'box' or 'point'")
@@ -95,7 +95,7 @@ def run_segmentation_benchmark(
     dataset_info = dataset.describe()
     prov = provenance()
     skipped = 0
-    for item in tqdm(dataset.items, desc="segmentation benchmark", unit="img", leave=False):
+    for item in progress_bar(dataset.items, desc="segmentation benchmark", unit="img", leave=False):
         image, masks = item.load_image(), item.load_masks()
         if masks.shape[1:] != image.shape[:2]:
             raise ValueError(f"{item.name}: masks {masks.shape[1:]} do not match the image {image.shape[:2]}")

@@ -27,18 +27,61 @@ COMMANDS: dict[str, str] = {
 }
 
 
+def set_log_level(ctx: click.Context, *, verbose: int = 0, quiet: bool = False) -> None:
+    """Add ``-v`` counts and ``-q`` given at any level of the command line (kept in the root context) and
+    set the root logger's level from them: ``-q`` ERROR (also hiding progress bars, see
+    :mod:`robustsam_prior.progress`), else WARNING, ``-v`` INFO, ``-vv`` DEBUG."""
+    meta = ctx.find_root().meta
+    meta["log.verbose"] = meta.get("log.verbose", 0) + verbose
+    meta["log.quiet"] = meta.get("log.quiet", False) or quiet
+    levels = (logging.WARNING, logging.INFO, logging.DEBUG)
+    level = logging.ERROR if meta["log.quiet"] else levels[min(meta["log.verbose"], 2)]
+    logging.basicConfig(format="%(levelname)s %(name)s: %(message)s")  # a handler, unless there is one
+    logging.getLogger().setLevel(level)
+
+
+def _global_option_callback(ctx: click.Context, param: click.Parameter, value) -> None:
+    if value:
+        set_log_level(ctx, **{param.name: value})
+
+
+def _global_options() -> list[click.Option]:
+    """``-v``/``-q`` for a sub-command, so that they work after it too (``robustsam-restore run x -q``)."""
+    return [
+        click.Option(["-v", "--verbose"], count=True, expose_value=False, callback=_global_option_callback,
+                     help="More log output (-v info, -vv debug); as before the command."),
+        click.Option(["-q", "--quiet"], is_flag=True, expose_value=False, callback=_global_option_callback,
+                     help="Only errors, no progress bars; as before the command."),
+    ]
+
+
+def _add_global_options(command: click.Command) -> click.Command:
+    if getattr(command, "_has_global_options", False):
+        return command
+    taken = {opt for p in command.params for opt in getattr(p, "opts", ())}
+    command.params.extend(o for o in _global_options() if not taken & set(o.opts))
+    if isinstance(command, click.Group):
+        for sub in command.commands.values():
+            _add_global_options(sub)
+    command._has_global_options = True  # type: ignore[attr-defined]
+    return command
+
+
 class LazyGroup(click.Group):
     """A click group whose sub-commands are imported on first use.
 
+    Every sub-command (and sub-group command) also takes ``-v``/``-q``, which add to those given before it.
     An ``OSError`` that a command lets through (a disk that is full while a manifest or the resolved
     config is written, a folder without write permission) ends the command with its one-line message
     (the project's writers name the file: ``robustsam_prior.fileio.WriteError``) and exit status 1, not a
-    traceback; ``-vv`` logs the traceback.
+    traceback; ``-vv`` logs the traceback. The root logger's level is put back when the command ends, so
+    a program (or a test) that calls the group several times starts each call from its own level.
     """
 
     def invoke(self, ctx: click.Context):
         import errno
 
+        root_level = logging.getLogger().level
         try:
             return super().invoke(ctx)
         except OSError as e:
@@ -46,6 +89,8 @@ class LazyGroup(click.Group):
                 raise
             logging.getLogger(__name__).debug("traceback", exc_info=True)
             raise click.ClickException(str(e)) from None
+        finally:
+            logging.getLogger().setLevel(root_level)
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(COMMANDS)
@@ -55,7 +100,7 @@ class LazyGroup(click.Group):
         if target is None:
             return None
         module_name, attr = target.split(":")
-        return getattr(importlib.import_module(module_name), attr)
+        return _add_global_options(getattr(importlib.import_module(module_name), attr))
 
 
 def _version() -> str:
@@ -69,12 +114,11 @@ def _version() -> str:
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(version=_version(), prog_name="robustsam-restore")
-@click.option("-v", "--verbose", count=True, help="More log output (-v info, -vv debug).")
-@click.option("-q", "--quiet", is_flag=True, help="Only errors.")
+@click.option("-v", "--verbose", count=True, help="More log output (-v info, -vv debug); also after the command.")
+@click.option("-q", "--quiet", is_flag=True, help="Only errors, no progress bars; also after the command.")
 def main(verbose: int, quiet: bool) -> None:
     """RobustSAM as a degradation-invariant prior for image restoration."""
-    level = logging.ERROR if quiet else (logging.WARNING, logging.INFO, logging.DEBUG)[min(verbose, 2)]
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    set_log_level(click.get_current_context(), verbose=verbose, quiet=quiet)
     # full-size activations reuse freed memory instead of page-faulting fresh mappings (the module says why)
     from robustsam_prior.cpu_memory import keep_freed_memory
 

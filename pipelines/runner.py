@@ -148,11 +148,11 @@ def build_steps(config: PipelineConfig) -> list[Any]:
 def run_pipeline(config: PipelineConfig, *, resolved_source: str | None = None, overrides=()) -> dict[str, Any]:
     """Run ``config`` over its inputs; returns the summary (also ``OUTPUT_DIR/summary.json``)."""
     import torch
-    from tqdm import tqdm
 
     from robustsam_prior.fileio import clean_stale_temp_files, jsonable, write_json
     from robustsam_prior.inputs import check_output_location, collect_inputs, refuse_overwriting_inputs
     from robustsam_prior.io import is_image_file, read_image, to_tensor
+    from robustsam_prior.progress import progress_bar
 
     from .commands._common import shared_stems
     from .config import save_resolved
@@ -189,7 +189,7 @@ def run_pipeline(config: PipelineConfig, *, resolved_source: str | None = None, 
         s.setup(run)
     gt_root = Path(config.ground_truth) if config.ground_truth else None
     t0 = time.perf_counter()
-    for src, rel in tqdm(items, desc=config.name, unit="img", disable=len(items) < 2):
+    for src, rel in progress_bar(items, desc=config.name, unit="img", disable=len(items) < 2):
         try:
             data = read_image(src)
             image = to_tensor(data.pixels)

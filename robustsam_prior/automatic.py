@@ -64,11 +64,12 @@ class RobustSamAutomaticMaskGenerator(SamAutomaticMaskGenerator):
         if not self.progress:
             return super().generate(image)
         from segment_anything.utils.amg import generate_crop_boxes
-        from tqdm import tqdm
+
+        from robustsam_prior.progress import progress_bar
 
         _, layers = generate_crop_boxes(image.shape[:2], self.crop_n_layers, self.crop_overlap_ratio)
         total = sum(len(self.point_grids[layer]) for layer in layers)
-        with tqdm(total=total, desc="automatic masks", unit="prompt", leave=False) as self._bar:
+        with progress_bar(total=total, desc="automatic masks", unit="prompt", leave=False) as self._bar:
             try:
                 return super().generate(image)
             finally:

@@ -168,7 +168,7 @@ def download(
     ``dest`` atomically. An existing ``dest`` that passes the checks is returned without a download;
     one that fails them raises (it is never overwritten silently).
     """
-    from tqdm import tqdm
+    from robustsam_prior.progress import progress_bar
 
     dest = Path(dest)
     if dest.exists():
@@ -200,7 +200,7 @@ def download(
                     if length is not None and expected_total is None:
                         expected_total = have + int(length)
                     if bar is None:
-                        bar = tqdm(total=expected_total, initial=have, unit="B", unit_scale=True,
+                        bar = progress_bar(total=expected_total, initial=have, unit="B", unit_scale=True,
                                    desc=dest.name, disable=not progress)
                     else:
                         bar.reset(total=expected_total)

@@ -77,9 +77,8 @@ def process_files(
     the file's relative path and recorded; the remaining files are still processed.
     ``KeyboardInterrupt`` is not caught.
     """
-    from tqdm import tqdm
-
     from robustsam_prior.io import is_image_file
+    from robustsam_prior.progress import progress_bar
 
     summary = RunSummary(desc=desc)
     start = time.perf_counter()
@@ -90,7 +89,7 @@ def process_files(
         else:
             logger.warning("skipping %s: not an image file (suffix %r)", rel, Path(src).suffix)
             summary.skipped.append((Path(rel), "not an image file"))
-    bar = tqdm(images, desc=desc, unit="img", disable=len(images) <= 1, leave=False)
+    bar = progress_bar(images, desc=desc, unit="img", disable=len(images) <= 1, leave=False)
     for src, rel in bar:
         try:
             fn(Path(src), Path(rel))

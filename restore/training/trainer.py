@@ -379,7 +379,7 @@ class Trainer:
 
     def fit(self, *, resume: bool = False) -> dict[str, Any]:
         """Train to ``train.iterations``; returns the summary (also written to ``summary.json``)."""
-        from tqdm import tqdm
+        from robustsam_prior.progress import progress_bar
 
         loop = self.cfg.train
         if resume:
@@ -404,7 +404,7 @@ class Trainer:
 
             writer = SummaryWriter(str(self.out / "tb"), purge_step=self.step or None)
         start_step, t0 = self.step, time.perf_counter()
-        bar = self.progress = tqdm(total=loop.iterations, initial=self.step, unit="it", disable=not self.is_main,
+        bar = self.progress = progress_bar(total=loop.iterations, initial=self.step, unit="it", disable=not self.is_main,
                                    dynamic_ncols=True, mininterval=1.0, desc=self.cfg.name)
         self.model.train()
         window, window_t = [], time.perf_counter()

@@ -197,11 +197,11 @@ class AntiDegradationTrainer:
         progress: bool = True,
     ) -> list[dict[str, float]]:
         """Run ``steps`` (default ``config.steps``) steps over ``batches``; returns the loss history."""
-        from tqdm import tqdm
+        from robustsam_prior.progress import progress_bar
 
         total = self.config.steps if steps is None else steps
         history = []
-        with tqdm(total=self.step_count + total, initial=self.step_count, desc="robustsam anti-degradation",
+        with progress_bar(total=self.step_count + total, initial=self.step_count, desc="robustsam anti-degradation",
                   disable=not progress, unit="step") as bar:
             for _, batch in zip(range(total), batches):
                 terms = self.step(batch)
