@@ -12,11 +12,14 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     packages=find_packages(include=["robustsam_prior*", "restore*", "eval*", "pipelines*"]),
+    # every data file is listed here; include_package_data would also take what a MANIFEST.in names and
+    # makes setuptools warn, at length, that the data folders (pipelines/schema, restore/weights) look
+    # like packages it was not told about
     package_data={
         "pipelines": ["*.yml", "schema/*.json"],
         "restore": ["weights/*.safetensors", "weights/*.json"],
     },
-    include_package_data=True,
+    include_package_data=False,
     install_requires=[
         "torch>=2.1",
         "torchvision>=0.16",
