@@ -94,7 +94,10 @@ def eval_metrics() -> dict:
 @click.option("--resume", is_flag=True, help="Continue from OUTPUT_DIR/state/latest.pt (exact resume).")
 @click.option("--output-dir", default=None, help="Override output_dir of the recipe.")
 @click.option("--json", "as_json", is_flag=True, help="Print the final summary as JSON.")
-def train(recipe: str, overrides: tuple[str, ...], resume: bool, output_dir: str | None, as_json: bool) -> None:
+@click.option("--no-tensorboard", is_flag=True,
+              help="No TensorBoard logs under OUTPUT_DIR/tb (the same as train.tensorboard=false).")
+def train(recipe: str, overrides: tuple[str, ...], resume: bool, output_dir: str | None, as_json: bool,
+          no_tensorboard: bool) -> None:
     """Train a model from RECIPE.yml; OVERRIDES are key.path=value pairs (train.iterations=500).
 
     One run at a time per output folder: a second one fails at once, naming the process that holds it.
@@ -104,6 +107,11 @@ def train(recipe: str, overrides: tuple[str, ...], resume: bool, output_dir: str
     overrides = tuple(overrides) + ((f"output_dir={output_dir}",) if output_dir else ())
     try:
         cfg = load_train_config(recipe, overrides)
+        if no_tensorboard:
+            if cfg.kind == "robustsam":
+                raise ConfigError(f"{recipe}: --no-tensorboard: kind 'robustsam' training writes no TensorBoard logs")
+            overrides += ("train.tensorboard=false",)  # listed in config.yml's header like any override
+            cfg = load_train_config(recipe, overrides)
     except ConfigError as e:
         raise click.ClickException(str(e)) from None
     import os

@@ -8,7 +8,8 @@ exact resume and DDP.
     models/final.safetensors          weights at the end (EMA weights when EMA is on)
     state/latest.pt                   training state for exact resume (torch.save, tensors/primitives only)
     log.jsonl                         one JSON record per log/validation step (cut back to the state's
-                                      iteration on resume: the steps after it are logged again)
+                                      iteration on resume: the steps after it are logged again); keys
+                                      in :data:`LOG_KEYS`
     summary.json                      iterations, wall time, final validation metrics
     tb/                               TensorBoard events
 
@@ -58,6 +59,32 @@ logger = logging.getLogger(__name__)
 
 CHECKPOINT_FORMAT = "robustsam-restore/restoration"
 MetricFn = Callable[[torch.Tensor, torch.Tensor], float]
+
+# The keys of a training record in log.jsonl (and the TensorBoard tags). A record is written every
+# ``train.log_every`` iterations and at the last one; "the interval" is the iterations since the previous
+# record, and its means are over those iterations and every rank. Validation records hold ``iteration``
+# and ``val/psnr``, ``val/input_psnr`` (and ``val_<name>/...`` for each extra validation set).
+LOG_KEYS = {
+    "iteration": "iterations done when the record was written",
+    "loss_mean": "the loss that is minimised (the weighted sum of the terms), mean over the interval",
+    "loss_mean/<term>": "one term of train.losses (l1, fft, ...; a second of one type is <type>_2), unweighted, "
+                        "mean over the interval",
+    "grad_norm_mean": "the gradients' norm before clipping, mean over the interval (with train.grad_clip only)",
+    "lr": "the learning rate after the record's iteration",
+    "it_per_s": "iterations per second over the interval (this process's wall time)",
+}
+
+
+def _tensorboard_writer(folder: Path, step: int) -> Any:
+    """A TensorBoard ``SummaryWriter`` writing to ``folder``, or None with a one-line warning when the
+    ``tensorboard`` package cannot be imported: the logs are an aid, so training goes on without them."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError as e:
+        logger.warning("no TensorBoard logs under %s: %s (pip install tensorboard; train.tensorboard=false "
+                       "or train --no-tensorboard turns them off)", folder, str(e).splitlines()[0] if str(e) else e)
+        return None
+    return SummaryWriter(str(folder), purge_step=step or None)
 
 
 def psnr(pred: torch.Tensor, gt: torch.Tensor) -> float:
@@ -400,14 +427,14 @@ class Trainer:
             trim_jsonl(self.out / "log.jsonl", "iteration", self.step)
         writer = None
         if loop.tensorboard and self.is_main:
-            from torch.utils.tensorboard import SummaryWriter
-
-            writer = SummaryWriter(str(self.out / "tb"), purge_step=self.step or None)
+            writer = _tensorboard_writer(self.out / "tb", self.step)
         start_step, t0 = self.step, time.perf_counter()
         bar = self.progress = progress_bar(total=loop.iterations, initial=self.step, unit="it", disable=not self.is_main,
                                    dynamic_ncols=True, mininterval=1.0, desc=self.cfg.name)
         self.model.train()
-        window, window_t = [], time.perf_counter()
+        # sums over the steps since the last log record (see LOG_KEYS), and their count
+        window: dict[str, float] = {}
+        window_n, window_t = 0, time.perf_counter()
         for batch in self._batches():
             torch.manual_seed(_step_seed(self.cfg.seed, self.step))
             lq, gt = batch["lq"].to(self.device), batch["gt"].to(self.device)
@@ -427,18 +454,21 @@ class Trainer:
                 self.ema.update(self.net)
             self.step += 1
             bar.update(1)
-            window.append(float(loss.detach()))
+            step_values = {"loss_mean": float(loss.detach()), **{f"loss_mean/{k}": float(v) for k, v in parts.items()}}
+            if grad_norm is not None:
+                step_values["grad_norm_mean"] = grad_norm
+            for k, v in step_values.items():
+                window[k] = window.get(k, 0.0) + v
+            window_n += 1
             if self.step % loop.log_every == 0 or self.step == loop.iterations:
-                mean_loss = _all_reduce_sum([sum(window), len(window)], self.world, self._reduce_device)
+                # every rank sums its own steps (the same keys in the same order), then the means are global
+                *sums, count = _all_reduce_sum([*window.values(), window_n], self.world, self._reduce_device)
                 now = time.perf_counter()
-                rec = {"iteration": self.step, "loss": mean_loss[0] / max(mean_loss[1], 1),
-                       "lr": self.optimizer.param_groups[0]["lr"], "it_per_s": len(window) / max(now - window_t, 1e-9)}
-                rec.update({f"loss/{k}": float(v) for k, v in parts.items()})
-                if grad_norm is not None:
-                    rec["grad_norm"] = grad_norm
+                rec = {"iteration": self.step, **{k: v / max(count, 1) for k, v in zip(window, sums)},
+                       "lr": self.optimizer.param_groups[0]["lr"], "it_per_s": window_n / max(now - window_t, 1e-9)}
                 self._log(rec, writer)
-                bar.set_postfix(loss=f"{rec['loss']:.4f}")
-                window, window_t = [], now
+                bar.set_postfix(loss=f"{rec['loss_mean']:.4f}")
+                window, window_n, window_t = {}, 0, now
             end = self.step == loop.iterations
             if (loop.val_every and self.step % loop.val_every == 0) or end:
                 m = self.validate()

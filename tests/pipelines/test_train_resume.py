@@ -39,8 +39,8 @@ def test_kill_and_resume_reaches_identical_parameters(tmp_path, recipe_factory, 
     killed_at = load_state(state_file)["iteration"]
     assert 10 <= killed_at < 150 and killed_at % 10 == 0
     with open(killed_dir / "log.jsonl", "a") as f:  # what the killed run logged after its checkpoint
-        f.write(json.dumps({"iteration": killed_at + 10, "loss": 1.0}) + "\n")
-        f.write('{"iteration": ' + str(killed_at + 20) + ', "loss": 0.')  # a line cut short by the kill
+        f.write(json.dumps({"iteration": killed_at + 10, "loss_mean": 1.0}) + "\n")
+        f.write('{"iteration": ' + str(killed_at + 20) + ', "loss_mean": 0.')  # a line cut short by the kill
 
     # resume in this process (same code path as `train --resume`)
     cfg = load_train_config(str(recipe), [f"output_dir={killed_dir}"])

@@ -23,7 +23,7 @@ def test_smoke_recipe_learns_and_writes_a_loadable_checkpoint(tmp_path, one_thre
     summary = json.loads(res.output[res.output.index("{"):])
     assert summary["wall_time_s"] < 120
     log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
-    losses = [r["loss"] for r in log if "loss" in r]
+    losses = [r["loss_mean"] for r in log if "loss_mean" in r]
     assert len(losses) == 15
     assert sum(losses[-5:]) / 5 < 0.75 * losses[0], losses
     m = summary["metrics"]
