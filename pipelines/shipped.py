@@ -2,7 +2,7 @@
 
 The shipped pipelines are the YAML files in this package's folder whose top-level ``kind`` is ``pipeline``
 (the training recipes beside them are not pipelines). Each is known by its file stem (``dehaze`` for
-``dehaze.yml``) and described by the first line of its header comment. They are package data, so they
+``dehaze.yml``) and described by the first sentence of its header comment. They are package data, so they
 are found the same way in a source checkout and in an installed package, whatever the current folder.
 """
 
@@ -18,18 +18,26 @@ PACKAGE_DIR = Path(__file__).resolve().parent
 class ShippedPipeline:
     name: str  # the file stem: ``robustsam-restore run NAME``
     path: Path
-    description: str  # the first line of the file's header comment ("" if it has none)
+    description: str  # the first sentence of the file's header comment ("" if it has none)
 
 
 def _description(text: str) -> str:
+    """The first sentence of the file's header comment, its lines joined; the indented usage lines
+    (``#   robustsam-restore run ...``) that follow the prose are not part of it."""
+    import re
+
+    words: list[str] = []
     for line in text.splitlines():
         stripped = line.strip()
-        if not stripped:
-            continue
         if not stripped.startswith("#"):
-            return ""
-        return stripped.lstrip("#").strip()
-    return ""
+            break
+        body = stripped[1:]
+        if not body.strip() or body.startswith("  "):  # a blank comment line or an indented example
+            break
+        words.append(body.strip())
+    prose = " ".join(words)
+    first = re.match(r"(.*?[.?!])(\s|$)", prose)
+    return first.group(1) if first else prose
 
 
 def shipped_pipelines(folder: Path = PACKAGE_DIR) -> dict[str, ShippedPipeline]:

@@ -22,7 +22,7 @@ def load_pipeline_config(path: str, overrides: tuple[str, ...] | list[str]):
 
 
 def print_shipped() -> None:
-    """One line per shipped pipeline: its name and the first line of its header comment."""
+    """One line per shipped pipeline: its name and the first sentence of its header comment."""
     from pipelines.shipped import shipped_pipelines
 
     shipped = shipped_pipelines()

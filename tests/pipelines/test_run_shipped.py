@@ -70,6 +70,9 @@ def test_run_list_shows_the_shipped_pipelines_and_no_recipes(tmp_path, monkeypat
     assert {"dehaze", "deblur", "restore_then_segment", "benchmark_dehaze_synthetic",
             "benchmark_deblur_synthetic", "benchmark_dehaze_paired"} == set(lines)
     assert "Dehaze a folder" in lines["dehaze"] and "Deblur a folder" in lines["deblur"]
+    # the header's first sentence, joined over its comment lines, without the usage lines below it
+    assert lines["benchmark_dehaze_paired"].endswith("matched by relative path or file stem.")
+    assert "robustsam-restore" not in res.output
 
 
 @pytest.mark.slow
