@@ -201,7 +201,7 @@ def download(
                         expected_total = have + int(length)
                     if bar is None:
                         bar = progress_bar(total=expected_total, initial=have, unit="B", unit_scale=True,
-                                   desc=dest.name, disable=not progress)
+                                           desc=dest.name, disable=not progress)
                     else:
                         bar.reset(total=expected_total)
                         bar.update(have)

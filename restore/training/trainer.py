@@ -429,8 +429,9 @@ class Trainer:
         if loop.tensorboard and self.is_main:
             writer = _tensorboard_writer(self.out / "tb", self.step)
         start_step, t0 = self.step, time.perf_counter()
-        bar = self.progress = progress_bar(total=loop.iterations, initial=self.step, unit="it", disable=not self.is_main,
-                                   dynamic_ncols=True, mininterval=1.0, desc=self.cfg.name)
+        bar = self.progress = progress_bar(total=loop.iterations, initial=self.step, unit="it",
+                                           disable=not self.is_main, dynamic_ncols=True, mininterval=1.0,
+                                           desc=self.cfg.name)
         self.model.train()
         # sums over the steps since the last log record (see LOG_KEYS), and their count
         window: dict[str, float] = {}
@@ -454,7 +455,8 @@ class Trainer:
                 self.ema.update(self.net)
             self.step += 1
             bar.update(1)
-            step_values = {"loss_mean": float(loss.detach()), **{f"loss_mean/{k}": float(v) for k, v in parts.items()}}
+            step_values = {"loss_mean": float(loss.detach()),
+                           **{f"loss_mean/{k}": float(v) for k, v in parts.items()}}
             if grad_norm is not None:
                 step_values["grad_norm_mean"] = grad_norm
             for k, v in step_values.items():

@@ -201,8 +201,8 @@ class AntiDegradationTrainer:
 
         total = self.config.steps if steps is None else steps
         history = []
-        with progress_bar(total=self.step_count + total, initial=self.step_count, desc="robustsam anti-degradation",
-                  disable=not progress, unit="step") as bar:
+        with progress_bar(total=self.step_count + total, initial=self.step_count,
+                          desc="robustsam anti-degradation", disable=not progress, unit="step") as bar:
             for _, batch in zip(range(total), batches):
                 terms = self.step(batch)
                 history.append(terms)
