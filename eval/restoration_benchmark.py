@@ -41,22 +41,53 @@ class Method:
     info: dict = field(default_factory=dict)
 
 
+# folders that hold a run's checkpoints rather than name the run (runs/<run>/models/final.safetensors)
+_CHECKPOINT_FOLDERS = frozenset({"models", "model", "checkpoints", "checkpoint", "weights", "ckpt", "ckpts"})
+
+
+def default_method_name(path: str | os.PathLike) -> str:
+    """The row name of a checkpoint file given without an alias: ``<run folder>/<file stem>``.
+
+    The run folder is the nearest parent not called ``models``, ``checkpoints``, ``weights`` (...):
+    ``runs/dehaze_a/models/final.safetensors`` -> ``dehaze_a/final``. So the ``final.safetensors`` of
+    two runs get two names; :func:`run_restoration_benchmark` adds the checkpoint's short sha256
+    where two files still share one.
+    """
+    p = Path(os.path.abspath(path))
+    for parent in p.parents:
+        if parent.name and parent.name.lower() not in _CHECKPOINT_FOLDERS:
+            return f"{parent.name}/{p.stem}"
+    return p.stem
+
+
 def resolve_method(
-    spec: str | Method, *, device: str = "cpu", prior: str | None = None, task: str | None = None
+    spec: str | Method,
+    *,
+    device: str = "cpu",
+    prior: str | None = None,
+    task: str | None = None,
+    name: str | None = None,
 ) -> Method:
     """``identity``, ``dcp`` (dark channel prior), or a zoo name / checkpoint path for ``restore.inference.Restorer``.
 
     ``task`` (``dehaze``/``deblur``) selects the zoo's model and is checked against a checkpoint's;
-    without it a checkpoint's own task is used.
+    without it a checkpoint's own task is used. ``name`` (an alias) names the row; without it a
+    method is named after ``spec``, a checkpoint file by :func:`default_method_name`.
+    ``Method.info["spec"]`` records what was given.
     """
     if isinstance(spec, Method):
         return spec
+    if name is not None and not name.strip():
+        raise ValueError(f"method {spec!r}: an alias must not be empty")
     if spec == "identity":
-        return Method("identity", lambda x: x)
+        # no work: its images/s is never the best of a leaderboard column
+        return Method(name or "identity", lambda x: x, info={"baseline": "identity", "spec": spec})
     if spec == "dcp":
         from restore.baselines import dark_channel_prior
 
-        return Method("dcp", dark_channel_prior, info={"baseline": "dark channel prior (He et al.)"})
+        return Method(
+            name or "dcp", dark_channel_prior, info={"baseline": "dark channel prior (He et al.)", "spec": spec}
+        )
     from restore.inference import Restorer
 
     tasks = [task] if task in ("dehaze", "deblur") else ["dehaze", "deblur"]
@@ -71,18 +102,54 @@ def resolve_method(
         raise ValueError(f"method {spec!r}: {err}") from err
     meta = dict(restorer.metadata or {})
     prior_meta = dict(restorer.prior.meta) if restorer.prior is not None else meta.get("prior")
-    name = str(restorer.name)
-    if name.endswith((".safetensors", ".pth", ".pt")):
-        name = Path(name).stem
-    if prior is not None and restorer.prior is not None:
-        name = f"{name}[{prior}]"  # the same network under another prior is another leaderboard entry
+    if name is None:
+        name = default_method_name(spec) if Path(spec).expanduser().is_file() else str(restorer.name)
+        if prior is not None and restorer.prior is not None:
+            name = f"{name}[{prior}]"  # the same network under another prior is another leaderboard entry
     return Method(
         name=name,
         fn=restorer.restore,
         checkpoint_sha256=meta.get("sha256"),
         prior=prior_meta,
-        info={"arch": meta.get("arch"), "arch_kwargs": meta.get("arch_kwargs"), "task": meta.get("task")},
+        info={
+            "arch": meta.get("arch"),
+            "arch_kwargs": meta.get("arch_kwargs"),
+            "task": meta.get("task"),
+            "spec": spec,
+        },
     )
+
+
+def _resolve_all(
+    methods: Sequence[str | tuple[str, str] | Method], *, device: str, prior: str | None, task: str | None
+) -> list[Method]:
+    """Resolve ``methods`` (``spec``, ``(alias, spec)`` or :class:`Method`) into uniquely named methods.
+
+    Checkpoints named by default (no alias) that share a name with a different checkpoint get their
+    sha256's first 8 hex digits (``a/final@1a2b3c4d``); names that stay equal (the same file twice, an
+    alias used twice) are an error naming what was given.
+    """
+    resolved, aliased = [], []
+    for m in methods:
+        alias, spec = m if isinstance(m, tuple) else (None, m)
+        resolved.append(resolve_method(spec, device=device, prior=prior, task=task, name=alias))
+        aliased.append(alias is not None)
+    shas: dict[str, set] = {}
+    for m in resolved:
+        shas.setdefault(m.name, set()).add(m.checkpoint_sha256)
+    for i, m in enumerate(resolved):
+        if len(shas[m.name]) > 1 and not aliased[i] and m.checkpoint_sha256:
+            m.name = f"{m.name}@{m.checkpoint_sha256[:8]}"
+    seen: dict[str, Method] = {}
+    for m in resolved:
+        if m.name in seen:
+            first = seen[m.name]
+            raise ValueError(
+                f"two methods would be called {m.name!r} ({first.info.get('spec', first.name)!r} and "
+                f"{m.info.get('spec', m.name)!r}); give them names with NAME=SPEC"
+            )
+        seen[m.name] = m
+    return resolved
 
 
 def _read_tensor(path: Path) -> torch.Tensor:
@@ -223,7 +290,7 @@ def _center_crop(x: torch.Tensor, size: int) -> np.ndarray:
 
 def run_restoration_benchmark(
     *,
-    methods: Sequence[str | Method],
+    methods: Sequence[str | tuple[str, str] | Method],
     data: PairedDataset | SyntheticPairs,
     metrics: Sequence[str] = ("psnr", "ssim", "lpips"),
     conventions: MetricConventions = MetricConventions(),
@@ -238,15 +305,15 @@ def run_restoration_benchmark(
 ) -> list[dict]:
     """Run every method over ``data``; one row per method (see module docstring). Appends to ``out`` if given.
 
+    ``methods`` items are specs (:func:`resolve_method`), ``(alias, spec)`` pairs or :class:`Method`
+    objects; row names must come out unique (:func:`_resolve_all`).
+
     Per-image failures (unreadable files, a method error, a size mismatch) are recorded in the row's
     ``failed`` list and logged; they are not in the means.
     """
     from tqdm import tqdm
 
-    resolved = [resolve_method(m, device=device, prior=prior, task=task) for m in methods]
-    names = [m.name for m in resolved]
-    if len(set(names)) != len(names):
-        raise ValueError(f"method names must be unique, got {names}")
+    resolved = _resolve_all(methods, device=device, prior=prior, task=task)
     fns, unavailable = build_image_metrics(
         metrics, conventions=conventions, lpips_weights=lpips_weights, device=device
     )

@@ -18,6 +18,23 @@ def _csv(text: str | None) -> list[str]:
     return [t.strip() for t in (text or "").split(",") if t.strip()]
 
 
+def parse_methods(text: str) -> list[str | tuple[str, str]]:
+    """``--methods`` items: ``SPEC`` or ``NAME=SPEC`` (NAME names the row). An item that is an existing
+    file is a SPEC even if its path holds ``=``."""
+    out: list[str | tuple[str, str]] = []
+    for item in _csv(text):
+        name, eq, spec = item.partition("=")
+        if not eq or Path(item).expanduser().is_file():
+            out.append(item)
+        elif not name.strip() or not spec.strip():
+            raise click.BadParameter(f"{item!r}: expected NAME=SPEC with both parts given", param_hint="--methods")
+        else:
+            out.append((name.strip(), spec.strip()))
+    if not out:
+        raise click.BadParameter("no method given", param_hint="--methods")
+    return out
+
+
 @click.group("benchmark")
 def benchmark() -> None:
     """Benchmarks whose results (one JSON object per line, with provenance) feed `leaderboard`."""
@@ -27,7 +44,9 @@ def benchmark() -> None:
 @click.option(
     "--methods",
     required=True,
-    help="Comma-separated: identity, dcp, or trained model names / checkpoint paths (restore.inference).",
+    help="Comma-separated: identity, dcp, trained model names or checkpoint paths (restore.inference), each "
+    "optionally as NAME=SPEC to name its row (ours=runs/a/models/final.safetensors). A checkpoint without a "
+    "NAME is called <run folder>/<file stem> (a/final), with its short sha256 where two share that.",
 )
 @click.option(
     "--lq", "lq_dir", type=click.Path(exists=True, file_okay=False), help="Degraded images (with --gt)."
@@ -122,12 +141,13 @@ def restoration(
             click.echo(f"unmatched: {len(left)} {what}: {', '.join(left)}", err=True)
     out = Path(out)
     crops_dir = out.with_name(out.stem + "_crops") if num_crops else None
+    conventions = conventions_from(crop_border, y_channel, quantize)
     try:
         rows = run_restoration_benchmark(
-            methods=_csv(methods),
+            methods=parse_methods(methods),
             data=data,
             metrics=parse_metrics(metrics),
-            conventions=conventions_from(crop_border, y_channel, quantize),
+            conventions=conventions,
             lpips_weights=lpips_weights,
             task=task,
             device=device,
@@ -142,6 +162,7 @@ def restoration(
     failed = False
     for m, reason in rows[0]["unavailable"].items():
         click.echo(f"{m}: unavailable: {reason}", err=True)
+    click.echo(f"{rows[0]['dataset']['name']} ({rows[0]['count']} images); {conventions.describe()}")
     for r in rows:
         vals = ", ".join(f"{k}={v:.4f}" for k, v in r["metrics"].items() if isinstance(v, float))
         click.echo(f"{r['method']}: {r['count']} images, {vals}")
