@@ -25,7 +25,7 @@ import torch
 from .datasets import PairedDataset, file_list_hash
 from .metrics.accumulator import ImageMetrics, build_image_metrics
 from .metrics.psnr_ssim import MetricConventions
-from .provenance import ROW_FORMAT, provenance, seed_for, write_rows
+from .provenance import ROW_FORMAT, provenance, write_rows
 
 logger = logging.getLogger(__name__)
 
@@ -177,8 +177,10 @@ def _read_exact(path: Path) -> torch.Tensor:
 class SyntheticPairs:
     """Degraded/clean pairs synthesised from a folder of clean images.
 
-    Image ``name`` is degraded with ``degrade(clean, kind, severity, seed=seed_for(seed, name, kind, severity))``,
-    so a pair is the same whatever else is in the folder or in which order it is read.
+    Image ``name`` (its path relative to ``clean_dir``) is degraded by
+    :func:`robustsam_prior.degradations.degrade_file` with the project's one seeding rule and rounded to
+    the clean file's bit depth: exactly the image ``robustsam-restore degrade clean_dir OUT --type kind
+    --severity severity --seed seed`` writes, whatever else is in the folder or in which order it is read.
     """
 
     clean_dir: Path
@@ -206,24 +208,27 @@ class SyntheticPairs:
 
     def load(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         """``(degraded (1,3,H,W) float32, clean (1,3,H,W) float64 exact levels)`` of image ``index``."""
-        from robustsam_prior.degradations import degrade
+        from robustsam_prior.degradations import degrade_file
+        from robustsam_prior.io import read_image, to_tensor
 
         rel, src = self.files[index]
-        clean = _read_tensor(src)
-        seed = seed_for(self.seed, rel, self.kind, self.severity)
-        out = degrade(clean, self.kind, self.severity, seed=seed)
-        return out.image.clamp(0, 1).to(torch.float32), _read_exact(src)
+        img = read_image(src)
+        out = degrade_file(to_tensor(img.pixels), self.kind, self.severity, seed=self.seed, rel=rel,
+                           bit_depth=img.bit_depth)
+        return out.image.to(torch.float32), _read_exact(src)
 
     def pairs(self) -> Iterable[tuple[str, torch.Tensor, torch.Tensor]]:
         for i, (rel, _) in enumerate(self.files):
             yield (rel, *self.load(i))
 
     def describe(self) -> dict:
+        from robustsam_prior.degradations import SEED_RULE
+
         return {
             "name": self.name,
             "count": len(self.files),
             "file_list_sha256": file_list_hash([r for r, _ in self.files]),
-            "degradation": {"kind": self.kind, "severity": self.severity, "seed": self.seed},
+            "degradation": {"kind": self.kind, "severity": self.severity, "seed": self.seed, "seed_rule": SEED_RULE},
         }
 
 

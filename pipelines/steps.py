@@ -13,7 +13,6 @@ None), ``prior`` (:class:`~robustsam_prior.prior.PriorOutput` of the current ima
 from __future__ import annotations
 
 import logging
-import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal, Union
@@ -152,11 +151,6 @@ def _message(e: Exception) -> str:
     return str(e.args[0]) if e.args else str(e)
 
 
-def image_seed(seed: int, rel: Path) -> int:
-    """A stable per-image seed from the base seed and the relative path (same on every run and machine)."""
-    return (seed * 1_000_003 + zlib.crc32(str(rel.as_posix()).encode())) % (2**31 - 1)
-
-
 class Step:
     """Base class: ``setup`` once, ``process`` per image, ``finish`` at the end."""
 
@@ -179,14 +173,17 @@ class Step:
 
 @STEPS.register("degrade")
 class Degrade(Step):
+    """Degrades each image as ``robustsam-restore degrade`` does (same seeding rule, rounded to the
+    file's bit depth), so a pipeline restores and scores the images that command writes."""
+
     def process(self, item: Item, run: Any) -> None:
-        from robustsam_prior.degradations import degrade
+        from robustsam_prior.degradations import degrade_file
 
         o = self.options
         if item.gt is None:
             item.gt = item.image
-        out = degrade(item.image, o.kind, o.severity, seed=image_seed(o.seed, item.rel))
-        item.input = item.image = out.image.clamp(0, 1)
+        out = degrade_file(item.image, o.kind, o.severity, seed=o.seed, rel=item.rel, bit_depth=item.bit_depth)
+        item.input = item.image = out.image
         if o.save:
             run.write(item, "degraded", item.image)
 

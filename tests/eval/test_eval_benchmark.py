@@ -154,8 +154,11 @@ def test_synthetic_pairs_are_deterministic_per_image(tmp_path):
     assert r1["per_image"] == r2["per_image"] and r1["metrics"]["psnr"] == r2["metrics"]["psnr"]
     r3 = run_restoration_benchmark(data=SyntheticPairs(gt, "gaussian_noise", 2, seed=6), **kw)[0]
     assert r3["per_image"] != r1["per_image"]
-    assert r1["dataset"]["degradation"] == {"kind": "gaussian_noise", "severity": 2, "seed": 5}
+    from robustsam_prior.degradations import SEED_RULE
+
+    assert r1["dataset"]["degradation"] == {"kind": "gaussian_noise", "severity": 2, "seed": 5, "seed_rule": SEED_RULE}
     lq0, gt0 = a.load(0)
+    assert torch.equal(lq0, (lq0 * 255).round() / 255)  # rounded to the file's 8 bits, as `degrade` writes it
     assert lq0.dtype == torch.float32 and gt0.dtype == torch.float64  # ground truth at its exact 8-bit levels
     assert torch.allclose(gt0 * 255, (gt0 * 255).round(), rtol=0, atol=1e-9)
     # a pair does not depend on which other files are in the folder
