@@ -288,14 +288,17 @@ class Segment(Step):
 @STEPS.register("eval")
 class Evaluate(Step):
     def setup(self, run: Any) -> None:
-        from eval.metrics import build_image_metrics
+        from eval.metrics import MetricConventions, build_image_metrics
 
         names = [m for m in self.options.metrics if m != "miou"]
         self.want_miou = "miou" in self.options.metrics
+        conventions = MetricConventions()  # the project's one convention, as eval and benchmark
         try:
-            self.fns, unavailable = build_image_metrics(names, device=run.device)
+            self.fns, unavailable = build_image_metrics(names, conventions=conventions, device=run.device)
         except KeyError as e:
             raise ValueError(f"{self.key}.metrics: {_message(e)}") from None
+        if {"psnr", "ssim"} & set(names):
+            run.summary["conventions"] = conventions.describe()
         for name, why in unavailable.items():
             logger.warning("%s: metric %s unavailable (%s)", self.key, name, why)
         self.warned = False
@@ -375,12 +378,17 @@ class Report(Step):
                 means[k] = math.fsum(vals) / len(vals)
         report = {"name": run.config.name, "images": len(rows), "failed": run.failed, "mean": means,
                   "per_image": rows}
+        if "conventions" in run.summary:
+            report["conventions"] = run.summary["conventions"]
         path = run.output_dir / self.options.path
         write_json(path, jsonable(report))  # a PSNR of identical images is inf
         run.summary["report"] = str(path)
         run.summary["mean"] = means
         if self.options.markdown:
-            lines = [f"# {run.config.name}", "", f"{len(rows)} images", "", "| metric | mean |", "| --- | --- |"]
+            lines = [f"# {run.config.name}", "", f"{len(rows)} images", ""]
+            if "conventions" in run.summary:
+                lines += [run.summary["conventions"], ""]
+            lines += ["| metric | mean |", "| --- | --- |"]
             lines += [f"| {k} | {v:.4f} |" for k, v in means.items()]
             with atomic_write(path.with_suffix(".md"), "w") as f:
                 f.write("\n".join(lines) + "\n")

@@ -82,10 +82,12 @@ def train_robustsam(cfg, *, recipe: str, overrides: tuple[str, ...], resume: boo
 
 
 def eval_metrics() -> dict:
-    """Validation metrics for the restoration trainer: ``eval.metrics``' PSNR."""
-    from eval.metrics import psnr
+    """Validation metrics for the restoration trainer: ``eval.metrics``' PSNR under the project's one
+    convention (``MetricConventions()``: BasicSR 1.4, RGB, crop 0, 8-bit), as ``eval`` and ``benchmark``."""
+    from eval.metrics import MetricConventions, psnr
 
-    return {"psnr": lambda pred, gt: float(psnr(pred, gt))}
+    kw = MetricConventions().kwargs()
+    return {"psnr": lambda pred, gt: float(psnr(pred, gt, **kw))}
 
 
 @click.command("train")
@@ -149,8 +151,12 @@ def _train_restoration(cfg, *, recipe: str, overrides: tuple[str, ...], resume: 
     if as_json:
         click.echo(json_dumps(jsonable(summary), indent=2))
     else:
+        from eval.metrics import MetricConventions
+
         metrics = ", ".join(f"{k} {v:.3f}" for k, v in summary["metrics"].items())
         click.echo(
             f"trained {summary['iterations']} iterations in {summary['wall_time_s']:.1f} s"
             f"{'; ' + metrics if metrics else ''}; weights: {summary['final_weights']}"
         )
+        if metrics:
+            click.echo(f"validation {MetricConventions().describe()}")

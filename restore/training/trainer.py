@@ -61,7 +61,9 @@ MetricFn = Callable[[torch.Tensor, torch.Tensor], float]
 
 
 def psnr(pred: torch.Tensor, gt: torch.Tensor) -> float:
-    """PSNR in dB of ``(1,3,H,W)`` images in [0, 1] (data range 1). Fallback when no metric is given."""
+    """PSNR in dB of ``(1,3,H,W)`` images in [0, 1] (data range 1), unrounded: the fallback for library
+    callers that pass no metric (this layer cannot import ``eval``). The ``train`` command passes
+    ``eval.metrics``' PSNR under the reporting convention (8-bit), so logged and shipped numbers use that."""
     mse = float((pred.clamp(0, 1) - gt).pow(2).mean())
     return 10.0 * math.log10(1.0 / max(mse, 1e-12))
 

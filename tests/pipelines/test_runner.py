@@ -116,6 +116,8 @@ def test_restore_then_segment_reports_miou(tmp_path, tiny_model, images):
         assert 0.0 < m["miou_input_vs_clean"] <= 1.0 and 0.0 < m["miou_restored_vs_clean"] <= 1.0
     assert (out / "degraded" / "sub" / "b.png").is_file()
     assert "| miou_restored_vs_clean |" in (out / "report.md").read_text()
+    line = "PSNR/SSIM: BasicSR 1.4 convention, RGB, crop 0, 8-bit"  # eval's and benchmark's convention
+    assert report["conventions"] == line and f"\n{line}\n" in (out / "report.md").read_text()
 
 
 def test_failures_are_per_image_and_exit_nonzero(tmp_path, tiny_model, images):

@@ -106,3 +106,15 @@ def test_both_kinds_of_training_report_the_same_errors_as_one_line(tmp_path, mon
     res = CliRunner().invoke(main, ["train", recipe, f"output_dir={tmp_path / 'run'}"])
     assert res.exit_code == 1 and res.output.strip() == f"Error: {error}", res.output
     assert not isinstance(res.exception, type(error))  # handled, not a traceback
+
+
+def test_validation_psnr_is_the_reporting_convention():
+    import torch
+
+    from eval.metrics import psnr
+    from pipelines.commands.train import eval_metrics
+
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.rand(1, 3, 16, 16, generator=g), torch.rand(1, 3, 16, 16, generator=g)
+    got = eval_metrics()["psnr"](a, b)
+    assert got == psnr(a, b, quantize=True).item() and got != psnr(a, b).item()  # rounded to 8 bits
