@@ -90,6 +90,13 @@ def eval_metrics() -> dict:
     return {"psnr": lambda pred, gt: float(psnr(pred, gt, **kw))}
 
 
+def eval_conventions() -> str:
+    """The header line of :func:`eval_metrics`' convention (recorded in checkpoints, printed)."""
+    from eval.metrics import MetricConventions
+
+    return MetricConventions().describe()
+
+
 @click.command("train")
 @click.argument("recipe", type=click.Path(dir_okay=False))
 @click.argument("overrides", nargs=-1)
@@ -145,18 +152,17 @@ def _train_restoration(cfg, *, recipe: str, overrides: tuple[str, ...], resume: 
     if int(os.environ.get("RANK", "0")) == 0:
         save_resolved(cfg, out / "config.yml", source=recipe, overrides=overrides)
     with run_errors_as_click_errors():
-        summary = train_restoration(cfg, resume=resume, resolved_config=to_dict(cfg), metrics=eval_metrics())
+        summary = train_restoration(cfg, resume=resume, resolved_config=to_dict(cfg), metrics=eval_metrics(),
+                                    metric_conventions=eval_conventions())
     if int(os.environ.get("RANK", "0")) != 0:
         return
     if as_json:
         click.echo(json_dumps(jsonable(summary), indent=2))
     else:
-        from eval.metrics import MetricConventions
-
         metrics = ", ".join(f"{k} {v:.3f}" for k, v in summary["metrics"].items())
         click.echo(
             f"trained {summary['iterations']} iterations in {summary['wall_time_s']:.1f} s"
             f"{'; ' + metrics if metrics else ''}; weights: {summary['final_weights']}"
         )
         if metrics:
-            click.echo(f"validation {MetricConventions().describe()}")
+            click.echo(f"validation {eval_conventions()}")

@@ -128,7 +128,9 @@ class Trainer:
     """Restoration training from a validated :class:`TrainConfig` (see module docstring).
 
     ``metrics`` maps metric names to ``fn(pred (1,3,H,W), gt (1,3,H,W)) -> float`` (higher is better
-    for the first, which picks the reported metric); the default is PSNR. ``resolved_config`` is the
+    for the first, which picks the reported metric); the default is PSNR. ``metric_conventions`` names
+    the convention the metrics follow (a header line such as ``eval.metrics.MetricConventions.describe()``),
+    recorded in checkpoint metadata beside ``metrics``. ``resolved_config`` is the
     config as plain data, stored in checkpoint metadata. ``output_dir`` overrides ``config.output_dir``.
     """
 
@@ -138,6 +140,7 @@ class Trainer:
         *,
         resolved_config: Mapping[str, Any] | None = None,
         metrics: Mapping[str, MetricFn] | None = None,
+        metric_conventions: str | None = None,
         output_dir: str | os.PathLike | None = None,
     ) -> None:
         if config.kind != "restoration":
@@ -145,6 +148,7 @@ class Trainer:
         self.cfg = config
         self.resolved = dict(resolved_config or {})
         self.metrics = dict(metrics or {"psnr": psnr})
+        self.metric_conventions = metric_conventions if metrics else "unrounded PSNR (the trainer's fallback)"
         self.out = Path(output_dir or config.output_dir)
         loop = config.train
         self.device = _device(loop.device)
@@ -251,6 +255,7 @@ class Trainer:
             "task": cfg.task,
             "prior": self.prior_record,
             "metrics": dict(self.last_metrics),
+            "metric_conventions": self.metric_conventions,
             "iteration": self.step,
             "weights": "ema" if self.ema is not None else "raw",
             "config": self.resolved,
@@ -489,6 +494,7 @@ def train_restoration(
     resume: bool = False,
     resolved_config: Mapping[str, Any] | None = None,
     metrics: Mapping[str, MetricFn] | None = None,
+    metric_conventions: str | None = None,
     output_dir: str | os.PathLike | None = None,
 ) -> dict[str, Any]:
     """Build a :class:`Trainer` and run it (see module docstring); returns the summary.
@@ -508,7 +514,8 @@ def train_restoration(
     main_rank = int(os.environ.get("RANK", "0")) == 0
     try:
         with folder_lock(output_dir or config.output_dir) if main_rank else contextlib.nullcontext():
-            trainer = Trainer(config, resolved_config=resolved_config, metrics=metrics, output_dir=output_dir)
+            trainer = Trainer(config, resolved_config=resolved_config, metrics=metrics,
+                              metric_conventions=metric_conventions, output_dir=output_dir)
             try:
                 return trainer.fit(resume=resume)
             finally:  # a run stopped by an error must not leave its progress bar open (it shifts later bars)
