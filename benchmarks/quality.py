@@ -39,10 +39,12 @@ with that self-ensemble (``Restorer.self_ensemble``). PSNR/SSIM are the project'
 border crop, both images rounded to 8 bits), the same functions ``eval`` and ``benchmark`` use; the
 tables' header names it.
 
-Reproducing a table with the command line: ``--held-out-dir DIR`` copies the held-out photos into DIR
-and prints, per set and method, the ``robustsam-restore benchmark restoration`` command whose rows give
-the same per-image PSNR/SSIM (a synthetic column is the mean over its kinds and severities, one command
-each, equal image counts; the real column is one command on ``--real-dir``).
+Reproducing a table with the command line: ``--held-out-dir DIR`` (with the same ``--task``,
+``--local-pool``, ``--self-ensemble`` and model options) copies the held-out photos into DIR and prints
+the ``robustsam-restore benchmark restoration`` commands whose rows give the same per-image PSNR/SSIM:
+per set, one command for the rows without self-ensemble and one for the self-ensemble row (a synthetic
+column is the mean over its kinds and severities, one command each with equal image counts; the real
+column is one command on ``--real-dir``).
 
 Speed: megapixels per second of the default model on a 1024x1024 image (the O-HAZE photo resized),
 prior included, with ``--threads`` torch threads (median of ``--repeats`` runs after a warm-up); the
@@ -141,19 +143,20 @@ def write_held_out(folder: Path, args: argparse.Namespace) -> list[str]:
             f.write(path.read_bytes())
     lines = []
     tasks = ("dehaze", "deblur") if args.task == "all" else (args.task,)
+    pool = "" if args.local_pool is None else f" --local-pool {args.local_pool}"
     for task in tasks:
-        specs = []
+        calls: dict[str, list[str]] = {}  # self-ensemble -> NAME=SPEC of its rows (one command each)
         for name, ref, _, ensemble in methods(task, args):
-            if ensemble == "none":
-                specs.append(f"{name.replace(' ', '')}={ref or 'identity'}")
-        m = ",".join(specs)
-        for kind, severity in SYNTHETIC[task]:
-            lines.append(f"robustsam-restore benchmark restoration --task {task} --methods {m} --clean {folder} "
-                         f"--degradation {kind} --severity {severity} --seed {BASE_SEED} --metrics psnr,ssim "
-                         f"--out {task}_synthetic.jsonl")
-        lq, gt = (args.real_dir / d for d in REAL[task])
-        lines.append(f"robustsam-restore benchmark restoration --task {task} --methods {m} --lq {lq} --gt {gt} "
-                     f"--metrics psnr,ssim --out {task}_real.jsonl")
+            label = name.replace(" ", "") + ("" if ensemble == "none" else f"+{ensemble}")
+            calls.setdefault(ensemble, []).append(f"{label}={ref or 'identity'}")
+        for ensemble, specs in calls.items():
+            head = (f"robustsam-restore benchmark restoration --task {task} --methods {','.join(specs)}{pool}"
+                    + ("" if ensemble == "none" else f" --self-ensemble {ensemble}"))
+            for kind, severity in SYNTHETIC[task]:
+                lines.append(f"{head} --clean {folder} --degradation {kind} --severity {severity} "
+                             f"--seed {BASE_SEED} --metrics psnr,ssim --out {task}_synthetic.jsonl")
+            lq, gt = (args.real_dir / d for d in REAL[task])
+            lines.append(f"{head} --lq {lq} --gt {gt} --metrics psnr,ssim --out {task}_real.jsonl")
     return lines
 
 

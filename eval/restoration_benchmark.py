@@ -67,13 +67,17 @@ def resolve_method(
     prior: str | None = None,
     task: str | None = None,
     name: str | None = None,
+    local_pool: int | None = None,
+    self_ensemble: str = "none",
 ) -> Method:
     """``identity``, ``dcp`` (dark channel prior), or a zoo name / checkpoint path for ``restore.inference.Restorer``.
 
     ``task`` (``dehaze``/``deblur``) selects the zoo's model and is checked against a checkpoint's;
     without it a checkpoint's own task is used. ``name`` (an alias) names the row; without it a
     method is named after ``spec``, a checkpoint file by :func:`default_method_name`.
-    ``Method.info["spec"]`` records what was given.
+    ``Method.info["spec"]`` records what was given. ``local_pool`` and ``self_ensemble`` are
+    ``Restorer.load``'s inference settings for trained models (classical methods ignore them); a
+    default name says which ran (``a/final+pool0``, ``a/final+x8``).
     """
     if isinstance(spec, Method):
         return spec
@@ -94,7 +98,9 @@ def resolve_method(
     err: Exception | None = None
     for t in tasks:
         try:
-            restorer = Restorer.load(spec, task=t, prior=prior, device=device)
+            restorer = Restorer.load(
+                spec, task=t, prior=prior, device=device, local_pool=local_pool, self_ensemble=self_ensemble
+            )
             break
         except ValueError as e:  # e.g. "a deblur model; it cannot dehaze": try the other task
             err = e
@@ -106,6 +112,10 @@ def resolve_method(
         name = default_method_name(spec) if Path(spec).expanduser().is_file() else str(restorer.name)
         if prior is not None and restorer.prior is not None:
             name = f"{name}[{prior}]"  # the same network under another prior is another leaderboard entry
+        if local_pool is not None:
+            name = f"{name}+pool{local_pool}"
+        if self_ensemble != "none":
+            name = f"{name}+{self_ensemble}"
     return Method(
         name=name,
         fn=restorer.restore,
@@ -116,12 +126,20 @@ def resolve_method(
             "arch_kwargs": meta.get("arch_kwargs"),
             "task": meta.get("task"),
             "spec": spec,
+            "local_pool": restorer.local_pool,
+            "self_ensemble": self_ensemble,
         },
     )
 
 
 def _resolve_all(
-    methods: Sequence[str | tuple[str, str] | Method], *, device: str, prior: str | None, task: str | None
+    methods: Sequence[str | tuple[str, str] | Method],
+    *,
+    device: str,
+    prior: str | None,
+    task: str | None,
+    local_pool: int | None = None,
+    self_ensemble: str = "none",
 ) -> list[Method]:
     """Resolve ``methods`` (``spec``, ``(alias, spec)`` or :class:`Method`) into uniquely named methods.
 
@@ -132,7 +150,17 @@ def _resolve_all(
     resolved, aliased = [], []
     for m in methods:
         alias, spec = m if isinstance(m, tuple) else (None, m)
-        resolved.append(resolve_method(spec, device=device, prior=prior, task=task, name=alias))
+        resolved.append(
+            resolve_method(
+                spec,
+                device=device,
+                prior=prior,
+                task=task,
+                name=alias,
+                local_pool=local_pool,
+                self_ensemble=self_ensemble,
+            )
+        )
         aliased.append(alias is not None)
     shas: dict[str, set] = {}
     for m in resolved:
@@ -303,6 +331,8 @@ def run_restoration_benchmark(
     task: str | None = None,
     device: str = "cpu",
     prior: str | None = None,
+    local_pool: int | None = None,
+    self_ensemble: str = "none",
     crops_dir: str | os.PathLike | None = None,
     num_crops: int = 2,
     crop_size: int = 128,
@@ -311,14 +341,17 @@ def run_restoration_benchmark(
     """Run every method over ``data``; one row per method (see module docstring). Appends to ``out`` if given.
 
     ``methods`` items are specs (:func:`resolve_method`), ``(alias, spec)`` pairs or :class:`Method`
-    objects; row names must come out unique (:func:`_resolve_all`).
+    objects; row names must come out unique (:func:`_resolve_all`). ``local_pool`` and ``self_ensemble``
+    apply to every trained model (:func:`resolve_method`).
 
     Per-image failures (unreadable files, a method error, a size mismatch) are recorded in the row's
     ``failed`` list and logged; they are not in the means.
     """
     from tqdm import tqdm
 
-    resolved = _resolve_all(methods, device=device, prior=prior, task=task)
+    resolved = _resolve_all(
+        methods, device=device, prior=prior, task=task, local_pool=local_pool, self_ensemble=self_ensemble
+    )
     fns, unavailable = build_image_metrics(
         metrics, conventions=conventions, lpips_weights=lpips_weights, device=device
     )

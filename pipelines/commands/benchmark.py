@@ -74,6 +74,20 @@ def benchmark() -> None:
     "--task", type=click.Choice(["dehaze", "deblur", "other"]), help="Task label for the leaderboard."
 )
 @click.option("--prior", help="Prior for trained models that need one (default: the checkpoint's).")
+@click.option(
+    "--local-pool",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Channel-attention statistics window of trained NAFNets in pixels (TLC); default: each model's "
+    "own setting, 0 = the whole image.",
+)
+@click.option(
+    "--self-ensemble",
+    type=click.Choice(["none", "flip", "x8"]),
+    default="none",
+    show_default=True,
+    help="Average trained models' outputs over mirrors (flip) or all 8 rotations and mirrors (x8).",
+)
 @metric_options
 @click.option(
     "--crops",
@@ -100,6 +114,8 @@ def restoration(
     dataset_name,
     task,
     prior,
+    local_pool,
+    self_ensemble,
     metrics,
     crop_border,
     y_channel,
@@ -152,6 +168,8 @@ def restoration(
             task=task,
             device=device,
             prior=prior,
+            local_pool=local_pool,
+            self_ensemble=self_ensemble,
             crops_dir=crops_dir,
             num_crops=num_crops,
             crop_size=crop_size,

@@ -276,3 +276,28 @@ def test_two_final_checkpoints_get_two_rows_and_aliases_name_rows(tmp_path):
     r = _run("benchmark", "restoration", "--methods", f"{a},{c}", *common)
     assert r.exit_code == 0, r.output
     assert f"a/final@{sha_a[:8]}: 2 images" in r.stdout and f"a/final@{sha_c[:8]}: 2 images" in r.stdout
+
+
+def test_benchmark_inference_settings_are_those_of_restorer(tmp_path):
+    from eval.metrics import MetricConventions, psnr
+    from restore.inference import Restorer
+    from robustsam_prior.io import read_image, to_tensor
+
+    pred, gt = _folders(tmp_path)
+    ck = tmp_path / "runs" / "r1" / "models" / "final.safetensors"
+    _tiny_checkpoint(ck, 3)
+    out = tmp_path / "r.jsonl"
+    common = ["--lq", pred, "--gt", gt, "--metrics", "psnr", "--crops", 0, "--task", "dehaze", "--out", out]
+    r = _run("benchmark", "restoration", "--methods", ck, "--self-ensemble", "flip", "--local-pool", 16, *common)
+    assert r.exit_code == 0, r.output
+    row = json.loads(out.read_text().splitlines()[-1])
+    assert row["method"] == "r1/final+pool16+flip"
+    assert row["method_info"]["local_pool"] == 16 and row["method_info"]["self_ensemble"] == "flip"
+    restorer = Restorer.load(str(ck), task="dehaze", device="cpu", local_pool=16, self_ensemble="flip")
+    plain = Restorer.load(str(ck), task="dehaze", device="cpu")
+    for name, vals in row["per_image"].items():
+        x, y = (to_tensor(read_image(d / name).pixels) for d in (pred, gt))
+        with torch.no_grad():
+            want = psnr(restorer.restore(x).clamp(0, 1), y, **MetricConventions().kwargs()).item()
+            other = psnr(plain.restore(x).clamp(0, 1), y, **MetricConventions().kwargs()).item()
+        assert vals["psnr"] == pytest.approx(want, abs=1e-9) and abs(want - other) > 1e-6
