@@ -333,6 +333,12 @@ def test_leaderboard_cli_errors_name_the_file_and_line(tmp_path):
         assert res.exit_code == 1 and res.output.startswith(f"Error: {message}"), res.output
         assert len(res.output.strip().splitlines()) == 1
     assert not (tmp_path / "lb").exists()
+    a = write_rows(tmp_path / "a.jsonl", [_restoration_row("ours", 20.0, 0.8)])
+    b = write_rows(tmp_path / "b.jsonl", [_restoration_row("ours", 21.0, 0.8)])
+    res = CliRunner().invoke(main, ["leaderboard", str(a), str(b), "--out", str(tmp_path / "lb")])
+    assert res.exit_code == 1 and res.output.startswith(
+        f"Error: dehaze / sots: method 'ours' is in {a}:1 and in {b}:1 with different results"), res.output
+    assert not (tmp_path / "lb").exists()
 
 
 @pytest.mark.skipif(_chromium() is None, reason="Chromium is not installed (apt-get install chromium)")
