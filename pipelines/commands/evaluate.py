@@ -105,7 +105,8 @@ def metric_options(f):
     "--json",
     "as_json",
     is_flag=True,
-    help='Print one JSON object {"per_image": {name: {metric: v}}, "mean": {metric: v}} on stdout.',
+    help='Print one JSON object {"per_image": {name: {metric: v}}, "mean": {metric: v}, "conventions": {...}} '
+    "on stdout.",
 )
 @max_pixels_option
 def evaluate(
