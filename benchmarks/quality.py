@@ -9,9 +9,11 @@
 Sets (each row is the mean over the set's images):
 
 - ``synthetic``: the held-out clean images (scikit-image ``chelsea``/``coffee``, matplotlib
-  ``grace_hopper``; none is in the training sets of ``pipelines/train_default_*.yml``) degraded with
-  this project's degradation library at fixed seeds: haze severities 2, 3, 4 (dehaze); camera shake
-  2 and 3, defocus 2, linear motion 2 (deblur).
+  ``grace_hopper``; none is in the training sets of ``pipelines/train_default_*.yml``) degraded through
+  the project's one degradation path (``robustsam_prior.degradations.degrade_file``, base seed 7000, each
+  photo's seed from its file name) and rounded to 8 bits: haze severities 2, 3, 4 (dehaze); camera shake
+  2 and 3, defocus 2, linear motion 2 (deblur). ``robustsam-restore benchmark restoration --clean``
+  makes the same images (``--held-out-dir`` below).
 - ``real``: the real pairs in ``--real-dir`` (default ``../shared/data/real`` beside the checkout): O-HAZE image 35
   (``dehaze/hazy`` vs ``dehaze/gt``) and the two GoPro examples (``deblur/blur`` vs ``deblur/gt``).
 - ``video`` (deblur): the video validation of the deblurring recipes, the held-out last fifth of a 240-fps
@@ -32,10 +34,17 @@ no-prior ablation (``nafnet``, same size and training budget); the default model
 prior. The networks run with their packaged inference settings (the deblurrers: channel-attention
 statistics over 144-px windows, ``restore/weights/zoo.json``); ``--local-pool`` overrides them and the
 row labels say which ran. ``--self-ensemble flip|x8`` adds a row (and a speed row) for the default model
-with that self-ensemble (``Restorer.self_ensemble``). PSNR/SSIM follow the convention of the real
-set's reference figures (scikit-image ``peak_signal_noise_ratio`` / ``structural_similarity(channel_axis=2)``
-on the full 8-bit RGB image, no border crop), so the O-HAZE input row reproduces 13.73 dB / 0.645 and DCP
-19.76 dB / 0.868.
+with that self-ensemble (``Restorer.self_ensemble``). PSNR/SSIM are the project's one convention
+(``eval.metrics.MetricConventions()``: BasicSR 1.4's ``calculate_psnr``/``calculate_ssim``, RGB, no
+border crop, both images rounded to 8 bits), the same functions ``eval`` and ``benchmark`` use; the
+tables' header names it.
+
+Reproducing a table with the command line: ``--held-out-dir DIR`` (with the same ``--task``,
+``--local-pool``, ``--self-ensemble`` and model options) copies the held-out photos into DIR and prints
+the ``robustsam-restore benchmark restoration`` commands whose rows give the same per-image PSNR/SSIM:
+per set, one command for the rows without self-ensemble and one for the self-ensemble row (a synthetic
+column is the mean over its kinds and severities, one command each with equal image counts; the real
+column is one command on ``--real-dir``).
 
 Speed: megapixels per second of the default model on a 1024x1024 image (the O-HAZE photo resized),
 prior included, with ``--threads`` torch threads (median of ``--repeats`` runs after a warm-up); the
@@ -81,39 +90,74 @@ class Pair:
     gt: np.ndarray
 
 
-def to_u8(x: np.ndarray) -> np.ndarray:
-    return np.clip(np.round(x * 255.0), 0, 255).astype(np.uint8)
+def conventions():
+    """The PSNR/SSIM convention of every table: the project's one (``MetricConventions()``)."""
+    from eval.metrics import MetricConventions
+
+    return MetricConventions()
 
 
 def psnr_ssim(pred: np.ndarray, gt: np.ndarray) -> tuple[float, float]:
-    """scikit-image PSNR (dB) and SSIM on full 8-bit RGB images (the reference figures' convention)."""
-    from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+    """PSNR (dB) and SSIM of ``HxWx3`` images in [0, 1] with ``eval.metrics`` under :func:`conventions`."""
+    from eval.metrics import psnr, ssim
 
-    p, g = to_u8(pred), to_u8(gt)
-    return (
-        float(peak_signal_noise_ratio(g, p, data_range=255)),
-        float(structural_similarity(g, p, channel_axis=2, data_range=255)),
-    )
+    kw = conventions().kwargs()
+    p, g = np.clip(pred, 0.0, 1.0), np.clip(gt, 0.0, 1.0)
+    return float(psnr(p, g, **kw)[0]), float(ssim(p, g, **kw)[0])
+
+
+def held_out_files() -> dict[str, Path]:
+    """name -> file of the held-out photos (restore.zoo.HELD_OUT_PHOTOS)."""
+    from restore.zoo import HELD_OUT_PHOTOS
+    from robustsam_prior.fileio import package_path
+
+    return {name: package_path(url) for name, url in HELD_OUT_PHOTOS.items()}
 
 
 def synthetic_pairs(task: str) -> list[Pair]:
-    """The held-out synthetic set of ``task`` (deterministic)."""
+    """The held-out synthetic set of ``task``: each photo through ``degrade_file`` (seed :data:`BASE_SEED`,
+    its file name as the relative path), 8-bit, as ``benchmark restoration --clean`` makes it."""
     import torch
 
-    from restore.zoo import HELD_OUT_PHOTOS
-    from robustsam_prior.degradations import degrade
-    from robustsam_prior.fileio import package_path
+    from robustsam_prior.degradations import degrade_file
     from robustsam_prior.io import read_image, to_numpy, to_tensor
 
     pairs = []
-    for i, (name, url) in enumerate(HELD_OUT_PHOTOS.items()):
-        gt = read_image(package_path(url)).pixels
-        for j, (kind, severity) in enumerate(SYNTHETIC[task]):
+    for name, path in held_out_files().items():
+        img = read_image(path)
+        for kind, severity in SYNTHETIC[task]:
             with torch.no_grad():
-                lq = degrade(to_tensor(gt), kind, severity, seed=BASE_SEED + 100 * i + j).image.clamp(0, 1)
-            # quantised to 8 bits, as a degraded photo on disk would be
-            pairs.append(Pair(f"{name}/{kind}{severity}", to_u8(to_numpy(lq)).astype(np.float32) / 255.0, gt))
+                lq = degrade_file(to_tensor(img.pixels), kind, severity, seed=BASE_SEED, rel=path.name,
+                                  bit_depth=img.bit_depth).image
+            pairs.append(Pair(f"{name}/{kind}{severity}", to_numpy(lq), img.pixels))
     return pairs
+
+
+def write_held_out(folder: Path, args: argparse.Namespace) -> list[str]:
+    """Copy the held-out photos into ``folder`` (atomically) and return the ``robustsam-restore`` commands
+    that reproduce each table's rows (module docstring)."""
+    from robustsam_prior.fileio import atomic_write
+
+    for path in held_out_files().values():
+        with atomic_write(folder / path.name, "wb") as f:
+            f.write(path.read_bytes())
+    lines = []
+    tasks = ("dehaze", "deblur") if args.task == "all" else (args.task,)
+    pool = "" if args.local_pool is None else f" --local-pool {args.local_pool}"
+    for task in tasks:
+        calls: dict[str, list[str]] = {}  # self-ensemble -> NAME=SPEC of its rows (one command each)
+        for name, ref, _, ensemble in methods(task, args):
+            label = name.replace(" ", "") + ("" if ensemble == "none" else f"+{ensemble}")
+            calls.setdefault(ensemble, []).append(f"{label}={ref or 'identity'}")
+        for ensemble, specs in calls.items():
+            head = (f"robustsam-restore benchmark restoration --task {task} --methods {','.join(specs)}{pool}"
+                    + ("" if ensemble == "none" else f" --self-ensemble {ensemble}"))
+            for kind, severity in SYNTHETIC[task]:
+                lines.append(f"{head} --clean {folder} --degradation {kind} --severity {severity} "
+                             f"--seed {BASE_SEED} --metrics psnr,ssim --out {task}_synthetic.jsonl")
+            lq, gt = (args.real_dir / d for d in REAL[task])
+            lines.append(f"{head} --lq {lq} --gt {gt} --metrics psnr,ssim --out {task}_real.jsonl")
+    return lines
 
 
 def real_pairs(task: str, real_dir: Path) -> list[Pair]:
@@ -269,7 +313,7 @@ def speed(task: str, ref: str, real_dir: Path, repeats: int, self_ensemble: str 
 
 
 def markdown(records: list[dict], speeds: list[dict]) -> str:
-    lines = []
+    lines = [conventions().describe(), ""] if records else []
     for task in ("dehaze", "deblur"):
         rows = [r for r in records if r["task"] == task]
         if not rows:
@@ -354,8 +398,14 @@ def main() -> None:
     parser.add_argument("--self-ensemble", choices=tuple(SELF_ENSEMBLES), default="none",
                         help="also the default model with this self-ensemble (a table row and a speed row)")
     parser.add_argument("--json", type=Path, default=None, help="also write the records as JSON")
+    parser.add_argument("--held-out-dir", type=Path, default=None,
+                        help="copy the held-out photos here, print the robustsam-restore commands that reproduce "
+                             "the tables, and exit")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if args.held_out_dir is not None:
+        print("\n".join(write_held_out(args.held_out_dir, args)))
+        return
 
     import platform
 
@@ -391,7 +441,11 @@ def main() -> None:
     gains(records)
     print(markdown(records, speeds))
     if args.json:
-        args.json.write_text(json.dumps({"records": records, "speed": speeds}, indent=2, allow_nan=False))
+        from robustsam_prior.fileio import atomic_write
+
+        with atomic_write(args.json, "w") as f:
+            f.write(json.dumps({"conventions": conventions().to_dict(), "records": records, "speed": speeds},
+                               indent=2, allow_nan=False))
 
 
 if __name__ == "__main__":

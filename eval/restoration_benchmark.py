@@ -25,7 +25,7 @@ import torch
 from .datasets import PairedDataset, file_list_hash
 from .metrics.accumulator import ImageMetrics, build_image_metrics
 from .metrics.psnr_ssim import MetricConventions
-from .provenance import ROW_FORMAT, provenance, seed_for, write_rows
+from .provenance import ROW_FORMAT, provenance, write_rows
 
 logger = logging.getLogger(__name__)
 
@@ -41,29 +41,66 @@ class Method:
     info: dict = field(default_factory=dict)
 
 
+# folders that hold a run's checkpoints rather than name the run (runs/<run>/models/final.safetensors)
+_CHECKPOINT_FOLDERS = frozenset({"models", "model", "checkpoints", "checkpoint", "weights", "ckpt", "ckpts"})
+
+
+def default_method_name(path: str | os.PathLike) -> str:
+    """The row name of a checkpoint file given without an alias: ``<run folder>/<file stem>``.
+
+    The run folder is the nearest parent not called ``models``, ``checkpoints``, ``weights`` (...):
+    ``runs/dehaze_a/models/final.safetensors`` -> ``dehaze_a/final``. So the ``final.safetensors`` of
+    two runs get two names; :func:`run_restoration_benchmark` adds the checkpoint's short sha256
+    where two files still share one.
+    """
+    p = Path(os.path.abspath(path))
+    for parent in p.parents:
+        if parent.name and parent.name.lower() not in _CHECKPOINT_FOLDERS:
+            return f"{parent.name}/{p.stem}"
+    return p.stem
+
+
 def resolve_method(
-    spec: str | Method, *, device: str = "cpu", prior: str | None = None, task: str | None = None
+    spec: str | Method,
+    *,
+    device: str = "cpu",
+    prior: str | None = None,
+    task: str | None = None,
+    name: str | None = None,
+    local_pool: int | None = None,
+    self_ensemble: str = "none",
 ) -> Method:
     """``identity``, ``dcp`` (dark channel prior), or a zoo name / checkpoint path for ``restore.inference.Restorer``.
 
     ``task`` (``dehaze``/``deblur``) selects the zoo's model and is checked against a checkpoint's;
-    without it a checkpoint's own task is used.
+    without it a checkpoint's own task is used. ``name`` (an alias) names the row; without it a
+    method is named after ``spec``, a checkpoint file by :func:`default_method_name`.
+    ``Method.info["spec"]`` records what was given. ``local_pool`` and ``self_ensemble`` are
+    ``Restorer.load``'s inference settings for trained models (classical methods ignore them); a
+    default name says which ran (``a/final+pool0``, ``a/final+x8``).
     """
     if isinstance(spec, Method):
         return spec
+    if name is not None and not name.strip():
+        raise ValueError(f"method {spec!r}: an alias must not be empty")
     if spec == "identity":
-        return Method("identity", lambda x: x)
+        # no work: its images/s is never the best of a leaderboard column
+        return Method(name or "identity", lambda x: x, info={"baseline": "identity", "spec": spec})
     if spec == "dcp":
         from restore.baselines import dark_channel_prior
 
-        return Method("dcp", dark_channel_prior, info={"baseline": "dark channel prior (He et al.)"})
+        return Method(
+            name or "dcp", dark_channel_prior, info={"baseline": "dark channel prior (He et al.)", "spec": spec}
+        )
     from restore.inference import Restorer
 
     tasks = [task] if task in ("dehaze", "deblur") else ["dehaze", "deblur"]
     err: Exception | None = None
     for t in tasks:
         try:
-            restorer = Restorer.load(spec, task=t, prior=prior, device=device)
+            restorer = Restorer.load(
+                spec, task=t, prior=prior, device=device, local_pool=local_pool, self_ensemble=self_ensemble
+            )
             break
         except ValueError as e:  # e.g. "a deblur model; it cannot dehaze": try the other task
             err = e
@@ -71,18 +108,76 @@ def resolve_method(
         raise ValueError(f"method {spec!r}: {err}") from err
     meta = dict(restorer.metadata or {})
     prior_meta = dict(restorer.prior.meta) if restorer.prior is not None else meta.get("prior")
-    name = str(restorer.name)
-    if name.endswith((".safetensors", ".pth", ".pt")):
-        name = Path(name).stem
-    if prior is not None and restorer.prior is not None:
-        name = f"{name}[{prior}]"  # the same network under another prior is another leaderboard entry
+    if name is None:
+        name = default_method_name(spec) if Path(spec).expanduser().is_file() else str(restorer.name)
+        if prior is not None and restorer.prior is not None:
+            name = f"{name}[{prior}]"  # the same network under another prior is another leaderboard entry
+        if local_pool is not None:
+            name = f"{name}+pool{local_pool}"
+        if self_ensemble != "none":
+            name = f"{name}+{self_ensemble}"
     return Method(
         name=name,
         fn=restorer.restore,
         checkpoint_sha256=meta.get("sha256"),
         prior=prior_meta,
-        info={"arch": meta.get("arch"), "arch_kwargs": meta.get("arch_kwargs"), "task": meta.get("task")},
+        info={
+            "arch": meta.get("arch"),
+            "arch_kwargs": meta.get("arch_kwargs"),
+            "task": meta.get("task"),
+            "spec": spec,
+            "local_pool": restorer.local_pool,
+            "self_ensemble": self_ensemble,
+        },
     )
+
+
+def _resolve_all(
+    methods: Sequence[str | tuple[str, str] | Method],
+    *,
+    device: str,
+    prior: str | None,
+    task: str | None,
+    local_pool: int | None = None,
+    self_ensemble: str = "none",
+) -> list[Method]:
+    """Resolve ``methods`` (``spec``, ``(alias, spec)`` or :class:`Method`) into uniquely named methods.
+
+    Checkpoints named by default (no alias) that share a name with a different checkpoint get their
+    sha256's first 8 hex digits (``a/final@1a2b3c4d``); names that stay equal (the same file twice, an
+    alias used twice) are an error naming what was given.
+    """
+    resolved, aliased = [], []
+    for m in methods:
+        alias, spec = m if isinstance(m, tuple) else (None, m)
+        resolved.append(
+            resolve_method(
+                spec,
+                device=device,
+                prior=prior,
+                task=task,
+                name=alias,
+                local_pool=local_pool,
+                self_ensemble=self_ensemble,
+            )
+        )
+        aliased.append(alias is not None)
+    shas: dict[str, set] = {}
+    for m in resolved:
+        shas.setdefault(m.name, set()).add(m.checkpoint_sha256)
+    for i, m in enumerate(resolved):
+        if len(shas[m.name]) > 1 and not aliased[i] and m.checkpoint_sha256:
+            m.name = f"{m.name}@{m.checkpoint_sha256[:8]}"
+    seen: dict[str, Method] = {}
+    for m in resolved:
+        if m.name in seen:
+            first = seen[m.name]
+            raise ValueError(
+                f"two methods would be called {m.name!r} ({first.info.get('spec', first.name)!r} and "
+                f"{m.info.get('spec', m.name)!r}); give them names with NAME=SPEC"
+            )
+        seen[m.name] = m
+    return resolved
 
 
 def _read_tensor(path: Path) -> torch.Tensor:
@@ -110,8 +205,10 @@ def _read_exact(path: Path) -> torch.Tensor:
 class SyntheticPairs:
     """Degraded/clean pairs synthesised from a folder of clean images.
 
-    Image ``name`` is degraded with ``degrade(clean, kind, severity, seed=seed_for(seed, name, kind, severity))``,
-    so a pair is the same whatever else is in the folder or in which order it is read.
+    Image ``name`` (its path relative to ``clean_dir``) is degraded by
+    :func:`robustsam_prior.degradations.degrade_file` with the project's one seeding rule and rounded to
+    the clean file's bit depth: exactly the image ``robustsam-restore degrade clean_dir OUT --type kind
+    --severity severity --seed seed`` writes, whatever else is in the folder or in which order it is read.
     """
 
     clean_dir: Path
@@ -139,24 +236,27 @@ class SyntheticPairs:
 
     def load(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         """``(degraded (1,3,H,W) float32, clean (1,3,H,W) float64 exact levels)`` of image ``index``."""
-        from robustsam_prior.degradations import degrade
+        from robustsam_prior.degradations import degrade_file
+        from robustsam_prior.io import read_image, to_tensor
 
         rel, src = self.files[index]
-        clean = _read_tensor(src)
-        seed = seed_for(self.seed, rel, self.kind, self.severity)
-        out = degrade(clean, self.kind, self.severity, seed=seed)
-        return out.image.clamp(0, 1).to(torch.float32), _read_exact(src)
+        img = read_image(src)
+        out = degrade_file(to_tensor(img.pixels), self.kind, self.severity, seed=self.seed, rel=rel,
+                           bit_depth=img.bit_depth)
+        return out.image.to(torch.float32), _read_exact(src)
 
     def pairs(self) -> Iterable[tuple[str, torch.Tensor, torch.Tensor]]:
         for i, (rel, _) in enumerate(self.files):
             yield (rel, *self.load(i))
 
     def describe(self) -> dict:
+        from robustsam_prior.degradations import SEED_RULE
+
         return {
             "name": self.name,
             "count": len(self.files),
             "file_list_sha256": file_list_hash([r for r, _ in self.files]),
-            "degradation": {"kind": self.kind, "severity": self.severity, "seed": self.seed},
+            "degradation": {"kind": self.kind, "severity": self.severity, "seed": self.seed, "seed_rule": SEED_RULE},
         }
 
 
@@ -223,7 +323,7 @@ def _center_crop(x: torch.Tensor, size: int) -> np.ndarray:
 
 def run_restoration_benchmark(
     *,
-    methods: Sequence[str | Method],
+    methods: Sequence[str | tuple[str, str] | Method],
     data: PairedDataset | SyntheticPairs,
     metrics: Sequence[str] = ("psnr", "ssim", "lpips"),
     conventions: MetricConventions = MetricConventions(),
@@ -231,6 +331,8 @@ def run_restoration_benchmark(
     task: str | None = None,
     device: str = "cpu",
     prior: str | None = None,
+    local_pool: int | None = None,
+    self_ensemble: str = "none",
     crops_dir: str | os.PathLike | None = None,
     num_crops: int = 2,
     crop_size: int = 128,
@@ -238,15 +340,18 @@ def run_restoration_benchmark(
 ) -> list[dict]:
     """Run every method over ``data``; one row per method (see module docstring). Appends to ``out`` if given.
 
+    ``methods`` items are specs (:func:`resolve_method`), ``(alias, spec)`` pairs or :class:`Method`
+    objects; row names must come out unique (:func:`_resolve_all`). ``local_pool`` and ``self_ensemble``
+    apply to every trained model (:func:`resolve_method`).
+
     Per-image failures (unreadable files, a method error, a size mismatch) are recorded in the row's
     ``failed`` list and logged; they are not in the means.
     """
     from robustsam_prior.progress import progress_bar
 
-    resolved = [resolve_method(m, device=device, prior=prior, task=task) for m in methods]
-    names = [m.name for m in resolved]
-    if len(set(names)) != len(names):
-        raise ValueError(f"method names must be unique, got {names}")
+    resolved = _resolve_all(
+        methods, device=device, prior=prior, task=task, local_pool=local_pool, self_ensemble=self_ensemble
+    )
     fns, unavailable = build_image_metrics(
         metrics, conventions=conventions, lpips_weights=lpips_weights, device=device
     )

@@ -13,7 +13,6 @@ None), ``prior`` (:class:`~robustsam_prior.prior.PriorOutput` of the current ima
 from __future__ import annotations
 
 import logging
-import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal, Union
@@ -156,11 +155,6 @@ def _message(e: Exception) -> str:
     return str(e.args[0]) if e.args else str(e)
 
 
-def image_seed(seed: int, rel: Path) -> int:
-    """A stable per-image seed from the base seed and the relative path (same on every run and machine)."""
-    return (seed * 1_000_003 + zlib.crc32(str(rel.as_posix()).encode())) % (2**31 - 1)
-
-
 class Step:
     """Base class: ``setup`` once, ``process`` per image, ``finish`` at the end."""
 
@@ -183,14 +177,17 @@ class Step:
 
 @STEPS.register("degrade")
 class Degrade(Step):
+    """Degrades each image as ``robustsam-restore degrade`` does (same seeding rule, rounded to the
+    file's bit depth), so a pipeline restores and scores the images that command writes."""
+
     def process(self, item: Item, run: Any) -> None:
-        from robustsam_prior.degradations import degrade
+        from robustsam_prior.degradations import degrade_file
 
         o = self.options
         if item.gt is None:
             item.gt = item.image
-        out = degrade(item.image, o.kind, o.severity, seed=image_seed(o.seed, item.rel))
-        item.input = item.image = out.image.clamp(0, 1)
+        out = degrade_file(item.image, o.kind, o.severity, seed=o.seed, rel=item.rel, bit_depth=item.bit_depth)
+        item.input = item.image = out.image
         if o.save:
             run.write(item, "degraded", item.image)
 
@@ -295,12 +292,13 @@ class Segment(Step):
 @STEPS.register("eval")
 class Evaluate(Step):
     def setup(self, run: Any) -> None:
-        from eval.metrics import build_image_metrics
+        from eval.metrics import MetricConventions, build_image_metrics
 
         names = [m for m in self.options.metrics if m != "miou"]
         self.want_miou = "miou" in self.options.metrics
+        conventions = MetricConventions()  # the project's one convention, as eval and benchmark
         try:
-            self.fns, unavailable = build_image_metrics(names, device=run.device)
+            self.fns, unavailable = build_image_metrics(names, conventions=conventions, device=run.device)
         except KeyError as e:
             raise ValueError(f"{self.key}.metrics: {_message(e)}") from None
         if unavailable and not self.options.allow_missing:
@@ -308,6 +306,8 @@ class Evaluate(Step):
                                        for name, why in unavailable.items())
                              + f" (allow_missing: true in the step, or steps.{self.index}.allow_missing=true, "
                                "leaves it out)")
+        if {"psnr", "ssim"} & set(names):
+            run.summary["conventions"] = conventions.describe()
         for name, why in unavailable.items():
             logger.warning("%s: metric %s unavailable (%s)", self.key, name, why)
         self.warned = False
@@ -387,12 +387,17 @@ class Report(Step):
                 means[k] = math.fsum(vals) / len(vals)
         report = {"name": run.config.name, "images": len(rows), "failed": run.failed, "mean": means,
                   "per_image": rows}
+        if "conventions" in run.summary:
+            report["conventions"] = run.summary["conventions"]
         path = run.output_dir / self.options.path
         write_json(path, jsonable(report))  # a PSNR of identical images is inf
         run.summary["report"] = str(path)
         run.summary["mean"] = means
         if self.options.markdown:
-            lines = [f"# {run.config.name}", "", f"{len(rows)} images", "", "| metric | mean |", "| --- | --- |"]
+            lines = [f"# {run.config.name}", "", f"{len(rows)} images", ""]
+            if "conventions" in run.summary:
+                lines += [run.summary["conventions"], ""]
+            lines += ["| metric | mean |", "| --- | --- |"]
             lines += [f"| {k} | {v:.4f} |" for k, v in means.items()]
             with atomic_write(path.with_suffix(".md"), "w") as f:
                 f.write("\n".join(lines) + "\n")

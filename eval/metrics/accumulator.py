@@ -41,12 +41,7 @@ def build_image_metrics(
     """
     from robustsam_prior.registry import did_you_mean
 
-    kw = dict(
-        crop_border=conventions.crop_border,
-        test_y_channel=conventions.test_y_channel,
-        data_range=conventions.data_range,
-        quantize=conventions.quantize,
-    )
+    kw = conventions.kwargs()
     fns: dict[str, PairFn] = {}
     unavailable: dict[str, str] = {}
     for name in names:

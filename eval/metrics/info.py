@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
-__all__ = ["METRIC_INFO", "MetricInfo", "is_lower_better"]
+__all__ = ["METRIC_INFO", "MetricInfo", "describe_conventions", "is_lower_better"]
 
 
 @dataclass(frozen=True)
@@ -41,3 +42,17 @@ def is_lower_better(metric: str) -> bool:
     if info is None and metric.startswith("lpips"):
         return True
     return bool(info and info.lower_is_better)
+
+
+def describe_conventions(conventions: Mapping) -> str:
+    """One line naming the PSNR/SSIM convention of a result, for report and table headers.
+
+    ``conventions`` holds :class:`eval.metrics.psnr_ssim.MetricConventions`' fields (a results row's
+    ``conventions``); e.g. ``"PSNR/SSIM: BasicSR 1.4 convention, RGB, crop 0, 8-bit"``. "8-bit" means
+    that both images were rounded to 8-bit levels first (BasicSR's ``tensor2img``), "unrounded" that
+    they were scored at the levels they had (float network outputs, 16-bit files).
+    """
+    channel = "Y channel (BT.601)" if conventions.get("test_y_channel") else "RGB"
+    crop = int(conventions.get("crop_border") or 0)
+    levels = "8-bit" if conventions.get("quantize") else "unrounded"
+    return f"PSNR/SSIM: BasicSR 1.4 convention, {channel}, crop {crop}, {levels}"

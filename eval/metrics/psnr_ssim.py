@@ -15,6 +15,10 @@ Conventions (each one a keyword, never implicit):
   not fit is left out), mean over the map, then mean over channels. This is *not* the 3-D SSIM of
   the NAFNet/SAM-Deblur fork: numbers are not interchangeable.
 
+The functions take each convention as a keyword (defaults: no rounding, as ``calculate_psnr`` on
+floats); every report uses :class:`MetricConventions`' defaults, the project's one convention
+(BasicSR 1.4, RGB, crop 0, 8-bit), and prints :meth:`MetricConventions.describe` in its header.
+
 Inputs: torch tensors ``(B, C, H, W)`` or ``(C, H, W)``, or numpy arrays ``(H, W, C)`` / ``(H, W)``
 (file-boundary convenience), RGB. Outputs: float64 tensors of shape ``(B,)``, one value per image;
 PSNR of identical images is ``inf``.
@@ -47,16 +51,37 @@ SSIM_SIGMA = 1.5
 
 @dataclass(frozen=True)
 class MetricConventions:
-    """The conventions a PSNR/SSIM number was computed under (recorded next to every result)."""
+    """The conventions a PSNR/SSIM number was computed under (recorded next to every result).
+
+    The defaults are the project's one reporting convention, used by ``eval``, ``benchmark``, the
+    pipelines' ``eval`` step, the trainers' validation and ``benchmarks/quality.py``: BasicSR 1.4's
+    ``calculate_psnr``/``calculate_ssim`` on RGB, no border crop, both images rounded to 8-bit levels
+    first (BasicSR's ``tensor2img``; a no-op for 8-bit files). :meth:`describe` names it in headers.
+    """
 
     crop_border: int = 0
     test_y_channel: bool = False
-    quantize: bool = False
+    quantize: bool = True
     data_range: float = 1.0
     ssim: str = "basicsr-1.4 per-channel 2-D Gaussian 11x11 sigma=1.5, valid"
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def kwargs(self) -> dict:
+        """The keywords of :func:`psnr` and :func:`ssim` for these conventions."""
+        return dict(
+            crop_border=self.crop_border,
+            test_y_channel=self.test_y_channel,
+            data_range=self.data_range,
+            quantize=self.quantize,
+        )
+
+    def describe(self) -> str:
+        """One line for report headers, e.g. ``PSNR/SSIM: BasicSR 1.4 convention, RGB, crop 0, 8-bit``."""
+        from .info import describe_conventions
+
+        return describe_conventions(self.to_dict())
 
 
 def _as_bchw(x: torch.Tensor | np.ndarray, what: str) -> torch.Tensor:

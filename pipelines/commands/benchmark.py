@@ -18,6 +18,23 @@ def _csv(text: str | None) -> list[str]:
     return [t.strip() for t in (text or "").split(",") if t.strip()]
 
 
+def parse_methods(text: str) -> list[str | tuple[str, str]]:
+    """``--methods`` items: ``SPEC`` or ``NAME=SPEC`` (NAME names the row). An item that is an existing
+    file is a SPEC even if its path holds ``=``."""
+    out: list[str | tuple[str, str]] = []
+    for item in _csv(text):
+        name, eq, spec = item.partition("=")
+        if not eq or Path(item).expanduser().is_file():
+            out.append(item)
+        elif not name.strip() or not spec.strip():
+            raise click.BadParameter(f"{item!r}: expected NAME=SPEC with both parts given", param_hint="--methods")
+        else:
+            out.append((name.strip(), spec.strip()))
+    if not out:
+        raise click.BadParameter("no method given", param_hint="--methods")
+    return out
+
+
 @click.group("benchmark")
 def benchmark() -> None:
     """Benchmarks whose results (one JSON object per line, with provenance) feed `leaderboard`."""
@@ -27,7 +44,9 @@ def benchmark() -> None:
 @click.option(
     "--methods",
     required=True,
-    help="Comma-separated: identity, dcp, or trained model names / checkpoint paths (restore.inference).",
+    help="Comma-separated: identity, dcp, trained model names or checkpoint paths (restore.inference), each "
+    "optionally as NAME=SPEC to name its row (ours=runs/a/models/final.safetensors). A checkpoint without a "
+    "NAME is called <run folder>/<file stem> (a/final), with its short sha256 where two share that.",
 )
 @click.option(
     "--lq", "lq_dir", type=click.Path(exists=True, file_okay=False), help="Degraded images (with --gt)."
@@ -55,6 +74,20 @@ def benchmark() -> None:
     "--task", type=click.Choice(["dehaze", "deblur", "other"]), help="Task label for the leaderboard."
 )
 @click.option("--prior", help="Prior for trained models that need one (default: the checkpoint's).")
+@click.option(
+    "--local-pool",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Channel-attention statistics window of trained NAFNets in pixels (TLC); default: each model's "
+    "own setting, 0 = the whole image.",
+)
+@click.option(
+    "--self-ensemble",
+    type=click.Choice(["none", "flip", "x8"]),
+    default="none",
+    show_default=True,
+    help="Average trained models' outputs over mirrors (flip) or all 8 rotations and mirrors (x8).",
+)
 @metric_options
 @click.option(
     "--crops",
@@ -81,6 +114,8 @@ def restoration(
     dataset_name,
     task,
     prior,
+    local_pool,
+    self_ensemble,
     metrics,
     crop_border,
     y_channel,
@@ -125,16 +160,19 @@ def restoration(
             click.echo(f"unmatched: {len(left)} {what}: {', '.join(left)}", err=True)
     out = Path(out)
     crops_dir = out.with_name(out.stem + "_crops") if num_crops else None
+    conventions = conventions_from(crop_border, y_channel, quantize)
     try:
         rows = run_restoration_benchmark(
-            methods=_csv(methods),
+            methods=parse_methods(methods),
             data=data,
             metrics=metric_names,
-            conventions=conventions_from(crop_border, y_channel, quantize),
+            conventions=conventions,
             lpips_weights=lpips_weights,
             task=task,
             device=device,
             prior=prior,
+            local_pool=local_pool,
+            self_ensemble=self_ensemble,
             crops_dir=crops_dir,
             num_crops=num_crops,
             crop_size=crop_size,
@@ -145,6 +183,7 @@ def restoration(
     failed = False
     for m, reason in rows[0]["unavailable"].items():
         click.echo(f"{m}: unavailable: {reason}", err=True)
+    click.echo(f"{rows[0]['dataset']['name']} ({rows[0]['count']} images); {conventions.describe()}")
     for r in rows:
         vals = ", ".join(f"{k}={v:.4f}" for k, v in r["metrics"].items() if isinstance(v, float))
         click.echo(f"{r['method']}: {r['count']} images, {vals}")

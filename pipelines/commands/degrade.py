@@ -16,13 +16,14 @@ instead (``transmission/x.jpg.png``), so that each image keeps its own; the mani
 path. Degraded images that would land on one name (``--format png`` on ``x.png`` and ``x.jpg``) are
 refused before anything is written, naming the inputs; so is an output written over an input.
 
-Each image's seed is derived from ``--seed`` and its relative path, so a result does not depend
-on which other files are in the folder or on their order.
+Each image's seed is derived from ``--seed`` and its relative path
+(:func:`robustsam_prior.degradations.file_seed`, the rule every command, pipeline and trainer uses), so
+a result does not depend on which other files are in the folder or on their order, and
+``benchmark restoration --clean`` scores exactly the images written here.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from pathlib import Path
 
@@ -35,12 +36,6 @@ from ._common import max_pixels_option
 logger = logging.getLogger(__name__)
 
 _FORMATS = ("same", "png", "jpg", "tif", "webp", "bmp")
-
-
-def image_seed(seed: int, rel: Path | str) -> int:
-    """A 63-bit seed from the base seed and a relative path (stable across runs and platforms)."""
-    digest = hashlib.sha256(f"{seed}:{Path(rel).as_posix()}".encode()).digest()
-    return int.from_bytes(digest[:8], "little") >> 1
 
 
 def _print_list(as_json: bool, markdown: bool) -> None:
@@ -129,7 +124,7 @@ def degrade(
         shared_stems,
         start_output,
     )
-    from robustsam_prior.degradations import DEGRADATIONS
+    from robustsam_prior.degradations import DEGRADATIONS, SEED_RULE
     from robustsam_prior.fileio import write_json
     from robustsam_prior.io import IMAGE_EXTENSIONS, is_image_file
 
@@ -173,9 +168,7 @@ def degrade(
     start_output(root, recursive=not single_file_target)
 
     def run_one(src: Path, rel: Path) -> None:
-        entries[rel.as_posix()] = _degrade_one(
-            src, target_for(rel), sides_for(rel), root, kind, severity, image_seed(seed, rel)
-        )
+        entries[rel.as_posix()] = _degrade_one(src, rel, target_for(rel), sides_for(rel), root, kind, severity, seed)
 
     summary = process_files(items, run_one, desc=f"degrade {kind}")
     manifest = {
@@ -183,7 +176,7 @@ def degrade(
         "type": kind,
         "severity": severity,
         "seed": seed,
-        "seed_rule": "sha256('<seed>:<relative path>')[:8] little-endian >> 1",
+        "seed_rule": SEED_RULE,
         "images": dict(sorted(entries.items())),
         "failed": {rel.as_posix(): msg for rel, msg in summary.failed},
         "skipped": {rel.as_posix(): msg for rel, msg in summary.skipped},
@@ -211,19 +204,27 @@ def _side_paths(target: Path, rel: Path, root: Path, single: bool, *, keep_suffi
 
 
 def _degrade_one(
-    src: Path, target: Path, sides: dict[str, Path], root: Path, kind: str, severity: int, seed: int
+    src: Path,
+    rel: Path,
+    target: Path,
+    sides: dict[str, Path],
+    root: Path,
+    kind: str,
+    severity: int,
+    seed: int,
 ) -> dict:
-    """Degrade one file and write its outputs (side files at ``sides``); returns its manifest entry."""
+    """Degrade one file (``rel``: its path relative to INPUT) and write its outputs (side files at
+    ``sides``); returns its manifest entry."""
     import numpy as np
 
-    from robustsam_prior.degradations import degrade as run_degradation
+    from robustsam_prior.degradations import degrade_file, file_seed
     from robustsam_prior.fileio import atomic_write
     from robustsam_prior.io import read_image, to_numpy, to_tensor, write_image
 
     image = read_image(src)
-    result = run_degradation(to_tensor(image.pixels), kind, severity, seed=seed)
+    result = degrade_file(to_tensor(image.pixels), kind, severity, seed=seed, rel=rel, bit_depth=image.bit_depth)
     write_image(target, to_numpy(result.image), alpha=image.alpha, bit_depth=image.bit_depth)
-    entry: dict = {"output": _relative(target, root), "seed": seed, "params": result.params}
+    entry: dict = {"output": _relative(target, root), "seed": file_seed(seed, rel), "params": result.params}
 
     if result.transmission is not None:
         t_path = sides["transmission"]

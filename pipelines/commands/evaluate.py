@@ -72,9 +72,11 @@ def metric_options(f):
                 "--y-channel", is_flag=True, help="PSNR/SSIM on the Y channel (BT.601, as BasicSR)."
             ),
             click.option(
-                "--quantize",
-                is_flag=True,
-                help="Round images to 8-bit levels first (BasicSR's tensor2img); 8-bit files already are.",
+                "--quantize/--no-quantize",
+                default=True,
+                show_default=True,
+                help="Round both images to 8-bit levels first (BasicSR's tensor2img; 8-bit files already "
+                "are), the project's convention; --no-quantize scores float outputs and 16-bit files as they are.",
             ),
             click.option(
                 "--lpips-weights",
@@ -123,7 +125,8 @@ def metric_options(f):
     "--json",
     "as_json",
     is_flag=True,
-    help='Print one JSON object {"per_image": {name: {metric: v}}, "mean": {metric: v}} on stdout.',
+    help='Print one JSON object {"per_image": {name: {metric: v}}, "mean": {metric: v}, "conventions": {...}} '
+    "on stdout.",
 )
 @max_pixels_option
 def evaluate(
@@ -142,10 +145,11 @@ def evaluate(
 ):
     """Score the images in --pred against those in --gt (PSNR/SSIM as BasicSR 1.4, LPIPS v0.1).
 
-    Unmatched names are listed on standard error. A requested metric that cannot be computed (LPIPS
-    without its backbone weights: --lpips-weights or the torch hub cache) fails the command, naming the
-    file to provide; with --allow-missing it is reported as unavailable, never as a number. Exit status 1
-    if any pair failed.
+    The PSNR/SSIM convention (by default BasicSR 1.4, RGB, crop 0, 8-bit) is printed as the first
+    line of the table and is the "conventions" object of --json. Unmatched names are listed on
+    standard error. A requested metric that cannot be computed (LPIPS without its backbone weights:
+    --lpips-weights or the torch hub cache) fails the command, naming the file to provide; with
+    --allow-missing it is reported as unavailable, never as a number. Exit status 1 if any pair failed.
     """
     from eval.datasets import pair_folders
     from eval.restoration_benchmark import evaluate_pairs
@@ -158,11 +162,12 @@ def evaluate(
     except (ValueError, NotADirectoryError, FileNotFoundError) as e:  # e.g. a device given as a folder
         raise click.ClickException(str(e)) from e
     refuse_missing_metrics(names, lpips_weights, allow_missing)
+    conventions = conventions_from(crop_border, y_channel, quantize)
     try:
         result = evaluate_pairs(
             data,
             metrics=names,
-            conventions=conventions_from(crop_border, y_channel, quantize),
+            conventions=conventions,
             lpips_weights=lpips_weights,
             device=device,
         )
@@ -185,13 +190,19 @@ def evaluate(
     for f in result["failed"]:
         click.echo(f"FAILED {f['name']}: {f['error']}", err=True)
     if as_json:
-        obj = {"per_image": result["per_image"], "mean": result["mean"]}
+        obj = {
+            "per_image": result["per_image"],
+            "mean": result["mean"],
+            "conventions": {**conventions.to_dict(), "description": conventions.describe()},
+        }
         if result["unavailable"]:
             obj["unavailable"] = result["unavailable"]
         click.echo(json_dumps(jsonable(obj), sort_keys=True))
     else:
         shown = [m for m in names if m not in result["unavailable"]]
         width = max([len(n) for n in result["per_image"]] + [4])
+        if {"psnr", "ssim"} & set(shown):
+            click.echo(conventions.describe())
         click.echo(f"{'image':<{width}}  " + "  ".join(f"{m:>10}" for m in shown))
         for n, vals in result["per_image"].items():
             click.echo(f"{n:<{width}}  " + "  ".join(f"{vals[m]:>10.4f}" for m in shown))

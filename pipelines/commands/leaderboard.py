@@ -17,6 +17,13 @@ import click
 def leaderboard(results, out_dir):
     """Merge RESULTS (JSON Lines from `benchmark`) into one table per task and dataset.
 
+    Rows are ranked by the table's main metric (PSNR; average IoU for segmentation) and show their
+    checkpoint's sha256; each table names its PSNR/SSIM convention. One name measured with two
+    checkpoints gives two rows (name@<sha256[:8]>); a later run appended to the same file replaces the
+    earlier one; the same name with other results in another file is an error naming both rows, as are
+    two PSNR/SSIM conventions in one table. identity's speed is never marked best. In the HTML page the
+    first click on a column sorts it best first.
+
     Crops are embedded in the HTML only from the folder of their results file, and only image
     files; any other crop path is left out with a warning naming the file, line and path.
     """

@@ -2,7 +2,8 @@
 
 Lists the classical methods, the packaged models (``restore/weights/zoo.json``), the default model
 name of each task (marked unavailable until its weights exist) and any checkpoint files given as
-arguments: name, task, architecture, prior, size and the validation metrics from the metadata.
+arguments: name, task, architecture, prior, size and the validation metrics from the metadata, then
+the PSNR/SSIM convention each model's metrics follow as its checkpoint records it.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ def describe_checkpoint(path: Path) -> dict[str, Any]:
         "params": int(sum(t.numel() for t in ckpt.state_dict.values())),
         "size_bytes": path.stat().st_size,
         "metrics": meta.get("metrics") or {},
+        "metric_conventions": meta.get("metric_conventions"),
         "sha256": ckpt.sha256,
     }
 
@@ -91,3 +93,10 @@ def models(checkpoints: tuple[Path, ...], task: str | None, as_json: bool) -> No
             metrics += f"; local pool {r['local_pool']} px"
         click.echo(f"{r['name']:<24} {str(r.get('task')):<7} {r['kind']:<10} {str(r.get('arch') or '-'):<14} "
                    f"{str(r.get('prior') or '-'):<10} {_fmt_size(r):<26} {metrics}")
+    # which convention each model's validation metrics follow, as its checkpoint records it
+    groups: dict[str, list[str]] = {}
+    for r in rows:
+        if r.get("available") and r.get("metrics"):
+            groups.setdefault(r.get("metric_conventions") or "convention not recorded", []).append(r["name"])
+    for conventions, names in groups.items():
+        click.echo(f"metrics of {', '.join(names)}: {conventions}")

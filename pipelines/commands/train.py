@@ -82,10 +82,19 @@ def train_robustsam(cfg, *, recipe: str, overrides: tuple[str, ...], resume: boo
 
 
 def eval_metrics() -> dict:
-    """Validation metrics for the restoration trainer: ``eval.metrics``' PSNR."""
-    from eval.metrics import psnr
+    """Validation metrics for the restoration trainer: ``eval.metrics``' PSNR under the project's one
+    convention (``MetricConventions()``: BasicSR 1.4, RGB, crop 0, 8-bit), as ``eval`` and ``benchmark``."""
+    from eval.metrics import MetricConventions, psnr
 
-    return {"psnr": lambda pred, gt: float(psnr(pred, gt))}
+    kw = MetricConventions().kwargs()
+    return {"psnr": lambda pred, gt: float(psnr(pred, gt, **kw))}
+
+
+def eval_conventions() -> str:
+    """The header line of :func:`eval_metrics`' convention (recorded in checkpoints, printed)."""
+    from eval.metrics import MetricConventions
+
+    return MetricConventions().describe()
 
 
 @click.command("train")
@@ -151,7 +160,8 @@ def _train_restoration(cfg, *, recipe: str, overrides: tuple[str, ...], resume: 
     if int(os.environ.get("RANK", "0")) == 0:
         save_resolved(cfg, out / "config.yml", source=recipe, overrides=overrides)
     with run_errors_as_click_errors():
-        summary = train_restoration(cfg, resume=resume, resolved_config=to_dict(cfg), metrics=eval_metrics())
+        summary = train_restoration(cfg, resume=resume, resolved_config=to_dict(cfg), metrics=eval_metrics(),
+                                    metric_conventions=eval_conventions())
     if int(os.environ.get("RANK", "0")) != 0:
         return
     if as_json:
@@ -162,3 +172,5 @@ def _train_restoration(cfg, *, recipe: str, overrides: tuple[str, ...], resume: 
             f"trained {summary['iterations']} iterations in {summary['wall_time_s']:.1f} s"
             f"{'; ' + metrics if metrics else ''}; weights: {summary['final_weights']}"
         )
+        if metrics:
+            click.echo(f"validation {eval_conventions()}")

@@ -15,7 +15,13 @@ Pairs come from (``DatasetOptions.type``):
   on the degraded crop, batched, in the training process (:meth:`PairDataset.needs_prior_on_batch`).
   With ``variants = N`` each image has ``N`` fixed degraded versions, whose prior is computed once on
   the whole degraded image (kept in memory, and in a ``PriorCache`` if configured), then cropped and
-  augmented jointly with the images, so no image is segmented twice across epochs.
+  augmented jointly with the images, so no image is segmented twice across epochs. Fixed versions,
+  and the validation pairs, follow the project's one seeding rule
+  (:func:`robustsam_prior.degradations.file_seed`): version ``v`` of the file at relative path ``REL``
+  draws its kind and severity from, and is degraded with, ``file_seed(seed, REL, v)``, whatever the
+  other files, their order or the ranks. With one kind, one severity, ``gamma: 1`` and ``quantise: true``
+  the validation input of a file is exactly what ``robustsam-restore degrade`` writes for it with the
+  set's seed (a recipe's ``seed`` for training sets, ``seed + 1000003`` for validation sets).
 - ``paired``: degraded/clean files matched by name; the prior is computed once per whole input image.
 - ``video``: the mean of consecutive frames of high-frame-rate video against the middle frame, and
   ``depth_haze``: clean photos hazed through their metric depth (:mod:`restore.training.sources`);
@@ -174,6 +180,10 @@ class PairDataset(torch.utils.data.Dataset):
                 (None, DeadLeavesImage(i, opts.dead_leaves_size, seed))
                 for i in range(opts.dead_leaves)
             ]
+            # the names the seeding rule uses: paths relative to each file's folder, dead-leaves names
+            folders = [config_path(opts.clean_dir), *map(config_path, opts.extra_clean_dirs)]
+            self.rels = [_relative(p, folders) for p in self.clean_files]
+            self.rels += [gt.name for _, gt in self.pairs[len(self.clean_files):]]
         else:
             lq = list_images(config_path(opts.lq_dir), opts, f"{key}.lq_dir")
             self.pairs = match_pairs(lq, config_path(opts.gt_dir), opts.gt_match, key)
@@ -271,28 +281,43 @@ class PairDataset(torch.utils.data.Dataset):
         return self._images[idx]
 
     # -- degradation and prior ---------------------------------------------------------------------
-    def degrade(self, gt: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        """Degrade an ``HxWx3`` clean image with a kind and severity drawn from ``rng``."""
-        from robustsam_prior.degradations import degrade
+    def degrade(
+        self, gt: np.ndarray, rng: np.random.Generator, *, rel: str | None = None, variant: int = 0
+    ) -> np.ndarray:
+        """Degrade an ``HxWx3`` clean image with a kind and severity drawn from ``rng``.
+
+        A fixed version (``rel``: the image's name for the seeding rule, ``variant``: which version) is
+        degraded with ``file_seed(self.seed, rel, variant)``; a fresh sample (``rel`` None) with a seed
+        drawn from ``rng``.
+        """
+        from robustsam_prior.degradations import degrade, degrade_file
 
         d = self.opts.degradation
         kind = d.kinds[int(rng.integers(len(d.kinds)))]
         severity = int(rng.integers(d.severity[0], d.severity[1] + 1))
-        seed = int(rng.integers(2**31 - 1))
         x = _chw(gt)[None]
         if d.gamma != 1.0:  # to linear light (stored values are gamma-encoded)
             x = x.clamp(0, 1) ** d.gamma
-        lq = degrade(x, kind, severity, seed=seed).image.clamp(0, 1)
+        if rel is None:
+            lq = degrade(x, kind, severity, seed=int(rng.integers(2**31 - 1))).image.clamp(0, 1)
+        else:  # rounded by _quantised (quantise: true) after the gamma, as a stored file is
+            lq = degrade_file(x, kind, severity, seed=self.seed, rel=rel, bit_depth=None, variant=variant).image
         if d.gamma != 1.0:
             lq = lq ** (1.0 / d.gamma)
         return lq[0].permute(1, 2, 0).numpy().astype(np.float32)
 
-    def make_input(self, idx: int, gt: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        """The degraded input of image ``idx`` (clean ``gt``) for one variant drawn from ``rng``."""
+    def make_input(self, idx: int, gt: np.ndarray, variant: int) -> np.ndarray:
+        """The degraded input of fixed version ``variant`` of image ``idx`` (clean ``gt``)."""
+        if self.opts.type == "synthetic":
+            from robustsam_prior.degradations import file_seed
+
+            rel = self.rels[idx]
+            rng = np.random.default_rng([_SEED_SALT, 2, file_seed(self.seed, rel, variant)])
+            return self._quantised(self.degrade(gt, rng, rel=rel, variant=variant))
+        rng = np.random.default_rng([_SEED_SALT, self.seed, 2, idx, variant])
         if self.video is not None:
             return self.video.blurred(idx, rng)  # quantised already
-        lq = self.depth.hazy(idx, gt, rng) if self.depth is not None else self.degrade(gt, rng)
-        return self._quantised(lq)
+        return self._quantised(self.depth.hazy(idx, gt, rng))
 
     def _quantised(self, lq: np.ndarray) -> np.ndarray:
         return (np.round(lq * 255.0) / 255.0).astype(np.float32) if self.opts.quantise else lq
@@ -317,7 +342,7 @@ class PairDataset(torch.utils.data.Dataset):
             lq, labels = _unpack(*self._variants[key])
         else:
             if lq is None:
-                lq = self.make_input(idx, gt, np.random.default_rng([_SEED_SALT, self.seed, 2, idx, variant]))
+                lq = self.make_input(idx, gt, variant)
             labels = self.whole_prior(lq)
             self._remember(self._variants, key, _pack(lq, labels, eight_bit=self.video is not None or self.opts.quantise))
         return lq, gt, labels
@@ -370,6 +395,16 @@ class PairDataset(torch.utils.data.Dataset):
         return Sample(
             _chw(lq), _chw(gt), None if labels is None else torch.from_numpy(relabel(labels)), self.pairs[idx][1].name
         )
+
+
+def _relative(path: Path, folders: list[Path]) -> str:
+    """``path`` relative to the first of ``folders`` that holds it, with ``/`` separators."""
+    for folder in folders:
+        try:
+            return path.relative_to(folder).as_posix()
+        except ValueError:
+            continue
+    return path.name
 
 
 def _pack(lq: np.ndarray, labels: np.ndarray | None, *, eight_bit: bool) -> tuple[np.ndarray, np.ndarray | None]:

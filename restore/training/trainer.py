@@ -88,7 +88,9 @@ def _tensorboard_writer(folder: Path, step: int) -> Any:
 
 
 def psnr(pred: torch.Tensor, gt: torch.Tensor) -> float:
-    """PSNR in dB of ``(1,3,H,W)`` images in [0, 1] (data range 1). Fallback when no metric is given."""
+    """PSNR in dB of ``(1,3,H,W)`` images in [0, 1] (data range 1), unrounded: the fallback for library
+    callers that pass no metric (this layer cannot import ``eval``). The ``train`` command passes
+    ``eval.metrics``' PSNR under the reporting convention (8-bit), so logged and shipped numbers use that."""
     mse = float((pred.clamp(0, 1) - gt).pow(2).mean())
     return 10.0 * math.log10(1.0 / max(mse, 1e-12))
 
@@ -153,7 +155,9 @@ class Trainer:
     """Restoration training from a validated :class:`TrainConfig` (see module docstring).
 
     ``metrics`` maps metric names to ``fn(pred (1,3,H,W), gt (1,3,H,W)) -> float`` (higher is better
-    for the first, which picks the reported metric); the default is PSNR. ``resolved_config`` is the
+    for the first, which picks the reported metric); the default is PSNR. ``metric_conventions`` names
+    the convention the metrics follow (a header line such as ``eval.metrics.MetricConventions.describe()``),
+    recorded in checkpoint metadata beside ``metrics``. ``resolved_config`` is the
     config as plain data, stored in checkpoint metadata. ``output_dir`` overrides ``config.output_dir``.
     """
 
@@ -163,6 +167,7 @@ class Trainer:
         *,
         resolved_config: Mapping[str, Any] | None = None,
         metrics: Mapping[str, MetricFn] | None = None,
+        metric_conventions: str | None = None,
         output_dir: str | os.PathLike | None = None,
     ) -> None:
         if config.kind != "restoration":
@@ -170,6 +175,7 @@ class Trainer:
         self.cfg = config
         self.resolved = dict(resolved_config or {})
         self.metrics = dict(metrics or {"psnr": psnr})
+        self.metric_conventions = metric_conventions if metrics else "unrounded PSNR (the trainer's fallback)"
         self.out = Path(output_dir or config.output_dir)
         loop = config.train
         self.device = _device(loop.device)
@@ -276,6 +282,7 @@ class Trainer:
             "task": cfg.task,
             "prior": self.prior_record,
             "metrics": dict(self.last_metrics),
+            "metric_conventions": self.metric_conventions,
             "iteration": self.step,
             "weights": "ema" if self.ema is not None else "raw",
             "config": self.resolved,
@@ -519,6 +526,7 @@ def train_restoration(
     resume: bool = False,
     resolved_config: Mapping[str, Any] | None = None,
     metrics: Mapping[str, MetricFn] | None = None,
+    metric_conventions: str | None = None,
     output_dir: str | os.PathLike | None = None,
 ) -> dict[str, Any]:
     """Build a :class:`Trainer` and run it (see module docstring); returns the summary.
@@ -538,7 +546,8 @@ def train_restoration(
     main_rank = int(os.environ.get("RANK", "0")) == 0
     try:
         with folder_lock(output_dir or config.output_dir) if main_rank else contextlib.nullcontext():
-            trainer = Trainer(config, resolved_config=resolved_config, metrics=metrics, output_dir=output_dir)
+            trainer = Trainer(config, resolved_config=resolved_config, metrics=metrics,
+                              metric_conventions=metric_conventions, output_dir=output_dir)
             try:
                 return trainer.fit(resume=resume)
             finally:  # a run stopped by an error must not leave its progress bar open (it shifts later bars)

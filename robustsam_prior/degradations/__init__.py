@@ -10,6 +10,9 @@ defocus, camera shake: uniform, or spatially varying with roll), ``weather`` (fo
 warp label maps too) and ``haze`` (scattering model). Each has one parameter table per severity (1..5)
 in its registry entry.
 
+Files are degraded through :func:`degrade_file` with one seeding rule (:func:`file_seed`, module
+``files``), shared by every command, the pipelines and the trainers.
+
 Names are resolved lazily (module ``__getattr__``) so that importing this package does not import
 torch or OpenCV.
 """
@@ -26,6 +29,10 @@ _EXPORTS = {
     "degrade": "api",
     "describe": "api",
     "describe_json": "api",
+    "SEED_RULE": "files",
+    "degrade_file": "files",
+    "file_seed": "files",
+    "quantise": "files",
     "Degradation": "base",
     "ParamRange": "base",
     "Out": "base",

@@ -17,10 +17,12 @@ def test_accumulates_per_image_and_means():
     a, b = torch.rand(3, 3, 24, 24, generator=g), torch.rand(3, 3, 24, 24, generator=g)
     out = acc.update(a[:2], b[:2], ["x", "y"])
     acc.update(a[2], b[2], ["z"])  # a single (3, H, W) image
-    assert out["x"]["psnr"] == psnr(a[0], b[0], crop_border=2).item()
+    # MetricConventions' defaults are the project's convention: rounded to 8-bit levels
+    assert out["x"]["psnr"] == psnr(a[0], b[0], crop_border=2, quantize=True).item()
+    assert out["x"]["psnr"] != psnr(a[0], b[0], crop_border=2).item()
     r = acc.compute()
     assert r["count"] == 3 and list(r["per_image"]) == ["x", "y", "z"]
-    assert r["mean"]["ssim"] == pytest.approx(ssim(a, b, crop_border=2).mean().item())
+    assert r["mean"]["ssim"] == pytest.approx(ssim(a, b, crop_border=2, quantize=True).mean().item())
     acc.reset()
     with pytest.raises(ValueError, match="no images were scored"):
         acc.compute()
@@ -57,3 +59,10 @@ def test_lower_is_better_table():
     assert is_lower_better("lpips") and is_lower_better("lpips_vgg") and is_lower_better("lpips_custom")
     assert not is_lower_better("psnr") and not is_lower_better("iou") and not is_lower_better("unknown")
     assert METRIC_INFO["psnr"].unit == "dB"
+
+
+def test_conventions_are_described_for_headers():
+    assert MetricConventions().describe() == "PSNR/SSIM: BasicSR 1.4 convention, RGB, crop 0, 8-bit"
+    c = MetricConventions(crop_border=4, test_y_channel=True, quantize=False)
+    assert c.describe() == "PSNR/SSIM: BasicSR 1.4 convention, Y channel (BT.601), crop 4, unrounded"
+    assert c.kwargs() == {"crop_border": 4, "test_y_channel": True, "data_range": 1.0, "quantize": False}

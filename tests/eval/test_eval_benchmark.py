@@ -65,9 +65,12 @@ def test_restoration_benchmark_values_rows_and_crops(tmp_path):
     ident = rows[0]
     for it in data:
         x, y = _tensor(it.lq), _tensor(it.gt)
-        # the ground truth is scored at its exact 8-bit levels (float64), hence approx
-        assert ident["per_image"][it.name]["psnr"] == pytest.approx(psnr(x, y).item(), abs=1e-5)
-        assert rows[1]["per_image"][it.name]["ssim"] == pytest.approx(ssim(x * 0.5, y).item(), abs=1e-6)
+        # the project's convention: outputs rounded to 8 bits (x * 0.5 falls between levels); the ground
+        # truth is scored at its exact 8-bit levels (float64), hence approx
+        assert ident["per_image"][it.name]["psnr"] == pytest.approx(psnr(x, y, quantize=True).item(), abs=1e-5)
+        want = ssim(x * 0.5, y, quantize=True).item()
+        assert rows[1]["per_image"][it.name]["ssim"] == pytest.approx(want, abs=1e-6)
+        assert abs(want - ssim(x * 0.5, y).item()) > 1e-5  # unrounded would differ
     assert ident["metrics"]["psnr"] == pytest.approx(
         np.mean([v["psnr"] for v in ident["per_image"].values()])
     )
@@ -77,6 +80,7 @@ def test_restoration_benchmark_values_rows_and_crops(tmp_path):
     assert rows[1]["checkpoint_sha256"] == "abc" and rows[1]["prior"] == {"name": "none"}
     assert ident["dataset"]["name"] == "astro" and len(ident["dataset"]["file_list_sha256"]) == 64
     assert set(ident["provenance"]) >= {"package_version", "git_rev", "date"}
+    assert ident["conventions"]["quantize"] is True
     assert ident["conventions"]["crop_border"] == 0 and ident["conventions"]["metrics"] == [
         "psnr",
         "ssim",
@@ -133,7 +137,7 @@ def test_restoration_failures_are_recorded(tmp_path):
     for r in rows:
         assert list(r["per_image"]) == ["im1.png"]
         assert [f["name"] for f in r["failed"]] == ["im0.png"] and "im0.png" in r["failed"][0]["error"]
-    with pytest.raises(ValueError, match="unique"):
+    with pytest.raises(ValueError, match="two methods would be called 'identity' \\('identity' and 'identity'\\)"):
         run_restoration_benchmark(
             methods=["identity", "identity"], data=pair_folders(lq, gt), metrics=["psnr"]
         )
@@ -150,8 +154,11 @@ def test_synthetic_pairs_are_deterministic_per_image(tmp_path):
     assert r1["per_image"] == r2["per_image"] and r1["metrics"]["psnr"] == r2["metrics"]["psnr"]
     r3 = run_restoration_benchmark(data=SyntheticPairs(gt, "gaussian_noise", 2, seed=6), **kw)[0]
     assert r3["per_image"] != r1["per_image"]
-    assert r1["dataset"]["degradation"] == {"kind": "gaussian_noise", "severity": 2, "seed": 5}
+    from robustsam_prior.degradations import SEED_RULE
+
+    assert r1["dataset"]["degradation"] == {"kind": "gaussian_noise", "severity": 2, "seed": 5, "seed_rule": SEED_RULE}
     lq0, gt0 = a.load(0)
+    assert torch.equal(lq0, (lq0 * 255).round() / 255)  # rounded to the file's 8 bits, as `degrade` writes it
     assert lq0.dtype == torch.float32 and gt0.dtype == torch.float64  # ground truth at its exact 8-bit levels
     assert torch.allclose(gt0 * 255, (gt0 * 255).round(), rtol=0, atol=1e-9)
     # a pair does not depend on which other files are in the folder
@@ -170,6 +177,10 @@ def test_synthetic_pairs_are_deterministic_per_image(tmp_path):
 def test_resolve_method_builtins():
     x = torch.rand(1, 3, 16, 16)
     assert resolve_method("identity").fn(x) is x
+    alias = resolve_method("identity", name="input")
+    assert alias.name == "input" and alias.info == {"baseline": "identity", "spec": "identity"}
+    with pytest.raises(ValueError, match="an alias must not be empty"):
+        resolve_method("dcp", name=" ")
     dcp = resolve_method("dcp")
     assert dcp.name == "dcp" and dcp.fn(x).shape == x.shape
 
@@ -189,12 +200,13 @@ def test_trained_checkpoint_method(tmp_path):
     lq, gt = _write_pairs(tmp_path, n=2)
     row = run_restoration_benchmark(methods=[str(tmp_path / "tiny.safetensors")], data=pair_folders(lq, gt),
                                     metrics=["psnr"], task="deblur")[0]  # fmt: skip
-    assert (
-        row["method"] == "tiny" and row["checkpoint_sha256"] == sha and row["method_info"]["arch"] == "nafnet"
+    assert (  # a checkpoint without an alias is named <run folder>/<file stem>
+        row["method"] == f"{tmp_path.name}/tiny" and row["checkpoint_sha256"] == sha
+        and row["method_info"]["arch"] == "nafnet"
     )
     for name, vals in row["per_image"].items():
         with torch.no_grad():
-            want = psnr(net(_tensor(lq / name)).clamp(0, 1), _tensor(gt / name)).item()
+            want = psnr(net(_tensor(lq / name)).clamp(0, 1), _tensor(gt / name), quantize=True).item()
         assert vals["psnr"] == pytest.approx(want, abs=1e-4)
     with pytest.raises(ValueError, match="cannot dehaze"):
         resolve_method(str(tmp_path / "tiny.safetensors"), task="dehaze")
@@ -388,3 +400,11 @@ def test_crops_stay_inside_their_folder_whatever_the_names(tmp_path):
     assert written == [p.relative_to(tmp_path) for p in sorted((tmp_path / "d").rglob("*.png"))]
     assert {p.name for p in (crops / "__" / "im0").iterdir()} == {"degraded.png", "gt.png", "__.png"}
     assert set(rows[0]["crops"]["im0.png"]) == {"degraded", "gt", "output"}
+
+
+def test_default_method_names_tell_runs_apart(tmp_path):
+    from eval.restoration_benchmark import default_method_name
+
+    assert default_method_name(tmp_path / "runs" / "dehaze_a" / "models" / "final.safetensors") == "dehaze_a/final"
+    assert default_method_name(tmp_path / "runs" / "b" / "checkpoints" / "iter_100.pth") == "b/iter_100"
+    assert default_method_name(tmp_path / "x" / "final.safetensors") == "x/final"

@@ -10,7 +10,7 @@ import subprocess
 import numpy as np
 import pytest
 
-from eval.benchmark import write_rows
+from eval.benchmark import read_rows, write_rows
 from eval.leaderboard import build_tables, to_markdown, write_leaderboard
 
 
@@ -58,13 +58,14 @@ def _rows(tmp_path):
 def test_tables_best_and_lower_is_better(tmp_path):
     tables = {t.title: t for t in build_tables(_rows(tmp_path))}
     t = tables["dehaze / sots"]
-    assert list(t.rows) == ["identity", "dcp", "nafnet+robustsam"]
+    assert t.main == "psnr" and list(t.rows) == ["nafnet+robustsam", "dcp", "identity"]  # ranked by PSNR
     best = t.best()
     assert best["psnr"] == 23.2 and best["ssim"] == 0.86 and best["lpips"] == 0.25  # LPIPS: lowest wins
     other = tables["dehaze / other"]
     assert math.isinf(other.rows["perfect"]["psnr"]) and other.rows["perfect"]["lpips"] is None
     assert other.notes == ["lpips unavailable for perfect: no weights"]
     seg = tables["segmentation / shapes"]
+    assert seg.main == "iou@average" and list(seg.rows) == ["robustsam (box)", "sam (box)"]  # 0.667 > 0.617
     r = seg.rows["robustsam (box)"]
     assert r["iou@degraded"] == pytest.approx(0.6) and r["iou@average"] == pytest.approx(
         (0.8 + 0.7 + 0.5) / 3
@@ -75,10 +76,73 @@ def test_tables_best_and_lower_is_better(tmp_path):
     assert "## segmentation / shapes — iou" in md
 
 
-def test_duplicate_method_last_wins(tmp_path, caplog):
-    rows = [_restoration_row("dcp", 10.0, 0.5), _restoration_row("dcp", 11.0, 0.6)]
-    t = build_tables(rows)[0]
-    assert t.rows["dcp"]["psnr"] == 11.0 and "overrides" in caplog.text
+def test_a_rerun_appended_to_the_same_file_replaces_the_earlier_row(tmp_path, caplog):
+    res = write_rows(tmp_path / "r.jsonl", [_restoration_row("dcp", 10.0, 0.5), _restoration_row("dcp", 11.0, 0.6)])
+    t = build_tables(read_rows(res))[0]
+    assert t.rows["dcp"]["psnr"] == 11.0
+    assert f"{res}:2 (a later run in the same file) replaces {res}:1" in caplog.text
+
+
+def test_duplicates_across_files_conflict_by_name_or_are_shown_once(tmp_path):
+    a = write_rows(tmp_path / "a.jsonl", [_restoration_row("identity", 14.0, 0.7), _restoration_row("ours", 20.0, 0.8)])
+    b = write_rows(tmp_path / "b.jsonl", [_restoration_row("ours", 21.0, 0.8)])
+    with pytest.raises(ValueError, match=re.escape(f"dehaze / sots: method 'ours' is in {a}:2 and in {b}:1 with "
+                                                   "different results")):
+        write_leaderboard([a, b], tmp_path / "lb")
+    assert not (tmp_path / "lb").exists()
+    # a baseline benchmarked beside each method: same quality, other speed -> one row
+    base = _restoration_row("identity", 14.0, 0.7)
+    base["metrics"]["images_per_s"] = 900.0
+    c = write_rows(tmp_path / "c.jsonl", [base, _restoration_row("theirs", 19.0, 0.75)])
+    t = build_tables(read_rows(a) + read_rows(c))[0]
+    assert list(t.rows) == ["ours", "theirs", "identity"] and t.rows["identity"]["images_per_s"] == 2.0
+
+
+def test_one_name_with_two_checkpoints_gets_two_rows_and_hashes_are_shown(tmp_path):
+    one = {**_restoration_row("final", 22.0, 0.8), "checkpoint_sha256": "a" * 64}
+    two = {**_restoration_row("final", 23.0, 0.85), "checkpoint_sha256": "b" * 64}
+    a, b = write_rows(tmp_path / "a.jsonl", [one]), write_rows(tmp_path / "b.jsonl", [two])
+    paths = write_leaderboard([a, b], tmp_path / "lb")
+    t = build_tables(read_rows(a) + read_rows(b))[0]
+    assert list(t.rows) == ["final@bbbbbbbb", "final@aaaaaaaa"]
+    assert t.checkpoints == {"final@aaaaaaaa": "a" * 64, "final@bbbbbbbb": "b" * 64}
+    md = paths["md"].read_text()
+    assert "| final@bbbbbbbb | **23.00** | **0.8500** | **2.00** | bbbbbbbbbbbb |" in md and "| checkpoint |" in md
+    with open(paths["csv"], newline="") as f:
+        assert [r["checkpoint_sha256"] for r in csv.DictReader(f)] == ["b" * 64, "a" * 64]
+    assert "<td class='checkpoint' title='" + "a" * 64 + "'>aaaaaaaaaaaa</td>" in paths["html"].read_text()
+
+
+def test_identity_speed_is_never_marked_best(tmp_path):
+    fast = _restoration_row("identity", 14.0, 0.7)
+    fast["metrics"]["images_per_s"] = 5000.0
+    alias = {**_restoration_row("input", 14.0, 0.7), "method_info": {"baseline": "identity", "spec": "identity"}}
+    alias["metrics"]["images_per_s"] = 9000.0  # `--methods input=identity`: an alias of identity
+    t = build_tables([fast, alias, _restoration_row("dcp", 19.5, 0.86)])[0]
+    assert t.best()["images_per_s"] == 2.0 and t.no_speed == {"identity", "input"}
+    assert not t.marked("identity", "images_per_s", t.best()) and t.marked("dcp", "images_per_s", t.best())
+    md = to_markdown([t])
+    assert "| identity | 14.00 | 0.7000 | 5000.00 |" in md and "| dcp | **19.50** | **0.8600** | **2.00** |" in md
+    tie = _restoration_row("identity", 14.0, 0.7)  # a tie with the fastest real method is not marked either
+    t = build_tables([tie, _restoration_row("dcp", 19.5, 0.86)])[0]
+    assert not t.marked("identity", "images_per_s", t.best())
+
+
+def test_conventions_are_stated_and_must_agree(tmp_path):
+    conv = {"crop_border": 0, "test_y_channel": False, "quantize": True, "data_range": 1.0}
+    rows = [{**_restoration_row(m, p, 0.8), "conventions": conv} for m, p in (("a", 20.0), ("b", 21.0))]
+    paths = write_leaderboard([write_rows(tmp_path / "r.jsonl", rows)], tmp_path / "lb")
+    line = "PSNR/SSIM: BasicSR 1.4 convention, RGB, crop 0, 8-bit"
+    assert f"## dehaze / sots\n\n{line}\n" in paths["md"].read_text()
+    assert f"<p class='conventions'>{line}</p>" in paths["html"].read_text()
+    with open(paths["csv"], newline="") as f:
+        assert {r["conventions"] for r in csv.DictReader(f)} == {line}
+    other = {**_restoration_row("c", 19.0, 0.7), "conventions": {**conv, "quantize": False, "crop_border": 4}}
+    bad = write_rows(tmp_path / "bad.jsonl", [other])
+    with pytest.raises(ValueError, match=re.escape(
+            f"{tmp_path / 'r.jsonl'}:1 and {bad}:1 measured PSNR/SSIM under different conventions ({line}; "
+            "PSNR/SSIM: BasicSR 1.4 convention, RGB, crop 4, unrounded)")):
+        write_leaderboard([tmp_path / "r.jsonl", bad], tmp_path / "lb2")
 
 
 def test_write_leaderboard_files(tmp_path):
@@ -129,10 +193,11 @@ def test_html_renders_in_headless_chromium(tmp_path):
     tables = re.findall(r"<table class=\"leaderboard\".*?</table>", dom, flags=re.S)
     first = next(t for t in tables if 'data-dataset="sots"' in t)
     methods = re.findall(r'<td class="method">([^<]*)</td>', first)
-    assert methods == ["identity", "dcp", "nafnet+robustsam"]  # one row per method
+    assert methods == ["nafnet+robustsam", "dcp", "identity"]  # one row per method, ranked by PSNR
     best = re.findall(r'<td class="best"[^>]*>([^<]*)</td>', first)
-    # row by row: identity ties on images/s; dcp best SSIM and (lowest) LPIPS; nafnet+robustsam best PSNR
-    assert best == ["2.00", "0.8600", "0.2500", "2.00", "23.20", "2.00"]
+    # row by row: nafnet+robustsam best PSNR, dcp best SSIM and (lowest) LPIPS, both tie on images/s;
+    # identity ties on images/s too, but its speed is never marked
+    assert best == ["23.20", "2.00", "0.8600", "0.2500", "2.00"]
 
 
 @pytest.mark.slow
@@ -157,9 +222,15 @@ def test_html_tables_sort_in_chromium(tmp_path):
     sots = re.search(
         r"id='(table-\d+)' data-task='dehaze' data-dataset='sots'", paths["html"].read_text()
     ).group(1)
-    assert order(f"#sort={sots}:1:desc") == ["nafnet+robustsam", "dcp", "identity"]  # PSNR, high to low
+    assert order("") == ["nafnet+robustsam", "dcp", "identity"]  # ranked by PSNR
+    assert order(f"#sort={sots}:1:asc") == ["identity", "dcp", "nafnet+robustsam"]  # PSNR, low to high
+    # clicks (header.click()): the first sorts best first, the second reverses, another column starts afresh
+    assert order(f"#sort={sots}:2") == ["dcp", "nafnet+robustsam", "identity"]  # SSIM, high to low
+    assert order(f"#sort={sots}:2,2") == ["identity", "nafnet+robustsam", "dcp"]
     assert order(f"#sort={sots}:3") == ["dcp", "nafnet+robustsam", "identity"]  # LPIPS, low to high
-    assert order(f"#sort={sots}:0") == ["dcp", "identity", "nafnet+robustsam"]  # by name
+    assert order(f"#sort={sots}:3,3") == ["identity", "nafnet+robustsam", "dcp"]
+    assert order(f"#sort={sots}:2,3") == ["dcp", "nafnet+robustsam", "identity"]
+    assert order(f"#sort={sots}:0") == ["dcp", "identity", "nafnet+robustsam"]  # by name, A to Z
 
 
 def _png(path, value):
@@ -262,6 +333,12 @@ def test_leaderboard_cli_errors_name_the_file_and_line(tmp_path):
         assert res.exit_code == 1 and res.output.startswith(f"Error: {message}"), res.output
         assert len(res.output.strip().splitlines()) == 1
     assert not (tmp_path / "lb").exists()
+    a = write_rows(tmp_path / "a.jsonl", [_restoration_row("ours", 20.0, 0.8)])
+    b = write_rows(tmp_path / "b.jsonl", [_restoration_row("ours", 21.0, 0.8)])
+    res = CliRunner().invoke(main, ["leaderboard", str(a), str(b), "--out", str(tmp_path / "lb")])
+    assert res.exit_code == 1 and res.output.startswith(
+        f"Error: dehaze / sots: method 'ours' is in {a}:1 and in {b}:1 with different results"), res.output
+    assert not (tmp_path / "lb").exists()
 
 
 @pytest.mark.skipif(_chromium() is None, reason="Chromium is not installed (apt-get install chromium)")
@@ -280,4 +357,4 @@ def test_hostile_names_stay_text_in_chromium(tmp_path):
     import html as html_lib
 
     cells = [html_lib.unescape(c) for c in re.findall(r'<td class="method">(.*?)</td>', dom, flags=re.S)]
-    assert cells == names
+    assert cells == names[::-1]  # ranked by PSNR: 12, 11, 10

@@ -58,7 +58,8 @@ def test_eval_json_is_one_object_and_unmatched_go_to_stderr(tmp_path):
     )
     assert r.exit_code == 0, r.output
     obj = json.loads(r.stdout)  # the whole of stdout is one JSON object
-    assert set(obj) == {"per_image", "mean"}
+    assert set(obj) == {"per_image", "mean", "conventions"}
+    assert obj["conventions"]["description"] == "PSNR/SSIM: BasicSR 1.4 convention, Y channel (BT.601), crop 4, 8-bit"
     assert set(obj["per_image"]) == {"img0.png", "img1.png"}
     for name, vals in obj["per_image"].items():
         want = _expected(pred, gt, name, crop_border=4, test_y_channel=True)
@@ -117,6 +118,7 @@ def test_eval_allow_missing_scores_the_others_and_reports_lpips_unavailable(tmp_
     r = _run("eval", "--pred", pred, "--gt", gt, "--allow-missing")
     assert r.exit_code == 0, r.output
     assert "mean" in r.stdout and "2 images scored" in r.stdout and "lpips" not in r.stdout
+    assert r.stdout.splitlines()[0] == "PSNR/SSIM: BasicSR 1.4 convention, RGB, crop 0, 8-bit"
     assert "lpips: unavailable" in r.stderr and "alexnet-owt-7be5be79.pth" in r.stderr
     r = _run("eval", "--pred", pred, "--gt", gt, "--json", "--metrics", "psnr,lpips", "--allow-missing")
     assert r.exit_code == 0, r.output
@@ -189,7 +191,8 @@ def test_benchmark_restoration_synthetic_then_leaderboard(tmp_path):
     assert r.exit_code == 0, r.output
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert [x["method"] for x in rows] == ["identity", "dcp"]
-    assert rows[0]["dataset"]["degradation"] == {"kind": "haze", "severity": 2, "seed": 3}
+    assert {k: rows[0]["dataset"]["degradation"][k] for k in ("kind", "severity", "seed")} == {
+        "kind": "haze", "severity": 2, "seed": 3}
     r2 = _run(*args)  # the same spec again: identical metric values (appended)
     rows2 = [json.loads(line) for line in out.read_text().splitlines()][2:]
     assert [x["per_image"] for x in rows2] == [x["per_image"] for x in rows]
@@ -253,3 +256,78 @@ def test_benchmark_segmentation_regions_and_tiny_robustsam(tmp_path):
     assert r.exit_code == 2
     r = _run("benchmark", "segmentation", "--dataset", tmp_path, "--out", out)
     assert r.exit_code == 1 and "images/ and masks/" in r.output
+
+
+def _tiny_checkpoint(path, seed):
+    from restore.archs import build_arch
+    from robustsam_prior.checkpoint import save_checkpoint
+
+    torch.manual_seed(seed)
+    kw = {"width": 4, "enc_blocks": [1], "middle_blocks": 1, "dec_blocks": [1]}
+    net = build_arch("nafnet", **kw).eval()
+    for p in net.parameters():  # NAFNet starts as an identity (zero-initialised scales); make it do something
+        p.data.add_(0.02 * torch.randn_like(p))
+    meta = {"format": "robustsam-restore/restoration", "arch": "nafnet", "arch_kwargs": kw, "task": "dehaze",
+            "prior": None, "metrics": {}}  # fmt: skip
+    return save_checkpoint(path, net.state_dict(), meta)
+
+
+def test_two_final_checkpoints_get_two_rows_and_aliases_name_rows(tmp_path):
+    pred, gt = _folders(tmp_path)
+    a, b = tmp_path / "runs" / "a" / "models" / "final.safetensors", tmp_path / "runs" / "b" / "models" / "final.safetensors"
+    sha_a, sha_b = _tiny_checkpoint(a, 0), _tiny_checkpoint(b, 1)
+    out = tmp_path / "res" / "r.jsonl"
+    common = ["--lq", pred, "--gt", gt, "--metrics", "psnr,ssim", "--crops", 0, "--task", "dehaze", "--out", out]
+    # one at a time into one results file, as two training runs finish
+    for ckpt in (a, b):
+        r = _run("benchmark", "restoration", "--methods", ckpt, *common)
+        assert r.exit_code == 0, r.output
+        assert "PSNR/SSIM: BasicSR 1.4 convention, RGB, crop 0, 8-bit" in r.stdout
+    r = _run("benchmark", "restoration", "--methods", "base=identity", *common)
+    assert r.exit_code == 0, r.output
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [x["method"] for x in rows] == ["a/final", "b/final", "base"]
+    assert [x["checkpoint_sha256"] for x in rows] == [sha_a, sha_b, None]
+    r = _run("leaderboard", out, "--out", tmp_path / "lb")
+    assert r.exit_code == 0, r.output
+    md = (tmp_path / "lb" / "leaderboard.md").read_text()
+    assert md.count("| a/final |") == 1 and md.count("| b/final |") == 1 and md.count("| base |") == 1
+    assert sha_a[:12] in md and sha_b[:12] in md
+    # aliases; one file given twice without names is refused, naming it
+    r = _run("benchmark", "restoration", "--methods", f"first={a},second={b}", *common)
+    assert r.exit_code == 0 and "first: 2 images" in r.stdout and "second: 2 images" in r.stdout, r.output
+    r = _run("benchmark", "restoration", "--methods", f"{a},{a}", *common)
+    assert r.exit_code == 1 and f"two methods would be called 'a/final' ('{a}' and '{a}')" in r.output
+    r = _run("benchmark", "restoration", "--methods", "=identity", *common)
+    assert r.exit_code == 2 and "expected NAME=SPEC" in r.output
+    # the same run folder name under two parents: the short sha256 tells them apart
+    c = tmp_path / "elsewhere" / "a" / "final.safetensors"
+    sha_c = _tiny_checkpoint(c, 2)
+    r = _run("benchmark", "restoration", "--methods", f"{a},{c}", *common)
+    assert r.exit_code == 0, r.output
+    assert f"a/final@{sha_a[:8]}: 2 images" in r.stdout and f"a/final@{sha_c[:8]}: 2 images" in r.stdout
+
+
+def test_benchmark_inference_settings_are_those_of_restorer(tmp_path):
+    from eval.metrics import MetricConventions, psnr
+    from restore.inference import Restorer
+    from robustsam_prior.io import read_image, to_tensor
+
+    pred, gt = _folders(tmp_path)
+    ck = tmp_path / "runs" / "r1" / "models" / "final.safetensors"
+    _tiny_checkpoint(ck, 3)
+    out = tmp_path / "r.jsonl"
+    common = ["--lq", pred, "--gt", gt, "--metrics", "psnr", "--crops", 0, "--task", "dehaze", "--out", out]
+    r = _run("benchmark", "restoration", "--methods", ck, "--self-ensemble", "flip", "--local-pool", 16, *common)
+    assert r.exit_code == 0, r.output
+    row = json.loads(out.read_text().splitlines()[-1])
+    assert row["method"] == "r1/final+pool16+flip"
+    assert row["method_info"]["local_pool"] == 16 and row["method_info"]["self_ensemble"] == "flip"
+    restorer = Restorer.load(str(ck), task="dehaze", device="cpu", local_pool=16, self_ensemble="flip")
+    plain = Restorer.load(str(ck), task="dehaze", device="cpu")
+    for name, vals in row["per_image"].items():
+        x, y = (to_tensor(read_image(d / name).pixels) for d in (pred, gt))
+        with torch.no_grad():
+            want = psnr(restorer.restore(x).clamp(0, 1), y, **MetricConventions().kwargs()).item()
+            other = psnr(plain.restore(x).clamp(0, 1), y, **MetricConventions().kwargs()).item()
+        assert vals["psnr"] == pytest.approx(want, abs=1e-9) and abs(want - other) > 1e-6

@@ -40,6 +40,7 @@ def test_smoke_recipe_learns_and_writes_a_loadable_checkpoint(tmp_path, one_thre
     assert meta["task"] == "dehaze" and meta["arch"] == "map_nafnet"
     assert meta["prior"]["name"] == "regions" and meta["prior"]["options"]["n_segments"] == 32
     assert meta["metrics"] == m and meta["config"]["name"] == "smoke_dehaze" and meta["iteration"] == 150
+    assert meta["metric_conventions"] == "PSNR/SSIM: BasicSR 1.4 convention, RGB, crop 0, 8-bit"
     load_strict(build_arch(meta["arch"], **meta["arch_kwargs"]), ck.state_dict, source=ck.path)
     assert sorted(p.name for p in (out / "models").glob("iter_*")) == [
         "iter_0000050.safetensors", "iter_0000100.safetensors", "iter_0000150.safetensors"
@@ -106,3 +107,34 @@ def test_both_kinds_of_training_report_the_same_errors_as_one_line(tmp_path, mon
     res = CliRunner().invoke(main, ["train", recipe, f"output_dir={tmp_path / 'run'}"])
     assert res.exit_code == 1 and res.output.strip() == f"Error: {error}", res.output
     assert not isinstance(res.exception, type(error))  # handled, not a traceback
+
+
+def test_validation_psnr_is_the_reporting_convention():
+    import torch
+
+    from eval.metrics import psnr
+    from pipelines.commands.train import eval_metrics
+
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.rand(1, 3, 16, 16, generator=g), torch.rand(1, 3, 16, 16, generator=g)
+    got = eval_metrics()["psnr"](a, b)
+    assert got == psnr(a, b, quantize=True).item() and got != psnr(a, b).item()  # rounded to 8 bits
+
+
+def test_models_names_the_convention_a_checkpoint_records(tmp_path):
+    from robustsam_prior.checkpoint import save_checkpoint
+
+    kw = {"width": 4, "enc_blocks": [1], "middle_blocks": 1, "dec_blocks": [1]}
+    state = build_arch("nafnet", **kw).state_dict()
+    base = {"format": "robustsam-restore/restoration", "arch": "nafnet", "arch_kwargs": kw, "task": "dehaze",
+            "prior": None, "metrics": {"val/psnr": 20.0}}  # fmt: skip
+    line = "PSNR/SSIM: BasicSR 1.4 convention, RGB, crop 0, 8-bit"
+    save_checkpoint(tmp_path / "new.safetensors", state, {**base, "metric_conventions": line})
+    save_checkpoint(tmp_path / "old.safetensors", state, base)
+    res = CliRunner().invoke(main, ["models", "--task", "dehaze", str(tmp_path / "new.safetensors"),
+                                    str(tmp_path / "old.safetensors")])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    lines = res.output.splitlines()
+    assert f"metrics of new.safetensors: {line}" in lines
+    assert any(x.startswith("metrics of ") and "old.safetensors" in x and x.endswith(": convention not recorded")
+               for x in lines), lines

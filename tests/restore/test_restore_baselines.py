@@ -7,7 +7,6 @@ import pytest
 import torch
 from scipy import ndimage
 from skimage import data, transform
-from skimage.metrics import peak_signal_noise_ratio as psnr
 
 from restore.baselines import (
     ClassicalRestorer,
@@ -20,6 +19,15 @@ from restore.baselines import (
     richardson_lucy_deblur,
     wiener_deblur,
 )
+
+
+def psnr(clear: np.ndarray, x: np.ndarray, data_range: float = 1) -> float:
+    """PSNR (dB) of ``HxWx3`` images in [0, 1] under the project's one convention (eval.metrics)."""
+    from eval.metrics import MetricConventions
+    from eval.metrics import psnr as metric
+
+    assert data_range == 1
+    return float(metric(np.clip(x, 0, 1), clear, **MetricConventions().kwargs()))
 
 
 def _clear(h=96, w=128) -> np.ndarray:

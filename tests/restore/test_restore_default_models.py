@@ -22,7 +22,10 @@ PACKAGED = {
 
 
 def _psnr(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float(10 * torch.log10(1.0 / torch.mean((a - b) ** 2)))
+    """PSNR (dB) under the project's one convention (eval.metrics: BasicSR 1.4, RGB, crop 0, 8-bit)."""
+    from eval.metrics import MetricConventions, psnr
+
+    return float(psnr(a.clamp(0, 1), b.clamp(0, 1), **MetricConventions().kwargs()))
 
 
 def test_zoo_lists_every_packaged_model_and_the_defaults():

@@ -1,0 +1,57 @@
+"""benchmarks/quality.py (the README's quality tables) scores what `robustsam-restore benchmark` scores."""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import shlex
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from pipelines.cli import main
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _quality():
+    spec = importlib.util.spec_from_file_location("quality_script", ROOT / "benchmarks" / "quality.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while the class is built
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_quality_header_names_the_one_convention():
+    q = _quality()
+    records = [{"task": "dehaze", "set": "s", "method": "input", "n": 1, "psnr": 10.0, "ssim": 0.5,
+                "per_image": {"a": {"psnr": 10.0, "ssim": 0.5}}}]  # fmt: skip
+    assert q.markdown(records, []).splitlines()[0] == "PSNR/SSIM: BasicSR 1.4 convention, RGB, crop 0, 8-bit"
+
+
+def test_the_printed_benchmark_command_reproduces_the_synthetic_rows(tmp_path):
+    q = _quality()
+    args = argparse.Namespace(task="dehaze", real_dir=tmp_path / "real", default_dehaze="regions-dehaze",
+                              ablation_dehaze="dehaze-noprior", self_ensemble="none", local_pool=None)  # fmt: skip
+    lines = q.write_held_out(tmp_path / "held", args)
+    assert sorted(p.name for p in (tmp_path / "held").iterdir()) == ["chelsea.png", "coffee.png", "grace_hopper.jpg"]
+    cmd = next(line for line in lines if "--severity 3" in line)
+    argv = shlex.split(cmd)[1:]
+    assert argv[argv.index("--methods") + 1].startswith("input=identity,dcp=dcp,nafnet=dehaze-noprior,")
+    argv[argv.index("--methods") + 1] = "input=identity,dcp=dcp"  # the rows that need no network weights
+    argv[argv.index("--out") + 1] = str(tmp_path / "r.jsonl")
+    r = CliRunner().invoke(main, [*argv, "--crops", "0"], catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    rows = {row["method"]: row for row in map(json.loads, (tmp_path / "r.jsonl").read_text().splitlines())}
+    pairs = [p for p in q.synthetic_pairs("dehaze") if p.name.endswith("/haze3")]
+    assert len(pairs) == 3
+    for method, ref in (("input", None), ("dcp", "dcp")):
+        fn = q.restore_fn(ref, "dehaze")
+        for p in pairs:
+            file = next(f for f in rows[method]["per_image"] if f.startswith(p.name.split("/")[0] + "."))
+            want = q.psnr_ssim(fn(p.lq), p.gt)
+            got = rows[method]["per_image"][file]
+            assert (got["psnr"], got["ssim"]) == pytest.approx(want, abs=1e-9), (method, p.name)
