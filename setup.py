@@ -13,7 +13,7 @@ setup(
     python_requires=">=3.10",
     packages=find_packages(include=["robustsam_prior*", "restore*", "eval*", "pipelines*"]),
     package_data={
-        "pipelines": ["*.yml", "schema/*.json"],
+        "pipelines": ["*.yml", "basicsr/*.yml", "schema/*.json"],
         "restore": ["weights/*.safetensors", "weights/*.json"],
     },
     include_package_data=True,
