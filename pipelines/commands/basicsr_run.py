@@ -35,11 +35,10 @@ def check_options(path: Path, test: bool) -> dict[str, Any]:
     from robustsam_prior.registry import did_you_mean
 
     try:
-        opt = read_yaml(path)
+        opt = read_yaml(path)  # a mapping, or ConfigError
     except ConfigError as e:
-        raise click.ClickException(f"{e} (BasicSR options are read with yaml.safe_load: no Python tags)") from None
-    if not isinstance(opt, dict):
-        raise click.ClickException(f"{path}: a BasicSR options file is a mapping, got {type(opt).__name__}")
+        hint = " (read with yaml.safe_load: no Python tags)" if "not valid YAML" in str(e) else ""
+        raise click.ClickException(f"{e}{hint}") from None
     missing = [k for k in REQUIRED["test" if test else "train"] if k not in opt]
     if missing:
         raise click.ClickException(f"{path}: missing key(s) {', '.join(missing)} that BasicSR needs")

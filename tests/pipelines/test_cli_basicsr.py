@@ -104,12 +104,19 @@ def test_basicsr_errors_are_one_line_naming_the_file(smoke_dir, edit, message):
     assert "Traceback" not in res.output
 
 
-def test_basicsr_refuses_python_tags_and_gpus_it_does_not_have(smoke_dir):
+def test_basicsr_refuses_python_tags_other_shapes_and_gpus_it_does_not_have(smoke_dir):
     tagged = smoke_dir / "tagged.yml"
     tagged.write_text(SMOKE.read_text() + "\nextra: !!python/object/apply:os.getcwd []\n")
     res = CliRunner().invoke(main, ["basicsr", "-opt", str(tagged)])
     assert res.exit_code == 1 and str(tagged) in res.output and "yaml.safe_load" in res.output
     assert not (smoke_dir / "experiments").exists()
+    listed = smoke_dir / "list.yml"
+    listed.write_text("- name: x\n")
+    res = CliRunner().invoke(main, ["basicsr", "-opt", str(listed)])
+    assert res.exit_code == 1 and f"{listed}: the top level must be a mapping, got list" in res.output
+    opt = _options(smoke_dir, SMOKE, lambda o: o.update(datasets={}))
+    res = CliRunner().invoke(main, ["basicsr", "-opt", str(opt)])
+    assert res.exit_code == 1 and "datasets must map phases" in res.output
     if not torch.cuda.is_available():
         opt = _options(smoke_dir, SMOKE, lambda o: o.update(num_gpu=1))
         res = CliRunner().invoke(main, ["basicsr", "-opt", str(opt)])
