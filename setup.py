@@ -16,7 +16,7 @@ setup(
     # makes setuptools warn, at length, that the data folders (pipelines/schema, restore/weights) look
     # like packages it was not told about
     package_data={
-        "pipelines": ["*.yml", "schema/*.json"],
+        "pipelines": ["*.yml", "basicsr/*.yml", "schema/*.json"],
         "restore": ["weights/*.safetensors", "weights/*.json"],
     },
     include_package_data=False,
@@ -28,6 +28,8 @@ setup(
         # robustsam_prior._basicsr.import_basicsr(), which supplies the torchvision module it
         # expects (see README, "BasicSR and torchvision >= 0.17").
         "basicsr==1.4.2",
+        # kornia: the BT.601 luma of the Y-channel metrics and the batched kernel blur of GPU tensors
+        # (README, "kornia": where OpenCV stays instead, and why)
         "kornia>=0.7",
         "lpips>=0.1.4",
         "scikit-image>=0.21",

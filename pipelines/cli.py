@@ -24,6 +24,7 @@ COMMANDS: dict[str, str] = {
     "leaderboard": "pipelines.commands.leaderboard:leaderboard",
     "run": "pipelines.commands.run:run",
     "train": "pipelines.commands.train:train",
+    "basicsr": "pipelines.commands.basicsr_run:basicsr",
 }
 
 

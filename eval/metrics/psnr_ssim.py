@@ -157,16 +157,19 @@ def prepare_pair(
 def rgb_to_y(x255: torch.Tensor) -> torch.Tensor:
     """Y of YCbCr (ITU-R BT.601) of an RGB image ``(B, 3, H, W)`` on the [0, 255] scale -> ``(B, 1, H, W)`` float64.
 
-    Reproduces BasicSR's ``to_y_channel`` arithmetic exactly: the image goes to float32 and is divided
-    by 255, ``Y = 65.481 R + 128.553 G + 24.966 B + 16`` is formed in float64, divided by 255, stored
-    as float32 and scaled back by 255 in float32.
+    BasicSR's ``to_y_channel`` is the studio-swing ``Y = 65.481 R + 128.553 G + 24.966 B + 16`` (R, G, B
+    in [0, 1]), which is ``16 + 219 L`` for the BT.601 luma ``L = 0.299 R + 0.587 G + 0.114 B`` that
+    ``kornia.color.rgb_to_y`` computes (kornia's YCbCr is the full-range JPEG one, hence the map here).
+    BasicSR's precision steps are kept: the image goes to float32 and is divided by 255, ``L`` and ``Y``
+    are formed in float64, ``Y / 255`` is stored as float32 and scaled back by 255 in float32. The result
+    equals BasicSR's arithmetic bit for bit on every 8-bit colour (``tests/eval/test_eval_psnr_ssim.py``).
     """
+    from kornia.color import rgb_to_y as bt601_luma
+
     if x255.dim() != 4 or x255.shape[1] != 3:
         raise ValueError(f"rgb_to_y expects (B, 3, H, W), got {tuple(x255.shape)}")
-    x32 = x255.to(torch.float32) / np.float32(255.0)
-    r, g, b = (x32[:, i : i + 1].to(torch.float64) for i in range(3))
-    y = b * 24.966 + g * 128.553 + r * 65.481 + 16.0
-    y32 = (y / 255.0).to(torch.float32)
+    luma = bt601_luma((x255.to(torch.float32) / np.float32(255.0)).to(torch.float64))
+    y32 = ((luma * 219.0 + 16.0) / 255.0).to(torch.float32)
     return (y32 * np.float32(255.0)).to(torch.float64)
 
 

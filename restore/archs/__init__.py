@@ -2,8 +2,9 @@
 
 ``ARCHS`` (a :class:`~robustsam_prior.registry.Registry`) maps ``nafnet``, ``map_nafnet`` and
 ``fusion_nafnet`` to their classes; :func:`build_arch` builds one from keyword arguments;
-:func:`register_with_basicsr` adds them to BasicSR's ``ARCH_REGISTRY`` (explicitly, never at import
-time) so BasicSR option files can name them (``type: NAFNet|MapNAFNet|FusionNAFNet``).
+:func:`register_with_basicsr` adds them to BasicSR's ``ARCH_REGISTRY`` so BasicSR option files can name
+them (``type: NAFNet|MapNAFNet|FusionNAFNet``); importing :mod:`restore.basicsr_plugin` calls it (this
+package never does on its own).
 Torch is imported only when an architecture is first needed.
 """
 

@@ -4,6 +4,12 @@ Kernels are ``kxk`` float32 numpy arrays with odd ``k``, non-negative, summing t
 ``(k // 2, k // 2)``. :func:`blur_with_kernel` is a true convolution (the kernel is flipped before
 OpenCV's correlation) with symmetric ("reflect", ``d c b a | a b c d``) borders, i.e. the same as
 ``scipy.ndimage.convolve(..., mode="reflect")`` per channel.
+
+Numpy images and CPU tensors are convolved by OpenCV (``cv2.filter2D``, which switches to a DFT for large
+kernels). Tensors on another device (a GPU) are convolved where they are, the whole batch at once with one
+kernel per image, by ``kornia.filters.filter2d`` after the same symmetric padding: the result equals
+OpenCV's within float32 rounding, without a copy to the host and back. On the CPU kornia's direct
+convolution is slower (7x for a 31x31 kernel at 512x512, ``benchmarks/kornia_fit.py``), hence OpenCV there.
 """
 
 from __future__ import annotations
@@ -159,7 +165,8 @@ def blur_with_kernel(image: np.ndarray | torch.Tensor, kernel: np.ndarray | torc
     """Blur ``image`` with ``kernel`` (true convolution, reflect borders, output clipped to [0, 1]).
 
     Args:
-        image: ``HxWx3`` numpy float in [0, 1], or a ``(B, 3, H, W)`` tensor.
+        image: ``HxWx3`` numpy float in [0, 1], or a ``(B, 3, H, W)`` tensor (off the CPU: convolved on its
+            device by :func:`blur_batch_kornia`).
         kernel: ``kxk`` (odd k), or ``(B, k, k)`` with a tensor image (one kernel per image).
 
     Returns:
@@ -176,8 +183,37 @@ def blur_with_kernel(image: np.ndarray | torch.Tensor, kernel: np.ndarray | torc
         k = np.broadcast_to(k, (image.shape[0], *k.shape))
     if k.ndim != 3 or k.shape[0] != image.shape[0]:
         raise ValueError(f"kernel must be (k, k) or (B, k, k) with B={image.shape[0]}, got {k.shape}")
+    if image.device.type != "cpu":
+        return blur_batch_kornia(image, k)
     out = []
     for i in range(image.shape[0]):
         x = image[i].detach().float().cpu().permute(1, 2, 0).numpy()
         out.append(torch.from_numpy(np.clip(convolve_np(x, k[i]), 0.0, 1.0)).permute(2, 0, 1))
     return torch.stack(out).to(device=image.device, dtype=image.dtype)
+
+
+def symmetric_pad(x: torch.Tensor, pad: int) -> torch.Tensor:
+    """``(..., H, W)`` padded by ``pad`` pixels on each side like OpenCV's ``BORDER_REFLECT``
+    (``d c b a | a b c d``, reflected again where ``pad`` exceeds the image), on ``x``'s device."""
+    import torch
+
+    def index(n: int) -> torch.Tensor:
+        i = torch.arange(-pad, n + pad, device=x.device) % (2 * n)
+        return torch.where(i >= n, 2 * n - 1 - i, i)
+
+    return x.index_select(-2, index(x.shape[-2])).index_select(-1, index(x.shape[-1]))
+
+
+def blur_batch_kornia(image: torch.Tensor, kernels: np.ndarray) -> torch.Tensor:
+    """:func:`blur_with_kernel` of a ``(B, 3, H, W)`` tensor with ``kernels`` ``(B, k, k)`` (one per image) by
+    ``kornia.filters.filter2d`` on the image's device: float32 inside, clipped, returned in ``image.dtype``."""
+    import torch
+    from kornia.filters import filter2d
+
+    for kern in kernels:
+        _check_kernel(kern)
+    flipped = np.ascontiguousarray(np.asarray(kernels, dtype=np.float32)[:, ::-1, ::-1])
+    weights = torch.from_numpy(flipped).to(image.device)
+    x = symmetric_pad(image.detach().to(torch.float32), kernels.shape[-1] // 2)
+    out = filter2d(x, weights, padding="valid").clamp(0.0, 1.0)
+    return out.to(image.dtype)

@@ -152,6 +152,28 @@ def test_rgb_to_y_values():
         rgb_to_y(torch.zeros(1, 1, 2, 2))
 
 
+def test_rgb_to_y_is_basicsr_to_y_channel_bit_for_bit(basicsr_fns, monkeypatch):
+    """rgb_to_y takes the BT.601 luma from kornia; on every 8-bit R and G (B in steps of 5) and on random
+    float inputs it equals BasicSR's own ``to_y_channel`` exactly, not just within a tolerance."""
+    import kornia.color
+
+    from basicsr.metrics.metric_util import to_y_channel  # isort: skip
+
+    calls = []
+    luma = kornia.color.rgb_to_y
+    monkeypatch.setattr(kornia.color, "rgb_to_y", lambda x: calls.append(x.dtype) or luma(x))
+
+    v = torch.arange(256, dtype=torch.float64)
+    r, g, b = torch.meshgrid(v, v, v[::5], indexing="ij")
+    colours = torch.stack([r, g, b]).reshape(1, 3, 256 * 256, 52)
+    floats = torch.rand(1, 3, 300, 200, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * 255
+    for x in (colours, floats):
+        bgr = x[0].permute(1, 2, 0).numpy()[..., ::-1]
+        ref = torch.from_numpy(to_y_channel(bgr)[..., 0].astype(np.float64))
+        assert torch.equal(rgb_to_y(x)[0, 0], ref)
+    assert calls == [torch.float64, torch.float64]
+
+
 def test_single_channel_images_skip_y():
     x, y = torch.rand(1, 1, 16, 16), torch.rand(1, 1, 16, 16)
     assert psnr(x, y, test_y_channel=True).item() == psnr(x, y).item()

@@ -57,6 +57,23 @@ def test_guided_filter_constant_and_edge_preserving():
     np.testing.assert_allclose(guided_filter(guide, 2 * guide + 1, 3, 1e-9), 2 * guide + 1, atol=1e-4)
 
 
+@pytest.mark.parametrize("h, w, radius", [(30, 40, 4), (21, 17, 12)])  # (21, 17, 12): windows wider than the image
+def test_guided_filter_equals_kornia_guided_blur_with_opencv_borders(h, w, radius):
+    """The reference: kornia's guided filter on the inputs padded by 2r like OpenCV's BORDER_REFLECT (the
+    filter's two box passes then see the borders cv2.boxFilter gives them). kornia stays out of the baseline
+    itself: its box filter is a convolution, 680x slower at r = 60 (benchmarks/kornia_fit.py)."""
+    from kornia.filters import guided_blur
+
+    from robustsam_prior.degradations.kernels import symmetric_pad
+
+    rng = np.random.default_rng(1)
+    guide, src = rng.random((h, w)), rng.random((h, w))
+    p = 2 * radius
+    padded = [symmetric_pad(torch.from_numpy(a)[None, None], p) for a in (guide, src)]
+    ref = guided_blur(*padded, 2 * radius + 1, 1e-3)[0, 0, p:-p, p:-p].numpy()
+    np.testing.assert_allclose(guided_filter(guide, src, radius, 1e-3), ref, atol=1e-12, rtol=0)
+
+
 def test_dcp_improves_synthetic_haze_with_known_transmission():
     clear = _clear()
     h, w, _ = clear.shape

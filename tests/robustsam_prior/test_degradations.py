@@ -174,6 +174,50 @@ def test_param_table_validation():
         check_image(np.zeros((4, 4, 3), np.uint8))
 
 
+def _kernel_batch() -> np.ndarray:
+    """Three different kernels, zero-padded to 31x31: a motion line, a camera-shake trajectory, the identity."""
+
+    def padded(k: np.ndarray) -> np.ndarray:
+        return np.pad(k, (31 - k.shape[0]) // 2)
+
+    return np.stack([padded(line_kernel(21, 0.7)), padded(camera_shake_kernel(25, np.random.default_rng(2))),
+                     padded(np.ones((1, 1), np.float32))])
+
+
+@pytest.mark.parametrize("h, w", [(40, 48), (12, 9)])  # (12, 9): the kernel is wider than the image
+def test_kornia_batch_blur_equals_the_opencv_path(h, w):
+    from robustsam_prior.degradations.kernels import blur_batch_kornia
+
+    x = torch.rand(3, 3, h, w, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    kernels = _kernel_batch()
+    ref = blur_with_kernel(x, kernels)  # CPU tensors: OpenCV, image by image
+    got = blur_batch_kornia(x, kernels)
+    assert got.dtype == torch.float64 and got.shape == x.shape
+    torch.testing.assert_close(got, ref, atol=2e-6, rtol=0)
+    torch.testing.assert_close(got[2], x[2], atol=1e-6, rtol=0)  # the identity kernel
+    with pytest.raises(ValueError, match="odd size"):
+        blur_batch_kornia(x, np.ones((3, 4, 4), np.float32))
+
+
+def test_tensors_off_the_cpu_are_blurred_by_kornia_where_they_are(monkeypatch):
+    from robustsam_prior.degradations import kernels as kernels_module
+
+    seen = []
+    monkeypatch.setattr(kernels_module, "blur_batch_kornia", lambda image, k: seen.append((image.device.type, k.shape)))
+    kernels_module.blur_with_kernel(torch.empty(3, 3, 8, 8, device="meta"), _kernel_batch())
+    assert seen == [("meta", (3, 31, 31))]
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_batch_blur_stays_on_the_gpu_and_equals_the_cpu():
+    x = torch.rand(3, 3, 64, 80, generator=torch.Generator().manual_seed(1))
+    kernels = _kernel_batch()
+    got = blur_with_kernel(x.cuda(), kernels)
+    assert got.device.type == "cuda"
+    torch.testing.assert_close(got.cpu(), blur_with_kernel(x, kernels), atol=2e-6, rtol=0)
+
+
 def test_kernels():
     x = np.random.default_rng(0).random((20, 24, 3), dtype=np.float32)
     assert line_kernel(1, 30).shape == (1, 1) and defocus_kernel(0.3).shape == (1, 1)
