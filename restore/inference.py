@@ -77,23 +77,39 @@ def _classical(name: str) -> nn.Module:
     return ClassicalRestorer(fn=fn, name=name)
 
 
-def load_restoration_checkpoint(path: str | os.PathLike) -> tuple[nn.Module, dict[str, Any]]:
+def load_restoration_checkpoint(path: str | os.PathLike, task: str | None = None) -> tuple[nn.Module, dict[str, Any]]:
     """Build and load the network of a restoration checkpoint; returns ``(net in eval mode, metadata)``.
 
     The architecture in the metadata is checked against the size bounds of ``restore.archs`` and, built
     on the meta device, against the file's keys and shapes before the network is built for real, so the
     metadata of a small file cannot make it allocate a huge network.
+
+    Public BasicSR-style NAFNet and SAM-Deblur checkpoints (no metadata; :mod:`restore.public_weights`)
+    are accepted too: their architecture is read from the tensors, their task is ``task`` (they do not
+    record one) and their prior is the one they were trained with (none; SAM's masks for SAM-Deblur).
     """
     from robustsam_prior.checkpoint import CheckpointError, build_for_state, load_strict, read_checkpoint
 
     from .archs import build_arch
+    from .public_weights import convert_public_nafnet, looks_public_nafnet, prior_record
 
     ckpt = read_checkpoint(path)
     meta = ckpt.metadata
+    state = ckpt.state_dict
+    describe = None
+    if not meta.get("format") and looks_public_nafnet(state):
+        public = convert_public_nafnet(state, path)
+        if task is None:
+            raise CheckpointError(f"{path}: {public.describe()}, which does not say whether it dehazes or deblurs")
+        meta = {"format": CHECKPOINT_FORMAT, "arch": public.arch, "arch_kwargs": public.arch_kwargs, "task": task,
+                "prior": prior_record(public.arch), "source_format": public.describe()}
+        state = public.state_dict
+        describe = public.describe
+        logger.info("%s: %s", path, public.describe())
     if meta.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(
             f"{path}: not a robustsam-restore restoration checkpoint (metadata format "
-            f"{meta.get('format')!r}, expected {CHECKPOINT_FORMAT!r})"
+            f"{meta.get('format')!r}, expected {CHECKPOINT_FORMAT!r}), nor a BasicSR NAFNet or SAM-Deblur one"
         )
     for key in ("arch", "task"):
         if key not in meta:
@@ -102,10 +118,11 @@ def load_restoration_checkpoint(path: str | os.PathLike) -> tuple[nn.Module, dic
     try:
         if not isinstance(kwargs, dict):
             raise TypeError(f"arch_kwargs is a {type(kwargs).__name__}, not a mapping")
-        net = build_for_state(lambda: build_arch(meta["arch"], **kwargs), ckpt.state_dict, source=path)
+        net = build_for_state(lambda: build_arch(meta["arch"], **kwargs), state, source=path,
+                              describe=describe and (lambda _state: describe()))
     except (KeyError, TypeError, ValueError) as e:
         raise CheckpointError(f"{path}: cannot build its architecture ({_message(e)})") from e
-    load_strict(net, ckpt.state_dict, source=path)
+    load_strict(net, state, source=path)
     net.eval()
     meta = {**meta, "sha256": ckpt.sha256}
     return net, meta
@@ -179,7 +196,7 @@ class Restorer:
         if ref.kind == "classical":
             net, meta = _classical(ref.name), {"task": task, "arch": ref.name, "prior": None}
         else:
-            net, meta = load_restoration_checkpoint(ref.path)
+            net, meta = load_restoration_checkpoint(ref.path, task)
             if meta["task"] != task:
                 raise ValueError(f"{ref.path}: a {meta['task']} model; it cannot {task}")
         if local_pool is None:

@@ -115,8 +115,9 @@ def _command(task: str) -> click.Command:
     @click.argument("input", type=click.Path(exists=True, path_type=Path))
     @click.argument("output", type=click.Path(path_type=Path))
     @click.option("--model", "model", default=None, metavar="NAME|PATH",
-                  help=f"Model: {classical}, a packaged model name (see `robustsam-restore models`) or a "
-                       "restoration checkpoint; default: the packaged default model.")
+                  help=f"Model: {classical}, a packaged model name (see `robustsam-restore models`), a "
+                       "restoration checkpoint, or a public BasicSR NAFNet / SAM-Deblur MAP-NAFNet .pth "
+                       "(architecture read from the weights); default: the packaged default model.")
     @click.option("--prior", type=click.Choice(PRIOR_CHOICES), default=None,
                   help="Segmentation prior; default: the one the model was trained with. Another one is "
                        "an error unless --force-prior.")
