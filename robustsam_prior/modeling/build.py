@@ -134,12 +134,13 @@ def config_name(cfg: RobustSamConfig) -> str | None:
 
 
 def build_robustsam_model(
-    config: str | Mapping[str, Any] | RobustSamConfig, *, bn_mode: str = "running", fast: bool = False
+    config: str | Mapping[str, Any] | RobustSamConfig, *, bn_mode: str = "running", fast: bool = True
 ) -> RobustSam:
     """A randomly initialised :class:`RobustSam` in eval mode (works under ``torch.device("meta")``).
 
-    ``fast=True`` switches the image encoder to ``robustsam_prior.fast_encoder``'s faster forward
-    (:func:`~robustsam_prior.fast_encoder.accelerate`, same parameters and outputs). ``ValueError`` for a config outside
+    The image encoder runs ``robustsam_prior.fast_encoder``'s faster forward
+    (:func:`~robustsam_prior.fast_encoder.accelerate`: same parameters, state-dict keys and outputs);
+    ``fast=False`` keeps ``segment_anything``'s stock forward. ``ValueError`` for a config outside
     :data:`LIMITS` or one whose model would have more than :data:`MAX_PARAMETERS` parameters (counted
     on the meta device, before anything is allocated).
     """
