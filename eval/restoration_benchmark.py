@@ -15,9 +15,10 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -42,12 +43,14 @@ class Method:
 
 
 def resolve_method(
-    spec: str | Method, *, device: str = "cpu", prior: str | None = None, task: str | None = None
+    spec: str | Method, *, device: str = "cpu", prior: str | None = None, task: str | None = None,
+    prior_options: Mapping[str, Any] | None = None,
 ) -> Method:
     """``identity``, ``dcp`` (dark channel prior), or a zoo name / checkpoint path for ``restore.inference.Restorer``.
 
     ``task`` (``dehaze``/``deblur``) selects the zoo's model and is checked against a checkpoint's;
-    without it a checkpoint's own task is used.
+    without it a checkpoint's own task is used. ``prior_options`` go to ``Restorer.load``
+    (``prior_checkpoint``, ``prior_config``, ``fast_encoder``).
     """
     if isinstance(spec, Method):
         return spec
@@ -63,7 +66,7 @@ def resolve_method(
     err: Exception | None = None
     for t in tasks:
         try:
-            restorer = Restorer.load(spec, task=t, prior=prior, device=device)
+            restorer = Restorer.load(spec, task=t, prior=prior, device=device, **dict(prior_options or {}))
             break
         except ValueError as e:  # e.g. "a deblur model; it cannot dehaze": try the other task
             err = e
@@ -231,6 +234,7 @@ def run_restoration_benchmark(
     task: str | None = None,
     device: str = "cpu",
     prior: str | None = None,
+    prior_options: Mapping[str, Any] | None = None,
     crops_dir: str | os.PathLike | None = None,
     num_crops: int = 2,
     crop_size: int = 128,
@@ -243,7 +247,8 @@ def run_restoration_benchmark(
     """
     from tqdm import tqdm
 
-    resolved = [resolve_method(m, device=device, prior=prior, task=task) for m in methods]
+    resolved = [resolve_method(m, device=device, prior=prior, task=task, prior_options=prior_options)
+                for m in methods]
     names = [m.name for m in resolved]
     if len(set(names)) != len(names):
         raise ValueError(f"method names must be unique, got {names}")

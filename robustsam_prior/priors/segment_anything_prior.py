@@ -37,8 +37,8 @@ logger = logging.getLogger(__name__)
 class _SegmentAnythingPrior(Prior):
     """Shared implementation; see the module docstring. ``default_path`` is set by the subclasses.
 
-    Options: ``config`` ("vit_b"/"vit_l"/"vit_h", a dict like the reference ``tiny_config.json``,
-    or ``None`` to take it from the checkpoint); ``checkpoint`` (a path; ``None`` resolves the
+    Options: ``config`` ("vit_b"/"vit_l"/"vit_h", a dict like the reference ``tiny_config.json``, the
+    path of such a JSON file, or ``None`` to take it from the checkpoint); ``checkpoint`` (a path; ``None`` resolves the
     variant of ``config``, default vit_b, through ``$ROBUSTSAM_CHECKPOINT`` and the cache folder);
     ``points_per_side`` (automatic-mask grid); ``path`` ("robust" | "sam"); ``bn_mode``
     ("running" | "batch"); ``pred_iou_thresh``/``stability_score_thresh`` (the generator's
@@ -83,6 +83,13 @@ class _SegmentAnythingPrior(Prior):
         )
         if config is not None and not isinstance(config, (str, dict)):
             raise ValueError(f"{self.name} prior: config must be 'vit_b'/'vit_l'/'vit_h' or a dict, got {config!r}")
+        if isinstance(config, str):  # a variant name, or a JSON file whose sizes are kept (the meta has no path)
+            from ..modeling.build import read_config_argument
+
+            try:
+                config = read_config_argument(config)
+            except ValueError as e:
+                raise ValueError(f"{self.name} prior: config: {e}") from None
         # no checkpoint: the variant's official file (or $ROBUSTSAM_CHECKPOINT); a dict config needs one
         ckpt = resolve_checkpoint(checkpoint if checkpoint is not None else config)
         super().__init__(
