@@ -253,10 +253,9 @@ class PriorStepImpl(Step):
 class Restore(Step):
     def setup(self, run: Any) -> None:
         from restore.inference import Restorer
-
-        o = self.options
         from robustsam_prior.modeling.build import read_config_argument
 
+        o = self.options
         self.restorer = Restorer.load(o.model, task=o.task, prior=o.prior, prior_checkpoint=o.prior_checkpoint,
                                       prior_config=read_config_argument(o.prior_config) if o.prior_config else None,
                                       fast_encoder=not o.stock_encoder, device=run.device, tile=o.tile,

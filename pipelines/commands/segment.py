@@ -161,7 +161,8 @@ def segment(
     h, w = data.pixels.shape[:2]
     check_prompts_inside(coords, box, h, w, str(image))
     try:
-        ckpt = resolve_checkpoint(checkpoint)
+        # no --prior-checkpoint: the official file of the --prior-config variant (or $ROBUSTSAM_CHECKPOINT)
+        ckpt = resolve_checkpoint(checkpoint if checkpoint is not None else prior_config and prior_config.config)
     except (CheckpointError, ValueError) as e:
         raise click.ClickException(str(e)) from e
     try:
