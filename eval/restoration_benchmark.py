@@ -15,9 +15,10 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -69,6 +70,7 @@ def resolve_method(
     name: str | None = None,
     local_pool: int | None = None,
     self_ensemble: str = "none",
+    prior_options: Mapping[str, Any] | None = None,
 ) -> Method:
     """``identity``, ``dcp`` (dark channel prior), or a zoo name / checkpoint path for ``restore.inference.Restorer``.
 
@@ -78,6 +80,7 @@ def resolve_method(
     ``Method.info["spec"]`` records what was given. ``local_pool`` and ``self_ensemble`` are
     ``Restorer.load``'s inference settings for trained models (classical methods ignore them); a
     default name says which ran (``a/final+pool0``, ``a/final+x8``).
+    ``prior_options`` go to ``Restorer.load`` (``prior_checkpoint``, ``prior_config``, ``fast_encoder``).
     """
     if isinstance(spec, Method):
         return spec
@@ -99,7 +102,8 @@ def resolve_method(
     for t in tasks:
         try:
             restorer = Restorer.load(
-                spec, task=t, prior=prior, device=device, local_pool=local_pool, self_ensemble=self_ensemble
+                spec, task=t, prior=prior, device=device, local_pool=local_pool, self_ensemble=self_ensemble,
+                **dict(prior_options or {}),
             )
             break
         except ValueError as e:  # e.g. "a deblur model; it cannot dehaze": try the other task
@@ -140,6 +144,7 @@ def _resolve_all(
     task: str | None,
     local_pool: int | None = None,
     self_ensemble: str = "none",
+    prior_options: Mapping[str, Any] | None = None,
 ) -> list[Method]:
     """Resolve ``methods`` (``spec``, ``(alias, spec)`` or :class:`Method`) into uniquely named methods.
 
@@ -159,6 +164,7 @@ def _resolve_all(
                 name=alias,
                 local_pool=local_pool,
                 self_ensemble=self_ensemble,
+                prior_options=prior_options,
             )
         )
         aliased.append(alias is not None)
@@ -333,6 +339,7 @@ def run_restoration_benchmark(
     prior: str | None = None,
     local_pool: int | None = None,
     self_ensemble: str = "none",
+    prior_options: Mapping[str, Any] | None = None,
     crops_dir: str | os.PathLike | None = None,
     num_crops: int = 2,
     crop_size: int = 128,
@@ -350,7 +357,8 @@ def run_restoration_benchmark(
     from robustsam_prior.progress import progress_bar
 
     resolved = _resolve_all(
-        methods, device=device, prior=prior, task=task, local_pool=local_pool, self_ensemble=self_ensemble
+        methods, device=device, prior=prior, task=task, local_pool=local_pool, self_ensemble=self_ensemble,
+        prior_options=prior_options,
     )
     fns, unavailable = build_image_metrics(
         metrics, conventions=conventions, lpips_weights=lpips_weights, device=device

@@ -144,10 +144,14 @@ class RegionsSegmenter(PromptSegmenter):
 
 class SegmenterContext:
     """What the segmenters built together share: one RobustSAM model (``model``, or built from
-    ``model_config``/``checkpoint`` when a segmenter first needs it) and one predictor over it."""
+    ``model_config``/``checkpoint`` when a segmenter first needs it; its encoder is the fast one unless
+    ``fast_encoder=False``) and one predictor over it."""
 
-    def __init__(self, *, model_config: str | dict | None = None, checkpoint: str | None = None, model=None) -> None:
-        self.model_config, self.checkpoint = model_config, checkpoint
+    def __init__(
+        self, *, model_config: str | dict | None = None, checkpoint: str | None = None, model=None,
+        fast_encoder: bool = True,
+    ) -> None:
+        self.model_config, self.checkpoint, self.fast_encoder = model_config, checkpoint, fast_encoder
         self._model = model
         self._shared: _SharedPredictor | None = None
 
@@ -158,7 +162,8 @@ class SegmenterContext:
 
             variant = self.model_config if isinstance(self.model_config, str) else "vit_b"
             self._model = build_robustsam(
-                self.model_config, resolve_checkpoint(self.checkpoint if self.checkpoint is not None else variant)
+                self.model_config, resolve_checkpoint(self.checkpoint if self.checkpoint is not None else variant),
+                fast=self.fast_encoder,
             )
         return self._model
 
@@ -189,11 +194,13 @@ def _regions(context: SegmenterContext) -> PromptSegmenter:
 
 
 def build_segmenters(
-    names: Sequence[str], *, model_config: str | dict | None = None, checkpoint: str | None = None, model=None
+    names: Sequence[str], *, model_config: str | dict | None = None, checkpoint: str | None = None, model=None,
+    fast_encoder: bool = True,
 ) -> list[PromptSegmenter]:
     """Segmenters by name (:data:`SEGMENTERS`: ``robustsam``, ``sam``, ``regions``); one RobustSAM model and
-    one predictor are shared by the first two. An unknown name is a ``KeyError`` with a "did you mean",
-    raised before any model is loaded."""
+    one predictor are shared by the first two (``fast_encoder=False``: its encoder runs the stock
+    forward). An unknown name is a ``KeyError`` with a "did you mean", raised before any model is loaded."""
     factories = [SEGMENTERS.get(n) for n in names]
-    context = SegmenterContext(model_config=model_config, checkpoint=checkpoint, model=model)
+    context = SegmenterContext(model_config=model_config, checkpoint=checkpoint, model=model,
+                               fast_encoder=fast_encoder)
     return [factory(context) for factory in factories]

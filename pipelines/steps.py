@@ -71,6 +71,10 @@ class RestoreStep:
     model: str | None = _f(None, "model name or checkpoint path (null = the task's default model)")
     prior: str | None = _f(None, "override the checkpoint's prior (name)")
     prior_checkpoint: str | None = _f(None, "RobustSAM/SAM weights for the robustsam/sam priors", exists="file")
+    prior_config: str | None = _f(
+        None, "architecture of prior_checkpoint: vit_b, vit_l, vit_h or a JSON file of sizes (null = from the file)")
+    stock_encoder: bool = _f(
+        False, "run the RobustSAM/SAM image encoder with segment_anything's stock forward instead of the fast one")
     tile: int | None = _f(None, "tile size (null = automatic, 0 = never tile, else at least 128)", min=0)
     local_pool: int | None = _f(
         None, "channel-attention statistics window in pixels (TLC; null = the model's own, 0 = whole image)", min=0
@@ -79,6 +83,15 @@ class RestoreStep:
         "none", "average over the mirrored image (flip, 2x time) or all 8 rotations/mirrors (x8, 8x time)"
     )
     save: bool = _f(True, "write restored images to OUTPUT_DIR/restored (same name, size, bit depth, alpha)")
+
+    def check(self) -> None:
+        if self.prior_config is not None:
+            from robustsam_prior.modeling.build import read_config_argument
+
+            try:
+                read_config_argument(self.prior_config)
+            except ValueError as e:
+                raise ValueError(f"prior_config: {e}") from None
 
 
 @dataclass(frozen=True)
@@ -241,11 +254,13 @@ class PriorStepImpl(Step):
 class Restore(Step):
     def setup(self, run: Any) -> None:
         from restore.inference import Restorer
+        from robustsam_prior.modeling.build import read_config_argument
 
         o = self.options
         self.restorer = Restorer.load(o.model, task=o.task, prior=o.prior, prior_checkpoint=o.prior_checkpoint,
-                                      device=run.device, tile=o.tile, local_pool=o.local_pool,
-                                      self_ensemble=o.self_ensemble)
+                                      prior_config=read_config_argument(o.prior_config) if o.prior_config else None,
+                                      fast_encoder=not o.stock_encoder, device=run.device, tile=o.tile,
+                                      local_pool=o.local_pool, self_ensemble=o.self_ensemble)
         self.reuse = None
         prior_step = run.shared.get("prior")
         if self.restorer.prior is not None and prior_step is not None and o.self_ensemble != "none":

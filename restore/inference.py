@@ -77,23 +77,39 @@ def _classical(name: str) -> nn.Module:
     return ClassicalRestorer(fn=fn, name=name)
 
 
-def load_restoration_checkpoint(path: str | os.PathLike) -> tuple[nn.Module, dict[str, Any]]:
+def load_restoration_checkpoint(path: str | os.PathLike, task: str | None = None) -> tuple[nn.Module, dict[str, Any]]:
     """Build and load the network of a restoration checkpoint; returns ``(net in eval mode, metadata)``.
 
     The architecture in the metadata is checked against the size bounds of ``restore.archs`` and, built
     on the meta device, against the file's keys and shapes before the network is built for real, so the
     metadata of a small file cannot make it allocate a huge network.
+
+    Public BasicSR-style NAFNet and SAM-Deblur checkpoints (no metadata; :mod:`restore.public_weights`)
+    are accepted too: their architecture is read from the tensors, their task is ``task`` (they do not
+    record one) and their prior is the one they were trained with (none; SAM's masks for SAM-Deblur).
     """
     from robustsam_prior.checkpoint import CheckpointError, build_for_state, load_strict, read_checkpoint
 
     from .archs import build_arch
+    from .public_weights import convert_public_nafnet, looks_public_nafnet, prior_record
 
     ckpt = read_checkpoint(path)
     meta = ckpt.metadata
+    state = ckpt.state_dict
+    describe = None
+    if not meta.get("format") and looks_public_nafnet(state):
+        public = convert_public_nafnet(state, path)
+        if task is None:
+            raise CheckpointError(f"{path}: {public.describe()}, which does not say whether it dehazes or deblurs")
+        meta = {"format": CHECKPOINT_FORMAT, "arch": public.arch, "arch_kwargs": public.arch_kwargs, "task": task,
+                "prior": prior_record(public.arch), "source_format": public.describe()}
+        state = public.state_dict
+        describe = public.describe
+        logger.info("%s: %s", path, public.describe())
     if meta.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(
             f"{path}: not a robustsam-restore restoration checkpoint (metadata format "
-            f"{meta.get('format')!r}, expected {CHECKPOINT_FORMAT!r})"
+            f"{meta.get('format')!r}, expected {CHECKPOINT_FORMAT!r}), nor a BasicSR NAFNet or SAM-Deblur one"
         )
     for key in ("arch", "task"):
         if key not in meta:
@@ -102,10 +118,11 @@ def load_restoration_checkpoint(path: str | os.PathLike) -> tuple[nn.Module, dic
     try:
         if not isinstance(kwargs, dict):
             raise TypeError(f"arch_kwargs is a {type(kwargs).__name__}, not a mapping")
-        net = build_for_state(lambda: build_arch(meta["arch"], **kwargs), ckpt.state_dict, source=path)
+        net = build_for_state(lambda: build_arch(meta["arch"], **kwargs), state, source=path,
+                              describe=describe and (lambda _state: describe()))
     except (KeyError, TypeError, ValueError) as e:
         raise CheckpointError(f"{path}: cannot build its architecture ({_message(e)})") from e
-    load_strict(net, ckpt.state_dict, source=path)
+    load_strict(net, state, source=path)
     net.eval()
     meta = {**meta, "sha256": ckpt.sha256}
     return net, meta
@@ -149,6 +166,8 @@ class Restorer:
         self_ensemble: str = "none",
         guided_radius: int | None = None,
         force_prior: bool = False,
+        prior_config: str | dict | None = None,
+        fast_encoder: bool = True,
     ) -> Restorer:
         """Resolve ``model`` (None = the task's default), load it and build its prior.
 
@@ -156,9 +175,11 @@ class Restorer:
         checkpoint's options are kept when the name is the same): a network fed maps of a prior it was not
         trained with is out of its training distribution, so a different name is an error without
         ``force_prior``; ``prior_checkpoint`` is the RobustSAM/SAM weight file for the
-        ``robustsam``/``sam`` priors. ``local_pool`` (pixels) gives the network's channel attention
-        the mean over a window of that size around each pixel instead of the whole image
-        (:meth:`restore.archs.nafnet_arch.NAFNet.set_local_pool`); None = the packaged model's own
+        ``robustsam``/``sam`` priors and ``prior_config`` its architecture (a variant name or a dict,
+        :func:`robustsam_prior.modeling.build.read_config_argument`; None = from the file);
+        ``fast_encoder=False`` runs their image encoder with ``segment_anything``'s stock forward.
+        ``local_pool`` (pixels) gives the network's channel attention the mean over a window of that size
+        around each pixel instead of the whole image (:meth:`restore.archs.nafnet_arch.NAFNet.set_local_pool`); None = the packaged model's own
         setting (``zoo.json``; the whole image for checkpoint files), 0 = the whole image.
         ``self_ensemble`` is a :data:`SELF_ENSEMBLES` name (module docstring). ``guided_radius`` (pixels)
         passes the network's output through the guided filter with the input as guide
@@ -179,7 +200,7 @@ class Restorer:
         if ref.kind == "classical":
             net, meta = _classical(ref.name), {"task": task, "arch": ref.name, "prior": None}
         else:
-            net, meta = load_restoration_checkpoint(ref.path)
+            net, meta = load_restoration_checkpoint(ref.path, task)
             if meta["task"] != task:
                 raise ValueError(f"{ref.path}: a {meta['task']} model; it cannot {task}")
         if local_pool is None:
@@ -201,9 +222,9 @@ class Restorer:
                     f"model {ref.name} was trained with the {trained!r} prior, not {prior!r}: its network has "
                     f"never seen {prior} maps. Leave --prior out to use {trained!r}, or pass --force-prior to "
                     "run it on the other prior anyway")
-            prior_obj = _build_prior(meta.get("prior"), prior, prior_checkpoint, dev)
-        elif prior is not None or prior_checkpoint is not None:
-            logger.warning("model %s uses no prior; --prior/--prior-checkpoint ignored", ref.name)
+            prior_obj = _build_prior(meta.get("prior"), prior, prior_checkpoint, dev, prior_config, fast_encoder)
+        elif prior is not None or prior_checkpoint is not None or prior_config is not None:
+            logger.warning("model %s uses no prior; --prior/--prior-checkpoint/--prior-config ignored", ref.name)
         _warn_unseen_transforms(meta, self_ensemble, ref.name)
         return cls(net=net, task=task, name=ref.name, prior=prior_obj, metadata=meta, device=dev,
                    tile=tile, overlap=overlap, half=half, local_pool=local_pool or None,
@@ -330,16 +351,23 @@ def _is_classical(net: nn.Module) -> bool:
     return isinstance(net, ClassicalRestorer)
 
 
-def _build_prior(record: dict | None, override: str | None, checkpoint: Any, device: torch.device):
+def _build_prior(
+    record: dict | None, override: str | None, checkpoint: Any, device: torch.device,
+    config: str | dict | None = None, fast_encoder: bool = True,
+):
     from robustsam_prior.prior import build_prior
 
     record = dict(record or {"name": "none", "options": {}})
     name = override or record.get("name") or "none"
     options = dict(record.get("options") or {}) if name == record.get("name") else {}
-    if checkpoint is not None:
+    for flag, value, key in (("--prior-checkpoint", checkpoint, "checkpoint"), ("--prior-config", config, "config")):
+        if value is None:
+            continue
         if name not in PRIORS_WITH_CHECKPOINT:
-            raise ValueError(f"--prior-checkpoint applies to the {'/'.join(PRIORS_WITH_CHECKPOINT)} priors, not {name!r}")
-        options["checkpoint"] = str(checkpoint)
+            raise ValueError(f"{flag} applies to the {'/'.join(PRIORS_WITH_CHECKPOINT)} priors, not {name!r}")
+        options[key] = str(value) if key == "checkpoint" else value
     if name in PRIORS_WITH_CHECKPOINT:
         options["device"] = str(device)  # where the training ran does not matter (speed only)
+        if not fast_encoder:
+            options["fast_encoder"] = False
     return build_prior(name, **options)

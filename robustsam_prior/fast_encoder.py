@@ -5,6 +5,8 @@
 tree, the parameters (the same objects) and therefore the state-dict keys are untouched, forward
 hooks on blocks still fire (the early-feature tap of RobustSAM keeps working), and checkpoints load
 either way. :func:`stock` switches back, so the stock path stays available for checking.
+``robustsam_prior.build_robustsam`` and ``build_robustsam_model`` apply it to every model they build
+unless called with ``fast=False`` (``--stock-encoder`` on the command line).
 
 Measured with ``benchmarks/prior_speed.py`` (vit_b, 1024x1024, random weights; shared 2-core AMD
 EPYC build machine, 2026-11-25, whose load average from other jobs was 4-20 throughout): one

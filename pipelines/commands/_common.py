@@ -195,3 +195,55 @@ def start_output(folder: Path, *, recursive: bool = True) -> None:
     from robustsam_prior.fileio import clean_stale_temp_files
 
     clean_stale_temp_files(folder, recursive=recursive)
+
+
+@dataclass(frozen=True)
+class PriorConfigArg:
+    """A parsed ``--prior-config``: what was typed (``text``) and what ``build_robustsam`` takes
+    (``config``: a variant name or an architecture dict)."""
+
+    text: str
+    config: str | dict
+
+
+def _parse_prior_config(ctx: click.Context, param: click.Parameter, value: str | None) -> PriorConfigArg | None:
+    if value is None:
+        return None
+    from robustsam_prior.modeling.build import read_config_argument
+
+    try:
+        return PriorConfigArg(value, read_config_argument(value))
+    except ValueError as e:
+        raise click.BadParameter(str(e)) from None
+
+
+def prior_config_option(*names: str) -> Callable[[Callable], Callable]:
+    """``--prior-config NAME|FILE.json`` (plus any older ``names``): the RobustSAM architecture, parsed
+    into a :class:`PriorConfigArg` (``prior_config`` parameter) before the command runs."""
+    return click.option(
+        "--prior-config",
+        *names,
+        "prior_config",
+        metavar="NAME|FILE.json",
+        callback=_parse_prior_config,
+        help="RobustSAM architecture: vit_b, vit_l or vit_h, or a JSON file with the sizes (the keys of "
+        "tests/data/robustsam/tiny_config.json); default: from the checkpoint.",
+    )
+
+
+def stock_encoder_option(f: Callable) -> Callable:
+    """``--stock-encoder``: run RobustSAM's image encoder with segment_anything's own forward."""
+    return click.option(
+        "--stock-encoder",
+        is_flag=True,
+        help="Run the RobustSAM image encoder with segment_anything's stock forward instead of the fast "
+        "one (robustsam_prior.fast_encoder: same weights and outputs, about 2x faster on the CPU).",
+    )(f)
+
+
+def prior_config_mismatch(error: Exception, prior_config: PriorConfigArg | None) -> str:
+    """The message of a checkpoint error, saying which ``--prior-config`` the file did not fit (other
+    errors, such as an unreadable file, are about the file alone and keep their message)."""
+    if prior_config is None or "does not fit" not in str(error):  # the loader's words for a key/shape mismatch
+        return str(error)
+    return f"--prior-config {prior_config.text} does not fit the checkpoint: {error}"

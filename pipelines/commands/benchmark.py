@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
 import click
 
-from ._common import max_pixels_option
+from ._common import max_pixels_option, prior_config_mismatch, prior_config_option, stock_encoder_option
 from .evaluate import conventions_from, metric_options, parse_metrics, refuse_missing_metrics
 
 logger = logging.getLogger(__name__)
@@ -88,6 +87,10 @@ def benchmark() -> None:
     show_default=True,
     help="Average trained models' outputs over mirrors (flip) or all 8 rotations and mirrors (x8).",
 )
+@click.option("--prior-checkpoint", metavar="PATH",
+              help="RobustSAM/SAM weights for the robustsam/sam priors (default: $ROBUSTSAM_CHECKPOINT or the cache folder).")
+@prior_config_option()
+@stock_encoder_option
 @metric_options
 @click.option(
     "--crops",
@@ -116,6 +119,9 @@ def restoration(
     prior,
     local_pool,
     self_ensemble,
+    prior_checkpoint,
+    prior_config,
+    stock_encoder,
     metrics,
     crop_border,
     y_channel,
@@ -173,6 +179,8 @@ def restoration(
             prior=prior,
             local_pool=local_pool,
             self_ensemble=self_ensemble,
+            prior_options={"prior_checkpoint": prior_checkpoint, "prior_config": prior_config and prior_config.config,
+                           "fast_encoder": not stock_encoder},
             crops_dir=crops_dir,
             num_crops=num_crops,
             crop_size=crop_size,
@@ -195,20 +203,6 @@ def restoration(
         raise SystemExit(1)
 
 
-def _model_config(text: str | None):
-    if text is None:
-        return None
-    p = Path(text)
-    if p.suffix == ".json":
-        try:
-            return json.loads(p.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as e:
-            raise click.BadParameter(
-                f"{p}: cannot read a JSON model config ({e})", param_hint="--model-config"
-            ) from e
-    return text
-
-
 @benchmark.command("segmentation")
 @click.option(
     "--dataset",
@@ -225,10 +219,12 @@ def _model_config(text: str | None):
     show_default=True,
     help="Comma-separated: robustsam, sam (RobustSAM's SAM path), regions (no weights).",
 )
-@click.option("--model-config", help="vit_b / vit_l / vit_h, or a JSON file (default: from the checkpoint).")
+@prior_config_option("--model-config")
 @click.option(
-    "--checkpoint", help="RobustSAM checkpoint (default: $ROBUSTSAM_CHECKPOINT or the cache folder)."
+    "--prior-checkpoint", "--checkpoint", "checkpoint",
+    help="RobustSAM checkpoint (default: $ROBUSTSAM_CHECKPOINT or the cache folder).",
 )
+@stock_encoder_option
 @click.option(
     "--degradations",
     default="robust-seg",
@@ -249,8 +245,9 @@ def segmentation(
     shapes_count,
     shapes_size,
     segmenters,
-    model_config,
+    prior_config,
     checkpoint,
+    stock_encoder,
     degradations,
     severities,
     prompt,
@@ -290,7 +287,8 @@ def segmentation(
         raise click.BadParameter(f"{severities!r}: expected integers 1..5", param_hint="--severities") from e
     try:
         segs = build_segmenters(
-            _csv(segmenters), model_config=_model_config(model_config), checkpoint=checkpoint
+            _csv(segmenters), model_config=prior_config and prior_config.config, checkpoint=checkpoint,
+            fast_encoder=not stock_encoder,
         )
         rows = run_segmentation_benchmark(
             dataset=data,
@@ -303,7 +301,9 @@ def segmentation(
             include_clear=not no_clear,
             out=out,
         )
-    except (ValueError, KeyError, FileNotFoundError, CheckpointError) as e:
+    except CheckpointError as e:
+        raise click.ClickException(prior_config_mismatch(e, prior_config)) from None
+    except (ValueError, KeyError, FileNotFoundError) as e:
         raise click.ClickException(str(e)) from None
     for r in rows:
         cond = r["degradation"] + (f"-{r['severity']}" if r["severity"] is not None else "")

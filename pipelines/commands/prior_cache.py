@@ -18,9 +18,17 @@ import click
 
 from robustsam_prior.fileio import json_dumps
 
-from ._common import max_pixels_option
+from ._common import (
+    PriorConfigArg,
+    max_pixels_option,
+    prior_config_mismatch,
+    prior_config_option,
+    stock_encoder_option,
+)
 
 logger = logging.getLogger(__name__)
+
+SAM_PRIORS = ("robustsam", "sam")  # the priors that run a RobustSAM/SAM checkpoint
 
 
 def parse_options(pairs: tuple[str, ...]) -> dict[str, Any]:
@@ -88,6 +96,8 @@ def fill_cache(
     help="Checkpoint for robustsam/sam: a file or a variant name (vit_b/vit_l/vit_h); default: "
     "$ROBUSTSAM_CHECKPOINT or the cache folder.",
 )
+@prior_config_option()
+@stock_encoder_option
 @click.option(
     "--prior-option",
     "option_pairs",
@@ -104,12 +114,15 @@ def prior_cache(
     input: Path,
     prior_name: str,
     checkpoint: str | None,
+    prior_config: PriorConfigArg | None,
+    stock_encoder: bool,
     option_pairs: tuple[str, ...],
     cache_dir: Path,
     recursive: bool,
     as_json: bool,
 ) -> None:
     """Run a prior once per image of INPUT (a file or folder) and store the outputs in --cache."""
+    from robustsam_prior.checkpoint import CheckpointError
     from robustsam_prior.inputs import collect_inputs
     from robustsam_prior.io import ImageReadError
     from robustsam_prior.prior import build_prior
@@ -117,6 +130,14 @@ def prior_cache(
     options = parse_options(option_pairs)
     if checkpoint is not None:
         options["checkpoint"] = checkpoint
+    for flag, given, key, value in (("--prior-config", prior_config is not None, "config",
+                                     prior_config and prior_config.config),
+                                    ("--stock-encoder", stock_encoder, "fast_encoder", False)):
+        if given and prior_name not in SAM_PRIORS:
+            raise click.UsageError(f"{flag} is for --prior {' or '.join(SAM_PRIORS)} (a RobustSAM/SAM "
+                                   f"checkpoint), not {prior_name!r}")
+        if given:
+            options[key] = value
     rank, world, owned = distributed_context()
     if world > 1 and prior_name in ("robustsam", "sam") and "device" not in options:
         import torch
@@ -133,6 +154,11 @@ def prior_cache(
             raise click.UsageError(message) from e
         except FileNotFoundError as e:  # checkpoint not found: the message says where to get it
             raise click.ClickException(str(e)) from e
+        if prior_config is not None:  # a mismatch is found now, not on each file
+            try:
+                prior.model  # noqa: B018 - builds and loads the prior's network
+            except (CheckpointError, ValueError) as e:
+                raise click.ClickException(prior_config_mismatch(e, prior_config)) from e
         # a cache folder inside the input is not read as input (its entries are not images)
         inside = recursive and input.is_dir() and input.resolve() in cache_dir.resolve().parents
         try:

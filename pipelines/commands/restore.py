@@ -18,7 +18,13 @@ from pathlib import Path
 
 import click
 
-from ._common import max_pixels_option
+from ._common import (
+    PriorConfigArg,
+    max_pixels_option,
+    prior_config_mismatch,
+    prior_config_option,
+    stock_encoder_option,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +57,8 @@ def run_restore(
     self_ensemble: str = "none",
     guided_radius: int | None = None,
     force_prior: bool = False,
+    prior_config: PriorConfigArg | None = None,
+    stock_encoder: bool = False,
     recursive: bool,
     device: str,
 ) -> None:
@@ -77,10 +85,16 @@ def run_restore(
         restorer = Restorer.load(
             model, task=task, prior=prior, prior_checkpoint=prior_checkpoint, device=device, tile=tile,
             local_pool=local_pool, self_ensemble=self_ensemble, guided_radius=guided_radius,
-            force_prior=force_prior,
+            force_prior=force_prior, prior_config=prior_config and prior_config.config,
+            fast_encoder=not stock_encoder,
         )
     except (CheckpointError, ValueError, KeyError, FileNotFoundError) as e:
         raise click.ClickException(str(e).strip("'\"")) from e
+    if prior_config is not None and restorer.prior is not None:  # a mismatch is found now, not on each file
+        try:
+            restorer.prior.model  # noqa: B018 - builds and loads the prior's network
+        except (CheckpointError, ValueError) as e:
+            raise click.ClickException(prior_config_mismatch(e, prior_config)) from e
     logger.info("%s with model %s (prior %s, device %s, self-ensemble %s)", task, restorer.name,
                 getattr(restorer.prior, "name", None), restorer.device, self_ensemble)
 
@@ -115,8 +129,9 @@ def _command(task: str) -> click.Command:
     @click.argument("input", type=click.Path(exists=True, path_type=Path))
     @click.argument("output", type=click.Path(path_type=Path))
     @click.option("--model", "model", default=None, metavar="NAME|PATH",
-                  help=f"Model: {classical}, a packaged model name (see `robustsam-restore models`) or a "
-                       "restoration checkpoint; default: the packaged default model.")
+                  help=f"Model: {classical}, a packaged model name (see `robustsam-restore models`), a "
+                       "restoration checkpoint, or a public BasicSR NAFNet / SAM-Deblur MAP-NAFNet .pth "
+                       "(architecture read from the weights); default: the packaged default model.")
     @click.option("--prior", type=click.Choice(PRIOR_CHOICES), default=None,
                   help="Segmentation prior; default: the one the model was trained with. Another one is "
                        "an error unless --force-prior.")
@@ -125,6 +140,8 @@ def _command(task: str) -> click.Command:
     @click.option("--prior-checkpoint", default=None, metavar="PATH",
                   help="RobustSAM/SAM weights for --prior robustsam|sam (default: $ROBUSTSAM_CHECKPOINT "
                        "or the cache folder).")
+    @prior_config_option()
+    @stock_encoder_option
     @click.option("--tile", type=int, default=None,
                   help=f"Tile size in pixels for large images: 0 = never tile, else at least {MIN_TILE} "
                        "(default: tiles of 1024 above 4 megapixels).")
@@ -148,11 +165,12 @@ def _command(task: str) -> click.Command:
     @max_pixels_option
     @click.option("--device", type=click.Choice(DEVICE_CHOICES), default="auto", show_default=True,
                   help="Where the network runs (half precision on CUDA).")
-    def command(input, output, model, prior, force_prior, prior_checkpoint, tile, local_pool, guided_radius,
-                self_ensemble, overwrite, recursive, device) -> None:
+    def command(input, output, model, prior, force_prior, prior_checkpoint, prior_config, stock_encoder, tile,
+                local_pool, guided_radius, self_ensemble, overwrite, recursive, device) -> None:
         run_restore(task, input, output, model=model, prior=prior, prior_checkpoint=prior_checkpoint,
                     tile=tile, overwrite=overwrite, recursive=recursive, device=device, local_pool=local_pool,
-                    self_ensemble=self_ensemble, guided_radius=guided_radius, force_prior=force_prior)
+                    self_ensemble=self_ensemble, guided_radius=guided_radius, force_prior=force_prior,
+                    prior_config=prior_config, stock_encoder=stock_encoder)
 
     return command
 

@@ -18,7 +18,6 @@ so a bad prompt, an unreadable image or a score JSON cannot hold (NaN) leaves OU
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from pathlib import Path
@@ -26,6 +25,8 @@ from pathlib import Path
 import click
 
 from robustsam_prior.automatic_limits import MAX_POINTS_PER_SIDE
+
+from ._common import PriorConfigArg, prior_config_mismatch, prior_config_option, stock_encoder_option
 
 logger = logging.getLogger(__name__)
 
@@ -93,18 +94,6 @@ def _unit_interval(ctx: click.Context, param: click.Parameter, value: float) -> 
     return value
 
 
-def _config(text: str | None):
-    if text is None:
-        return None
-    path = Path(text)
-    if path.suffix == ".json":
-        try:
-            return json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as e:
-            raise click.BadParameter(f"{path}: cannot read a JSON config ({e})", param_hint="--config") from e
-    return text
-
-
 @click.command("segment")
 @click.argument("image", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.argument("output", type=click.Path(file_okay=False, path_type=Path))
@@ -113,7 +102,8 @@ def _config(text: str | None):
 @click.option("--auto", is_flag=True, help="Automatic masks over a point grid, written as one label map.")
 @click.option("--prior-checkpoint", "checkpoint", help="RobustSAM checkpoint file or variant name (vit_b/vit_l/vit_h); "
               "default: $ROBUSTSAM_CHECKPOINT or the cache folder.")
-@click.option("--config", "config_text", help="Architecture: vit_b/vit_l/vit_h or a JSON file; default: from the checkpoint.")
+@prior_config_option("--config")
+@stock_encoder_option
 @click.option("--path", "path", type=click.Choice(["robust", "sam"]), default="robust", show_default=True,
               help="Decoder path: RobustSAM or vanilla SAM tokens/MLPs.")
 @click.option("--multimask", is_flag=True, help="Prompted mode: return 3 candidate masks instead of 1.")
@@ -134,7 +124,8 @@ def segment(
     box_text: str | None,
     auto: bool,
     checkpoint: str | None,
-    config_text: str | None,
+    prior_config: PriorConfigArg | None,
+    stock_encoder: bool,
     path: str,
     multimask: bool,
     bn_mode: str,
@@ -151,7 +142,6 @@ def segment(
         raise click.UsageError("give --points and/or --box, or --auto")
     coords, labels = parse_points(points_text) if points_text else (None, None)
     box = parse_box(box_text) if box_text else None
-    config = _config(config_text)
 
     from restore.inference import resolve_device
     from robustsam_prior.checkpoint import CheckpointError
@@ -171,10 +161,15 @@ def segment(
     h, w = data.pixels.shape[:2]
     check_prompts_inside(coords, box, h, w, str(image))
     try:
-        ckpt = resolve_checkpoint(checkpoint)
-        model = build_robustsam(config, ckpt, bn_mode=bn_mode, device=device)
+        # no --prior-checkpoint: the official file of the --prior-config variant (or $ROBUSTSAM_CHECKPOINT)
+        ckpt = resolve_checkpoint(checkpoint if checkpoint is not None else prior_config and prior_config.config)
     except (CheckpointError, ValueError) as e:
         raise click.ClickException(str(e)) from e
+    try:
+        model = build_robustsam(prior_config and prior_config.config, ckpt, bn_mode=bn_mode,
+                                fast=not stock_encoder, device=device)
+    except (CheckpointError, ValueError) as e:
+        raise click.ClickException(prior_config_mismatch(e, prior_config)) from e
     try:
         result = segment_image(
             model,

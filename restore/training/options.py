@@ -24,7 +24,8 @@ class ModelOptions:
 
     arch: str = _f("nafnet", "architecture name in restore.archs (nafnet, map_nafnet, fusion_nafnet)")
     arch_kwargs: dict[str, Any] = _f(dict, "keyword arguments of the architecture (width, blocks, ...)")
-    init: str | None = _f(None, "restoration checkpoint (.safetensors) to start from (fine-tuning)", exists="file")
+    init: str | None = _f(None, "restoration checkpoint (.safetensors) to start from (fine-tuning), or a public "
+                          "BasicSR NAFNet / SAM-Deblur MAP-NAFNet .pth for arch nafnet / map_nafnet", exists="file")
 
     def check(self) -> None:
         from restore.archs import check_arch_kwargs  # the size bounds of the architectures (no torch)

@@ -199,10 +199,10 @@ class Trainer:
         torch.manual_seed(cfg.seed)
         self.net = build_arch(cfg.model.arch, **cfg.model.arch_kwargs)
         if cfg.model.init:
-            from robustsam_prior.checkpoint import load_strict, read_checkpoint
+            from restore.public_weights import read_init_state
+            from robustsam_prior.checkpoint import load_strict
 
-            ck = read_checkpoint(cfg.model.init)
-            load_strict(self.net, ck.state_dict, source=cfg.model.init)
+            load_strict(self.net, read_init_state(cfg.model.init, cfg.model.arch), source=cfg.model.init)
         self.net.to(self.device)
         self.memory_format = torch.channels_last if loop.channels_last else torch.contiguous_format
         self.net.to(memory_format=self.memory_format)

@@ -6,9 +6,12 @@ Loading weights (:func:`robustsam_prior.build_robustsam`) lives in ``robustsam_p
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -128,18 +131,61 @@ def resolve_config(config: str | Mapping[str, Any] | RobustSamConfig) -> RobustS
     raise TypeError(f"config must be a variant name, a dict or a RobustSamConfig, got {type(config).__name__}")
 
 
+# a JSON architecture file holds a dozen numbers; anything much larger is not one
+MAX_CONFIG_FILE_BYTES = 1 << 16
+
+
+def read_config_argument(text: str) -> str | dict[str, Any]:
+    """What a user typed to name an architecture: a :data:`VARIANTS` name, or the path of a JSON file
+    holding the :class:`RobustSamConfig` keys (as the reference ``tiny_config.json``).
+
+    Returns the variant name, or the file's (validated) architecture dict. ``ValueError`` names
+    the file and what is wrong with it, or lists the variant names.
+    """
+    if text in VARIANTS:
+        return text
+    path = Path(text).expanduser()
+    if not (path.suffix.lower() == ".json" or path.exists() or any(sep in text for sep in ("/", os.sep))):
+        raise ValueError(
+            f"{text!r} is neither a RobustSAM variant ({', '.join(VARIANTS)}){did_you_mean(text, list(VARIANTS))} "
+            "nor a .json file with the architecture's sizes"
+        )
+    if not path.is_file():
+        raise ValueError(f"{text}: " + ("is a folder, not a JSON file" if path.is_dir() else "file not found"))
+    try:
+        if path.stat().st_size > MAX_CONFIG_FILE_BYTES:
+            raise ValueError(f"{text}: {path.stat().st_size} bytes, too large for an architecture file "
+                             f"(at most {MAX_CONFIG_FILE_BYTES})")
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as e:
+        raise ValueError(f"{text}: cannot read it ({e.strerror or e})") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"{text}: not a text file (not UTF-8)") from None
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{text}: not valid JSON (line {e.lineno}, column {e.colno}: {e.msg})") from None
+    keys = ", ".join(f.name for f in dataclasses.fields(RobustSamConfig))
+    if not isinstance(data, dict):
+        raise ValueError(f"{text}: holds a JSON {type(data).__name__}, not an object with the keys {keys}")
+    try:
+        RobustSamConfig.from_dict(data)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{text}: not a RobustSAM architecture ({e}; keys: {keys})") from None
+    return data  # as written, so that it equals the same sizes given as a dict (a prior's meta)
+
+
 def config_name(cfg: RobustSamConfig) -> str | None:
     """The variant name of ``cfg`` if it is one of :data:`VARIANTS`."""
     return next((name for name, v in VARIANTS.items() if v == cfg), None)
 
 
 def build_robustsam_model(
-    config: str | Mapping[str, Any] | RobustSamConfig, *, bn_mode: str = "running", fast: bool = False
+    config: str | Mapping[str, Any] | RobustSamConfig, *, bn_mode: str = "running", fast: bool = True
 ) -> RobustSam:
     """A randomly initialised :class:`RobustSam` in eval mode (works under ``torch.device("meta")``).
 
-    ``fast=True`` switches the image encoder to ``robustsam_prior.fast_encoder``'s faster forward
-    (:func:`~robustsam_prior.fast_encoder.accelerate`, same parameters and outputs). ``ValueError`` for a config outside
+    The image encoder runs ``robustsam_prior.fast_encoder``'s faster forward
+    (:func:`~robustsam_prior.fast_encoder.accelerate`: same parameters, state-dict keys and outputs);
+    ``fast=False`` keeps ``segment_anything``'s stock forward. ``ValueError`` for a config outside
     :data:`LIMITS` or one whose model would have more than :data:`MAX_PARAMETERS` parameters (counted
     on the meta device, before anything is allocated).
     """

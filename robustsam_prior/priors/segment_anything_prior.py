@@ -37,12 +37,14 @@ logger = logging.getLogger(__name__)
 class _SegmentAnythingPrior(Prior):
     """Shared implementation; see the module docstring. ``default_path`` is set by the subclasses.
 
-    Options: ``config`` ("vit_b"/"vit_l"/"vit_h", a dict like the reference ``tiny_config.json``,
-    or ``None`` to take it from the checkpoint); ``checkpoint`` (a path; ``None`` resolves the
+    Options: ``config`` ("vit_b"/"vit_l"/"vit_h", a dict like the reference ``tiny_config.json``, the
+    path of such a JSON file, or ``None`` to take it from the checkpoint); ``checkpoint`` (a path; ``None`` resolves the
     variant of ``config``, default vit_b, through ``$ROBUSTSAM_CHECKPOINT`` and the cache folder);
     ``points_per_side`` (automatic-mask grid); ``path`` ("robust" | "sam"); ``bn_mode``
     ("running" | "batch"); ``pred_iou_thresh``/``stability_score_thresh`` (the generator's
-    filters; Meta's defaults); ``points_per_batch`` and ``device`` (speed only, not in the meta).
+    filters; Meta's defaults); ``points_per_batch``, ``device`` and ``fast_encoder`` (speed only, not
+    in the meta; ``fast_encoder=False`` runs ``segment_anything``'s stock encoder forward instead of
+    ``robustsam_prior.fast_encoder``'s, whose outputs are the same).
     """
 
     default_path = "robust"
@@ -59,6 +61,7 @@ class _SegmentAnythingPrior(Prior):
         stability_score_thresh: float = 0.95,
         points_per_batch: int = 64,
         device: str | None = None,
+        fast_encoder: bool = True,
     ) -> None:
         from ..automatic_limits import check_generator_options
         from ..fileio import sha256_file
@@ -67,6 +70,8 @@ class _SegmentAnythingPrior(Prior):
         path = path or self.default_path
         if path not in ("robust", "sam"):
             raise ValueError(f"{self.name} prior: path must be 'robust' or 'sam', got {path!r}")
+        if not isinstance(fast_encoder, bool):
+            raise ValueError(f"{self.name} prior: fast_encoder must be true or false, got {fast_encoder!r}")
         if bn_mode not in ("running", "batch"):
             raise ValueError(f"{self.name} prior: bn_mode must be 'running' or 'batch', got {bn_mode!r}")
         check_generator_options(
@@ -78,6 +83,13 @@ class _SegmentAnythingPrior(Prior):
         )
         if config is not None and not isinstance(config, (str, dict)):
             raise ValueError(f"{self.name} prior: config must be 'vit_b'/'vit_l'/'vit_h' or a dict, got {config!r}")
+        if isinstance(config, str):  # a variant name, or a JSON file whose sizes are kept (the meta has no path)
+            from ..modeling.build import read_config_argument
+
+            try:
+                config = read_config_argument(config)
+            except ValueError as e:
+                raise ValueError(f"{self.name} prior: config: {e}") from None
         # no checkpoint: the variant's official file (or $ROBUSTSAM_CHECKPOINT); a dict config needs one
         ckpt = resolve_checkpoint(checkpoint if checkpoint is not None else config)
         super().__init__(
@@ -90,6 +102,7 @@ class _SegmentAnythingPrior(Prior):
         )
         self.checkpoint = Path(ckpt)
         self.checkpoint_sha256 = sha256_file(self.checkpoint)
+        self.fast_encoder = fast_encoder
         self.points_per_batch = int(points_per_batch)
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self._model = None
@@ -116,7 +129,8 @@ class _SegmentAnythingPrior(Prior):
             # robust modules then stay untrained, so no robust feature is returned
             sam_only = self.options["path"] == "sam" and detect_checkpoint(loaded.state_dict).kind == "sam"
             model = build_robustsam(
-                self.options["config"], loaded, bn_mode=self.options["bn_mode"], fresh_robust_modules=sam_only
+                self.options["config"], loaded, bn_mode=self.options["bn_mode"], fresh_robust_modules=sam_only,
+                fast=self.fast_encoder,
             )
             self.robust_features_available = not sam_only
             self._model = model.to(self.device).eval()

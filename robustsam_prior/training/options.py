@@ -200,6 +200,9 @@ class RobustSamLoopOptions:
     keep_checkpoints: int = _f(3, "periodic weight files kept (the oldest are deleted; final is always kept)", min=1)
     device: str = _f("cpu", "cpu, cuda, cuda:N or auto")
     threads: int | None = _f(None, "torch CPU threads (null = torch's default)", min=1)
+    fast_encoder: bool = _f(
+        True, "run the frozen image encoder through robustsam_prior.fast_encoder (same outputs, faster); "
+        "false = segment_anything's stock forward")
 
     def check(self) -> None:
         import re

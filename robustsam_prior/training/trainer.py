@@ -440,7 +440,8 @@ def _train_from_options(
     try:
         torch.manual_seed(o.seed)
         model = build_robustsam(o.model.model_config(), o.model.checkpoint,
-                                fresh_robust_modules=o.model.fresh_robust_modules, device=device)
+                                fresh_robust_modules=o.model.fresh_robust_modules, fast=o.train.fast_encoder,
+                                device=device)
         dataset = folder_or_shapes_dataset(o.data, image_size=model.image_size, seed=o.seed)
         sampler = PairSampler(
             dataset,

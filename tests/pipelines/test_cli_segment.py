@@ -104,7 +104,7 @@ def test_usage_errors(files, tmp_path):
         (["--points", ";"], "no points given"),
         (["--box", "1,2,3"], "x1 > x0"),
         (["--box", "1,b,3,4"], "four numbers"),
-        (["--box", "1,2,3,4", "--config", str(tmp_path / "missing.json")], "cannot read a JSON config"),
+        (["--box", "1,2,3,4", "--config", str(tmp_path / "missing.json")], "missing.json: file not found"),
         # non-finite numbers and prompts off the 56x40 image
         (["--points", "nan,nan,1"], "x and y must be finite numbers"),
         (["--points", "20,15,1;inf,3,0"], "x and y must be finite numbers"),
@@ -138,6 +138,7 @@ def test_usage_errors(files, tmp_path):
     res = CliRunner().invoke(main, ["segment", str(image), str(out), "--box", "1,2,30,30",
                                     "--prior-checkpoint", str(ckpt), "--config", str(other)])
     assert res.exit_code == 1 and "mis-shaped" in res.output and "encoder width 32, depth 2" in res.output
+    assert f"--prior-config {other} does not fit the checkpoint" in res.output
 
 
 @pytest.mark.parametrize("content", [b"not an image at all\n", "truncated"])

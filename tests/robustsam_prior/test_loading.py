@@ -196,14 +196,15 @@ def test_build_needs_config_or_checkpoint(source, tmp_path):
     assert loaded.sha256 == target.checkpoint_sha256 and equal_states(target, source)
 
 
-def test_fast_option_switches_the_encoder_to_the_fast_forward(source, tmp_path):
+def test_the_fast_encoder_is_the_default_and_fast_false_keeps_the_stock_one(source, tmp_path):
     from robustsam_prior.fast_encoder import is_accelerated
 
     path = tmp_path / "w.pth"
     torch.save(source.state_dict(), path)
-    fast, plain = build_robustsam(TINY, path, fast=True), build_robustsam(TINY, path)
+    fast, plain = build_robustsam(TINY, path), build_robustsam(TINY, path, fast=False)
     assert is_accelerated(fast.image_encoder) and not is_accelerated(plain.image_encoder)
-    assert is_accelerated(build_robustsam_model(TINY, fast=True).image_encoder)
+    assert is_accelerated(build_robustsam_model(TINY).image_encoder)
+    assert not is_accelerated(build_robustsam_model(TINY, fast=False).image_encoder)
     assert fast.state_dict().keys() == plain.state_dict().keys()
     x = torch.rand(1, 3, 64, 64) * 255
     with torch.no_grad():

@@ -323,7 +323,8 @@ def test_prompt_batch_does_not_change_results(other_model, bn_mode, path):
             outs.append(m.decode(emb, early, point_coords=coords, point_labels=labels, path=path))
     for out in outs[1:]:
         torch.testing.assert_close(out.logits, outs[0].logits, rtol=1e-5, atol=1e-5)
-        torch.testing.assert_close(out.robust_embeddings, outs[0].robust_embeddings, rtol=1e-5, atol=1e-5)
+        # batched and one-at-a-time decoding round differently (up to 1.3e-5 seen on these inputs)
+        torch.testing.assert_close(out.robust_embeddings, outs[0].robust_embeddings, rtol=1e-5, atol=3e-5)
         torch.testing.assert_close(out.iou_predictions, outs[0].iou_predictions, rtol=1e-5, atol=1e-6)
         torch.testing.assert_close(out.tokens, outs[0].tokens, rtol=1e-5, atol=1e-6)
     # the prompts' logits differ by more than the tolerance, so a mix-up of chunks would show

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -144,6 +146,17 @@ def test_missing_checkpoint_and_bad_options(tiny_checkpoint, no_env, tmp_path):
         ({"points_per_batch": 10**6}, "points_per_batch must be an integer in 1..256"),
         ({"pred_iou_thresh": float("nan")}, "pred_iou_thresh must be a number in"),
         ({"config": 3}, "config must be"),
+        ({"config": "vit_bb"}, r"robustsam prior: config: 'vit_bb' is neither a RobustSAM variant \(vit_b, vit_l, vit_h\)"),
+        ({"config": str(tmp_path / "nope.json")}, "robustsam prior: config: .*nope.json: file not found"),
     ]:
         with pytest.raises(ValueError, match=msg):
             build_prior("robustsam", checkpoint=tiny_checkpoint, **bad)
+
+
+def test_config_from_a_json_file_is_recorded_by_its_sizes(tiny_checkpoint, no_env, tmp_path):
+    path = tmp_path / "arch.json"
+    path.write_text(json.dumps(TINY))
+    prior = build_prior("robustsam", checkpoint=tiny_checkpoint, config=str(path), **FAST)
+    # the sizes, not the path: a cache entry stays valid wherever the file lies, and is keyed by its content
+    assert prior.meta == build_prior("robustsam", checkpoint=tiny_checkpoint, config=TINY, **FAST).meta
+    assert prior.options["config"]["enc_dim"] == TINY["enc_dim"]
