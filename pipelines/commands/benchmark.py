@@ -185,7 +185,7 @@ def _model_config(text: str | None):
 )
 @click.option("--model-config", help="vit_b / vit_l / vit_h, or a JSON file (default: from the checkpoint).")
 @click.option(
-    "--checkpoint", help="RobustSAM checkpoint (default: $ROBUSTSAM_CHECKPOINT or the cache folder)."
+    "--checkpoint", help="RobustSAM checkpoint: a file or a Hub name (robustsam-vit-b/-l/-h); default: $ROBUSTSAM_CHECKPOINT, else robustsam-vit-b."
 )
 @click.option(
     "--degradations",

@@ -85,8 +85,8 @@ def fill_cache(
 @click.option(
     "--prior-checkpoint",
     "checkpoint",
-    help="Checkpoint for robustsam/sam: a file or a variant name (vit_b/vit_l/vit_h); default: "
-    "$ROBUSTSAM_CHECKPOINT or the cache folder.",
+    help="Checkpoint for robustsam/sam: a file or a Hub name (robustsam-vit-b/-l/-h, downloaded into the Hub cache); default: "
+    "$ROBUSTSAM_CHECKPOINT, else robustsam-vit-b.",
 )
 @click.option(
     "--prior-option",

@@ -122,9 +122,9 @@ def _command(task: str) -> click.Command:
                        "an error unless --force-prior.")
     @click.option("--force-prior", is_flag=True,
                   help="Run the model on --prior even though it was trained with another prior.")
-    @click.option("--prior-checkpoint", default=None, metavar="PATH",
-                  help="RobustSAM/SAM weights for --prior robustsam|sam (default: $ROBUSTSAM_CHECKPOINT "
-                       "or the cache folder).")
+    @click.option("--prior-checkpoint", default=None, metavar="PATH|NAME",
+                  help="RobustSAM/SAM weights for --prior robustsam|sam: a file or a Hub name "
+                       "(robustsam-vit-b/-l/-h); default: $ROBUSTSAM_CHECKPOINT, else robustsam-vit-b.")
     @click.option("--tile", type=int, default=None,
                   help=f"Tile size in pixels for large images: 0 = never tile, else at least {MIN_TILE} "
                        "(default: tiles of 1024 above 4 megapixels).")

@@ -111,8 +111,8 @@ def _config(text: str | None):
 @click.option("--points", "points_text", help='Point prompts "x,y,label;..." (label 1 foreground, 0 background).')
 @click.option("--box", "box_text", help="Box prompt x0,y0,x1,y1 in image pixels.")
 @click.option("--auto", is_flag=True, help="Automatic masks over a point grid, written as one label map.")
-@click.option("--prior-checkpoint", "checkpoint", help="RobustSAM checkpoint file or variant name (vit_b/vit_l/vit_h); "
-              "default: $ROBUSTSAM_CHECKPOINT or the cache folder.")
+@click.option("--prior-checkpoint", "checkpoint", help="RobustSAM checkpoint file or Hub name (robustsam-vit-b/-l/-h, downloaded into the Hub cache); "
+              "default: $ROBUSTSAM_CHECKPOINT, else robustsam-vit-b.")
 @click.option("--config", "config_text", help="Architecture: vit_b/vit_l/vit_h or a JSON file; default: from the checkpoint.")
 @click.option("--path", "path", type=click.Choice(["robust", "sam"]), default="robust", show_default=True,
               help="Decoder path: RobustSAM or vanilla SAM tokens/MLPs.")
