@@ -1,18 +1,23 @@
-"""Folder restoration (``dehaze``) under a real 2-process torchrun (gloo, CPU): each image
+"""Folder restoration (``dehaze``) and ``segment`` under a real 2-process torchrun (gloo, CPU): each image
 is processed once, by one rank, rank 0 alone reports for all of them, and the outputs equal one process's."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from click.testing import CliRunner
 
 from pipelines.cli import main
 from robustsam_prior.io import write_image
+
+TINY = dict(img_size=64, patch=8, enc_dim=32, enc_depth=2, enc_heads=2, global_attn=[1], window=4,
+            prompt_dim=64, dec_depth=1, dec_mlp=64, dec_heads=2, iou_hidden=32, mask_in_chans=8)
 
 
 def make_folder(root: Path, n: int = 5) -> Path:
@@ -44,3 +49,27 @@ def test_dehaze_folder_sharded_over_two_ranks(tmp_path, cli_script, subprocess_e
     assert res.exit_code == 0, res.output
     for i in range(5):
         assert (tmp_path / "ddp" / f"img{i}.png").read_bytes() == (tmp_path / "one" / f"img{i}.png").read_bytes()
+
+
+@pytest.mark.slow
+def test_segment_folder_sharded_over_two_ranks(tmp_path, cli_script, subprocess_env, randomize_weights):
+    from robustsam_prior.loading import save_robustsam
+    from robustsam_prior.modeling.build import build_robustsam_model
+
+    torch.manual_seed(0)
+    ckpt = tmp_path / "tiny.safetensors"
+    save_robustsam(randomize_weights(build_robustsam_model(TINY), 11), ckpt)
+    folder = make_folder(tmp_path / "in")
+    args = ["--auto", "--points-per-side", "2", "--pred-iou-thresh", "0", "--stability-thresh", "0",
+            "--prior-checkpoint", str(ckpt), "--json"]
+    out = torchrun(cli_script, subprocess_env, "segment", str(folder), str(tmp_path / "ddp"), *args)
+    assert out.count("segment: 5 ok, 0 failed") == 1, out
+    reports = [json.loads(line[line.index("{"):]) for line in out.splitlines() if '{"images"' in line]
+    assert len(reports) == 1 and reports[0]["world_size"] == 2  # only rank 0 prints
+    assert sorted(reports[0]["images"]) == [f"img{i}.png" for i in range(5)]
+    res = CliRunner().invoke(main, ["segment", str(folder), str(tmp_path / "one"), *args])
+    assert res.exit_code == 0, res.output
+    for i in range(5):
+        for name in ("masks.json", "labels.png"):
+            a, b = tmp_path / "ddp" / f"img{i}" / name, tmp_path / "one" / f"img{i}" / name
+            assert a.read_bytes() == b.read_bytes(), (i, name)
