@@ -45,7 +45,8 @@ setup(
     # hub: official RobustSAM checkpoints by name (--prior-checkpoint robustsam-vit-b) through the Hugging Face
     # Hub cache; the tests use it offline against a cache they lay out themselves
     extras_require={
-        "test": ["pytest>=7", "ruff>=0.5", "huggingface_hub>=0.23"],
+        # pycocotools: segment's masks.json holds compressed COCO RLE where it is installed (the tests cover both)
+        "test": ["pytest>=7", "ruff>=0.5", "huggingface_hub>=0.23", "pycocotools>=2.0.7"],
         "train": ["scikit-learn"],
         "hub": ["huggingface_hub>=0.23"],
     },

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import sys
 
 import numpy as np
 import pytest
@@ -108,14 +109,18 @@ def decode_rle(rle: dict) -> np.ndarray:
     return rle_to_mask(rle)
 
 
-def test_coco_rle_by_hand():
+def test_coco_rle_by_hand(monkeypatch):
     mask = np.array([[0, 1, 1], [0, 1, 0]], bool)  # column-major: 0 0 | 1 1 | 1 0 -> runs 2 zeros, 3 ones, 1 zero
+    if importlib.util.find_spec("pycocotools") is not None:  # pycocotools' compressed string of the same runs
+        rle = coco_rle(mask)
+        assert rle["size"] == [2, 3] and isinstance(rle["counts"], str)
+        assert np.array_equal(decode_rle(rle), mask)
+        from pycocotools import mask as mask_utils
+
+        assert mask_utils.area(rle) == 3 and mask_utils.toBbox(rle).tolist() == [1.0, 0.0, 2.0, 2.0]
+    monkeypatch.setitem(sys.modules, "pycocotools", None)  # as if not installed: uncompressed runs
     rle = coco_rle(mask)
-    assert rle["size"] == [2, 3]
-    if importlib.util.find_spec("pycocotools") is None:
-        assert rle["counts"] == [2, 3, 1]
-    else:  # pycocotools' compressed string of the same runs
-        assert isinstance(rle["counts"], str)
+    assert rle == {"size": [2, 3], "counts": [2, 3, 1]}
     assert np.array_equal(decode_rle(rle), mask)
 
 
