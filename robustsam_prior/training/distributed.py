@@ -71,10 +71,11 @@ class LossModule(nn.Module):
         return self._compute(batch)
 
 
-def wrap_ddp(model: nn.Module, compute_losses: Any) -> nn.Module:
+def wrap_ddp(model: nn.Module, compute_losses: Any, *, find_unused: bool) -> nn.Module:
     """A :class:`LossModule` in ``DistributedDataParallel``. Buffers are not broadcast from rank 0 at each
-    forward (:func:`average_running_stats` keeps them equal); unused parameters are looked for, since
-    with ``train_sam_decoder`` SAM's IoU head trains but no loss reaches it."""
+    forward (:func:`average_running_stats` keeps them equal). ``find_unused``: some trainable parameters
+    get no gradient (with ``train_sam_decoder``, SAM's IoU head and the hypernetwork MLPs of the masks
+    the losses do not use), so DDP must look for them each step."""
     from torch.nn.parallel import DistributedDataParallel
 
     dev = next(model.parameters()).device
@@ -82,7 +83,7 @@ def wrap_ddp(model: nn.Module, compute_losses: Any) -> nn.Module:
         LossModule(model, compute_losses),
         device_ids=[dev.index] if dev.type == "cuda" else None,
         broadcast_buffers=False,
-        find_unused_parameters=True,
+        find_unused_parameters=find_unused,
     )
 
 

@@ -117,7 +117,7 @@ class AntiDegradationTrainer:
         if world_size > 1:
             from .distributed import wrap_ddp
 
-            self._ddp = wrap_ddp(model, self.compute_losses)
+            self._ddp = wrap_ddp(model, self.compute_losses, find_unused=config.train_sam_decoder)
 
     @property
     def device(self) -> torch.device:

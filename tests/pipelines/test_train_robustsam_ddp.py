@@ -100,3 +100,15 @@ def test_two_gloo_ranks_equal_one_process_and_resume(tmp_path, cli_script, subpr
     assert json.loads((ddp / "summary.json").read_text())["resumed_from"] == 3
     single(tmp_path / "five", "train.steps=5")
     assert_same_run(ddp, tmp_path / "five", steps=5)
+
+
+@pytest.mark.slow
+def test_two_gloo_ranks_with_sam_decoder_training(tmp_path, cli_script, subprocess_env, one_thread):
+    """The official mode also trains SAM's decoder, whose IoU head and unused mask MLPs get no gradient:
+    DDP looks for such parameters, and the run still equals one process."""
+    ddp, one = tmp_path / "ddp", tmp_path / "one"
+    torchrun(cli_script, subprocess_env, f"output_dir={ddp}", "train.steps=2", "train.train_sam_decoder=true")
+    single(one, "train.steps=2", "train.train_sam_decoder=true")
+    assert_same_run(ddp, one, steps=2)
+    state = load_training_state(ddp / "state" / "latest.pt")["trainer"]["model"]
+    assert "mask_decoder.iou_prediction_head.layers.0.weight" in state  # SAM's decoder was trained
