@@ -281,6 +281,12 @@ def test_folder_of_images(files, tmp_path):
     assert res.exit_code == 2, res.output
     assert "Invalid value for --points: point 44,30 lies outside the 40x36 image" in res.output
     assert str(folder / "sub" / "b.png") in res.output and not (tmp_path / "p").exists()
+    # the same prompts on every image of the folder, where they fit
+    res = run([folder, tmp_path / "p", "--recursive", "--points", "20,15,1", "--box", "2,2,30,30",
+               "--prior-checkpoint", ckpt])
+    assert res.exit_code == 0 and "segment: 3 ok, 0 failed" in res.output, res.output
+    for sub in ("a.png", "a.tif", "sub/b"):
+        assert {p.name for p in (tmp_path / "p" / sub).iterdir()} == {"mask_0.png", "overlay.png", "scores.json"}
     # one unreadable image fails alone; the others are written and the exit status says so
     (folder / "bad.png").write_bytes(b"not a png")
     res = CliRunner().invoke(main, ["segment", str(folder), str(tmp_path / "q"), *AUTO, "--prior-checkpoint", str(ckpt)])
