@@ -175,3 +175,15 @@ def test_errors(model, pixels):
         segment_image(model, pixels)
     with pytest.raises(ValueError, match=r"masks\[0\]\.iou_prediction is nan"):
         SegmentationResult(scores={"masks": [{"iou_prediction": float("nan")}]}).to_json()
+
+
+def test_min_mask_region_area_runs_sams_clean_up_and_is_counted(model, pixels):
+    kw = dict(points_per_side=3, pred_iou_thresh=0, stability_score_thresh=0, box_nms_thresh=1.0)
+    res = segment_image(model, pixels, auto=True, min_mask_region_area=2000, **kw)
+    gen = RobustSamAutomaticMaskGenerator(model, min_mask_region_area=2000, **kw)
+    records = gen.generate(np.clip(np.rint(pixels * 255), 0, 255).astype(np.uint8))
+    s = res.scores
+    assert s["settings"]["min_mask_region_area"] == 2000
+    assert s["filters"] == gen.filter_counts and s["filters"]["min_mask_region_area"] == len(records) == len(s["masks"])
+    assert s["filters"]["crop_nms"] == 27  # what reached the clean-up
+    assert [m["area"] for m in s["masks"]] == [r["area"] for r in records]
