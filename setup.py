@@ -47,6 +47,13 @@ setup(
     ],
     # train: scikit-learn only for the two photos it ships (china.jpg, flower.jpg) that the default dehazing
     # recipe trains on (pipelines/train_default_dehaze.yml)
-    extras_require={"test": ["pytest>=7", "ruff>=0.5"], "train": ["scikit-learn"]},
+    # hub: official RobustSAM checkpoints by name (--prior-checkpoint robustsam-vit-b) through the Hugging Face
+    # Hub cache; the tests use it offline against a cache they lay out themselves
+    extras_require={
+        # pycocotools: segment's masks.json holds compressed COCO RLE where it is installed (the tests cover both)
+        "test": ["pytest>=7", "ruff>=0.5", "huggingface_hub>=0.23", "pycocotools>=2.0.7"],
+        "train": ["scikit-learn"],
+        "hub": ["huggingface_hub>=0.23"],
+    },
     entry_points={"console_scripts": ["robustsam-restore=pipelines.cli:main"]},
 )

@@ -7,6 +7,13 @@ every prompt batch runs the robust path (the official generator silently runs va
 SAM).
 
 :func:`masks_to_label_map` turns overlapping masks into a partition (the region map a prior emits).
+
+After :meth:`RobustSamAutomaticMaskGenerator.generate`, ``generator.filter_counts`` says how many
+candidate masks each of SAM's filters let through, in order: ``candidates`` (3 per grid point),
+``pred_iou_thresh``, ``stability_score_thresh``, ``crop_edge`` (masks touching a crop's inner edge),
+``box_nms`` (duplicates within a crop), ``crop_nms`` (duplicates between crops) and
+``min_mask_region_area`` (small-region clean-up and its NMS); :func:`explain_no_masks` turns them into
+the sentence a user reads when nothing is left.
 """
 
 from __future__ import annotations
@@ -22,6 +29,9 @@ from segment_anything.utils.amg import rle_to_mask
 from .automatic_limits import check_generator_options
 from .modeling.robustsam import RobustSam
 from .predictor import RobustSamPredictor
+
+# SAM's filters in the order they run (RobustSamAutomaticMaskGenerator.filter_counts)
+FILTERS = ("pred_iou_thresh", "stability_score_thresh", "crop_edge", "box_nms", "crop_nms", "min_mask_region_area")
 
 _SAM_DEFAULTS = {
     name: p.default
@@ -59,27 +69,115 @@ class RobustSamAutomaticMaskGenerator(SamAutomaticMaskGenerator):
         # 32x32 grid runs for minutes (benchmarks/prior_speed.py --amg)
         self.progress = progress
         self._bar: Any = None
+        self.filter_counts: dict[str, int] = dict.fromkeys(("candidates", *FILTERS), 0)
+        self.best_scores: dict[str, float] = {}
 
     def generate(self, image: np.ndarray) -> list[dict[str, Any]]:
+        self.filter_counts = dict.fromkeys(("candidates", *FILTERS), 0)
+        # the best scores among the candidates each threshold saw, for explain_no_masks
+        self.best_scores = {}
         if not self.progress:
-            return super().generate(image)
-        from segment_anything.utils.amg import generate_crop_boxes
+            records = super().generate(image)
+        else:
+            from segment_anything.utils.amg import generate_crop_boxes
 
-        from robustsam_prior.progress import progress_bar
+            from robustsam_prior.progress import progress_bar
 
-        _, layers = generate_crop_boxes(image.shape[:2], self.crop_n_layers, self.crop_overlap_ratio)
-        total = sum(len(self.point_grids[layer]) for layer in layers)
-        with progress_bar(total=total, desc="automatic masks", unit="prompt", leave=False) as self._bar:
-            try:
-                return super().generate(image)
-            finally:
-                self._bar = None
+            _, layers = generate_crop_boxes(image.shape[:2], self.crop_n_layers, self.crop_overlap_ratio)
+            total = sum(len(self.point_grids[layer]) for layer in layers)
+            with progress_bar(total=total, desc="automatic masks", unit="prompt", leave=False) as self._bar:
+                try:
+                    records = super().generate(image)
+                finally:
+                    self._bar = None
+        self.filter_counts["min_mask_region_area"] = len(records)
+        return records
 
-    def _process_batch(self, points: np.ndarray, *args: Any, **kwargs: Any) -> Any:
-        data = super()._process_batch(points, *args, **kwargs)
+    def _generate_masks(self, image: np.ndarray) -> Any:
+        data = super()._generate_masks(image)
+        self.filter_counts["crop_nms"] = len(data["rles"])
+        return data
+
+    def _process_crop(self, *args: Any, **kwargs: Any) -> Any:
+        data = super()._process_crop(*args, **kwargs)
+        self.filter_counts["box_nms"] += len(data["rles"])
+        return data
+
+    def _process_batch(
+        self, points: np.ndarray, im_size: tuple[int, ...], crop_box: list[int], orig_size: tuple[int, ...]
+    ) -> Any:
+        """``SamAutomaticMaskGenerator._process_batch`` (the same steps and helpers), counting what each
+        filter keeps into ``filter_counts``."""
+        import torch
+        from segment_anything.utils.amg import (
+            MaskData,
+            batched_mask_to_box,
+            calculate_stability_score,
+            is_box_near_crop_edge,
+            mask_to_rle_pytorch,
+            uncrop_masks,
+        )
+
+        orig_h, orig_w = orig_size
+        transformed = self.predictor.transform.apply_coords(points, im_size)
+        in_points = torch.as_tensor(transformed, device=self.predictor.device)
+        in_labels = torch.ones(in_points.shape[0], dtype=torch.int, device=in_points.device)
+        masks, iou_preds, _ = self.predictor.predict_torch(
+            in_points[:, None, :], in_labels[:, None], multimask_output=True, return_logits=True)
+        data = MaskData(masks=masks.flatten(0, 1), iou_preds=iou_preds.flatten(0, 1),
+                        points=torch.as_tensor(points.repeat(masks.shape[1], axis=0)))
+        del masks
+        counts, best = self.filter_counts, self.best_scores
+        counts["candidates"] += len(data["iou_preds"])
+        if len(data["iou_preds"]):
+            best["predicted_iou"] = max(best.get("predicted_iou", -np.inf), float(data["iou_preds"].max()))
+        if self.pred_iou_thresh > 0.0:
+            data.filter(data["iou_preds"] > self.pred_iou_thresh)
+        counts["pred_iou_thresh"] += len(data["iou_preds"])
+        data["stability_score"] = calculate_stability_score(
+            data["masks"], self.predictor.model.mask_threshold, self.stability_score_offset)
+        if len(data["stability_score"]):
+            best["stability_score"] = max(best.get("stability_score", -np.inf), float(data["stability_score"].max()))
+        if self.stability_score_thresh > 0.0:
+            data.filter(data["stability_score"] >= self.stability_score_thresh)
+        counts["stability_score_thresh"] += len(data["iou_preds"])
+        data["masks"] = data["masks"] > self.predictor.model.mask_threshold
+        data["boxes"] = batched_mask_to_box(data["masks"])
+        keep = ~is_box_near_crop_edge(data["boxes"], crop_box, [0, 0, orig_w, orig_h])
+        if not torch.all(keep):
+            data.filter(keep)
+        counts["crop_edge"] += len(data["iou_preds"])
+        data["masks"] = uncrop_masks(data["masks"], crop_box, orig_h, orig_w)
+        data["rles"] = mask_to_rle_pytorch(data["masks"])
+        del data["masks"]
         if self._bar is not None:
             self._bar.update(len(points))
         return data
+
+
+def explain_no_masks(generator: RobustSamAutomaticMaskGenerator) -> str:
+    """Why :meth:`~RobustSamAutomaticMaskGenerator.generate` returned no mask: the first filter that
+    left none, with the counts and, for a threshold, the best score it saw and what to lower."""
+    counts, best = generator.filter_counts, getattr(generator, "best_scores", {})
+    kept = counts["candidates"]
+    if kept == 0:
+        return "the point grid produced no candidate masks"
+    hints = {
+        "pred_iou_thresh": (generator.pred_iou_thresh, "predicted_iou", "--pred-iou-thresh"),
+        "stability_score_thresh": (generator.stability_score_thresh, "stability_score", "--stability-thresh"),
+    }
+    for name in FILTERS:
+        if counts[name] == 0:
+            text = f"{name} removed all {kept} of the {counts['candidates']} candidate masks"
+            if name in hints:
+                value, score, option = hints[name]
+                text = (f"{name} {value:g} removed all {kept} of the {counts['candidates']} candidate masks "
+                        f"(best {score} {best.get(score, float('nan')):.3f}; lower {option})")
+            elif name == "crop_edge":
+                text += " (every mask touched the edge of its crop)"
+            return text
+        kept = counts[name]
+    return "no filter removed every mask"
 
 
 def _segmentation(mask: Any, index: int) -> np.ndarray:

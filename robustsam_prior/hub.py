@@ -1,72 +1,73 @@
-"""Where RobustSAM checkpoints come from: resolution (path, environment, cache folder) and download.
+"""Where RobustSAM checkpoints come from: a file path, ``$ROBUSTSAM_CHECKPOINT``, or the Hugging Face Hub.
 
-Resolution order of :func:`resolve_checkpoint` (documented in the README, "Checkpoints"):
+Resolution order of :func:`resolve_checkpoint` (documented in the README, "RobustSAM checkpoints"):
 
-1. an explicit path (a string or ``Path`` that is not a variant name) must exist;
-2. otherwise ``$ROBUSTSAM_CHECKPOINT`` if set (it must then point to an existing file);
-3. otherwise the cache folder ``$ROBUSTSAM_RESTORE_CACHE/checkpoints`` (default
-   ``~/.cache/robustsam-restore/checkpoints``) holding the official file name
-   ``robustsam_checkpoint_{b,l,h}.pth`` of the requested variant.
+1. an explicit path (a string or ``Path`` that is not a Hub name) must exist;
+2. an explicit Hub name (``robustsam-vit-b``, ``robustsam-vit-l``, ``robustsam-vit-h``; also ``vit_b``,
+   ``b``, ``base`` ...) is the official file of that variant in the Hub repository :data:`HUB_REPO`
+   (the files the RobustSAM README links), fetched by ``huggingface_hub.hf_hub_download`` into the Hub
+   cache (``$HF_HUB_CACHE``, else ``$HF_HOME/hub``, else ``~/.cache/huggingface/hub``);
+3. nothing given: ``$ROBUSTSAM_CHECKPOINT`` if set, else the Hub name ``robustsam-vit-b``.
 
-A missing checkpoint raises :class:`CheckpointNotFoundError` naming the file, where it is published
-(the RobustSAM README links the three files on Hugging Face) and where to put
-it. :func:`download` fetches a file for users who are online: it resumes a partial ``.part`` file
-with an HTTP ``Range`` request, checks size and sha256, and renames atomically.
+``huggingface_hub`` is an optional dependency (the ``hub`` extra); paths work without it. Every file
+taken from the Hub is checked against its sha256: the Hub stores these files with Git LFS, whose object
+id, and so the name of the blob in the Hub cache, is the sha256 of the content. A mismatch (a
+truncated or altered cache) raises :class:`ChecksumError` naming both digests and the blob to delete.
+With ``HF_HUB_OFFLINE=1`` or without a network, a file that is not in the Hub cache raises
+:class:`CheckpointNotFoundError` naming the file, the cache folder and the ``--prior-checkpoint PATH``
+alternative.
 """
 
 from __future__ import annotations
 
-import http.client
 import logging
 import os
-import urllib.error
-import urllib.request
+import re
 from collections.abc import Mapping
 from pathlib import Path
 
 from .checkpoint import CheckpointError
-from .fileio import sha256_file
 
 logger = logging.getLogger(__name__)
 
 ENV_CHECKPOINT = "ROBUSTSAM_CHECKPOINT"
-ENV_CACHE = "ROBUSTSAM_RESTORE_CACHE"
-# the RobustSAM README ("Setup", step 6) links these files
-HF_BASE = "https://huggingface.co/robustsam/robustsam/resolve/main/model_checkpoint"
-VARIANT_FILES = {
-    "vit_b": "robustsam_checkpoint_b.pth",
-    "vit_l": "robustsam_checkpoint_l.pth",
-    "vit_h": "robustsam_checkpoint_h.pth",
+# the RobustSAM README ("Setup", step 6) links these files:
+# https://huggingface.co/robustsam/robustsam/resolve/main/model_checkpoint/robustsam_checkpoint_{b,l,h}.pth
+HUB_REPO = "robustsam/robustsam"
+HUB_REVISION = "main"
+HUB_FILES = {
+    "vit_b": "model_checkpoint/robustsam_checkpoint_b.pth",
+    "vit_l": "model_checkpoint/robustsam_checkpoint_l.pth",
+    "vit_h": "model_checkpoint/robustsam_checkpoint_h.pth",
 }
-# approximate sizes from a public mirror listing, for the error message only
+HUB_NAMES = {"robustsam-vit-b": "vit_b", "robustsam-vit-l": "vit_l", "robustsam-vit-h": "vit_h"}
+# approximate sizes (a public mirror's listing; vit_h from the parameter count), for messages only
 APPROX_SIZES = {"vit_b": "613 MB", "vit_l": "1.65 GB", "vit_h": "about 3.2 GB"}
-_ALIASES = {"b": "vit_b", "l": "vit_l", "h": "vit_h", "base": "vit_b", "large": "vit_l", "huge": "vit_h"}
+_ALIASES = {"b": "vit_b", "l": "vit_l", "h": "vit_h", "base": "vit_b", "large": "vit_l", "huge": "vit_h",
+            **HUB_NAMES}
 DEFAULT_VARIANT = "vit_b"
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+_TRUE = {"1", "on", "yes", "true"}
 
 
 class CheckpointNotFoundError(CheckpointError, FileNotFoundError):
-    """No checkpoint at the given path, in ``$ROBUSTSAM_CHECKPOINT`` or in the cache folder."""
+    """No checkpoint at the given path, in ``$ROBUSTSAM_CHECKPOINT`` or in (or from) the Hub."""
 
 
-class DownloadError(RuntimeError):
-    """A download failed or the file did not match its expected size/sha256; no final file is left."""
+class ChecksumError(CheckpointError):
+    """A file from the Hub cache whose sha256 is not the one the Hub lists for it."""
 
 
-def cache_dir() -> Path:
-    """``$ROBUSTSAM_RESTORE_CACHE`` or ``~/.cache/robustsam-restore`` (the root of every cache)."""
-    env = os.environ.get(ENV_CACHE)
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "robustsam-restore"
-
-
-def checkpoint_dir() -> Path:
-    """The folder where official checkpoints are looked for: ``cache_dir() / "checkpoints"``."""
-    return cache_dir() / "checkpoints"
+def hub_name(variant: str) -> str:
+    """``"vit_b"`` -> ``"robustsam-vit-b"`` (the name ``--prior-checkpoint`` takes)."""
+    return "robustsam-" + variant.replace("_", "-")
 
 
 def normalize_variant(variant: str) -> str | None:
-    """``"vit_b"``/``"b"``/``"base"`` -> ``"vit_b"`` (etc.); ``None`` if not a variant name."""
+    """``"robustsam-vit-b"``/``"vit_b"``/``"b"``/``"base"`` -> ``"vit_b"`` (etc.); ``None`` if not a
+    variant name."""
     v = variant.strip().lower()
-    if v in VARIANT_FILES:
+    if v in HUB_FILES:
         return v
     return _ALIASES.get(v)
 
@@ -75,19 +76,35 @@ def checkpoint_url(variant: str) -> str:
     """The published URL of the official RobustSAM checkpoint of ``variant``."""
     v = normalize_variant(variant)
     if v is None:
-        raise ValueError(f"unknown RobustSAM variant {variant!r}; known: {', '.join(VARIANT_FILES)}")
-    return f"{HF_BASE}/{VARIANT_FILES[v]}"
+        raise ValueError(f"unknown RobustSAM variant {variant!r}; known: {', '.join(HUB_NAMES)}")
+    return f"https://huggingface.co/{HUB_REPO}/resolve/{HUB_REVISION}/{HUB_FILES[v]}"
+
+
+def hub_cache_dir() -> Path:
+    """The Hub cache folder, read from the environment at call time (as ``huggingface_hub`` reads it at
+    import): ``$HF_HUB_CACHE``, else ``$HF_HOME/hub``, else ``~/.cache/huggingface/hub``."""
+    if os.environ.get("HF_HUB_CACHE"):
+        return Path(os.environ["HF_HUB_CACHE"]).expanduser()
+    home = os.environ.get("HF_HOME") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.join("~", ".cache"), "huggingface")
+    return Path(home).expanduser() / "hub"
+
+
+def hub_offline() -> bool:
+    """``HF_HUB_OFFLINE`` (or ``TRANSFORMERS_OFFLINE``) set to 1/true/yes/on."""
+    value = os.environ.get("HF_HUB_OFFLINE") or os.environ.get("TRANSFORMERS_OFFLINE") or ""
+    return value.strip().lower() in _TRUE
 
 
 def resolve_checkpoint(path_or_variant: str | os.PathLike | Mapping | None = None) -> Path:
     """Find a RobustSAM checkpoint file (see the module docstring for the order).
 
-    ``path_or_variant`` is a file path, a variant name (``"vit_b"``, ``"vit_l"``, ``"vit_h"``; also
-    ``"b"``/``"l"``/``"h"``), ``None`` (the default variant, ``vit_b``) or a dict config (custom
-    architecture: only an explicit path or ``$ROBUSTSAM_CHECKPOINT`` can name its file). Raises
-    :class:`CheckpointNotFoundError` with download instructions when nothing is found.
+    ``path_or_variant`` is a file path, a Hub name (``"robustsam-vit-b"``, ``"robustsam-vit-l"``,
+    ``"robustsam-vit-h"``; also ``"vit_b"``, ``"b"`` ...), ``None`` (``$ROBUSTSAM_CHECKPOINT``, else
+    ``robustsam-vit-b``) or a dict config (custom architecture: only an explicit path or
+    ``$ROBUSTSAM_CHECKPOINT`` can name its file). Raises :class:`CheckpointNotFoundError` saying where to
+    get and put the file, :class:`ChecksumError` for a Hub file whose content does not match its sha256.
     """
-    variant: str | None = None
     if isinstance(path_or_variant, Mapping):  # a custom architecture (dict config) has no official file
         env = os.environ.get(ENV_CHECKPOINT)
         if env:
@@ -98,145 +115,102 @@ def resolve_checkpoint(path_or_variant: str | os.PathLike | Mapping | None = Non
     if path_or_variant is not None:
         text = os.fspath(path_or_variant)
         variant = normalize_variant(text) if isinstance(path_or_variant, str) else None
-        if variant is None:
-            path = Path(text).expanduser()
-            if path.is_file():
-                return path
-            if path.is_dir():
-                raise CheckpointNotFoundError(f"{path}: is a folder, expected a checkpoint file")
-            raise CheckpointNotFoundError(
-                f"{path}: checkpoint file not found (pass an existing .pth/.safetensors file, or a variant "
-                f"name {', '.join(VARIANT_FILES)} to use ${ENV_CHECKPOINT} or the cache folder)"
-            )
+        if variant is not None:
+            return hub_checkpoint(variant)
+        path = Path(text).expanduser()
+        if path.is_file():
+            return path
+        if path.is_dir():
+            raise CheckpointNotFoundError(f"{path}: is a folder, expected a checkpoint file")
+        raise CheckpointNotFoundError(
+            f"{path}: checkpoint file not found (pass an existing .pth/.safetensors file, or a Hub name "
+            f"{', '.join(HUB_NAMES)})"
+        )
     env = os.environ.get(ENV_CHECKPOINT)
     if env:
         path = Path(env).expanduser()
         if not path.is_file():
             raise CheckpointNotFoundError(f"{path}: checkpoint file not found (set by ${ENV_CHECKPOINT})")
         return path
-    variant = variant or DEFAULT_VARIANT
-    path = checkpoint_dir() / VARIANT_FILES[variant]
-    if path.is_file():
-        return path
-    raise CheckpointNotFoundError(
-        f"no RobustSAM checkpoint for {variant}: {path} does not exist and ${ENV_CHECKPOINT} is not set.\n"
-        f"  Download {VARIANT_FILES[variant]} ({APPROX_SIZES[variant]}) from\n"
+    return hub_checkpoint(DEFAULT_VARIANT)
+
+
+def _placement_help(variant: str) -> str:
+    cache = hub_cache_dir()
+    return (
+        f"  The file is {HUB_FILES[variant]} ({APPROX_SIZES[variant]}) of the Hub repository {HUB_REPO}:\n"
         f"    {checkpoint_url(variant)}\n"
-        f"  (published by the RobustSAM authors) and either put it in {path.parent}, set "
-        f"${ENV_CHECKPOINT} to its path, or pass the path explicitly.\n"
-        f"  Online, this does it: python -c \"from robustsam_prior.hub import download_checkpoint; "
-        f"download_checkpoint('{variant}')\""
+        f"  Either put it into the Hub cache {cache} (on a machine with a network, "
+        f"`hf download {HUB_REPO} {HUB_FILES[variant]}` fills {cache / _repo_folder()}; copy that folder "
+        f"here), or download the file anywhere and pass --prior-checkpoint PATH (or set ${ENV_CHECKPOINT})."
     )
 
 
-def download_checkpoint(variant: str = DEFAULT_VARIANT, *, sha256: str | None = None) -> Path:
-    """Download the official checkpoint of ``variant`` into :func:`checkpoint_dir` (resumable)."""
+def _repo_folder() -> str:
+    return "models--" + HUB_REPO.replace("/", "--")
+
+
+def hub_checkpoint(variant: str) -> Path:
+    """The official checkpoint of ``variant`` from the Hub cache, downloaded first when it is not there
+    (unless offline), and checked against its sha256. See :func:`resolve_checkpoint` for the errors."""
     v = normalize_variant(variant)
     if v is None:
-        raise ValueError(f"unknown RobustSAM variant {variant!r}; known: {', '.join(VARIANT_FILES)}")
-    return download(checkpoint_url(v), checkpoint_dir() / VARIANT_FILES[v], sha256=sha256)
-
-
-def _verify(path: Path, size: int | None, sha256: str | None, url: str) -> None:
-    actual = path.stat().st_size
-    if size is not None and actual != size:
-        raise DownloadError(f"{url}: downloaded {actual} bytes, expected {size}")
-    if sha256 is not None:
-        digest = sha256_file(path)
-        if digest.lower() != sha256.lower():
-            raise DownloadError(f"{url}: sha256 mismatch: got {digest}, expected {sha256.lower()}")
-
-
-def download(
-    url: str,
-    dest: str | os.PathLike,
-    sha256: str | None = None,
-    size: int | None = None,
-    *,
-    retries: int = 3,
-    timeout: float = 60.0,
-    chunk_size: int = 1 << 20,
-    progress: bool = True,
-) -> Path:
-    """Download ``url`` to ``dest`` and return ``dest``.
-
-    Bytes go to ``dest + ".part"``; an existing ``.part`` (an earlier interrupted run) is resumed
-    with ``Range: bytes=N-`` (a server that ignores the range restarts it from zero). A connection
-    dropped mid-transfer is resumed up to ``retries`` times. At the end the size (``size``, else the
-    server's announced length) and ``sha256`` are checked: on a mismatch the partial file is deleted
-    and :class:`DownloadError` is raised, leaving no ``dest``; on success the file is renamed to
-    ``dest`` atomically. An existing ``dest`` that passes the checks is returned without a download;
-    one that fails them raises (it is never overwritten silently).
-    """
-    from robustsam_prior.progress import progress_bar
-
-    dest = Path(dest)
-    if dest.exists():
-        _verify(dest, size, sha256, f"{dest} (existing file)")
-        logger.info("%s already present", dest)
-        return dest
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    part = dest.with_name(dest.name + ".part")
-    if part.exists() and size is not None and part.stat().st_size > size:
-        part.unlink()  # longer than the whole file: not a prefix of it
-    expected_total = size
-    attempt = 0
-    bar = None
+        raise ValueError(f"unknown RobustSAM variant {variant!r}; known: {', '.join(HUB_NAMES)}")
+    name = hub_name(v)
     try:
-        while True:
-            have = part.stat().st_size if part.exists() else 0
-            if size is not None and have == size:
-                break
-            request = urllib.request.Request(url, headers={"User-Agent": "robustsam-restore"})
-            if have:
-                request.add_header("Range", f"bytes={have}-")
-            try:
-                with urllib.request.urlopen(request, timeout=timeout) as resp:
-                    status = resp.status
-                    if have and status != 206:
-                        logger.info("%s: server ignored the range request; restarting", url)
-                        have = 0
-                    length = resp.headers.get("Content-Length")
-                    if length is not None and expected_total is None:
-                        expected_total = have + int(length)
-                    if bar is None:
-                        bar = progress_bar(total=expected_total, initial=have, unit="B", unit_scale=True,
-                                           desc=dest.name, disable=not progress)
-                    else:
-                        bar.reset(total=expected_total)
-                        bar.update(have)
-                    with open(part, "ab" if have else "wb") as f:
-                        while block := resp.read(chunk_size):
-                            f.write(block)
-                            bar.update(len(block))
-                        f.flush()
-                        os.fsync(f.fileno())
-                got = part.stat().st_size
-                if expected_total is not None and got < expected_total:
-                    raise http.client.IncompleteRead(b"", expected_total - got)
-                break
-            except urllib.error.HTTPError as e:
-                if e.code == 416 and have:  # range beyond the end: the .part may already be complete
-                    break
-                raise DownloadError(f"{url}: HTTP {e.code} {e.reason}") from e
-            except (http.client.HTTPException, urllib.error.URLError, OSError, TimeoutError) as e:
-                attempt += 1
-                if attempt > retries:
-                    raise DownloadError(
-                        f"{url}: download interrupted ({type(e).__name__}: {e}); {part} keeps "
-                        f"{part.stat().st_size if part.exists() else 0} bytes, run again to resume"
-                    ) from e
-                logger.warning("%s: interrupted (%s); resuming (attempt %d of %d)", url, e, attempt, retries)
-    finally:
-        if bar is not None:
-            bar.close()
+        import huggingface_hub
+    except ImportError:
+        raise CheckpointNotFoundError(
+            f"{name} is a Hugging Face Hub name, and huggingface_hub is not installed: install the hub extra "
+            f"(pip install 'robustsam-restore[hub]') to download it, or:\n{_placement_help(v)}"
+        ) from None
+    offline = hub_offline()
+    cache = hub_cache_dir()
     try:
-        _verify(part, size if size is not None else expected_total, sha256, url)
-    except DownloadError:
-        part.unlink(missing_ok=True)
-        raise
-    with open(part, "rb") as f:
-        os.fsync(f.fileno())
-    os.replace(part, dest)
-    logger.info("downloaded %s -> %s", url, dest)
-    return dest
+        found = huggingface_hub.hf_hub_download(
+            HUB_REPO, HUB_FILES[v], revision=HUB_REVISION, cache_dir=str(cache), local_files_only=offline)
+    except (OSError, ValueError) as e:  # not cached offline, no network, HTTP errors: all OSErrors
+        why = ("it is not in the Hub cache and HF_HUB_OFFLINE is set" if offline
+               else f"it is not in the Hub cache and the download failed ({type(e).__name__}: {e})")
+        raise CheckpointNotFoundError(f"{name}: {why}.\n{_placement_help(v)}") from None
+    path = Path(found)
+    check_hub_sha256(path, name)
+    return path
+
+
+_verified: dict[tuple[str, int, int], str] = {}  # (blob, size, mtime_ns) -> sha256 already checked
+
+
+def expected_sha256(path: Path) -> str | None:
+    """The sha256 the Hub lists for a file of the Hub cache: the name of the blob that the snapshot entry
+    ``path`` points to (Git LFS object ids are sha256 digests). ``None`` where the entry is not a link
+    into ``blobs/`` (a cache that copies files) or the blob is not named by a sha256 (a small, non-LFS file)."""
+    blob = Path(os.path.realpath(path))
+    if blob.parent.name == "blobs" and _SHA256.fullmatch(blob.name):
+        return blob.name
+    return None
+
+
+def check_hub_sha256(path: Path, name: str) -> str:
+    """Hash ``path`` (once per process and file version) and compare with :func:`expected_sha256`;
+    returns the digest. ``ChecksumError`` on a mismatch."""
+    from .fileio import sha256_file
+
+    blob = Path(os.path.realpath(path))
+    st = blob.stat()
+    key = (str(blob), st.st_size, st.st_mtime_ns)
+    if key in _verified:
+        return _verified[key]
+    expected = expected_sha256(path)
+    digest = sha256_file(blob)
+    if expected is None:
+        logger.warning("%s: %s is not a Hub-cache blob named by its sha256; its content cannot be checked",
+                       name, path)
+    elif digest != expected:
+        raise ChecksumError(
+            f"{name}: sha256 mismatch for {path}: the content has sha256 {digest}, the Hub lists {expected} "
+            f"for {HUB_REPO}/{HUB_FILES[HUB_NAMES[name]]} (a truncated or altered download); delete {blob} and "
+            "run again to download it anew"
+        )
+    _verified[key] = digest
+    return digest

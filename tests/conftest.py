@@ -22,6 +22,14 @@ def robustsam_reference_dir() -> Path:
 
 
 @pytest.fixture(autouse=True)
+def _offline_hub(monkeypatch, tmp_path_factory):
+    """No test reaches the Hugging Face Hub or a user's Hub cache: ``HF_HUB_OFFLINE=1`` and an empty
+    ``HF_HUB_CACHE`` (``robustsam_prior.hub`` reads both at call time)."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path_factory.mktemp("hub-cache")))
+
+
+@pytest.fixture(autouse=True)
 def _seed_everything():
     """Every test starts from the same global RNG state (tests that need randomness still pass seeds)."""
     import numpy as np

@@ -2,9 +2,9 @@
 
 Each image is decoded, keyed by its content and the prior's meta, and run through the prior unless a
 valid entry exists (so an interrupted run resumes where it stopped; corrupt entries are recomputed).
-Under ``torchrun`` (``WORLD_SIZE`` > 1) the sorted file list is sharded: rank ``r`` of ``W`` takes
-files ``r, r + W, r + 2W, ...``; the ranks meet at a barrier (gloo, works on CPU) and rank 0 prints
-the summary of all of them. Every rank exits non-zero if any file failed on any rank.
+Under ``torchrun`` (``WORLD_SIZE`` > 1) the sorted file list is sharded (:mod:`._distributed`: rank
+``r`` of ``W`` takes files ``r, r + W, r + 2W, ...``); the ranks meet at a barrier (gloo, works on CPU)
+and rank 0 prints the summary of all of them. Every rank exits non-zero if any file failed on any rank.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from ._common import (
     prior_config_option,
     stock_encoder_option,
 )
+from ._distributed import distributed_context, gather, merge_summaries, shard
 
 logger = logging.getLogger(__name__)
 
@@ -48,19 +49,6 @@ def parse_options(pairs: tuple[str, ...]) -> dict[str, Any]:
     return options
 
 
-def distributed_context() -> tuple[int, int, bool]:
-    """``(rank, world_size, initialised_here)``; starts a gloo process group when ``WORLD_SIZE`` > 1."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return 0, 1, False
-    import torch.distributed as dist
-
-    if dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size(), False
-    dist.init_process_group(backend="gloo")
-    return dist.get_rank(), dist.get_world_size(), True
-
-
 def fill_cache(
     items: list[tuple[Path, Path]],
     prior: Any,
@@ -76,14 +64,14 @@ def fill_cache(
     from ._common import process_files
 
     cache = PriorCache(cache_root)
-    shard = items[rank::world_size]
+    mine = shard(items, rank, world_size)
 
     def one(src: Path, rel: Path) -> None:
         image = read_image(src)
         cache.get_or_compute(prior, to_tensor(image.pixels))
 
     desc = "prior-cache" if world_size == 1 else f"prior-cache[rank {rank}]"
-    summary = process_files(shard, one, desc=desc)
+    summary = process_files(mine, one, desc=desc)
     return summary, dict(cache.stats)
 
 
@@ -93,8 +81,8 @@ def fill_cache(
 @click.option(
     "--prior-checkpoint",
     "checkpoint",
-    help="Checkpoint for robustsam/sam: a file or a variant name (vit_b/vit_l/vit_h); default: "
-    "$ROBUSTSAM_CHECKPOINT or the cache folder.",
+    help="Checkpoint for robustsam/sam: a file or a Hub name (robustsam-vit-b/-l/-h, downloaded into the Hub cache); default: "
+    "$ROBUSTSAM_CHECKPOINT, else robustsam-vit-b.",
 )
 @prior_config_option()
 @stock_encoder_option
@@ -167,12 +155,8 @@ def prior_cache(
             raise click.ClickException(str(e)) from None
         summary, stats = fill_cache(items, prior, cache_dir, rank=rank, world_size=world)
         if world > 1:
-            import torch.distributed as dist
-
-            gathered: list = [None] * world
-            dist.all_gather_object(gathered, (summary, stats))
-            dist.barrier()
-            summary = _merge([s for s, _ in gathered])
+            gathered = gather((summary, stats), world)
+            summary = merge_summaries([s for s, _ in gathered], "prior-cache")
             stats = {k: sum(st[k] for _, st in gathered) for k in stats}
     finally:
         if owned:
@@ -206,14 +190,3 @@ def prior_cache(
     )
     summary.report_and_exit()
 
-
-def _merge(summaries: list):
-    from ._common import RunSummary
-
-    merged = RunSummary(desc="prior-cache")
-    for s in summaries:
-        merged.processed += s.processed
-        merged.skipped += s.skipped
-        merged.failed += s.failed
-        merged.seconds = max(merged.seconds, s.seconds)
-    return merged

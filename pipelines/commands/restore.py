@@ -9,6 +9,10 @@ fails is reported and the others are still processed; the command exits 1 if any
 No output is ever written over an input, ``--overwrite`` or not: OUTPUT must not be INPUT (nor, for
 a single file, the folder holding it), through links included. An OUTPUT folder inside INPUT is
 left out of the ``--recursive`` walk, so re-runs do not restore earlier outputs again.
+
+Under ``torchrun`` the files are sharded over the processes as ``prior-cache`` does
+(:mod:`._distributed`; each process on its own GPU where there are GPUs) and rank 0 prints the summary
+of all of them.
 """
 
 from __future__ import annotations
@@ -67,6 +71,7 @@ def run_restore(
     from robustsam_prior.checkpoint import CheckpointError
     from robustsam_prior.io import is_image_file
 
+    from . import _distributed as ddp
     from ._common import plan_inputs, process_files, refuse_overwrites, start_output
 
     if tile is not None and tile < 0:
@@ -81,41 +86,54 @@ def run_restore(
         raise click.BadParameter("must be >= 0 pixels (0 = off)", param_hint="--guided-radius")
     items = plan_inputs(input, output, recursive=recursive)
     refuse_overwrites((src, output_path(input, output, rel)) for src, rel in items if is_image_file(src))
+    rank, world, owned = ddp.distributed_context()
     try:
-        restorer = Restorer.load(
-            model, task=task, prior=prior, prior_checkpoint=prior_checkpoint, device=device, tile=tile,
-            local_pool=local_pool, self_ensemble=self_ensemble, guided_radius=guided_radius,
-            force_prior=force_prior, prior_config=prior_config and prior_config.config,
-            fast_encoder=not stock_encoder,
-        )
-    except (CheckpointError, ValueError, KeyError, FileNotFoundError) as e:
-        raise click.ClickException(str(e).strip("'\"")) from e
-    if prior_config is not None and restorer.prior is not None:  # a mismatch is found now, not on each file
         try:
-            restorer.prior.model  # noqa: B018 - builds and loads the prior's network
-        except (CheckpointError, ValueError) as e:
-            raise click.ClickException(prior_config_mismatch(e, prior_config)) from e
-    logger.info("%s with model %s (prior %s, device %s, self-ensemble %s)", task, restorer.name,
-                getattr(restorer.prior, "name", None), restorer.device, self_ensemble)
+            restorer = Restorer.load(
+                model, task=task, prior=prior, prior_checkpoint=prior_checkpoint, device=device, tile=tile,
+                local_pool=local_pool, self_ensemble=self_ensemble, guided_radius=guided_radius,
+                force_prior=force_prior, prior_config=prior_config and prior_config.config,
+                fast_encoder=not stock_encoder,
+            )
+        except (CheckpointError, ValueError, KeyError, FileNotFoundError) as e:
+            raise click.ClickException(str(e).strip("'\"")) from e
+        if prior_config is not None and restorer.prior is not None:  # a mismatch is found now, not on each file
+            try:
+                restorer.prior.model  # noqa: B018 - builds and loads the prior's network
+            except (CheckpointError, ValueError) as e:
+                raise click.ClickException(prior_config_mismatch(e, prior_config)) from e
+        logger.info("%s with model %s (prior %s, device %s, self-ensemble %s)", task, restorer.name,
+                    getattr(restorer.prior, "name", None), restorer.device, self_ensemble)
 
-    single_target = input.is_file() and is_image_file(output)
-    start_output(output.parent if single_target else output, recursive=not single_target)
-    todo, done = [], []
-    for src, rel in items:
-        dst = output_path(input, output, rel)
-        if is_image_file(src) and dst.exists() and not overwrite:
-            done.append(rel)
-        else:
-            todo.append((src, rel))
+        single_target = input.is_file() and is_image_file(output)
+        if rank == 0:  # before any rank writes: another rank's fresh temporary file is never stale
+            start_output(output.parent if single_target else output, recursive=not single_target)
+        ddp.barrier(world)
+        todo, done = [], []
+        for src, rel in ddp.shard(items, rank, world):
+            dst = output_path(input, output, rel)
+            if is_image_file(src) and dst.exists() and not overwrite:
+                done.append(rel)
+            else:
+                todo.append((src, rel))
 
-    def restore_one(src: Path, rel: Path) -> None:
-        dst = output_path(input, output, rel)
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        restorer.restore_file(src, dst)
+        def restore_one(src: Path, rel: Path) -> None:
+            dst = output_path(input, output, rel)
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            restorer.restore_file(src, dst)
 
-    summary = process_files(todo, restore_one, desc=task)
-    summary.skipped.extend((rel, "output exists (use --overwrite)") for rel in done)
-    if done and not summary.failed and not summary.processed:
+        summary = process_files(todo, restore_one, desc=task)
+        summary.skipped.extend((rel, "output exists (use --overwrite)") for rel in done)
+        gathered = ddp.gather((summary, len(done)), world)
+    finally:
+        ddp.close(owned)
+    summary = ddp.merge_summaries([s for s, _ in gathered], task) if world > 1 else summary
+    done_anywhere = sum(n for _, n in gathered)
+    if rank != 0:  # rank 0 reports for everyone; the others share its exit status
+        if summary.failed or not (summary.processed or done_anywhere):
+            raise SystemExit(1)
+        return
+    if done_anywhere and not summary.failed and not summary.processed:
         click.echo(summary.line() + " (all outputs exist; --overwrite to redo)")
         return
     summary.report_and_exit()
@@ -137,9 +155,9 @@ def _command(task: str) -> click.Command:
                        "an error unless --force-prior.")
     @click.option("--force-prior", is_flag=True,
                   help="Run the model on --prior even though it was trained with another prior.")
-    @click.option("--prior-checkpoint", default=None, metavar="PATH",
-                  help="RobustSAM/SAM weights for --prior robustsam|sam (default: $ROBUSTSAM_CHECKPOINT "
-                       "or the cache folder).")
+    @click.option("--prior-checkpoint", default=None, metavar="PATH|NAME",
+                  help="RobustSAM/SAM weights for --prior robustsam|sam: a file or a Hub name "
+                       "(robustsam-vit-b/-l/-h); default: $ROBUSTSAM_CHECKPOINT, else robustsam-vit-b.")
     @prior_config_option()
     @stock_encoder_option
     @click.option("--tile", type=int, default=None,

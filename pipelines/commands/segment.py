@@ -1,32 +1,51 @@
-"""``robustsam-restore segment``: prompted or automatic RobustSAM masks for one image
-(:func:`robustsam_prior.segment.segment_image`).
+"""``robustsam-restore segment``: prompted or automatic RobustSAM masks for an image or a folder of
+images (:func:`robustsam_prior.segment.segment_image`), the way segment-anything's ``scripts/amg.py``
+is used.
 
-Writes into the OUTPUT folder:
+For one image, writes into the OUTPUT folder (for a folder INPUT, into ``OUTPUT/<name>/`` per image,
+``<name>`` the image's relative path without its suffix, or with it where two images share a stem):
 
-- ``overlay.png``: the image with each mask (or region) tinted in its own colour;
+- ``overlay.png``: the image with each mask (or region) tinted in its own colour and the prompts marked
+  (green/red discs for foreground/background points, a blue box outline; ``--auto``: small white discs
+  on the grid points whose masks were kept);
 - prompted mode: ``mask_<i>.png`` (8-bit grayscale, 255 inside) per returned mask;
   ``--auto``: ``labels.png``, a 16-bit grayscale PNG whose sample value is the region id
-  (:func:`robustsam_prior.masks_to_label_map`: non-overlapping regions 0..K-1);
-- ``scores.json``: predicted IoU per mask (plus area, and for ``--auto`` stability score, bbox and
-  the region ids), the checkpoint's path and sha256 and the settings used.
+  (:func:`robustsam_prior.masks_to_label_map`: non-overlapping regions 0..K-1), and beside it the
+  overlapping masks: ``masks/<i>.png`` per mask and ``masks.json``, a list of segment-anything's records
+  (``segmentation`` as COCO RLE, compressed when pycocotools is installed, ``area``, ``bbox`` XYWH,
+  ``predicted_iou``, ``stability_score``, ``point_coords``, ``crop_box``);
+- ``scores.json``: predicted IoU per mask (plus area, and for ``--auto`` the record fields, region ids
+  and how many candidates each filter kept), the checkpoint's path and sha256 and the settings used.
 
-Prompts are checked against the image before the model is loaded: coordinates must be finite and
+``--auto`` with no mask left says which filter removed the candidates (``pred_iou_thresh``,
+``stability_score_thresh``, the crop edge, box NMS or the minimum region area) with the counts.
+
+Prompts are checked against every image before the model is loaded: coordinates must be finite and
 points must lie on the image (x in [0, W), y in [0, H)), a box inside [0, W] x [0, H]. An image that
-cannot be read is a one-line error naming the file. Nothing is written until every result is known,
-so a bad prompt, an unreadable image or a score JSON cannot hold (NaN) leaves OUTPUT as it was.
+cannot be read is a one-line error naming the file (in a folder, that file fails and the others go on).
+Nothing of an image is written until all of its results are known, so a bad prompt, an unreadable image
+or a score JSON cannot hold (NaN) leaves its output as it was. Under ``torchrun`` the images of a folder
+are sharded over the processes as ``prior-cache`` does (:mod:`._distributed`).
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import os
 from pathlib import Path
 
 import click
 
 from robustsam_prior.automatic_limits import MAX_POINTS_PER_SIDE
 
-from ._common import PriorConfigArg, prior_config_mismatch, prior_config_option, stock_encoder_option
+from ._common import (
+    PriorConfigArg,
+    max_pixels_option,
+    prior_config_mismatch,
+    prior_config_option,
+    stock_encoder_option,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -94,14 +113,39 @@ def _unit_interval(ctx: click.Context, param: click.Parameter, value: float) -> 
     return value
 
 
+def _image_size(path: Path) -> tuple[int, int] | None:
+    """``(H, W)`` from the header, after EXIF orientation (as ``read_image`` applies it); None where the
+    header cannot be read (reading the image reports it)."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            w, h = im.size
+            if im.getexif().get(0x0112) in (5, 6, 7, 8):  # transposed orientations
+                w, h = h, w
+            return h, w
+    except Exception:  # noqa: BLE001 - any unreadable header is reported when the image is read
+        return None
+
+
+def output_folder(input: Path, output: Path, rel: Path, shared: set[Path]) -> Path:
+    """Where the results of ``rel`` go: OUTPUT itself for a single image, else ``OUTPUT/<rel without
+    suffix>`` (with the suffix where another image shares the stem)."""
+    if input.is_file():
+        return output
+    return output / (rel if rel in shared else rel.with_suffix(""))
+
+
 @click.command("segment")
-@click.argument("image", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("input", type=click.Path(exists=True, path_type=Path))
 @click.argument("output", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--points", "points_text", help='Point prompts "x,y,label;..." (label 1 foreground, 0 background).')
 @click.option("--box", "box_text", help="Box prompt x0,y0,x1,y1 in image pixels.")
-@click.option("--auto", is_flag=True, help="Automatic masks over a point grid, written as one label map.")
-@click.option("--prior-checkpoint", "checkpoint", help="RobustSAM checkpoint file or variant name (vit_b/vit_l/vit_h); "
-              "default: $ROBUSTSAM_CHECKPOINT or the cache folder.")
+@click.option("--auto", is_flag=True, help="Automatic masks over a point grid: one PNG per mask, COCO RLE "
+              "masks.json and one label map.")
+@click.option("--recursive", is_flag=True, help="A folder INPUT: also take images in sub-folders.")
+@click.option("--prior-checkpoint", "checkpoint", help="RobustSAM checkpoint file or Hub name (robustsam-vit-b/-l/-h, downloaded into the Hub cache); "
+              "default: $ROBUSTSAM_CHECKPOINT, else robustsam-vit-b.")
 @prior_config_option("--config")
 @stock_encoder_option
 @click.option("--path", "path", type=click.Choice(["robust", "sam"]), default="robust", show_default=True,
@@ -115,14 +159,20 @@ def _unit_interval(ctx: click.Context, param: click.Parameter, value: float) -> 
               help="--auto: min predicted IoU, in [0, 1].")
 @click.option("--stability-thresh", type=float, default=0.95, show_default=True, callback=_unit_interval,
               help="--auto: min stability score, in [0, 1].")
+@click.option("--box-nms-thresh", type=float, default=0.7, show_default=True, callback=_unit_interval,
+              help="--auto: box IoU above which the lower-scored of two masks is dropped, in [0, 1].")
+@click.option("--min-mask-region-area", type=click.IntRange(min=0), default=0, show_default=True,
+              help="--auto: remove islands and holes smaller than this many pixels (0 = off).")
 @click.option("--device", default="cpu", show_default=True, help="torch device: cpu, cuda, cuda:N or auto.")
-@click.option("--json", "as_json", is_flag=True, help="Also print scores.json to stdout.")
+@click.option("--json", "as_json", is_flag=True, help="Also print scores.json (a folder: a summary) to stdout.")
+@max_pixels_option
 def segment(
-    image: Path,
+    input: Path,
     output: Path,
     points_text: str | None,
     box_text: str | None,
     auto: bool,
+    recursive: bool,
     checkpoint: str | None,
     prior_config: PriorConfigArg | None,
     stock_encoder: bool,
@@ -132,10 +182,13 @@ def segment(
     points_per_side: int,
     pred_iou_thresh: float,
     stability_thresh: float,
+    box_nms_thresh: float,
+    min_mask_region_area: int,
     device: str,
     as_json: bool,
 ) -> None:
-    """Segment IMAGE with RobustSAM; write overlay, masks and scores into the folder OUTPUT."""
+    """Segment INPUT (an image or a folder of images) with RobustSAM; write overlay, masks and scores into
+    the folder OUTPUT (one sub-folder per image for a folder)."""
     if auto and (points_text or box_text):
         raise click.UsageError("--auto cannot be combined with --points/--box")
     if not auto and not (points_text or box_text):
@@ -146,57 +199,108 @@ def segment(
     from restore.inference import resolve_device
     from robustsam_prior.checkpoint import CheckpointError
     from robustsam_prior.hub import resolve_checkpoint
-    from robustsam_prior.io import read_image
+    from robustsam_prior.io import is_image_file, read_image
     from robustsam_prior.loading import build_robustsam
     from robustsam_prior.segment import segment_image
+
+    from . import _distributed as ddp
+    from ._common import plan_inputs, process_files, shared_stems, start_output
 
     try:
         device = str(resolve_device(device))
     except ValueError as e:  # a name torch does not know, or cuda on a machine without a GPU
         raise click.BadParameter(str(e), param_hint="--device") from None
-    try:  # before the model: a bad file or prompt should not wait for a checkpoint to load
-        data = read_image(image)
-    except (ValueError, OSError) as e:  # ImageReadError names the file and the reason
-        raise click.ClickException(str(e) if str(image) in str(e) else f"cannot read image {str(image)!r}: {e}") from None
-    h, w = data.pixels.shape[:2]
-    check_prompts_inside(coords, box, h, w, str(image))
-    try:
-        # no --prior-checkpoint: the official file of the --prior-config variant (or $ROBUSTSAM_CHECKPOINT)
-        ckpt = resolve_checkpoint(checkpoint if checkpoint is not None else prior_config and prior_config.config)
-    except (CheckpointError, ValueError) as e:
-        raise click.ClickException(str(e)) from e
-    try:
-        model = build_robustsam(prior_config and prior_config.config, ckpt, bn_mode=bn_mode,
-                                fast=not stock_encoder, device=device)
-    except (CheckpointError, ValueError) as e:
-        raise click.ClickException(prior_config_mismatch(e, prior_config)) from e
-    try:
-        result = segment_image(
-            model,
-            data.pixels,
-            points=coords,
-            point_labels=labels,
-            box=box,
-            auto=auto,
-            path=path,
-            multimask=multimask,
-            points_per_side=points_per_side,
-            pred_iou_thresh=pred_iou_thresh,
-            stability_score_thresh=stability_thresh,
-            progress=True,
-            image_name=str(image),
-        )
-    except ValueError as e:  # more regions than a 16-bit label map holds
-        raise click.ClickException(str(e)) from None
-    try:  # a NaN score (a broken checkpoint) is refused here, before any file is written
-        text = result.to_json()
-    except ValueError as e:
-        raise click.ClickException(f"{image}: the model's scores cannot be saved ({e}); nothing written") from None
-    try:
-        result.write(output)
-    except OSError as e:
-        raise click.ClickException(f"cannot write into {output}: {e}") from None
-    if as_json:
-        click.echo(text)
+    single = input.is_file()
+    if single:
+        try:  # before the model: a bad file or prompt should not wait for a checkpoint to load
+            first = read_image(input)
+        except (ValueError, OSError) as e:  # ImageReadError names the file and the reason
+            raise click.ClickException(str(e) if str(input) in str(e) else f"cannot read image {str(input)!r}: {e}") from None
+        items = [(input, Path(input.name))]
+        check_prompts_inside(coords, box, *first.pixels.shape[:2], str(input))
     else:
-        click.echo(f"{image}: {len(result.scores['masks'])} masks -> {output}")
+        items = [(src, rel) for src, rel in plan_inputs(input, output, recursive=recursive) if is_image_file(src)]
+        if coords is not None or box is not None:
+            for src, _ in items:
+                size = _image_size(src)
+                if size is not None:
+                    check_prompts_inside(coords, box, *size, str(src))
+    shared = shared_stems(rel for _, rel in items)
+    if single:  # one image: rank 0 alone under torchrun, without a process group (nothing to share)
+        if int(os.environ.get("RANK", "0")) != 0:
+            return
+        rank, world, owned = 0, 1, False
+    else:
+        rank, world, owned = ddp.distributed_context()
+    try:
+        try:
+            # no --prior-checkpoint: the official file of the --config variant (or $ROBUSTSAM_CHECKPOINT)
+            ckpt = resolve_checkpoint(checkpoint if checkpoint is not None else prior_config and prior_config.config)
+        except (CheckpointError, ValueError) as e:
+            raise click.ClickException(str(e)) from e
+        try:
+            model = build_robustsam(prior_config and prior_config.config, ckpt, bn_mode=bn_mode,
+                                    fast=not stock_encoder, device=device)
+        except (CheckpointError, ValueError) as e:
+            raise click.ClickException(prior_config_mismatch(e, prior_config)) from e
+        if rank == 0 and not single:
+            start_output(output)
+        ddp.barrier(world)
+        reports: dict[str, dict] = {}
+
+        def one(src: Path, rel: Path) -> None:
+            data = first if single else read_image(src)
+            try:
+                result = segment_image(
+                    model, data.pixels, points=coords, point_labels=labels, box=box, auto=auto, path=path,
+                    multimask=multimask, points_per_side=points_per_side, pred_iou_thresh=pred_iou_thresh,
+                    stability_score_thresh=stability_thresh, box_nms_thresh=box_nms_thresh,
+                    min_mask_region_area=min_mask_region_area, progress=single, image_name=str(src))
+            except ValueError as e:  # more regions than a 16-bit label map holds
+                raise click.ClickException(str(e)) from None
+            try:  # a NaN score (a broken checkpoint) is refused here, before any file is written
+                text = result.to_json()
+            except ValueError as e:
+                raise click.ClickException(f"{src}: the model's scores cannot be saved ({e}); nothing written") from None
+            out = output_folder(input, output, rel, shared)
+            try:
+                result.write(out)
+            except OSError as e:
+                raise click.ClickException(f"cannot write into {out}: {e}") from None
+            n = len(result.scores["masks"])
+            why = result.scores.get("no_masks")
+            if why and not (single and as_json):
+                click.echo(f"{src}: 0 masks: {why}", err=not single)
+            reports[rel.as_posix()] = {"output": str(out), "masks": n, **({"no_masks": why} if why else {}),
+                                       **({"text": text} if single else {})}
+
+        if single:
+            one(input, items[0][1])
+            summary = None
+        else:
+            summary = process_files(ddp.shard(items, rank, world), one, desc="segment")
+        gathered = ddp.gather((summary, reports), world)
+    finally:
+        ddp.close(owned)
+    if single:
+        report = reports[items[0][1].as_posix()]
+        if as_json:
+            click.echo(report["text"])
+        elif "no_masks" not in report:
+            click.echo(f"{input}: {report['masks']} masks -> {output}")
+        return
+    summary = ddp.merge_summaries([s for s, _ in gathered], "segment")
+    for _, r in gathered:
+        reports.update(r)
+    if rank != 0:
+        ddp.exit_other_rank(summary)
+        return
+    if as_json:
+        from robustsam_prior.fileio import json_dumps
+
+        click.echo(json_dumps({
+            "images": dict(sorted(reports.items())),
+            "failed": {str(rel): msg for rel, msg in summary.failed},
+            "world_size": world,
+        }))
+    summary.report_and_exit()

@@ -46,16 +46,15 @@ def load_train_config(path: str, overrides: tuple[str, ...] | list[str]):
 
 
 def train_robustsam(cfg, *, recipe: str, overrides: tuple[str, ...], resume: bool, as_json: bool) -> None:
-    """The ``kind: robustsam`` branch: RobustSAM anti-degradation training (single process), with the
-    restoration branch's rules for ``--resume`` and existing runs."""
+    """The ``kind: robustsam`` branch: RobustSAM anti-degradation training (DDP under torchrun), with the
+    restoration branch's rules for ``--resume`` and existing runs; rank 0 alone writes and reports."""
     import os
     from pathlib import Path
 
     from pipelines.config import save_resolved, to_dict
     from robustsam_prior.training.trainer import train_from_options
 
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        raise click.ClickException(f"{recipe}: kind 'robustsam' trains in one process; run it without torchrun")
+    main_rank = int(os.environ.get("RANK", "0")) == 0
     out = Path(cfg.output_dir)
     state = out / "state" / "latest.pt"
     final = out / "models" / "final.safetensors"
@@ -66,9 +65,12 @@ def train_robustsam(cfg, *, recipe: str, overrides: tuple[str, ...], resume: boo
         raise click.ClickException(
             f"{out} already holds a run ({held}); pass --resume to continue it or choose another output_dir"
         )
-    save_resolved(cfg, out / "config.yml", source=recipe, overrides=overrides)
+    if main_rank:
+        save_resolved(cfg, out / "config.yml", source=recipe, overrides=overrides)
     with run_errors_as_click_errors():
         summary = train_from_options(cfg, resolved_config=to_dict(cfg), resume=resume)
+    if not main_rank:
+        return
     if as_json:
         click.echo(json_dumps(jsonable(summary), indent=2))
         return

@@ -17,7 +17,8 @@ same model (``path="sam"``). The ``sam`` prior also accepts a Meta SAM checkpoin
 (``sam_vit_{b,l,h}_*.pth``, the paper's "SAM as prior" baseline): its labels and
 ``image_embedding`` are then vanilla SAM's, and ``robust_mask_features`` is left out (those modules
 are not in the file). The ``robustsam`` prior refuses a SAM checkpoint with the loader's error. Both need a checkpoint: ``checkpoint=`` a path, else
-``$ROBUSTSAM_CHECKPOINT``, else the cache folder (:func:`robustsam_prior.hub.resolve_checkpoint`).
+``$ROBUSTSAM_CHECKPOINT``, else the official file of the config's variant (default vit_b) from the
+Hugging Face Hub cache (:func:`robustsam_prior.hub.resolve_checkpoint`).
 """
 
 from __future__ import annotations

@@ -23,6 +23,9 @@ BatchNorm: ``bn_mode="batch"`` while training (per-image statistics, as the offi
 which decodes one image at a time in train mode); running statistics are updated for later
 ``bn_mode="running"`` inference. :meth:`AntiDegradationTrainer.train` puts the model back in eval
 mode with the BN mode it had before.
+
+Several processes: under ``torchrun`` the same loop trains with DDP, each rank on its share of every
+global batch (:mod:`.distributed` says how that equals the single-process run); rank 0 alone writes files.
 """
 
 from __future__ import annotations
@@ -87,17 +90,34 @@ def set_trainable(model: torch.nn.Module, *, train_sam_decoder: bool = False) ->
 
 
 class AntiDegradationTrainer:
-    """Trains a :class:`~robustsam_prior.modeling.robustsam.RobustSam` in place (see module docstring)."""
+    """Trains a :class:`~robustsam_prior.modeling.robustsam.RobustSam` in place (see module docstring).
 
-    def __init__(self, model: torch.nn.Module, config: AntiDegradationConfig = AntiDegradationConfig()) -> None:
+    ``rank``/``world_size`` > 1 (a started process group, :func:`.distributed.init_distributed`): the model
+    trains in DDP and :meth:`step` takes the global batch, of which this rank trains on its share.
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        config: AntiDegradationConfig = AntiDegradationConfig(),
+        *,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
         self.model = model
         self.config = config
+        self.rank, self.world = rank, world_size
         self.trainable = set_trainable(model, train_sam_decoder=config.train_sam_decoder)
         params = [p for p in model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
         self.transform = ResizeLongestSide(model.image_size)
         self.step_count = 0
         self.inference_bn_mode = model.bn_mode  # restored by train() when it finishes
+        self._ddp = None
+        if world_size > 1:
+            from .distributed import wrap_ddp
+
+            self._ddp = wrap_ddp(model, self.compute_losses, find_unused=config.train_sam_decoder)
 
     @property
     def device(self) -> torch.device:
@@ -171,13 +191,23 @@ class AntiDegradationTrainer:
         return {k: torch.stack([t[k] for t in per_pair]).mean() for k in per_pair[0]}
 
     def step(self, batch: list[TrainingPair]) -> dict[str, float]:
-        """One optimisation step (BatchNorm in ``config.bn_mode``); returns the loss terms as floats."""
+        """One optimisation step (BatchNorm in ``config.bn_mode``) on the global ``batch``; returns the loss
+        terms as floats (under DDP, averaged over the ranks)."""
+        import math
+
+        from . import distributed
+
         self.model.train()
         if self.model.bn_mode != self.config.bn_mode:
             self.model.set_bn_mode(self.config.bn_mode)
-        losses = self.compute_losses(batch)
-        if not torch.isfinite(losses["total"]):
-            raise FloatingPointError(f"non-finite loss at step {self.step_count}: { {k: float(v.detach()) for k, v in losses.items()} }")
+        if self._ddp is None:
+            losses = self.compute_losses(batch)
+            terms = {k: float(v.detach()) for k, v in losses.items()}
+        else:
+            losses = self._ddp(distributed.local_share(batch, self.rank, self.world))
+            terms = distributed.average_terms(losses, self.world)  # the same on every rank: all stop together
+        if not math.isfinite(terms["total"]):
+            raise FloatingPointError(f"non-finite loss at step {self.step_count}: {terms}")
         self.optimizer.zero_grad(set_to_none=True)
         losses["total"].backward()
         bad = [n for n, p in self.model.named_parameters() if p.grad is not None and not torch.isfinite(p.grad).all()]
@@ -185,8 +215,11 @@ class AntiDegradationTrainer:
             raise FloatingPointError(f"non-finite gradients at step {self.step_count} in {bad[:5]}")
         torch.nn.utils.clip_grad_norm_([p for p in self.model.parameters() if p.requires_grad], self.config.grad_clip)
         self.optimizer.step()
+        if self._ddp is not None:
+            with torch.no_grad():
+                distributed.average_running_stats(self.model, self.world)
         self.step_count += 1
-        return {k: float(v.detach()) for k, v in losses.items()}
+        return terms
 
     def train(
         self,
@@ -357,11 +390,14 @@ def train_from_options(
     resume: bool = False,
 ) -> dict[str, Any]:
     """Run a validated ``kind: robustsam`` recipe (see :func:`_train_from_options`) holding the lock of its
-    ``output_dir`` (``robustsam_prior.fileio.folder_lock``): a second run into the same folder fails at
-    once with ``FolderLockedError`` naming the process that holds it."""
+    ``output_dir`` (``robustsam_prior.fileio.folder_lock``; rank 0 alone under torchrun): a second run into
+    the same folder fails at once with ``FolderLockedError`` naming the process that holds it."""
+    import contextlib
+
     from ..fileio import folder_lock
 
-    with folder_lock(options.output_dir):
+    main_rank = int(os.environ.get("RANK", "0")) == 0
+    with folder_lock(options.output_dir) if main_rank else contextlib.nullcontext():
         return _train_from_options(options, resolved_config=resolved_config, progress=progress, resume=resume)
 
 
@@ -399,8 +435,11 @@ def _train_from_options(
     saved run in :data:`FINGERPRINT_KEYS` is logged as a warning. Resuming a finished run with a larger
     ``train.steps`` continues it.
 
-    Single process; torch's thread count is restored afterwards. Returns the summary (steps,
-    resumed_from, wall time, first/last losses, weights and their sha256, log, output_dir, device).
+    Under torchrun (``WORLD_SIZE`` > 1) it trains with DDP (:mod:`.distributed`: gloo on the CPU, NCCL on
+    ``cuda:$LOCAL_RANK``); ``train.batch_size`` is the global batch and must be a multiple of the number
+    of processes. Rank 0 alone writes files; the state it saves resumes runs with any number of processes.
+    torch's thread count is restored afterwards. Returns the summary (steps, resumed_from, wall time,
+    first/last losses, weights and their sha256, log, output_dir, device, world_size).
     """
     import json
     import time
@@ -411,6 +450,7 @@ def _train_from_options(
     from ..fileio import json_dumps, jsonable, trim_jsonl, write_json
     from ..loading import build_robustsam
     from .data import PairSampler
+    from .distributed import close_distributed, init_distributed
     from .losses import LossWeights
 
     o = options
@@ -420,6 +460,10 @@ def _train_from_options(
         device = "cuda" if torch.cuda.is_available() else "cpu"
     elif device.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"train.device: {device!r} was asked for but CUDA is not available here")
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if o.train.batch_size % world:
+        raise ValueError(f"train.batch_size: {o.train.batch_size} pairs do not split evenly over {world} "
+                         f"processes; use a multiple of {world}")
     state_path = out / "state" / "latest.pt"
     saved = load_training_state(state_path) if resume else None
     config = AntiDegradationConfig(
@@ -437,7 +481,10 @@ def _train_from_options(
     if o.train.threads is not None:
         torch.set_num_threads(o.train.threads)
     log_file = None
+    owned = False
     try:
+        rank, world, device, owned = init_distributed(device)
+        main = rank == 0
         torch.manual_seed(o.seed)
         model = build_robustsam(o.model.model_config(), o.model.checkpoint,
                                 fresh_robust_modules=o.model.fresh_robust_modules, fast=o.train.fast_encoder,
@@ -453,7 +500,7 @@ def _train_from_options(
             num_points=o.data.num_points,
             instance=o.data.instance,
         )
-        trainer = AntiDegradationTrainer(model, config)
+        trainer = AntiDegradationTrainer(model, config, rank=rank, world_size=world)
         log_path = out / "log.jsonl"
         if saved is not None:
             if saved["init_sha256"] != model.checkpoint_sha256:
@@ -473,13 +520,16 @@ def _train_from_options(
             logger.info("resumed %s at step %d of %d", out, trainer.step_count, o.train.steps)
         resumed_from = trainer.step_count if saved is not None else None
         # the steps after the checkpoint are redone: drop what the stopped run logged of them
-        records = trim_jsonl(log_path, "step", trainer.step_count if saved is not None else 0)
-        log_file = open(log_path, "a", encoding="utf-8")  # noqa: SIM115 (closed in finally)
+        records = trim_jsonl(log_path, "step", trainer.step_count if saved is not None else 0) if main else []
+        if main:
+            log_file = open(log_path, "a", encoding="utf-8")  # noqa: SIM115 (closed in finally)
         meta = {"name": o.name, "initialised_from": model.checkpoint_path, "seed": o.seed,
                 **({"recipe": resolved_config} if resolved_config else {})}
         steps = o.train.steps
 
         def save_state() -> None:
+            if not main:
+                return
             save_training_state(state_path, {
                 "format": STATE_FORMAT,
                 "trainer": trainer.state_dict(),
@@ -489,6 +539,8 @@ def _train_from_options(
             })
 
         def after_step(step: int, terms: dict[str, float]) -> None:
+            if not main:
+                return
             if step == 1 or step == steps or step % o.train.log_every == 0:
                 rec = {"step": step, **terms}
                 log_file.write(json_dumps(jsonable(rec)) + "\n")
@@ -506,15 +558,16 @@ def _train_from_options(
                 logger.info("checkpoint at step %d", step)
 
         start = time.perf_counter()
-        history = trainer.train(sampler, steps=max(0, steps - trainer.step_count), progress=progress,
+        history = trainer.train(sampler, steps=max(0, steps - trainer.step_count), progress=progress and main,
                                 callback=after_step)
         final = out / "models" / "final.safetensors"
-        sha = trainer.save(final, metadata={**meta, "step": trainer.step_count})
+        sha = trainer.save(final, metadata={**meta, "step": trainer.step_count}) if main else None
         save_state()
     finally:
         torch.set_num_threads(threads)
         if log_file is not None:
             log_file.close()
+        close_distributed(owned)
     summary = {
         "steps": trainer.step_count,
         "resumed_from": resumed_from,
@@ -527,6 +580,8 @@ def _train_from_options(
         "output_dir": str(out),
         "log": str(log_path),
         "device": device,
+        "world_size": world,
     }
-    write_json(out / "summary.json", jsonable(summary))
+    if main:
+        write_json(out / "summary.json", jsonable(summary))
     return summary

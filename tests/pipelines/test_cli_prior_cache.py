@@ -14,7 +14,7 @@ import torch
 from click.testing import CliRunner
 
 from pipelines.cli import main
-from robustsam_prior.hub import ENV_CACHE, ENV_CHECKPOINT
+from robustsam_prior.hub import ENV_CHECKPOINT
 from robustsam_prior.io import write_image
 
 REPO = Path(__file__).resolve().parents[2]
@@ -95,7 +95,7 @@ def test_usage_errors(tmp_path, monkeypatch):
     res = CliRunner().invoke(main, [*base, "--prior", "regions", "--prior-option", "n_segments=0"])
     assert res.exit_code == 2 and "n_segments must be >= 1" in res.output
     monkeypatch.delenv(ENV_CHECKPOINT, raising=False)
-    monkeypatch.setenv(ENV_CACHE, str(tmp_path / "empty"))
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty"))
     res = CliRunner().invoke(main, [*base, "--prior", "robustsam"])
     assert res.exit_code == 1 and "robustsam_checkpoint_b.pth" in res.output and "huggingface.co" in res.output
     empty = tmp_path / "empty-folder"

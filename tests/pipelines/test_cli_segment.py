@@ -174,3 +174,134 @@ def test_nan_score_is_refused_and_output_kept(files, tmp_path, monkeypatch):
     assert len(res.output.strip().splitlines()) == 1 and "{" not in res.output  # no JSON printed either
     assert sorted(p.name for p in out.iterdir()) == ["scores.json"]
     assert json.loads((out / "scores.json").read_text()) == {"old": True}
+
+
+AUTO = ["--auto", "--points-per-side", "3", "--pred-iou-thresh", "0", "--stability-thresh", "0", "--box-nms-thresh", "1"]
+
+
+def make_images(root, sizes):
+    """Images named after ``sizes`` ({relative name: (h, w)}): the test scene cropped or padded to each size."""
+    rng = np.random.default_rng(1)
+    for name, (h, w) in sizes.items():
+        img = np.full((h, w, 3), 0.2, np.float32)
+        img[h // 8: h * 3 // 4, w // 5: w * 3 // 4] = (0.9, 0.8, 0.1)
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        write_image(root / name, np.clip(img + rng.normal(0, 0.03, img.shape), 0, 1).astype(np.float32))
+    return root
+
+
+def test_auto_writes_every_mask_beside_the_label_map(files, tmp_path):
+    """Like amg.py: one PNG per automatic mask and a COCO RLE masks.json with SAM's fields; the overlapping
+    masks are the generator's, the label map partitions them."""
+    from robustsam_prior.automatic import RobustSamAutomaticMaskGenerator
+
+    ckpt, image = files
+    out = tmp_path / "auto"
+    res = run([image, out, *AUTO, "--prior-checkpoint", ckpt])
+    assert res.exit_code == 0, res.output
+    assert f"{image}: 27 masks -> {out}\n" in res.output
+    model = build_robustsam(None, ckpt)
+    rgb8 = np.clip(np.rint(read_image(image).pixels * 255), 0, 255).astype(np.uint8)
+    records = RobustSamAutomaticMaskGenerator(model, points_per_side=3, pred_iou_thresh=0, stability_score_thresh=0,
+                                              box_nms_thresh=1.0).generate(rgb8)
+    coco = json.loads((out / "masks.json").read_text())
+    assert len(coco) == len(records) == 27
+    from segment_anything.utils.amg import rle_to_mask
+
+    for i, (rec, ref) in enumerate(zip(coco, records)):
+        assert sorted(rec) == ["area", "bbox", "crop_box", "point_coords", "predicted_iou", "segmentation",
+                               "stability_score"]
+        seg = rec["segmentation"]
+        if isinstance(seg["counts"], str):
+            from pycocotools import mask as mask_utils
+
+            decoded = mask_utils.decode(seg).astype(bool)
+        else:
+            decoded = rle_to_mask(seg)
+        np.testing.assert_array_equal(decoded, ref["segmentation"])
+        np.testing.assert_array_equal(read_image(out / "masks" / f"{i}.png").pixels[..., 0] > 0.5, ref["segmentation"])
+        assert rec["bbox"] == ref["bbox"] and rec["area"] == ref["area"]
+    scores = json.loads((out / "scores.json").read_text())
+    assert scores["masks_json"] == "masks.json" and scores["filters"]["candidates"] == 27
+    assert (out / "labels.png").is_file() and (out / "overlay.png").is_file()
+
+
+def test_zero_masks_say_which_threshold_removed_them(files, tmp_path):
+    ckpt, image = files
+    out = tmp_path / "none"
+    res = run([image, out, "--auto", "--points-per-side", "3", "--prior-checkpoint", ckpt])
+    assert res.exit_code == 0, res.output
+    line = res.output[res.output.index(f"{image}: 0 masks"):].strip()  # after the progress bar
+    assert line.startswith(f"{image}: 0 masks: pred_iou_thresh 0.88 removed all 27 of the 27 candidate masks "
+                           "(best predicted_iou "), line
+    assert line.endswith("; lower --pred-iou-thresh)")
+    assert json.loads((out / "masks.json").read_text()) == []
+    assert json.loads((out / "scores.json").read_text())["no_masks"] == line.split(": 0 masks: ")[1]
+    res = run([image, tmp_path / "none2", "--auto", "--points-per-side", "3", "--pred-iou-thresh", "0",
+               "--stability-thresh", "0.99", "--prior-checkpoint", ckpt])
+    assert "0 masks: stability_score_thresh 0.99 removed all 27 of the 27 candidate masks" in res.output
+
+
+def test_prompt_markers_on_the_overlay(files, tmp_path):
+    from robustsam_prior.segment import BACKGROUND, BOX, FOREGROUND
+
+    ckpt, image = files
+    out = tmp_path / "out"
+    res = run([image, out, "--points", "20,15,1;50,35,0", "--box", "8,4,42,32", "--prior-checkpoint", ckpt])
+    assert res.exit_code == 0, res.output
+    overlay = read_image(out / "overlay.png").pixels
+    q = lambda c: np.round(np.asarray(c) * 255) / 255  # noqa: E731 - 8-bit PNG
+    np.testing.assert_allclose(overlay[15, 20], q(FOREGROUND), atol=1e-6)
+    np.testing.assert_allclose(overlay[35, 50], q(BACKGROUND), atol=1e-6)
+    np.testing.assert_allclose(overlay[4, 25], q(BOX), atol=1e-6)
+
+
+def test_folder_of_images(files, tmp_path):
+    """A folder: one output folder per image (the relative path without its suffix, or with it where two
+    images share a stem), a summary, and --json listing every image."""
+    ckpt, _ = files
+    folder = make_images(tmp_path / "in", {"a.png": (40, 56), "a.tif": (32, 48), "sub/b.png": (36, 40)})
+    (folder / "notes.txt").write_text("not an image")
+    out = tmp_path / "out"
+    res = run([folder, out, *AUTO, "--recursive", "--prior-checkpoint", ckpt, "--json"])
+    assert res.exit_code == 0, res.output
+    start = res.output.index('{"images"')  # after the progress bar
+    report = json.loads(res.output[start:res.output.index("\n", start)])
+    assert sorted(report["images"]) == ["a.png", "a.tif", "sub/b.png"]
+    assert report["failed"] == {} and report["world_size"] == 1
+    assert "segment: 3 ok, 0 failed" in res.output
+    for rel, sub in [("a.png", "a.png"), ("a.tif", "a.tif"), ("sub/b.png", "sub/b")]:
+        assert report["images"][rel] == {"output": str(out / sub), "masks": 27}
+        names = {p.name for p in (out / sub).iterdir()}
+        assert names == {"labels.png", "overlay.png", "masks", "masks.json", "scores.json"}, (rel, names)
+        assert len(list((out / sub / "masks").iterdir())) == 27
+        assert json.loads((out / sub / "scores.json").read_text())["image"] == str(folder / rel)
+    # a prompt is checked against every image before anything runs: (44, 30) lies outside sub/b.png (40x36)
+    res = CliRunner().invoke(main, ["segment", str(folder), str(tmp_path / "p"), "--recursive", "--points", "44,30,1",
+                                    "--prior-checkpoint", str(ckpt)])
+    assert res.exit_code == 2, res.output
+    assert "Invalid value for --points: point 44,30 lies outside the 40x36 image" in res.output
+    assert str(folder / "sub" / "b.png") in res.output and not (tmp_path / "p").exists()
+    # the same prompts on every image of the folder, where they fit
+    res = run([folder, tmp_path / "p", "--recursive", "--points", "20,15,1", "--box", "2,2,30,30",
+               "--prior-checkpoint", ckpt])
+    assert res.exit_code == 0 and "segment: 3 ok, 0 failed" in res.output, res.output
+    for sub in ("a.png", "a.tif", "sub/b"):
+        assert {p.name for p in (tmp_path / "p" / sub).iterdir()} == {"mask_0.png", "overlay.png", "scores.json"}
+    # one unreadable image fails alone; the others are written and the exit status says so
+    (folder / "bad.png").write_bytes(b"not a png")
+    res = CliRunner().invoke(main, ["segment", str(folder), str(tmp_path / "q"), *AUTO, "--prior-checkpoint", str(ckpt)])
+    assert res.exit_code == 1, res.output
+    assert "segment: 2 ok, 1 failed" in res.output and "FAILED bad.png" in res.output
+    assert (tmp_path / "q" / "a.png" / "masks.json").is_file() and not (tmp_path / "q" / "bad").exists()
+
+
+def test_points_per_side_and_non_finite_values_name_the_option(files, tmp_path):
+    ckpt, image = files
+    for args, option in [(["--auto", "--points-per-side", "129"], "--points-per-side"),
+                         (["--auto", "--points-per-side", "0"], "--points-per-side"),
+                         (["--points", "inf,1,1"], "--points"), (["--box", "0,0,nan,3"], "--box"),
+                         (["--auto", "--box-nms-thresh", "nan"], "--box-nms-thresh")]:
+        res = CliRunner().invoke(main, ["segment", str(image), str(tmp_path / "x"), *args, "--prior-checkpoint", str(ckpt)])
+        assert res.exit_code == 2 and (f"Invalid value for '{option}'" in res.output
+                                       or f"Invalid value for {option}:" in res.output), (args, res.output)

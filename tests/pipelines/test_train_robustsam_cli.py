@@ -102,7 +102,7 @@ def test_smoke_training_lowers_losses_keeps_sam_frozen_and_loads(smoke_run, sam_
     assert "# override: model.fresh_robust_modules=true" in (out / "config.yml").read_text()
 
 
-def test_refuses_existing_run_missing_state_and_torchrun(smoke_run, monkeypatch):
+def test_refuses_existing_run_missing_state_and_uneven_ranks(smoke_run, monkeypatch):
     out, _ = smoke_run
     monkeypatch.chdir(REPO)
     runner = CliRunner()
@@ -110,9 +110,11 @@ def test_refuses_existing_run_missing_state_and_torchrun(smoke_run, monkeypatch)
     assert r.exit_code == 1 and "already holds a run (state/latest.pt); pass --resume to continue it" in r.output
     r = runner.invoke(main, ["train", SMOKE, f"output_dir={out}_2", "--resume"])
     assert r.exit_code == 1 and "--resume: no training state at" in r.output
-    monkeypatch.setenv("WORLD_SIZE", "2")
+    # under torchrun the global batch is split over the processes (tests/pipelines/test_train_robustsam_ddp.py)
+    monkeypatch.setenv("WORLD_SIZE", "3")
     r = runner.invoke(main, ["train", SMOKE, f"output_dir={out}_3"])
-    assert r.exit_code == 1 and "run it without torchrun" in r.output
+    assert r.exit_code == 1, r.output
+    assert "train.batch_size: 2 pairs do not split evenly over 3 processes; use a multiple of 3" in r.output
 
 
 def test_shipped_recipe_as_is_json_summary(tmp_path, monkeypatch):

@@ -1,231 +1,191 @@
-"""Checkpoint resolution and the resumable download helper, against a local HTTP server on 127.0.0.1."""
+"""Checkpoint resolution: paths, ``$ROBUSTSAM_CHECKPOINT``, and Hub names through ``huggingface_hub``
+against a local Hub cache laid out as ``huggingface_hub`` writes it (offline), a stand-in download, the
+sha256 check, and the errors that say where to put a missing file."""
 
 from __future__ import annotations
 
 import hashlib
-import http.server
-import threading
+import json
+import os
+import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from robustsam_prior import hub
-from robustsam_prior.hub import (
-    CheckpointNotFoundError,
-    DownloadError,
-    checkpoint_url,
-    download,
-    resolve_checkpoint,
-)
+from robustsam_prior.hub import CheckpointNotFoundError, ChecksumError, resolve_checkpoint
 
-PAYLOAD = np.random.default_rng(7).integers(0, 256, size=300_000, dtype=np.uint8).tobytes()
-SHA = hashlib.sha256(PAYLOAD).hexdigest()
+COMMIT = "0123456789abcdef0123456789abcdef01234567"
 
 
-class _Server:
-    """A threaded HTTP server serving PAYLOAD at /file.bin, with Range support and fault injection."""
-
-    def __init__(self) -> None:
-        self.requests: list[dict] = []  # one dict per GET: the Range header sent
-        self.truncate_next = 0  # this many next responses are cut after half of their body
-        self.honour_range = True
-        server = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args):  # keep pytest output clean
-                pass
-
-            def do_GET(self):
-                if self.path != "/file.bin":
-                    self.send_error(404, "no such file")
-                    return
-                rng = self.headers.get("Range")
-                server.requests.append({"range": rng})
-                start = 0
-                if rng and server.honour_range:
-                    start = int(rng.removeprefix("bytes=").split("-")[0])
-                    if start >= len(PAYLOAD):
-                        self.send_response(416)
-                        self.send_header("Content-Range", f"bytes */{len(PAYLOAD)}")
-                        self.send_header("Content-Length", "0")
-                        self.end_headers()
-                        return
-                body = PAYLOAD[start:]
-                self.send_response(206 if start else 200)
-                if start:
-                    self.send_header("Content-Range", f"bytes {start}-{len(PAYLOAD) - 1}/{len(PAYLOAD)}")
-                self.send_header("Content-Length", str(len(body)))
-                self.send_header("Connection", "close")
-                self.end_headers()
-                if server.truncate_next > 0:
-                    server.truncate_next -= 1
-                    self.wfile.write(body[: len(body) // 2])
-                    self.wfile.flush()
-                    self.close_connection = True
-                    return
-                self.wfile.write(body)
-
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/file.bin"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
-        self.thread.start()
-
-    def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-
-@pytest.fixture
-def server():
-    s = _Server()
-    yield s
-    s.close()
-
-
-def test_download_plain(server, tmp_path):
-    dest = download(server.url, tmp_path / "a" / "w.pth", sha256=SHA, size=len(PAYLOAD), progress=False)
-    assert dest.read_bytes() == PAYLOAD
-    assert not (tmp_path / "a" / "w.pth.part").exists()
-    assert server.requests == [{"range": None}]
-    # a second call finds the verified file and does not download again
-    download(server.url, dest, sha256=SHA, progress=False)
-    assert len(server.requests) == 1
-
-
-def test_interrupted_download_resumes_with_range(server, tmp_path):
-    server.truncate_next = 1
-    dest = download(server.url, tmp_path / "w.pth", sha256=SHA, size=len(PAYLOAD), progress=False)
-    assert dest.read_bytes() == PAYLOAD
-    assert len(server.requests) == 2
-    assert server.requests[1]["range"] == f"bytes={len(PAYLOAD) // 2}-"
-
-
-def test_partial_file_from_an_earlier_run_is_resumed(server, tmp_path):
-    dest = tmp_path / "w.pth"
-    server.truncate_next = 1
-    with pytest.raises(DownloadError, match="run again to resume"):
-        download(server.url, dest, sha256=SHA, retries=0, progress=False)
-    part = tmp_path / "w.pth.part"
-    assert part.stat().st_size == len(PAYLOAD) // 2 and not dest.exists()
-    download(server.url, dest, sha256=SHA, progress=False)
-    assert dest.read_bytes() == PAYLOAD
-    assert server.requests[-1]["range"] == f"bytes={len(PAYLOAD) // 2}-"
-
-
-def test_server_ignoring_range_restarts_from_zero(server, tmp_path):
-    (tmp_path / "w.pth.part").write_bytes(PAYLOAD[:1000])
-    server.honour_range = False
-    dest = download(server.url, tmp_path / "w.pth", sha256=SHA, progress=False)
-    assert dest.read_bytes() == PAYLOAD
-
-
-def test_complete_part_file_gets_416_and_is_finished(server, tmp_path):
-    (tmp_path / "w.pth.part").write_bytes(PAYLOAD)
-    dest = download(server.url, tmp_path / "w.pth", sha256=SHA, progress=False)
-    assert dest.read_bytes() == PAYLOAD
-
-
-def test_checksum_mismatch_is_an_error_and_leaves_no_file(server, tmp_path):
-    dest = tmp_path / "w.pth"
-    with pytest.raises(DownloadError, match="sha256 mismatch"):
-        download(server.url, dest, sha256="0" * 64, progress=False)
-    assert not dest.exists() and not (tmp_path / "w.pth.part").exists()
-
-
-def test_size_mismatch_is_an_error_and_leaves_no_file(server, tmp_path):
-    dest = tmp_path / "w.pth"
-    with pytest.raises(DownloadError, match="expected 12345"):
-        download(server.url, dest, size=12345, progress=False)
-    assert list(tmp_path.iterdir()) == []
-
-
-def test_http_error_and_bad_existing_file(server, tmp_path):
-    with pytest.raises(DownloadError, match="HTTP 404"):
-        download(server.url.replace("file.bin", "missing.bin"), tmp_path / "x", progress=False)
-    existing = tmp_path / "old.pth"
-    existing.write_bytes(b"not the file")
-    with pytest.raises(DownloadError, match="existing file"):
-        download(server.url, existing, sha256=SHA, progress=False)
-    assert existing.read_bytes() == b"not the file"
-
-
-# ------------------------------------------------------------------ resolution
+def fill_hub_cache(cache: Path, variant: str, content: bytes, *, blob_sha: str | None = None) -> Path:
+    """The Hub cache after ``hf_hub_download(HUB_REPO, HUB_FILES[variant])``: the content in
+    ``blobs/<sha256>``, ``refs/main`` naming the commit, and the snapshot entry as a relative link to the
+    blob. ``blob_sha`` names the blob otherwise (a corrupt cache). Returns the snapshot entry."""
+    repo = cache / "models--robustsam--robustsam"
+    sha = blob_sha or hashlib.sha256(content).hexdigest()
+    (repo / "blobs").mkdir(parents=True, exist_ok=True)
+    (repo / "blobs" / sha).write_bytes(content)
+    (repo / "refs").mkdir(exist_ok=True)
+    (repo / "refs" / "main").write_text(COMMIT)
+    entry = repo / "snapshots" / COMMIT / hub.HUB_FILES[variant]
+    entry.parent.mkdir(parents=True, exist_ok=True)
+    entry.symlink_to(os.path.relpath(repo / "blobs" / sha, entry.parent))
+    return entry
 
 
 @pytest.fixture
 def clean_env(monkeypatch, tmp_path):
+    """No ``$ROBUSTSAM_CHECKPOINT``; the conftest already sets ``HF_HUB_OFFLINE=1`` and an empty cache."""
     monkeypatch.delenv(hub.ENV_CHECKPOINT, raising=False)
-    monkeypatch.setenv(hub.ENV_CACHE, str(tmp_path / "cache"))
-    return tmp_path
+    cache = tmp_path / "hub"
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    return cache
 
 
-def test_resolve_explicit_path(clean_env, monkeypatch):
-    f = clean_env / "mine.pth"
+def test_resolve_explicit_path(clean_env, tmp_path, monkeypatch):
+    f = tmp_path / "mine.pth"
     f.write_bytes(b"x")
-    monkeypatch.setenv(hub.ENV_CHECKPOINT, str(clean_env / "other.pth"))  # explicit path wins
+    monkeypatch.setenv(hub.ENV_CHECKPOINT, str(tmp_path / "other.pth"))  # an explicit path wins
     assert resolve_checkpoint(f) == f
     assert resolve_checkpoint(str(f)) == f
     with pytest.raises(CheckpointNotFoundError, match="nope.pth: checkpoint file not found"):
-        resolve_checkpoint(clean_env / "nope.pth")
+        resolve_checkpoint(tmp_path / "nope.pth")
     with pytest.raises(CheckpointNotFoundError, match="is a folder"):
-        resolve_checkpoint(clean_env)
+        resolve_checkpoint(tmp_path)
 
 
-def test_resolve_env_then_cache_folder(clean_env, monkeypatch):
-    cached = clean_env / "cache" / "checkpoints" / "robustsam_checkpoint_l.pth"
-    cached.parent.mkdir(parents=True)
-    cached.write_bytes(b"x")
-    assert resolve_checkpoint("vit_l") == cached
-    assert resolve_checkpoint("l") == cached
-    env_file = clean_env / "env.pth"
+def test_names_and_urls():
+    for name, variant in [("robustsam-vit-b", "vit_b"), ("ROBUSTSAM-VIT-L", "vit_l"), ("h", "vit_h"),
+                          ("base", "vit_b"), ("vit_l", "vit_l")]:
+        assert hub.normalize_variant(name) == variant
+    assert hub.normalize_variant("robustsam-vit-x") is None
+    assert hub.hub_name("vit_h") == "robustsam-vit-h"
+    assert hub.checkpoint_url("robustsam-vit-b") == (
+        "https://huggingface.co/robustsam/robustsam/resolve/main/model_checkpoint/robustsam_checkpoint_b.pth")
+    with pytest.raises(ValueError, match="unknown RobustSAM variant"):
+        hub.checkpoint_url("vit_x")
+    with pytest.raises(ValueError, match="unknown RobustSAM variant"):
+        hub.hub_checkpoint("vit_x")
+
+
+def test_offline_file_from_the_hub_cache(clean_env):
+    pytest.importorskip("huggingface_hub")
+    content = b"the official vit_l weights"
+    entry = fill_hub_cache(clean_env, "vit_l", content)
+    for name in ("robustsam-vit-l", "vit_l", "l"):
+        path = resolve_checkpoint(name)
+        assert path == entry and path.read_bytes() == content
+
+
+def test_sha256_mismatch_is_an_error_naming_both_digests(clean_env):
+    pytest.importorskip("huggingface_hub")
+    listed = "ab" * 32
+    fill_hub_cache(clean_env, "vit_b", b"a truncated download", blob_sha=listed)
+    with pytest.raises(ChecksumError) as info:
+        resolve_checkpoint("robustsam-vit-b")
+    msg = str(info.value)
+    actual = hashlib.sha256(b"a truncated download").hexdigest()
+    assert "robustsam-vit-b: sha256 mismatch" in msg and actual in msg and listed in msg
+    assert str(clean_env / "models--robustsam--robustsam" / "blobs" / listed) in msg  # the blob to delete
+
+
+def test_offline_missing_file_says_what_to_place_and_where(clean_env):
+    pytest.importorskip("huggingface_hub")
+    with pytest.raises(CheckpointNotFoundError) as info:
+        resolve_checkpoint("robustsam-vit-h")
+    msg = str(info.value)
+    assert msg.startswith("robustsam-vit-h: it is not in the Hub cache and HF_HUB_OFFLINE is set")
+    assert "model_checkpoint/robustsam_checkpoint_h.pth" in msg and "robustsam/robustsam" in msg
+    assert hub.checkpoint_url("vit_h") in msg
+    assert str(clean_env) in msg and str(clean_env / "models--robustsam--robustsam") in msg
+    assert "--prior-checkpoint PATH" in msg
+    # nothing given and no $ROBUSTSAM_CHECKPOINT: the default variant, vit_b
+    with pytest.raises(CheckpointNotFoundError, match="(?s)robustsam-vit-b: .*robustsam_checkpoint_b.pth"):
+        resolve_checkpoint()
+
+
+def test_online_download_goes_through_hf_hub_download(clean_env, monkeypatch):
+    huggingface_hub = pytest.importorskip("huggingface_hub")
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    calls = []
+
+    def fake_download(repo_id, filename, **kwargs):  # what the real one leaves behind, without a network
+        calls.append({"repo_id": repo_id, "filename": filename, **kwargs})
+        return str(fill_hub_cache(Path(kwargs["cache_dir"]), "vit_b", b"downloaded weights"))
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake_download)
+    path = resolve_checkpoint("robustsam-vit-b")
+    assert path.read_bytes() == b"downloaded weights"
+    assert calls == [{"repo_id": "robustsam/robustsam", "filename": "model_checkpoint/robustsam_checkpoint_b.pth",
+                      "revision": "main", "cache_dir": str(clean_env), "local_files_only": False}]
+
+    def failing(repo_id, filename, **kwargs):
+        raise ConnectionError("Name or service not known")
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", failing)
+    with pytest.raises(CheckpointNotFoundError) as info:
+        resolve_checkpoint("robustsam-vit-l")
+    msg = str(info.value)
+    assert "the download failed (ConnectionError: Name or service not known)" in msg
+    assert "robustsam_checkpoint_l.pth" in msg and "--prior-checkpoint PATH" in msg
+
+
+def test_without_huggingface_hub_the_error_names_the_extra(clean_env, monkeypatch):
+    monkeypatch.setitem(sys.modules, "huggingface_hub", None)  # import fails as if not installed
+    with pytest.raises(CheckpointNotFoundError) as info:
+        resolve_checkpoint("robustsam-vit-b")
+    msg = str(info.value)
+    assert "huggingface_hub is not installed" in msg and "robustsam-restore[hub]" in msg
+    assert hub.checkpoint_url("vit_b") in msg and "--prior-checkpoint PATH" in msg
+
+
+def test_environment_variable_and_dict_configs(clean_env, tmp_path, monkeypatch):
+    pytest.importorskip("huggingface_hub")
+    env_file = tmp_path / "env.pth"
     env_file.write_bytes(b"y")
     monkeypatch.setenv(hub.ENV_CHECKPOINT, str(env_file))
-    assert resolve_checkpoint("vit_l") == env_file
     assert resolve_checkpoint(None) == env_file
-    monkeypatch.setenv(hub.ENV_CHECKPOINT, str(clean_env / "gone.pth"))
+    assert resolve_checkpoint({"img_size": 256}) == env_file
+    entry = fill_hub_cache(clean_env, "vit_l", b"z")
+    assert resolve_checkpoint("robustsam-vit-l") == entry  # an explicit Hub name beats the environment
+    monkeypatch.setenv(hub.ENV_CHECKPOINT, str(tmp_path / "gone.pth"))
     with pytest.raises(CheckpointNotFoundError, match=r"gone.pth.*ROBUSTSAM_CHECKPOINT"):
-        resolve_checkpoint("vit_l")
-
-
-def test_missing_checkpoint_names_file_and_url(clean_env):
-    with pytest.raises(CheckpointNotFoundError) as info:
-        resolve_checkpoint("vit_h")
-    msg = str(info.value)
-    assert "robustsam_checkpoint_h.pth" in msg
-    assert "https://huggingface.co/robustsam/robustsam/resolve/main/model_checkpoint/robustsam_checkpoint_h.pth" in msg
-    assert str(Path(clean_env / "cache" / "checkpoints")) in msg
-    with pytest.raises(CheckpointNotFoundError, match="robustsam_checkpoint_b.pth"):
-        resolve_checkpoint()  # default variant
+        resolve_checkpoint()
+    monkeypatch.delenv(hub.ENV_CHECKPOINT)
     with pytest.raises(CheckpointNotFoundError, match=r"custom RobustSAM config \(dict\) needs its checkpoint"):
         resolve_checkpoint({"img_size": 256})
 
 
-def test_dict_config_uses_the_environment(clean_env, monkeypatch):
-    env_file = clean_env / "tiny.safetensors"
-    env_file.write_bytes(b"y")
-    monkeypatch.setenv(hub.ENV_CHECKPOINT, str(env_file))
-    assert resolve_checkpoint({"img_size": 256}) == env_file
+def test_segment_command_takes_a_hub_name(clean_env, tmp_path, randomize_weights):
+    """``segment --prior-checkpoint robustsam-vit-b`` loads the file of the Hub cache; offline without it,
+    the command fails with the message that names the file and where to put it."""
+    pytest.importorskip("huggingface_hub")
+    import numpy as np
+    import torch
+    from click.testing import CliRunner
 
+    from pipelines.cli import main
+    from robustsam_prior.io import write_image
+    from robustsam_prior.modeling.build import build_robustsam_model
 
-def test_checkpoint_url_and_unknown_variant():
-    assert checkpoint_url("b").endswith("/model_checkpoint/robustsam_checkpoint_b.pth")
-    with pytest.raises(ValueError, match="unknown RobustSAM variant"):
-        checkpoint_url("vit_x")
-    with pytest.raises(ValueError, match="unknown RobustSAM variant"):
-        hub.download_checkpoint("vit_x")
-
-
-def test_download_checkpoint_targets_cache_folder(clean_env, monkeypatch):
-    seen = {}
-
-    def fake_download(url, dest, sha256=None, size=None, **kw):
-        seen.update(url=url, dest=dest)
-        return dest
-
-    monkeypatch.setattr(hub, "download", fake_download)
-    hub.download_checkpoint("vit_l")
-    assert seen["url"] == hub.HF_BASE + "/robustsam_checkpoint_l.pth"
-    assert seen["dest"] == clean_env / "cache" / "checkpoints" / "robustsam_checkpoint_l.pth"
+    tiny = dict(img_size=64, patch=8, enc_dim=32, enc_depth=2, enc_heads=2, global_attn=[1], window=4,
+                prompt_dim=64, dec_depth=1, dec_mlp=64, dec_heads=2, iou_hidden=32, mask_in_chans=8)
+    model = randomize_weights(build_robustsam_model(tiny), 3)
+    raw = tmp_path / "raw.pth"  # an official-style file: a plain state dict, no metadata
+    torch.save(model.state_dict(), raw)
+    image = tmp_path / "img.png"
+    write_image(image, np.full((24, 32, 3), 0.5, np.float32))
+    config = tmp_path / "tiny.json"
+    config.write_text(json.dumps(tiny))
+    args = ["segment", str(image), str(tmp_path / "out"), "--points", "10,10,1", "--config", str(config),
+            "--prior-checkpoint", "robustsam-vit-b", "--json"]
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 1 and "robustsam-vit-b: it is not in the Hub cache" in res.output
+    assert "--prior-checkpoint PATH" in res.output
+    fill_hub_cache(clean_env, "vit_b", raw.read_bytes())
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 0, res.output
+    scores = json.loads((tmp_path / "out" / "scores.json").read_text())
+    assert scores["checkpoint"]["sha256"] == hashlib.sha256(raw.read_bytes()).hexdigest()
+    assert "models--robustsam--robustsam/snapshots" in scores["checkpoint"]["path"]

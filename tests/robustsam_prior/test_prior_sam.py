@@ -14,7 +14,7 @@ from robustsam_prior.automatic import RobustSamAutomaticMaskGenerator
 from robustsam_prior.cache import PriorCache
 from robustsam_prior.checkpoint import save_checkpoint
 from robustsam_prior.fileio import sha256_file
-from robustsam_prior.hub import ENV_CACHE, ENV_CHECKPOINT, CheckpointNotFoundError
+from robustsam_prior.hub import ENV_CHECKPOINT, CheckpointNotFoundError
 from robustsam_prior.prior import build_prior
 
 # a small shape of the reference tiny architecture (any values build), so the test needs no reference
@@ -41,7 +41,7 @@ def tiny_checkpoint(tmp_path_factory):
 @pytest.fixture
 def no_env(monkeypatch, tmp_path):
     monkeypatch.delenv(ENV_CHECKPOINT, raising=False)
-    monkeypatch.setenv(ENV_CACHE, str(tmp_path / "empty-cache"))
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))
 
 
 def scene(h: int = 48, w: int = 72) -> torch.Tensor:
