@@ -32,6 +32,8 @@ import torch.nn.functional as F
 from segment_anything.modeling.common import LayerNorm2d
 from torch import nn
 
+from .decoder_ops import layer_norm_2d
+
 BN_MODES = ("running", "batch")
 
 
@@ -75,13 +77,33 @@ class Selector(nn.Module):
         self.att_conv1 = nn.Linear(hidden, pooled)
         self.att_conv2 = nn.Linear(hidden, pooled)
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        b, c, h, w = x.shape
+    def grid_weights(self, x: torch.Tensor) -> torch.Tensor:
+        """``(2, B, C, 4, 4)``: the two branches' attention on the 4x4 grid (softmax across branches)."""
+        b, c = x.shape[:2]
         z = self.fc(self.avg_pool(x).reshape(b, -1))
         logits = torch.stack(
             [self.att_conv1(z).view(b, c, self.grid, self.grid), self.att_conv2(z).view(b, c, self.grid, self.grid)]
         )
-        att = torch.softmax(logits, dim=0)
+        return torch.softmax(logits, dim=0)
+
+    def blend(self, x: torch.Tensor, out1: torch.Tensor, out2: torch.Tensor) -> torch.Tensor:
+        """``out1 * att1 + out2 * att2`` with the attention maps of ``forward(x)``; ``(B, C, H, W)``.
+
+        Where H and W divide by 4 each grid cell's weight multiplies an ``H/4 x W/4`` block in place,
+        without building the two upsampled maps."""
+        b, c, h, w = x.shape
+        g = self.grid
+        if h % g or w % g:
+            att1, att2 = self(x)
+            return out1 * att1 + out2 * att2
+        att = self.grid_weights(x).reshape(2, b, c, g, 1, g, 1)
+        shape = (b, c, g, h // g, g, w // g)
+        out = torch.addcmul(out1.reshape(shape) * att[0], out2.reshape(shape), att[1])
+        return out.view(b, c, h, w)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h, w = x.shape[-2:]
+        att = self.grid_weights(x)
         # the official code upsamples by the factor (H/4, W/4); same result as size=(H, W) for H, W % 4 == 0
         scale = (h / self.grid, w / self.grid)
         return (
@@ -124,8 +146,7 @@ class SelectiveConv(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out1 = self.conv1(self.relu(self._batch_norm(x)))
         out2 = self.conv2(self.relu(self.IN(x)))
-        att1, att2 = self.selector(out1 + out2)
-        return out1 * att1 + out2 * att2
+        return self.selector.blend(out1 + out2, out1, out2)
 
 
 class SKDown(nn.Module):
@@ -169,13 +190,21 @@ class FGMBlock(nn.Module):
         self.conv_layer = nn.Conv2d(2 * channels, 2 * channels, kernel_size=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h, w = x.shape[-2:]
-        z = torch.fft.rfft2(x.float(), dim=(-2, -1))
+        b, c, h, w = x.shape
+        # contiguous NCHW: the FFT then runs over unit-stride rows
+        z = torch.fft.rfft2(x.float().contiguous(), dim=(-2, -1))
         mag = z.abs()
-        amp = self.conv_layer(mag.to(self.conv_layer.weight.dtype)).float()
+        # the 1x1 convolution as one matrix product per image over the half spectrum
+        weight = self.conv_layer.weight.reshape(c, c).float()
+        amp = torch.matmul(weight, mag.reshape(b, c, -1))
+        if self.conv_layer.bias is not None:
+            amp = amp + self.conv_layer.bias.float()[:, None]
+        amp = amp.view_as(mag)
         zero = mag == 0
-        # z = 0 where |Z| = 0: dividing by 1 there keeps everything finite; the phasor is 1 there
-        spectrum = z * (amp / torch.where(zero, torch.ones_like(mag), mag)) + amp * zero
+        if bool(zero.any()):  # Z = 0 there: a phasor of 1 (Z and |Z| replaced by 1) gives A' itself
+            z = torch.where(zero, torch.ones_like(z), z)
+            mag = torch.where(zero, torch.ones_like(mag), mag)
+        spectrum = z * (amp / mag)
         return torch.fft.irfft2(spectrum, s=(h, w), dim=(-2, -1)).to(x.dtype)
 
 
@@ -200,10 +229,17 @@ class _AMFGBlock(nn.Module):
         return self.tail(x if clear else self.suppress(x))
 
 
+class ChannelLayerNorm2d(LayerNorm2d):
+    """SAM's ``LayerNorm2d`` (same parameters); on a channels-last input one ``F.layer_norm`` pass."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return layer_norm_2d(x, self)
+
+
 def _upsample_x4(in_dim: int, mid_dim: int, out_dim: int) -> nn.Sequential:
     return nn.Sequential(
         nn.ConvTranspose2d(in_dim, mid_dim, kernel_size=2, stride=2),
-        LayerNorm2d(mid_dim),
+        ChannelLayerNorm2d(mid_dim),
         nn.GELU(),
         nn.ConvTranspose2d(mid_dim, out_dim, kernel_size=2, stride=2),
     )
@@ -217,7 +253,7 @@ class MaskFeatureBlock(_AMFGBlock):
         super().__init__(c, bn_mode=bn_mode)
         # "downsample" in the official name only; resolution is unchanged (HQ-SAM's embedding_maskfeature)
         self.downsample_layer = nn.Sequential(
-            nn.Conv2d(c, 2 * c, 3, 1, 1), LayerNorm2d(2 * c), nn.GELU(), nn.Conv2d(2 * c, c, 3, 1, 1)
+            nn.Conv2d(c, 2 * c, 3, 1, 1), ChannelLayerNorm2d(2 * c), nn.GELU(), nn.Conv2d(2 * c, c, 3, 1, 1)
         )
 
     def tail(self, x: torch.Tensor) -> torch.Tensor:
