@@ -65,6 +65,16 @@ def _transposed_conv_2x2(
     return y.permute(0, 3, 1, 4, 2, 5).reshape(n, c_out, 2 * h, 2 * w)
 
 
+def mask_logits(hyper: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+    """``hyper`` (N, M, C) @ ``features`` (N, C, H, W) -> contiguous ``(N, M, H, W)``, reading channels-last
+    features as they lie (M is smaller than C, so copying the product costs less than the features)."""
+    n, c, h, w = features.shape
+    if features.is_contiguous() or not features.is_contiguous(memory_format=torch.channels_last):
+        return (hyper @ features.reshape(n, c, h * w)).view(n, -1, h, w)
+    pixels = features.permute(0, 2, 3, 1).reshape(n, h * w, c)  # a view of channels-last memory
+    return (pixels @ hyper.transpose(1, 2)).transpose(1, 2).reshape(n, -1, h, w)
+
+
 def upscaling_matches(seq: nn.Module) -> bool:
     """True when ``seq`` is SAM's ``output_upscaling`` layout, which :func:`upscale_tokens` computes."""
     if not isinstance(seq, nn.Sequential) or len(seq) != 5:
@@ -130,6 +140,20 @@ def _attend(attention: nn.Module, q: torch.Tensor, k: torch.Tensor, v: torch.Ten
     return attention.out_proj(out.transpose(1, 2).reshape(b, nq, ci))
 
 
+def _attend_few_keys(attention: nn.Module, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """:func:`_attend` for many queries (the image tokens) and few keys (the prompt tokens).
+
+    The scores are laid out (B, heads, keys, queries), so the softmax runs over the short axis across
+    long contiguous rows; a softmax over rows of a handful of keys, or the flash-attention kernel's
+    blocking, costs several times more on a CPU for this shape."""
+    b, nq, ci = q.shape
+    h = attention.num_heads
+    kh, vh = _heads(k, h), _heads(v, h)
+    scores = torch.matmul(kh * (kh.shape[-1] ** -0.5), _heads(q, h).transpose(-1, -2))
+    out = torch.matmul(scores.softmax(dim=-2).transpose(-1, -2), vh)
+    return attention.out_proj(out.transpose(1, 2).reshape(b, nq, ci))
+
+
 def first_layer_image_projections(
     transformer: nn.Module, keys: torch.Tensor, key_pe: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -155,8 +179,9 @@ def two_way_transformer(
     ``point_embedding`` (B, P, D); ``first``: :func:`first_layer_image_projections` of the same
     ``keys``/``key_pe`` (computed here when ``None``). Returns ``(queries (B, P, D), keys (B, h*w, D))``.
     Image tokens of batch 1 are shared by all B prompt sets until the first block updates them.
-    Besides working on contiguous tokens, it adds ``keys + key_pe`` once per block (SAM adds it twice)
-    and runs each attention through ``F.scaled_dot_product_attention``.
+    Besides working on contiguous tokens, it adds ``keys + key_pe`` once per block (SAM adds it twice),
+    runs the tokens' attention to the image through ``F.scaled_dot_product_attention`` and the image's
+    attention to the tokens through :func:`_attend_few_keys`.
     """
     queries = point_embedding
     for i, layer in enumerate(transformer.layers):
@@ -180,7 +205,7 @@ def two_way_transformer(
 
         q = queries + point_embedding
         b = q.shape[0]
-        attn_out = _attend(i2t, q_img.expand(b, -1, -1), i2t.k_proj(q), i2t.v_proj(queries))
+        attn_out = _attend_few_keys(i2t, q_img.expand(b, -1, -1), i2t.k_proj(q), i2t.v_proj(queries))
         keys = layer.norm4(keys + attn_out)
 
     final = transformer.final_attn_token_to_image

@@ -34,6 +34,7 @@ from .components import FirstLayerFeatureBlock, LastLayerFeatureBlock, MaskFeatu
 from .decoder_ops import (
     first_layer_image_projections,
     image_tokens,
+    mask_logits,
     transformer_matches,
     two_way_transformer,
     upscale_tokens,
@@ -55,13 +56,13 @@ class DecoderOutput:
 
     ``logits`` (N, M, 4h, 4w): all mask channels (M = T*T on the robust path in the official channel
     order, M = T on the sam path); ``iou_predictions`` (N, T); ``robust_embeddings`` (N, D/8, 4h, 4w):
-    the fused robust mask feature; ``tokens`` (N, T, D): the mask (or robust) tokens after the
-    transformer, before AOTG (the official ``robust_token``).
+    the fused robust mask feature (``None`` when the caller asked not to keep it); ``tokens`` (N, T, D):
+    the mask (or robust) tokens after the transformer, before AOTG (the official ``robust_token``).
     """
 
     logits: torch.Tensor
     iou_predictions: torch.Tensor
-    robust_embeddings: torch.Tensor
+    robust_embeddings: torch.Tensor | None
     tokens: torch.Tensor
     path: str
 
@@ -158,12 +159,15 @@ class RobustMaskDecoder(MaskDecoder):
         early_features: torch.Tensor | None = None,
         robust_image_features: torch.Tensor | None = None,
         path: str = "robust",
+        keep_embeddings: bool = True,
     ) -> DecoderOutput:
         """Run the decoder for N prompt sets.
 
         ``image_embeddings`` (1 or N, D, h, w); ``image_pe`` (1, D, h, w); ``sparse_prompt_embeddings``
         (N, P, D); ``dense_prompt_embeddings`` (N, D, h, w); either ``early_features`` (1 or N, h, w,
         Cvit) or the precomputed ``robust_image_features`` (1 or N, D/8, 4h, 4w) of the same ``path``.
+        ``keep_embeddings=False`` drops each group's ``robust_embeddings`` once its logits are made (masks
+        only need the logits; kept, they are D/8 x 4h x 4w floats per prompt set, 8 MB for vit_b).
         """
         check_path(path)
         n = sparse_prompt_embeddings.shape[0]
@@ -190,6 +194,8 @@ class RobustMaskDecoder(MaskDecoder):
             keys = image_tokens(image_embeddings + dense_prompt_embeddings[:1])
             key_pe = image_tokens(image_pe)
             shared = (keys, key_pe, first_layer_image_projections(self.transformer, keys, key_pe))
+        if fast:  # the mask-feature AMFG ends channels-last (MaskFeatureBlock.tail): add like to like
+            robust_image_features = robust_image_features.contiguous(memory_format=torch.channels_last)
         parts = []
         for i in range(0, n, step):
             j = min(n, i + step)
@@ -205,10 +211,15 @@ class RobustMaskDecoder(MaskDecoder):
                     shared=shared,
                 )
             )
+            if not keep_embeddings:
+                parts[-1].robust_embeddings = None
         if len(parts) == 1:
             return parts[0]
         fields = ("logits", "iou_predictions", "robust_embeddings", "tokens")
-        return DecoderOutput(**{f: torch.cat([getattr(o, f) for o in parts]) for f in fields}, path=path)
+        return DecoderOutput(
+            **{f: None if getattr(parts[0], f) is None else torch.cat([getattr(o, f) for o in parts]) for f in fields},
+            path=path,
+        )
 
     def _decode_prompts(
         self,
@@ -253,8 +264,7 @@ class RobustMaskDecoder(MaskDecoder):
         else:
             hyper = torch.stack([mlp(mask_tokens_out[:, i]) for i, mlp in enumerate(self.output_hypernetworks_mlps)], 1)
             features = decoder_features
-        fb, fc, fh, fw = features.shape
-        logits = (hyper @ features.reshape(fb, fc, fh * fw)).view(n, -1, fh, fw)
+        logits = mask_logits(hyper, features)
         return DecoderOutput(
             logits=logits,
             iou_predictions=self.iou_prediction_head(iou_token_out),

@@ -164,14 +164,16 @@ def test_upscale_tokens_equals_output_upscaling_and_fallbacks(model):
     assert out.logits.shape[-2:] == (64, 64)
 
 
-@pytest.mark.parametrize("size", [(16, 20), (18, 10)])  # divisible by the 4x4 grid, and not
+@pytest.mark.parametrize("size", [(16, 20), (18, 10), "channels_last"])  # divisible by the 4x4 grid, not, strided
 def test_selector_blend_equals_upsampled_attention(size):
     torch.manual_seed(7)
     sel = Selector(8)
-    x, out1, out2 = (torch.randn(2, 8, *size) for _ in range(3))
+    out1, out2 = (torch.randn(2, 8, *((16, 20) if size == "channels_last" else size)) for _ in range(2))
+    if size == "channels_last":
+        out1 = out1.contiguous(memory_format=torch.channels_last)
     with torch.no_grad():
-        att1, att2 = sel(x)
-        torch.testing.assert_close(sel.blend(x, out1, out2), out1 * att1 + out2 * att2, rtol=1e-6, atol=1e-6)
+        att1, att2 = sel(out1 + out2)
+        torch.testing.assert_close(sel.blend(out1, out2), out1 * att1 + out2 * att2, rtol=1e-6, atol=1e-6)
 
 
 def test_channel_layer_norm_equals_sam_layer_norm_in_both_memory_formats():
@@ -185,3 +187,45 @@ def test_channel_layer_norm_equals_sam_layer_norm_in_both_memory_formats():
     for inp in (x, x.contiguous(memory_format=torch.channels_last)):
         with torch.no_grad():
             torch.testing.assert_close(ours(inp), sam(x), rtol=1e-5, atol=1e-5)
+
+
+def test_keep_embeddings_false_drops_only_the_robust_embeddings(model, encoded):
+    coords, labels, _, _ = _prompts(3)
+    model.mask_decoder.prompt_batch = 1
+    try:
+        with torch.no_grad():
+            full = _decode(model, encoded, stock=False, point_coords=coords, point_labels=labels)
+            lean = _decode(model, encoded, stock=False, point_coords=coords, point_labels=labels,
+                           keep_embeddings=False)
+    finally:
+        model.mask_decoder.prompt_batch = None
+    assert full.robust_embeddings is not None and lean.robust_embeddings is None
+    assert torch.equal(full.logits, lean.logits) and torch.equal(full.iou_predictions, lean.iou_predictions)
+    assert torch.equal(full.tokens, lean.tokens)
+
+
+@pytest.mark.parametrize("case", ["one image", "batch", "zero weight", "zero channel", "autograd"])
+def test_fourier_block_on_se_weighted_parts_equals_weighting_first(case):
+    """The AMFG's SE weights folded into the Fourier block's 1x1 conv (the weighted input never built)
+    give the Fourier block of the weighted input."""
+    from robustsam_prior.modeling.components import FGMBlock
+
+    torch.manual_seed(9)
+    block = FGMBlock(3)
+    b = 2 if case == "batch" else 1
+    parts = (torch.randn(b, 2, 8, 12), torch.randn(b, 4, 8, 12))
+    weights = torch.rand(b, 6) * 0.9 + 0.05
+    if case == "zero weight":
+        weights[0, 1] = 0.0
+    if case == "zero channel":
+        parts[1][0, 2] = 0.0  # |Z| = 0 everywhere in that channel
+    expected = block(torch.cat(parts, 1) * weights[:, :, None, None])
+    if case == "autograd":
+        parts = tuple(p.requires_grad_(True) for p in parts)
+        got = block.forward_scaled(parts, weights)
+        got.sum().backward()
+        assert all(torch.isfinite(p.grad).all() for p in parts)
+    else:
+        with torch.no_grad():
+            got = block.forward_scaled(parts, weights)
+    torch.testing.assert_close(got, expected.detach(), rtol=1e-5, atol=1e-5)
