@@ -14,7 +14,8 @@ What it measures, in one run (interleaved, so every figure sees the same machine
    two-way transformer, SAM's upscaling, the mask-feature AMFG at 4h x 4w, AOTG and the logits;
    the prompt-independent robust image features are computed once per image beforehand, as the
    predictor and the automatic mask generator do, and so (without mask prompts) are the first
-   transformer block's projections of the image tokens (``--prompts`` prompts share them);
+   transformer block's projections of the image tokens (``--prompts`` prompts share them); like the
+   predictor it keeps the logits, not each prompt's robust mask feature (``keep_embeddings=False``);
 3. seconds per prompt (prompts one at a time, the CPU default for vit_b), for the default path and
    for ``stock_ops`` (the transformer and SAM's upscaling run as the stock modules are written), and
    the largest difference between the two paths' logits;
@@ -86,8 +87,9 @@ def run(args: argparse.Namespace) -> dict:
     with torch.inference_mode():
         rif = dec.robust_image_features(emb, early)
 
-        def decode():
-            return model.decode(emb, None, point_coords=coords, point_labels=labels, robust_image_features=rif)
+        def decode():  # as the predictor and the automatic mask generator call it
+            return model.decode(emb, None, point_coords=coords, point_labels=labels, robust_image_features=rif,
+                                keep_embeddings=False)
 
         res["flops_per_prompt"] = count_flops(decode) / k
         dec.stock_ops = True
