@@ -97,9 +97,11 @@ class RobustSamPredictor(SamPredictor):
         mask_input: torch.Tensor | None = None,
         *,
         path: str | None = None,
+        keep_embeddings: bool = True,
     ) -> DecoderOutput:
         """Lower-level call: every decoder output (all mask channels, in the official order) for N
-        prompt sets, prompts already in the model input frame (as for :meth:`predict_torch`)."""
+        prompt sets, prompts already in the model input frame (as for :meth:`predict_torch`);
+        ``keep_embeddings=False`` leaves out ``robust_embeddings``."""
         self._require_image()
         path = check_path(path or self.path)
         return self.model.decode(
@@ -111,6 +113,7 @@ class RobustSamPredictor(SamPredictor):
             mask_input=mask_input,
             robust_image_features=self.get_robust_image_features(path),
             path=path,
+            keep_embeddings=keep_embeddings,
         )
 
     @torch.no_grad()
@@ -133,7 +136,7 @@ class RobustSamPredictor(SamPredictor):
         ``official_multimask`` on the robust path)."""
         if point_coords is not None and point_labels is None:
             raise ValueError("point_labels must be given with point_coords")
-        out = self.decode(point_coords, point_labels, boxes, mask_input, path=path)
+        out = self.decode(point_coords, point_labels, boxes, mask_input, path=path, keep_embeddings=False)
         low_res, iou = out.select(multimask_output, official=official_multimask)
         masks = self.model.postprocess_masks(low_res, self.input_size, self.original_size)
         if not return_logits:

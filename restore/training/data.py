@@ -138,6 +138,31 @@ def _chw(a: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(a.transpose(2, 0, 1), dtype=np.float32))
 
 
+def prior_of_whole_image(
+    prior: Any, image: torch.Tensor, *, cache: Any = None, cache_only: bool = False, source: Any = None, key: str = ""
+) -> Any:
+    """``prior(image)`` for one whole image ``(1, 3, H, W)`` in [0, 1], through ``cache`` (a
+    ``PriorCache``) when given. With ``cache_only`` the prior is never run: an image without an entry
+    raises :class:`DataError` naming ``source`` (its file) and how to fill the cache."""
+    if cache is None:
+        return prior(image)
+    if not cache_only:
+        return cache.get_or_compute(prior, image)
+    out = cache.lookup(prior, image)
+    if out is None:
+        where = Path(source) if isinstance(source, (str, Path)) else None
+        folder = where.parent if where is not None else "FOLDER"
+        raise DataError(
+            f"{key}: {where if where is not None else source}: no {prior.name} prior in the prior cache {cache.root} "
+            f"(prior.cache_only: the prior is not run during training). Fill the cache first with "
+            f"`robustsam-restore prior-cache {folder} --prior {prior.name} --cache {cache.root}` and the recipe's "
+            "prior options (--prior-checkpoint, --prior-option KEY=VALUE): entries are keyed by the image, the "
+            "checkpoint and every setting"
+        )
+    cache.stats["hits"] += 1
+    return out.to(image.device)
+
+
 class PairDataset(torch.utils.data.Dataset):
     """Training pairs indexed by sample position (see module docstring); also the validation set.
 
@@ -156,9 +181,10 @@ class PairDataset(torch.utils.data.Dataset):
         train: bool,
         prior: Any = None,
         prior_cache: Any = None,
+        prior_cache_only: bool = False,
     ) -> None:
         self.opts, self.key, self.seed, self.train = opts, key, seed, train
-        self.prior, self.prior_cache = prior, prior_cache
+        self.prior, self.prior_cache, self.prior_cache_only = prior, prior_cache, prior_cache_only
         self.video: VideoWindows | None = None
         self.depth: DepthHaze | None = None
         if opts.type == "video":
@@ -322,16 +348,14 @@ class PairDataset(torch.utils.data.Dataset):
     def _quantised(self, lq: np.ndarray) -> np.ndarray:
         return (np.round(lq * 255.0) / 255.0).astype(np.float32) if self.opts.quantise else lq
 
-    def whole_prior(self, lq: np.ndarray) -> np.ndarray | None:
-        """Label map ``(H, W)`` of the prior on a whole degraded image (``None`` without a prior)."""
+    def whole_prior(self, lq: np.ndarray, source: Any = None) -> np.ndarray | None:
+        """Label map ``(H, W)`` of the prior on a whole degraded image (``None`` without a prior);
+        ``source`` names the image in errors (its file, or the variant)."""
         if self.prior is None:
             return None
-        image = _chw(lq)[None]
         with torch.no_grad():
-            if self.prior_cache is not None:
-                out = self.prior_cache.get_or_compute(self.prior, image)
-            else:
-                out = self.prior(image)
+            out = prior_of_whole_image(self.prior, _chw(lq)[None], cache=self.prior_cache,
+                                       cache_only=self.prior_cache_only, source=source, key=self.key)
         return out.labels[0].cpu().numpy().astype(np.int32)
 
     def _variant(self, idx: int, variant: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
@@ -341,9 +365,12 @@ class PairDataset(torch.utils.data.Dataset):
             self._variants.move_to_end(key)
             lq, labels = _unpack(*self._variants[key])
         else:
+            lq_path, gt_source = self.pairs[idx]
+            source = lq_path
             if lq is None:
                 lq = self.make_input(idx, gt, variant)
-            labels = self.whole_prior(lq)
+                source = f"variant {variant} of {gt_source}"
+            labels = self.whole_prior(lq, source)
             self._remember(self._variants, key, _pack(lq, labels, eight_bit=self.video is not None or self.opts.quantise))
         return lq, gt, labels
 

@@ -40,6 +40,14 @@ class PriorOptions:
     name: str = _f("none", "prior name: robustsam, sam, regions or none")
     options: dict[str, Any] = _f(dict, "keyword arguments of build_prior (checkpoint, settings)")
     cache_dir: str | None = _f(None, "PriorCache folder for priors of whole images (paired data, variants)")
+    cache_only: bool = _f(
+        False,
+        "read every whole-image prior (training and validation) from cache_dir, filled beforehand by "
+        "robustsam-restore prior-cache; a missing entry is an error naming the image (the prior is never run)")
+
+    def check(self) -> None:
+        if self.cache_only and not self.cache_dir:
+            raise ValueError("cache_only: needs cache_dir (the folder robustsam-restore prior-cache filled)")
 
 
 @dataclass(frozen=True)

@@ -49,7 +49,7 @@ from torch import nn
 from robustsam_prior.fileio import json_dumps, jsonable
 from robustsam_prior.prior import PriorOutput
 
-from .data import DataError, MixedDataset, PairDataset, PositionBatches, collate
+from .data import DataError, MixedDataset, PairDataset, PositionBatches, collate, prior_of_whole_image
 from .losses import PixelLoss
 from .options import TrainConfig
 from .schedule import Ema, lr_factor
@@ -225,12 +225,14 @@ class Trainer:
                 "are computed per crop; use type 'synthetic' with variants: 0"
             )
         cache = _prior_cache(cfg.prior.cache_dir) if self.prior is not None else None
+        self.prior_cache, only = cache, cfg.prior.cache_only
         self.train_ds: PairDataset | MixedDataset = PairDataset(
-            cfg.data.train, key="data.train", seed=cfg.seed, train=True, prior=self.prior, prior_cache=cache)
+            cfg.data.train, key="data.train", seed=cfg.seed, train=True, prior=self.prior, prior_cache=cache,
+            prior_cache_only=only)
         if cfg.data.train_extra:
             parts = [self.train_ds] + [
                 PairDataset(o, key=f"data.train_extra[{i}]", seed=cfg.seed, train=True, prior=self.prior,
-                            prior_cache=cache)
+                            prior_cache=cache, prior_cache_only=only)
                 for i, o in enumerate(cfg.data.train_extra)]
             self.train_ds = MixedDataset(parts, [o.weight for o in (cfg.data.train, *cfg.data.train_extra)],
                                          seed=cfg.seed)
@@ -339,11 +341,14 @@ class Trainer:
         logger.info("checkpoint at iteration %d", self.step)
 
     # -- validation --------------------------------------------------------------------------------
-    def _val_prior(self, key: tuple[str, int], lq: torch.Tensor) -> PriorOutput | None:
+    def _val_prior(self, key: tuple[str, int], lq: torch.Tensor, ds: PairDataset) -> PriorOutput | None:
+        """The prior of validation image ``key`` = (set, index), computed (or read from the prior cache) once."""
         if self.prior is None:
             return None
         if key not in self._val_priors:
-            self._val_priors[key] = self.prior(lq)
+            self._val_priors[key] = prior_of_whole_image(
+                self.prior, lq, cache=self.prior_cache, cache_only=self.cfg.prior.cache_only,
+                source=ds.pairs[key[1]][0] or f"validation item {key[1]} ({ds.pairs[key[1]][1]})", key=ds.key)
         return self._val_priors[key]
 
     @property
@@ -365,7 +370,7 @@ class Trainer:
             for idx in range(self.rank, len(ds), self.world):
                 s = ds[idx]
                 lq, gt = s.lq[None].to(self.device), s.gt[None].to(self.device)
-                prior = self._val_prior((prefix, idx), lq)
+                prior = self._val_prior((prefix, idx), lq, ds)
                 pred = module(lq.contiguous(memory_format=self.memory_format), prior).clamp(0, 1)
                 for j, name in enumerate(names):
                     sums[j] += float(self.metrics[name](pred, gt))

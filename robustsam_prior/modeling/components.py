@@ -32,6 +32,8 @@ import torch.nn.functional as F
 from segment_anything.modeling.common import LayerNorm2d
 from torch import nn
 
+from .decoder_ops import layer_norm_2d
+
 BN_MODES = ("running", "batch")
 
 
@@ -56,6 +58,11 @@ class CABlock(nn.Module):
         weights = self.excitation(self.squeeze(x).flatten(1))
         return x * weights[:, :, None, None]
 
+    def channel_weights(self, parts: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        """``(B, C)``: the weights :meth:`forward` applies to ``cat(parts, 1)``, without building the
+        concatenation (the mean over each channel is the same)."""
+        return self.excitation(torch.cat([p.mean(dim=(2, 3)) for p in parts], dim=1))
+
 
 class Selector(nn.Module):
     """Two-branch spatial attention: ``(B, C, H, W)`` -> two ``(B, C, H, W)`` maps summing to 1.
@@ -75,13 +82,40 @@ class Selector(nn.Module):
         self.att_conv1 = nn.Linear(hidden, pooled)
         self.att_conv2 = nn.Linear(hidden, pooled)
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        b, c, h, w = x.shape
-        z = self.fc(self.avg_pool(x).reshape(b, -1))
+    def grid_weights(self, x: torch.Tensor, pooled: torch.Tensor | None = None) -> torch.Tensor:
+        """``(2, B, C, 4, 4)``: the two branches' attention on the 4x4 grid (softmax across branches);
+        ``pooled``: ``avg_pool(x)`` when the caller has it (``x`` is then only read for its shape)."""
+        b, c = x.shape[:2]
+        z = self.fc((self.avg_pool(x) if pooled is None else pooled).reshape(b, -1))
         logits = torch.stack(
             [self.att_conv1(z).view(b, c, self.grid, self.grid), self.att_conv2(z).view(b, c, self.grid, self.grid)]
         )
-        att = torch.softmax(logits, dim=0)
+        return torch.softmax(logits, dim=0)
+
+    def blend(self, out1: torch.Tensor, out2: torch.Tensor) -> torch.Tensor:
+        """``out1 * att1 + out2 * att2`` with the attention maps of ``forward(out1 + out2)``; ``(B, C, H, W)``.
+
+        Where H and W divide by 4 and the inputs are contiguous, the 4x4 grid cells are views of the
+        inputs: the pooled input is ``mean(out1) + mean(out2)`` over each cell (pooling is linear, so
+        the sum is never built), and since the two weights sum to 1 the result is
+        ``lerp(out2, out1, att1)`` with each cell's weight broadcast over its block, in one pass and
+        without building the upsampled maps."""
+        b, c, h, w = out1.shape
+        g = self.grid
+        if h % g or w % g or not (out1.is_contiguous() and out2.is_contiguous()):
+            att1, att2 = self(out1 + out2)
+            return out1 * att1 + out2 * att2
+        cells = (b, c, g, h // g, g, w // g)
+        pooled = out1.view(cells).mean(dim=(3, 5)) + out2.view(cells).mean(dim=(3, 5))
+        att1 = self.grid_weights(out1, pooled)[0]
+        # rows of one grid cell row: (B*C*4, H/4, 4, W/4), weight (B*C*4, 1, 4, 1)
+        rows = (b * c * g, h // g, g, w // g)
+        out = torch.lerp(out2.view(rows), out1.view(rows), att1.reshape(b * c * g, 1, g, 1))
+        return out.view(b, c, h, w)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h, w = x.shape[-2:]
+        att = self.grid_weights(x)
         # the official code upsamples by the factor (H/4, W/4); same result as size=(H, W) for H, W % 4 == 0
         scale = (h / self.grid, w / self.grid)
         return (
@@ -124,8 +158,7 @@ class SelectiveConv(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out1 = self.conv1(self.relu(self._batch_norm(x)))
         out2 = self.conv2(self.relu(self.IN(x)))
-        att1, att2 = self.selector(out1 + out2)
-        return out1 * att1 + out2 * att2
+        return self.selector.blend(out1, out2)
 
 
 class SKDown(nn.Module):
@@ -151,6 +184,16 @@ class DNCBlockCombined(nn.Module):
         return self.channel_attention(torch.cat([x, self.SEMBlock(x)], dim=1))
 
 
+def _magnitude(z: torch.Tensor) -> torch.Tensor:
+    """``|z|`` of a complex tensor. Without autograd as ``sqrt(re^2 + im^2)`` in two passes (``abs`` on
+    complex numbers computes ``hypot``, twice as slow here); with autograd ``abs``, whose gradient at
+    ``z = 0`` is 0 where the square root's is not finite."""
+    if torch.is_grad_enabled():
+        return z.abs()
+    re, im = torch.view_as_real(z).unbind(-1)
+    return torch.addcmul(re.square(), im, im).sqrt_()
+
+
 class FGMBlock(nn.Module):
     """Fourier degradation suppression on ``(B, 2C, H, W)``, same shape out.
 
@@ -169,14 +212,56 @@ class FGMBlock(nn.Module):
         self.conv_layer = nn.Conv2d(2 * channels, 2 * channels, kernel_size=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h, w = x.shape[-2:]
-        z = torch.fft.rfft2(x.float(), dim=(-2, -1))
-        mag = z.abs()
-        amp = self.conv_layer(mag.to(self.conv_layer.weight.dtype)).float()
-        zero = mag == 0
-        # z = 0 where |Z| = 0: dividing by 1 there keeps everything finite; the phasor is 1 there
-        spectrum = z * (amp / torch.where(zero, torch.ones_like(mag), mag)) + amp * zero
+        b, c, h, w = x.shape
+        # contiguous NCHW: the FFT then runs over unit-stride rows
+        z = torch.fft.rfft2(x.float().contiguous(), dim=(-2, -1))
+        mag = _magnitude(z)
+        # the 1x1 convolution as one matrix product per image over the half spectrum
+        weight = self.conv_layer.weight.reshape(c, c).float()
+        amp = torch.matmul(weight, mag.reshape(b, c, -1))
+        if self.conv_layer.bias is not None:
+            amp = amp + self.conv_layer.bias.float()[:, None]
+        amp = amp.view_as(mag)
+        if bool(mag.amin() == 0):  # Z = 0 there: a phasor of 1 (Z and |Z| replaced by 1) gives A' itself
+            zero = mag == 0
+            z = torch.where(zero, torch.ones_like(z), z)
+            mag = torch.where(zero, torch.ones_like(mag), mag)
+        spectrum = z * (amp / mag)
         return torch.fft.irfft2(spectrum, s=(h, w), dim=(-2, -1)).to(x.dtype)
+
+    def forward_scaled(self, parts: tuple[torch.Tensor, ...], weights: torch.Tensor) -> torch.Tensor:
+        """``forward(cat(parts, 1) * weights[:, :, None, None])`` with ``weights`` (B, 2C) > 0 (the SE
+        weights of :class:`CABlock`), without building the weighted input.
+
+        With ``Z`` the spectrum of the unweighted input and ``w`` a channel's weight, the weighted
+        channel's spectrum is ``wZ``, its magnitude ``w|Z|``, so ``A' = conv1x1(w|Z|)`` is the 1x1 conv
+        with ``w`` folded into its input columns applied to ``|Z|``, and ``wZ A'/(w|Z|) = Z A'/|Z|``
+        (``|wZ| = 0`` exactly where ``|Z| = 0``). A zero weight breaks the last step: then the weighted
+        input is built after all."""
+        if bool((weights <= 0).any()):
+            return self(torch.cat(parts, dim=1) * weights[:, :, None, None])
+        first = parts[0]
+        b, _, h, w = first.shape
+        c = sum(p.shape[1] for p in parts)
+        if b == 1 and not torch.is_grad_enabled():  # each part's spectrum straight into its channels
+            z = torch.empty(1, c, h, w // 2 + 1, dtype=torch.complex64, device=first.device)
+            start = 0
+            for p in parts:
+                torch.fft.rfft2(p.float().contiguous(), dim=(-2, -1), out=z[:, start : start + p.shape[1]])
+                start += p.shape[1]
+        else:
+            z = torch.fft.rfft2(torch.cat(parts, dim=1).float(), dim=(-2, -1))
+        mag = _magnitude(z)
+        weight = self.conv_layer.weight.reshape(c, c).float() * weights.float()[:, None, :]  # (B, out, in)
+        amp = torch.bmm(weight, mag.reshape(b, c, -1))
+        if self.conv_layer.bias is not None:
+            amp = amp + self.conv_layer.bias.float()[:, None]
+        amp = amp.view_as(mag)
+        if bool(mag.amin() == 0):
+            zero = mag == 0
+            z = torch.where(zero, torch.ones_like(z), z)
+            mag = torch.where(zero, torch.ones_like(mag), mag)
+        return torch.fft.irfft2(z * (amp / mag), s=(h, w), dim=(-2, -1)).to(first.dtype)
 
 
 class _AMFGBlock(nn.Module):
@@ -189,8 +274,13 @@ class _AMFGBlock(nn.Module):
         self.conv_layer = nn.Conv2d(2 * channels, channels, kernel_size=3, padding=1)
 
     def suppress(self, x: torch.Tensor) -> torch.Tensor:
-        """The degradation-suppression part, ``(B, C, H, W)`` -> same shape."""
-        return self.conv_layer(self.fgm_block(self.dnc_block_combined(x)))
+        """The degradation-suppression part, ``(B, C, H, W)`` -> same shape. The SE-weighted
+        concatenation between the DNC block and the Fourier block is never built
+        (:meth:`FGMBlock.forward_scaled`)."""
+        dnc = self.dnc_block_combined
+        parts = (x, dnc.SEMBlock(x))
+        weights = dnc.channel_attention.channel_weights(parts)
+        return self.conv_layer(self.fgm_block.forward_scaled(parts, weights))
 
     def tail(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -200,10 +290,17 @@ class _AMFGBlock(nn.Module):
         return self.tail(x if clear else self.suppress(x))
 
 
+class ChannelLayerNorm2d(LayerNorm2d):
+    """SAM's ``LayerNorm2d`` (same parameters); on a channels-last input one ``F.layer_norm`` pass."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return layer_norm_2d(x, self)
+
+
 def _upsample_x4(in_dim: int, mid_dim: int, out_dim: int) -> nn.Sequential:
     return nn.Sequential(
         nn.ConvTranspose2d(in_dim, mid_dim, kernel_size=2, stride=2),
-        LayerNorm2d(mid_dim),
+        ChannelLayerNorm2d(mid_dim),
         nn.GELU(),
         nn.ConvTranspose2d(mid_dim, out_dim, kernel_size=2, stride=2),
     )
@@ -217,11 +314,12 @@ class MaskFeatureBlock(_AMFGBlock):
         super().__init__(c, bn_mode=bn_mode)
         # "downsample" in the official name only; resolution is unchanged (HQ-SAM's embedding_maskfeature)
         self.downsample_layer = nn.Sequential(
-            nn.Conv2d(c, 2 * c, 3, 1, 1), LayerNorm2d(2 * c), nn.GELU(), nn.Conv2d(2 * c, c, 3, 1, 1)
+            nn.Conv2d(c, 2 * c, 3, 1, 1), ChannelLayerNorm2d(2 * c), nn.GELU(), nn.Conv2d(2 * c, c, 3, 1, 1)
         )
 
     def tail(self, x: torch.Tensor) -> torch.Tensor:
-        return self.downsample_layer(x)
+        # channels-last: the layer norm between the two convolutions then normalises contiguous channels
+        return self.downsample_layer(x.contiguous(memory_format=torch.channels_last))
 
 
 class FirstLayerFeatureBlock(_AMFGBlock):

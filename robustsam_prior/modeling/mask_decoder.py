@@ -31,6 +31,15 @@ from segment_anything.modeling.mask_decoder import MLP, MaskDecoder
 from torch import nn
 
 from .components import FirstLayerFeatureBlock, LastLayerFeatureBlock, MaskFeatureBlock, TokenBlock
+from .decoder_ops import (
+    first_layer_image_projections,
+    image_tokens,
+    mask_logits,
+    transformer_matches,
+    two_way_transformer,
+    upscale_tokens,
+    upscaling_matches,
+)
 
 PATHS = ("robust", "sam")
 
@@ -47,13 +56,13 @@ class DecoderOutput:
 
     ``logits`` (N, M, 4h, 4w): all mask channels (M = T*T on the robust path in the official channel
     order, M = T on the sam path); ``iou_predictions`` (N, T); ``robust_embeddings`` (N, D/8, 4h, 4w):
-    the fused robust mask feature; ``tokens`` (N, T, D): the mask (or robust) tokens after the
-    transformer, before AOTG (the official ``robust_token``).
+    the fused robust mask feature (``None`` when the caller asked not to keep it); ``tokens`` (N, T, D):
+    the mask (or robust) tokens after the transformer, before AOTG (the official ``robust_token``).
     """
 
     logits: torch.Tensor
     iou_predictions: torch.Tensor
-    robust_embeddings: torch.Tensor
+    robust_embeddings: torch.Tensor | None
     tokens: torch.Tensor
     path: str
 
@@ -112,6 +121,14 @@ class RobustMaskDecoder(MaskDecoder):
         self.custom_token_block = TokenBlock(input_dim=t, mlp_dim=transformer_dim // t)  # AOTG
         # prompt sets per pass through the decoder (speed only; None = default_prompt_batch())
         self.prompt_batch: int | None = None
+        # True: the transformer and SAM's upscaling run exactly as the stock modules are written
+        # (NCHW image tokens, ConvTranspose2d); False: the same computation through decoder_ops
+        self.stock_ops = False
+
+    def uses_decoder_ops(self) -> bool:
+        """Whether the transformer and SAM's upscaling run through :mod:`.decoder_ops` (they do unless
+        :attr:`stock_ops` is set or a sub-module was replaced by one it does not know)."""
+        return not self.stock_ops and transformer_matches(self.transformer) and upscaling_matches(self.output_upscaling)
 
     def default_prompt_batch(self, robust_image_features: torch.Tensor) -> int:
         """Prompt sets per decoder pass when ``prompt_batch`` is None: as many as fit the dense budget
@@ -142,12 +159,15 @@ class RobustMaskDecoder(MaskDecoder):
         early_features: torch.Tensor | None = None,
         robust_image_features: torch.Tensor | None = None,
         path: str = "robust",
+        keep_embeddings: bool = True,
     ) -> DecoderOutput:
         """Run the decoder for N prompt sets.
 
         ``image_embeddings`` (1 or N, D, h, w); ``image_pe`` (1, D, h, w); ``sparse_prompt_embeddings``
         (N, P, D); ``dense_prompt_embeddings`` (N, D, h, w); either ``early_features`` (1 or N, h, w,
         Cvit) or the precomputed ``robust_image_features`` (1 or N, D/8, 4h, 4w) of the same ``path``.
+        ``keep_embeddings=False`` drops each group's ``robust_embeddings`` once its logits are made (masks
+        only need the logits; kept, they are D/8 x 4h x 4w floats per prompt set, 8 MB for vit_b).
         """
         check_path(path)
         n = sparse_prompt_embeddings.shape[0]
@@ -160,12 +180,22 @@ class RobustMaskDecoder(MaskDecoder):
                 raise ValueError(f"{name} has batch {t.shape[0]}, expected 1 or the number of prompt sets {n}")
 
         # Every step below is per prompt set, so the prompts run in groups (results are the same). Small
-        # groups keep the 4h x 4w tensors of the mask-feature AMFG in cache: on vit_b one prompt at a time
-        # takes 0.175 s per prompt on 2 CPU cores, batches of 16 0.359 s (benchmarks/prior_speed.py --amg), while
-        # small models gain from batching. Default: prompts whose robust mask feature (D/8 x 4h x 4w
-        # floats each) fit in DENSE_BUDGET elements (GPU_DENSE_BUDGET on a GPU), at least one.
+        # groups keep the 4h x 4w tensors of the mask-feature AMFG in cache (on a CPU, vit_b runs fastest
+        # one prompt at a time: benchmarks/decoder_speed.py), while small models gain from batching.
+        # Default: prompts whose robust mask feature (D/8 x 4h x 4w floats each) fit in DENSE_BUDGET
+        # elements (GPU_DENSE_BUDGET on a GPU), at least one.
         step = self.prompt_batch
         step = self.default_prompt_batch(robust_image_features) if step is None else max(1, int(step))
+        fast = self.uses_decoder_ops()
+        shared = None
+        if fast and image_embeddings.shape[0] == 1 and (n == 1 or dense_prompt_embeddings.stride(0) == 0):
+            # no mask prompt: every prompt set sees the same image tokens, so they and the first block's
+            # projections of them are computed once for all groups
+            keys = image_tokens(image_embeddings + dense_prompt_embeddings[:1])
+            key_pe = image_tokens(image_pe)
+            shared = (keys, key_pe, first_layer_image_projections(self.transformer, keys, key_pe))
+        if fast:  # the mask-feature AMFG ends channels-last (MaskFeatureBlock.tail): add like to like
+            robust_image_features = robust_image_features.contiguous(memory_format=torch.channels_last)
         parts = []
         for i in range(0, n, step):
             j = min(n, i + step)
@@ -177,12 +207,19 @@ class RobustMaskDecoder(MaskDecoder):
                     dense_prompt_embeddings[i:j],
                     robust_image_features if robust_image_features.shape[0] == 1 else robust_image_features[i:j],
                     path,
+                    fast=fast,
+                    shared=shared,
                 )
             )
+            if not keep_embeddings:
+                parts[-1].robust_embeddings = None
         if len(parts) == 1:
             return parts[0]
         fields = ("logits", "iou_predictions", "robust_embeddings", "tokens")
-        return DecoderOutput(**{f: torch.cat([getattr(o, f) for o in parts]) for f in fields}, path=path)
+        return DecoderOutput(
+            **{f: None if getattr(parts[0], f) is None else torch.cat([getattr(o, f) for o in parts]) for f in fields},
+            path=path,
+        )
 
     def _decode_prompts(
         self,
@@ -192,20 +229,31 @@ class RobustMaskDecoder(MaskDecoder):
         dense_prompt_embeddings: torch.Tensor,
         robust_image_features: torch.Tensor,
         path: str,
+        *,
+        fast: bool = False,
+        shared: tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, ...]] | None = None,
     ) -> DecoderOutput:
+        """One group of prompt sets. ``fast``: through :mod:`.decoder_ops`, with ``shared`` the image
+        tokens, their positional encoding and the first block's projections common to all groups."""
         n = sparse_prompt_embeddings.shape[0]
         mask_tokens = self.custom_robust_token if path == "robust" else self.mask_tokens
         output_tokens = torch.cat([self.iou_token.weight, mask_tokens.weight], dim=0)
         tokens = torch.cat([output_tokens.unsqueeze(0).expand(n, -1, -1), sparse_prompt_embeddings], dim=1)
-        src = image_embeddings.expand(n, -1, -1, -1) + dense_prompt_embeddings
-        pos_src = image_pe.expand(n, -1, -1, -1)
-        b, c, h, w = src.shape
-        hs, src = self.transformer(src, pos_src, tokens)
+        b, c, h, w = n, *image_embeddings.shape[1:]
+        if fast:
+            if shared is None:
+                keys, key_pe, first = image_tokens(image_embeddings + dense_prompt_embeddings), image_tokens(image_pe), None
+            else:
+                keys, key_pe, first = shared
+            hs, keys = two_way_transformer(self.transformer, keys, key_pe, tokens, first)
+            decoder_features = upscale_tokens(self.output_upscaling, keys, h, w)  # F_dec
+        else:
+            src = image_embeddings.expand(n, -1, -1, -1) + dense_prompt_embeddings
+            hs, src = self.transformer(src, image_pe.expand(n, -1, -1, -1), tokens)
+            decoder_features = self.output_upscaling(src.transpose(1, 2).reshape(b, c, h, w))  # F_dec
         t = self.num_mask_tokens
         iou_token_out = hs[:, 0, :]
         mask_tokens_out = hs[:, 1 : 1 + t, :]
-
-        decoder_features = self.output_upscaling(src.transpose(1, 2).reshape(b, c, h, w))  # F_dec
         robust_embeddings = self.fourier_mask_features(decoder_features, clear=path == "sam") + robust_image_features
 
         if path == "robust":
@@ -216,8 +264,7 @@ class RobustMaskDecoder(MaskDecoder):
         else:
             hyper = torch.stack([mlp(mask_tokens_out[:, i]) for i, mlp in enumerate(self.output_hypernetworks_mlps)], 1)
             features = decoder_features
-        fb, fc, fh, fw = features.shape
-        logits = (hyper @ features.reshape(fb, fc, fh * fw)).view(n, -1, fh, fw)
+        logits = mask_logits(hyper, features)
         return DecoderOutput(
             logits=logits,
             iou_predictions=self.iou_prediction_head(iou_token_out),

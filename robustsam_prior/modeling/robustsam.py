@@ -82,9 +82,11 @@ class RobustSam(Sam):
         mask_input: torch.Tensor | None = None,
         robust_image_features: torch.Tensor | None = None,
         path: str = "robust",
+        keep_embeddings: bool = True,
     ) -> DecoderOutput:
         """Prompts in the model's input frame: ``point_coords`` (N,P,2) xy pixels with
-        ``point_labels`` (N,P); ``boxes`` (N,4) xyxy; ``mask_input`` (N,1,4h,4w) logits."""
+        ``point_labels`` (N,P); ``boxes`` (N,4) xyxy; ``mask_input`` (N,1,4h,4w) logits.
+        ``keep_embeddings=False``: no ``robust_embeddings`` in the output (masks only)."""
         points = (point_coords, point_labels) if point_coords is not None else None
         sparse, dense = self.prompt_encoder(points=points, boxes=boxes, masks=mask_input)
         return self.mask_decoder.decode(
@@ -95,6 +97,7 @@ class RobustSam(Sam):
             early_features=early_features,
             robust_image_features=robust_image_features,
             path=path,
+            keep_embeddings=keep_embeddings,
         )
 
     def forward(  # type: ignore[override]
