@@ -92,11 +92,10 @@ def bad_values(f, tmp_path):
 
 
 def test_segment(files, tmp_path, calls, monkeypatch):
-    from robustsam_prior.hub import ENV_CACHE, ENV_CHECKPOINT
+    from robustsam_prior.hub import ENV_CHECKPOINT
 
     ck, image = files["ckpt"], files["image"]
     monkeypatch.delenv(ENV_CHECKPOINT, raising=False)
-    monkeypatch.setenv(ENV_CACHE, str(tmp_path / "empty-cache"))
     res = run("segment", image, tmp_path / "none", "--auto", "--prior-config", "vit_l")
     assert res.exit_code == 1 and "robustsam_checkpoint_l.pth" in res.output  # the variant's official file
     res = run("segment", image, tmp_path / "none", "--auto", "--prior-checkpoint", ck)
