@@ -40,7 +40,6 @@ MODELS: dict[str, dict[str, Any]] = {
         "file": "deblur_regions_map_nafnet.safetensors",
         "recipe": "pipelines/train_default_deblur_stage3.yml",
         "description": "default deblurrer: MAP-NAFNet (width 16) on the built-in regions prior",
-        "local_pool": 144,
     },
     "default_dehaze_noprior": {
         "zoo": "dehaze-noprior",
@@ -54,7 +53,6 @@ MODELS: dict[str, dict[str, Any]] = {
         "file": "deblur_noprior_nafnet.safetensors",
         "recipe": "pipelines/train_default_deblur_noprior_stage3.yml",
         "description": "ablation: the same NAFNet without a prior, same data and budget",
-        "local_pool": 144,
     },
 }
 MAX_BYTES = 15 * 1024 * 1024  # each packaged model <= 15 MB
@@ -122,7 +120,8 @@ def ship(run: Path, at: int | None = None, half: bool = False) -> dict[str, Any]
         "prior": meta.get("prior"),
         "iterations": meta.get("iteration"),
         "planned_iterations": planned,
-        "finished": meta.get("iteration") == planned,
+        # the run went to its planned end; the shipped iteration may be an earlier one chosen on validation
+        "finished": meta.get("iteration") == planned or (run / "models" / "final.safetensors").is_file(),
         "wall_time_s": log["wall_time_s"],
         "device": "CPU, 1 torch thread (2 cores shared with other work)",
         "metrics": meta.get("metrics") or {},
@@ -217,7 +216,10 @@ def write_tables(records: dict[str, dict[str, Any]]) -> None:
         stages = _stages(rec)
         its = " + ".join(str(r.get("iterations", "?")) for r in stages[:-1])
         its += (" + " if its else "") + f"{rec['iterations']}/{rec['planned_iterations']}"
-        its += "" if rec["finished"] else " (running)"
+        if not rec["finished"]:
+            its += " (running)"
+        elif rec["iterations"] != rec["planned_iterations"]:
+            its += " (chosen on validation)"
         wall = " + ".join(f"{r['wall_time_s'] / 60:.0f}" if "wall_time_s" in r else "?" for r in stages)
         recipes = " then ".join(f"`{r['recipe']}`" for r in stages if "recipe" in r)
         lines.append(

@@ -160,14 +160,14 @@ def _held_out_crops() -> list[torch.Tensor]:
 
 # What the shipped weights must keep, with a margin: dehazers gain well over 3 dB on average over the
 # twelve held-out crops (8.5-8.6 dB; 10.8-11.1 dB on their validation set) and make none of them worse
-# (their smallest gains are 0.9-2.2 dB); deblurrers gain at least 0.5 dB on average (1.04 dB for the
-# default, 1.19 for the ablation, with the second-stage weights; 1.5-2.2 dB on validation). A single crop is
+# (their smallest gains are 0.9-2.2 dB); deblurrers gain at least 0.5 dB on average. A single crop is
 # a poor guard: over twelve random 95x127 crops a dehazer trained on 96-px crops gained -0.5..10.7 dB.
 # Deblurring may leave a flat crop as it is or a little worse (-0.44 dB at worst), so only the mean is
 # held there. Quality targets are measured by benchmarks/quality.py, not here.
 _MIN_GAIN_DB = {"dehaze": 3.0, "deblur": 0.5}
-# fast motion (test_packaged_deblurrers_do_no_harm_on_fast_motion): no photo made worse, a gain on average
-_FAST_MOTION_FLOOR_DB, _FAST_MOTION_MEAN_DB = 0.0, 0.5
+# fast motion (test_packaged_deblurrers_do_no_harm_on_fast_motion): every photo gains (the packaged deblurrers:
+# +0.78..+2.62 dB, 1.71-1.75 dB on average), so a return of the doubled edges fails
+_FAST_MOTION_FLOOR_DB, _FAST_MOTION_MEAN_DB = 0.3, 1.0
 
 
 @pytest.mark.parametrize("name", sorted(PACKAGED))
