@@ -24,6 +24,7 @@ COMMANDS: dict[str, str] = {
     "leaderboard": "pipelines.commands.leaderboard:leaderboard",
     "run": "pipelines.commands.run:run",
     "train": "pipelines.commands.train:train",
+    "pseudo-masks": "pipelines.commands.pseudo_masks:pseudo_masks",
 }
 
 
