@@ -131,6 +131,8 @@ class RobustSamDataOptions:
         "points", "prompts given to both branches; mixed: a different kind each step (train.stage sam: one point "
         "with three masks, a box, num_points points; robust: points, box)")
     instance: Literal["random", "largest"] = _f("random", "which instance of a scene is the target")
+    instances: int = _f(1, "prompts per image (train.stage sam: that many instances of each scene, each its "
+                        "own prompt, for one encoding; stage robust: 1)", min=1)
 
     def check(self) -> None:
         if self.source == "folder":
@@ -232,6 +234,8 @@ class RobustSamTrainConfig:
     train: RobustSamLoopOptions = _f(RobustSamLoopOptions, "optimisation loop")
 
     def check(self) -> None:
+        if self.train.stage == "robust" and self.data.instances != 1:
+            raise ValueError("data.instances: train.stage robust prompts one instance per pair; set 1")
         if self.train.stage == "sam" and (self.data.degradations is None or self.data.degradations):
             raise ValueError("data.degradations: train.stage sam trains on clean images only; set "
                              "data.degradations: [] (the degraded copies would be drawn and never used)")

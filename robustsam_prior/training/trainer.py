@@ -326,6 +326,8 @@ class SamStageTrainer(AntiDegradationTrainer):
         return names
 
     def compute_losses(self, batch: list[TrainingPair]) -> dict[str, torch.Tensor]:
+        """Each image is encoded once and decoded with one prompt per instance (its ``mask`` and ``others``);
+        the terms are the mean over all prompts of the batch."""
         dev = self.device
         sizes = [tuple(p.clear.shape[-2:]) for p in batch]
         parts = ([self._inputs(torch.stack([p.clear for p in batch]).to(dev))] if len(set(sizes)) == 1
@@ -334,13 +336,16 @@ class SamStageTrainer(AntiDegradationTrainer):
         input_sizes = [part[1] for part in parts] * (len(batch) if len(parts) == 1 else 1)
         emb, early = self.model.encode(x)
         kind = self.step_prompt(SAM_MIXED_PROMPTS)
-        out = self.model.decode(emb, early, path="sam", **self.prompt_tensors(batch, sizes, kind))
-        logits, iou = out.select(multimask_output=kind == "point")
-        per_prompt = [
-            sam_stage_losses(self.model.postprocess_masks(logits[i:i + 1], input_sizes[i], sizes[i])[0], iou[i],
-                             p.mask.to(dev), self.config.weights)
-            for i, p in enumerate(batch)
-        ]
+        per_prompt = []
+        for i, p in enumerate(batch):
+            items = [(p.mask, p.points, p.box), *p.others]
+            prompts = [TrainingPair(p.clear, p.clear, m, pts, p.point_labels, box, p.degradation) for m, pts, box in items]
+            out = self.model.decode(emb[i:i + 1], early[i:i + 1], path="sam",
+                                    **self.prompt_tensors(prompts, [sizes[i]] * len(prompts), kind))
+            logits, iou = out.select(multimask_output=kind == "point")
+            masks = self.model.postprocess_masks(logits, input_sizes[i], sizes[i])
+            per_prompt += [sam_stage_losses(masks[j], iou[j], m.to(dev), self.config.weights)
+                           for j, (m, _, _) in enumerate(items)]
         return {k: torch.stack([t[k] for t in per_prompt]).mean() for k in per_prompt[0]}
 
 
@@ -465,6 +470,7 @@ def _train_from_options(
             include_identity=o.data.identity,
             num_points=o.data.num_points,
             instance=o.data.instance,
+            instances=o.data.instances,
         )
         trainer = STAGES[o.train.stage](model, config)
         log_path = out / "log.jsonl"

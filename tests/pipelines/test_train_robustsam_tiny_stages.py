@@ -152,3 +152,10 @@ def test_stage1_checkpoint_loads_without_the_untrained_fourier_warning(runs, cap
     with caplog.at_level(logging.WARNING, logger="robustsam_prior.loading"):
         build_robustsam(None, runs["s1"])
     assert not [r for r in caplog.records if "look untrained" in r.getMessage()]
+
+
+def test_several_instances_only_in_stage1(data, runs):
+    where = [f"data.images_dir={data / 'images'}", f"data.masks_dir={data / 'masks'}"]
+    assert load_train_config(STAGE1, where).data.instances == 8
+    with pytest.raises(ConfigError, match=r"data\.instances: train\.stage robust prompts one instance"):
+        load_train_config(STAGE2, [*where, f"model.checkpoint={runs['s1']}", "data.instances=4"])

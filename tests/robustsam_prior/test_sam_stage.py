@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -106,3 +107,37 @@ def test_mixed_prompt_cycle_depends_only_on_the_step():
     assert _trainer(prompt="box").step_prompt(SAM_MIXED_PROMPTS) == "box"
     with pytest.raises(ValueError, match="prompt must be one of"):
         AntiDegradationConfig(prompt="scribble")
+
+
+def test_several_instances_per_image_are_distinct_and_each_prompted():
+    from robustsam_prior.training.data import make_pair
+
+    scene = ShapesDataset(length=1, height=64, width=64, seed=2)[0]
+    assert len(scene.masks) >= 3
+    rng = np.random.default_rng(0)
+    pair = make_pair(scene.image, scene.masks, degradations=(), include_identity=True, instances=3, rng=rng)
+    assert len(pair.others) == 2
+    chosen = [pair.mask.numpy()] + [m.numpy() for m, _, _ in pair.others]
+    index = [next(i for i, s in enumerate(scene.masks) if np.array_equal(s, c > 0)) for c in chosen]
+    assert len(set(index)) == 3  # without replacement
+    for m, pts, box in pair.others:
+        assert all(m[int(y), int(x)] for x, y in pts)
+        ys, xs = np.nonzero(m.numpy())
+        assert box[0] <= xs.max() and box[2] >= xs.min()
+    many = make_pair(scene.image, scene.masks, degradations=(), instances=50, rng=rng)
+    assert len(many.others) == len(scene.masks) - 1  # at most every instance once
+    one = make_pair(scene.image, scene.masks, degradations=(), rng=np.random.default_rng(0))
+    assert one.others == []
+    with pytest.raises(ValueError, match="no degradations"):
+        make_pair(scene.image, scene.masks, degradations=("fog",), instances=2, rng=rng)
+
+    # stage 1's loss is the mean over every prompt of the batch: here the pair's three instances
+    trainer = _trainer(prompt="box")
+    with torch.no_grad():
+        together = trainer.compute_losses([pair])["total"]
+        alone = []
+        for m, pts, box in [(pair.mask, pair.points, pair.box), *pair.others]:
+            single = make_pair(scene.image, scene.masks, degradations=(), rng=np.random.default_rng(0))
+            single.mask, single.points, single.box = m, pts, box
+            alone.append(trainer.compute_losses([single])["total"])
+    torch.testing.assert_close(together, torch.stack(alone).mean())
