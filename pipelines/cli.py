@@ -25,6 +25,7 @@ COMMANDS: dict[str, str] = {
     "run": "pipelines.commands.run:run",
     "train": "pipelines.commands.train:train",
     "basicsr": "pipelines.commands.basicsr_run:basicsr",
+    "pseudo-masks": "pipelines.commands.pseudo_masks:pseudo_masks",
 }
 
 

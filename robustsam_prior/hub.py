@@ -48,6 +48,8 @@ _ALIASES = {"b": "vit_b", "l": "vit_l", "h": "vit_h", "base": "vit_b", "large": 
 DEFAULT_VARIANT = "vit_b"
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _TRUE = {"1", "on", "yes", "true"}
+# variants of robustsam_prior.modeling.build.VARIANTS without an official file -> the recipes that train them
+TRAINED_HERE = {"robustsam-tiny": "pipelines/train_robustsam_tiny_stage1.yml, then train_robustsam_tiny_stage2.yml"}
 
 
 class CheckpointNotFoundError(CheckpointError, FileNotFoundError):
@@ -114,6 +116,12 @@ def resolve_checkpoint(path_or_variant: str | os.PathLike | Mapping | None = Non
         )
     if path_or_variant is not None:
         text = os.fspath(path_or_variant)
+        if text in TRAINED_HERE:
+            if os.environ.get(ENV_CHECKPOINT):
+                return resolve_checkpoint(Path(os.environ[ENV_CHECKPOINT]))
+            raise CheckpointNotFoundError(
+                f"{text} has no published checkpoint: this project trains it ({TRAINED_HERE[text]}); pass the "
+                "trained file's path")
         variant = normalize_variant(text) if isinstance(path_or_variant, str) else None
         if variant is not None:
             return hub_checkpoint(variant)

@@ -178,7 +178,11 @@ def load_robustsam_weights(
     if ignore is not None:
         logger.info("%s: SAM checkpoint; the RobustSAM modules keep their fresh initialisation", loaded.path)
     load_strict(model, state, source=loaded.path, describe=describe_checkpoint, ignore_missing=ignore)
-    untrained = fgm_looks_untrained(state) if kind.kind == "robustsam" else []
+    # a stage-1 checkpoint (train.stage sam) holds RobustSAM modules that were never trained, by design
+    recipe = (loaded.metadata or {}).get("recipe")
+    train = recipe.get("train") if isinstance(recipe, dict) else None
+    stage1 = isinstance(train, dict) and train.get("stage") == "sam"
+    untrained = fgm_looks_untrained(state) if kind.kind == "robustsam" and not stage1 else []
     if untrained:
         logger.warning(
             "%s: the Fourier amplitude convs of %s look untrained (default initialisation); the checkpoint "

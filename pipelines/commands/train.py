@@ -45,8 +45,12 @@ def load_train_config(path: str, overrides: tuple[str, ...] | list[str]):
     return load_config(TrainConfig, path, overrides, kinds=format_kinds("train"))
 
 
+# what a ``kind: robustsam`` run trains, by ``train.stage``
+STAGE_WORDS = {"robust": "RobustSAM's anti-degradation modules", "sam": "SAM's encoders and mask decoder (stage 1)"}
+
+
 def train_robustsam(cfg, *, recipe: str, overrides: tuple[str, ...], resume: bool, as_json: bool) -> None:
-    """The ``kind: robustsam`` branch: RobustSAM anti-degradation training (DDP under torchrun), with the
+    """The ``kind: robustsam`` branch: RobustSAM stage 1 or 2 training (DDP under torchrun), with the
     restoration branch's rules for ``--resume`` and existing runs; rank 0 alone writes and reports."""
     import os
     from pathlib import Path
@@ -77,7 +81,7 @@ def train_robustsam(cfg, *, recipe: str, overrides: tuple[str, ...], resume: boo
     first, last = summary["first_losses"], summary["last_losses"]
     resumed = f" (resumed at step {summary['resumed_from']})" if summary.get("resumed_from") is not None else ""
     click.echo(
-        f"trained RobustSAM's anti-degradation modules for {summary['steps']} steps{resumed} in "
+        f"trained {STAGE_WORDS[cfg.train.stage]} for {summary['steps']} steps{resumed} in "
         f"{summary['wall_time_s']:.1f} s; loss {first.get('total', float('nan')):.4f} -> "
         f"{last.get('total', float('nan')):.4f}; weights: {summary['weights']}"
     )

@@ -115,11 +115,17 @@ VARIANTS: dict[str, RobustSamConfig] = {
     "vit_b": RobustSamConfig(1024, 16, 768, 12, 12, (2, 5, 8, 11), 14, **_SAM_DECODER),
     "vit_l": RobustSamConfig(1024, 16, 1024, 24, 16, (5, 11, 17, 23), 14, **_SAM_DECODER),
     "vit_h": RobustSamConfig(1024, 16, 1280, 32, 16, (7, 15, 23, 31), 14, **_SAM_DECODER),
+    # CPU-sized, trained in this project (pipelines/train_robustsam_tiny_stage{1,2}.yml): the same modules
+    # at 256 px (16x16 tokens of 16 px), a 6-block ViT of width 192 with global attention in blocks 2 and 5
+    # like vit_b's every third block, windows of 8 tokens, and a 128-wide prompt encoder and decoder
+    "robustsam-tiny": RobustSamConfig(256, 16, 192, 6, 6, (2, 5), 8, prompt_dim=128, dec_depth=2, dec_mlp=512,
+                                      dec_heads=4, iou_hidden=128, mask_in_chans=16),
 }
 
 
 def resolve_config(config: str | Mapping[str, Any] | RobustSamConfig) -> RobustSamConfig:
-    """A variant name (``"vit_b"``/``"vit_l"``/``"vit_h"``), a dict like ``tiny_config.json`` or a config."""
+    """A variant name (``"vit_b"``/``"vit_l"``/``"vit_h"``/``"robustsam-tiny"``), a dict like ``tiny_config.json``
+    or a config."""
     if isinstance(config, RobustSamConfig):
         return config
     if isinstance(config, str):

@@ -29,7 +29,8 @@ logger = logging.getLogger(__name__)
 class TrainingPair:
     """One sample. ``clear``/``degraded`` (3,H,W) float in [0,1]; ``mask`` (H,W) float {0,1}, the
     ground truth on the degraded image; ``points`` (P,2) xy pixels with ``point_labels`` (P,) (all 1);
-    ``box`` (4,) xyxy pixels; ``degradation`` name and its drawn ``params``."""
+    ``box`` (4,) xyxy pixels; ``degradation`` name and its drawn ``params``; ``others``: further instances
+    of the same clean image as ``(mask, points, box)`` (stage 1's several prompts per image; empty otherwise)."""
 
     clear: torch.Tensor
     degraded: torch.Tensor
@@ -39,6 +40,7 @@ class TrainingPair:
     box: torch.Tensor
     degradation: str
     params: dict[str, Any] = field(default_factory=dict)
+    others: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = field(default_factory=list)
 
 
 def sample_points(mask: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
@@ -73,9 +75,12 @@ def make_pair(
     include_identity: bool = True,
     num_points: int = 3,
     instance: str = "random",
+    instances: int = 1,
     rng: np.random.Generator,
 ) -> TrainingPair:
-    """A pair from ``image`` (H,W,3) float [0,1] and its instance ``masks`` (N,H,W) bool."""
+    """A pair from ``image`` (H,W,3) float [0,1] and its instance ``masks`` (N,H,W) bool. ``instances`` > 1
+    adds up to ``instances - 1`` other instances (drawn without replacement) as ``others``; only without
+    degradations, since they are not warped with the image."""
     from ..degradations import degrade
 
     masks = np.asarray(masks, bool)
@@ -90,6 +95,8 @@ def make_pair(
     else:
         raise ValueError(f"instance must be 'random' or 'largest', got {instance!r}")
     choices = list(degradations) + ([IDENTITY] if include_identity else [])
+    if instances > 1 and list(degradations):
+        raise ValueError("several instances per pair need a clean pair (no degradations)")
     if not choices:
         raise ValueError("no degradations to choose from")
     kind = str(rng.choice(choices))
@@ -107,6 +114,12 @@ def make_pair(
             warped = out.labels[0].numpy() > 0
             if warped.any():
                 gt = warped
+    others = []
+    rest = candidates[candidates != k]
+    for j in rng.choice(rest, size=min(instances - 1, len(rest)), replace=False) if instances > 1 else ():
+        m = masks[int(j)]
+        others.append((torch.from_numpy(m.astype(np.float32)), torch.from_numpy(sample_points(m, num_points, rng)),
+                       torch.from_numpy(mask_box(m, rng))))
     return TrainingPair(
         clear=clear,
         degraded=degraded.float(),
@@ -116,6 +129,7 @@ def make_pair(
         box=torch.from_numpy(mask_box(gt, rng)),
         degradation=kind,
         params=params,
+        others=others,
     )
 
 
@@ -365,3 +379,16 @@ class FolderDataset:
         ids = ids[ids != 0]
         masks = labels[None] == ids[:, None, None] if len(ids) else np.zeros((0, *labels.shape), bool)
         return FolderScene(np.ascontiguousarray(image, dtype=np.float32), masks, ids, img_path, mask_path)
+
+
+def folder_or_shapes_dataset(data: Any, *, image_size: int, seed: int) -> Any:
+    """The scenes of ``data`` (:class:`~robustsam_prior.training.options.RobustSamDataOptions`):
+    procedural shapes (square, side ``data.image_size`` or ``image_size``) or a :class:`FolderDataset`
+    (longest side ``data.image_size`` or ``image_size``)."""
+    size = data.image_size or image_size
+    if data.source == "folder":
+        return FolderDataset(data.images_dir, data.masks_dir, size=size, include=data.include,
+                             exclude=data.exclude, cache=data.cache_images)
+    from ..data.shapes import ShapesDataset
+
+    return ShapesDataset(length=data.scenes, height=size, width=size, seed=seed)

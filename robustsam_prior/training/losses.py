@@ -36,12 +36,14 @@ def dice_loss(logits: torch.Tensor, target: torch.Tensor, *, smooth: float = 1e-
 
 @dataclass(frozen=True)
 class LossWeights:
-    """Official weights (``engine.py``): focal 20, dice 1, token 2, feature 100."""
+    """Official weights (``engine.py``): focal 20, dice 1, token 2, feature 100; ``iou`` weighs the IoU-head
+    loss of stage 1 (:func:`sam_stage_losses`; SAM's 1)."""
 
     focal: float = 20.0
     dice: float = 1.0
     token: float = 2.0
     feature: float = 100.0
+    iou: float = 1.0
 
 
 def anti_degradation_losses(
@@ -67,4 +69,34 @@ def anti_degradation_losses(
         "feature": weights.feature * F.mse_loss(degraded_features, clear_features),
     }
     terms["total"] = terms["focal"] + terms["dice"] + terms["token"] + terms["feature"]
+    return terms
+
+
+def sam_stage_losses(
+    logits: torch.Tensor, iou_predictions: torch.Tensor, gt_mask: torch.Tensor, weights: LossWeights = LossWeights()
+) -> dict[str, torch.Tensor]:
+    """SAM's losses for one prompt (Kirillov et al. 2023, appendix A), weighted.
+
+    ``logits`` (C,H,W) the C predicted masks (1, or 3 for an ambiguous prompt); ``iou_predictions`` (C,);
+    ``gt_mask`` (H,W) in {0,1}. Mask loss: ``focal * Focal + dice * Dice`` of the channel where it is lowest
+    (SAM back-propagates only the best of its multiple masks); IoU loss: ``iou`` x the mean over channels of
+    (predicted IoU - IoU of the mask thresholded at 0 with the ground truth)^2, the target without gradient.
+    Returns ``{"focal", "dice", "iou", "total"}``.
+    """
+    if logits.ndim != 3 or logits.shape[1:] != gt_mask.shape or iou_predictions.shape != logits.shape[:1]:
+        raise ValueError(f"logits (C,H,W) {tuple(logits.shape)}, iou_predictions (C,) "
+                         f"{tuple(iou_predictions.shape)} and gt_mask (H,W) {tuple(gt_mask.shape)} do not match")
+    gt = gt_mask[None].expand_as(logits)
+    focal = torch.stack([sigmoid_focal_loss(c, g) for c, g in zip(logits, gt)])
+    dice = torch.stack([dice_loss(c[None], g[None]) for c, g in zip(logits, gt)])
+    best = int(torch.argmin(weights.focal * focal + weights.dice * dice))
+    with torch.no_grad():
+        hit, truth = logits > 0, gt > 0.5
+        target = (hit & truth).flatten(1).sum(1).float() / (hit | truth).flatten(1).sum(1).clamp(min=1).float()
+    terms = {
+        "focal": weights.focal * focal[best],
+        "dice": weights.dice * dice[best],
+        "iou": weights.iou * torch.mean((iou_predictions - target) ** 2),
+    }
+    terms["total"] = terms["focal"] + terms["dice"] + terms["iou"]
     return terms

@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-VARIANT_NAMES = ("vit_b", "vit_l", "vit_h")
+VARIANT_NAMES = ("vit_b", "vit_l", "vit_h", "robustsam-tiny")
 # the paper's 15 Robust-Seg degradations (robustsam_prior.degradations.ROBUST_SEG_SET) is the default:
 # ``data.degradations: null``
 
@@ -68,8 +68,9 @@ class RobustSamArchOptions:
 class RobustSamModelOptions:
     """The model to train: an official size or a custom ``arch``, and the weights to start from."""
 
-    variant: Literal["vit_b", "vit_l", "vit_h"] | None = _f(
-        None, "official size; null = take it from the checkpoint, or use arch")
+    variant: Literal["vit_b", "vit_l", "vit_h", "robustsam-tiny"] | None = _f(
+        None, "a size of the variants table (the official ones, or robustsam-tiny); null = take it from the "
+        "checkpoint, or use arch")
     arch: RobustSamArchOptions | None = _f(None, "custom (e.g. tiny) architecture instead of a variant")
     checkpoint: str | None = _f(
         None, "starting weights: a RobustSAM checkpoint (robustsam_checkpoint_b.pth or this project's "
@@ -126,8 +127,12 @@ class RobustSamDataOptions:
     severities: tuple[int, ...] = _f((1, 2, 3, 4, 5), "severities to draw from (1..5)", min_len=1)
     identity: bool = _f(True, "also draw the identity mapping (degraded = clear)")
     num_points: int = _f(3, "positive point prompts per pair (official: 3)", min=1)
-    prompt: Literal["points", "box", "both"] = _f("points", "prompts given to both branches")
+    prompt: Literal["points", "box", "both", "mixed"] = _f(
+        "points", "prompts given to both branches; mixed: a different kind each step (train.stage sam: one point "
+        "with three masks, a box, num_points points; robust: points, box)")
     instance: Literal["random", "largest"] = _f("random", "which instance of a scene is the target")
+    instances: int = _f(1, "prompts per image (train.stage sam: that many instances of each scene, each its "
+                        "own prompt, for one encoding; stage robust: 1)", min=1)
 
     def check(self) -> None:
         if self.source == "folder":
@@ -162,9 +167,10 @@ class RobustSamLossOptions:
     dice: float = _f(1.0, "weight of the Dice loss", min=0.0)
     token: float = _f(2.0, "weight of the output-token consistency loss (L_TC)", min=0.0)
     feature: float = _f(100.0, "weight of the mask-feature consistency loss (L_MFC)", min=0.0)
+    iou: float = _f(1.0, "train.stage sam: weight of the IoU-head MSE (SAM's 1)", min=0.0)
 
     def check(self) -> None:
-        if not (self.focal or self.dice or self.token or self.feature):
+        if not (self.focal or self.dice or self.token or self.feature or self.iou):
             raise ValueError("feature: every loss weight is 0")
 
 
@@ -188,6 +194,9 @@ class RobustSamOptimOptions:
 class RobustSamLoopOptions:
     """Steps, batch, what trains, logging and the device."""
 
+    stage: Literal["robust", "sam"] = _f(
+        "robust", "robust: stage 2, the anti-degradation modules on a frozen SAM (the paper's training); sam: "
+        "stage 1, SAM's own parts from scratch on clean images (needs data.degradations: [])")
     steps: int = _f(1000, "optimizer steps", min=1)
     batch_size: int = _f(2, "pairs per step", min=1)
     train_sam_decoder: bool = _f(
@@ -226,3 +235,10 @@ class RobustSamTrainConfig:
     losses: RobustSamLossOptions = _f(RobustSamLossOptions, "loss weights")
     optim: RobustSamOptimOptions = _f(RobustSamOptimOptions, "optimizer")
     train: RobustSamLoopOptions = _f(RobustSamLoopOptions, "optimisation loop")
+
+    def check(self) -> None:
+        if self.train.stage == "robust" and self.data.instances != 1:
+            raise ValueError("data.instances: train.stage robust prompts one instance per pair; set 1")
+        if self.train.stage == "sam" and (self.data.degradations is None or self.data.degradations):
+            raise ValueError("data.degradations: train.stage sam trains on clean images only; set "
+                             "data.degradations: [] (the degraded copies would be drawn and never used)")

@@ -1,4 +1,10 @@
-"""The anti-degradation training loop for RobustSAM's new modules.
+"""RobustSAM's two training stages and the recipe runner (``kind: robustsam``, by ``train.stage``).
+
+Stage 2 (``train.stage: robust``, :class:`AntiDegradationTrainer`) is the paper's training of the new
+modules on a frozen SAM, described below; stage 1 (``sam``, :class:`SamStageTrainer`) trains that SAM from
+scratch on clean images where no SAM weights exist.
+
+The anti-degradation training loop for RobustSAM's new modules.
 
 Per step (paper Fig. 2 / official ``engine.py``), for a batch of clear/degraded pairs sharing the
 same prompts:
@@ -42,11 +48,22 @@ from segment_anything.utils.transforms import ResizeLongestSide
 
 from ..loading import is_robust_key
 from .data import TrainingPair
-from .losses import LossWeights, anti_degradation_losses
+from .losses import LossWeights, anti_degradation_losses, sam_stage_losses
+from .state import (  # noqa: F401 (part of this module's interface: the run's state file)
+    FINGERPRINT_KEYS,
+    STATE_FORMAT,
+    fingerprint,
+    load_training_state,
+    rng_state,
+    save_training_state,
+    set_rng_state,
+)
 
 logger = logging.getLogger(__name__)
 
-PROMPTS = ("points", "box", "both")
+PROMPTS = ("points", "box", "both", "mixed")
+# what ``prompt: mixed`` gives on successive steps (a function of the step count, so a resumed run draws the same)
+MIXED_PROMPTS = ("points", "box")
 # SAM's own decoder parts that the official code trains too
 SAM_DECODER_PREFIXES = ("mask_decoder.",)
 
@@ -96,6 +113,8 @@ class AntiDegradationTrainer:
     trains in DDP and :meth:`step` takes the global batch, of which this rank trains on its share.
     """
 
+    progress_name = "robustsam anti-degradation"
+
     def __init__(
         self,
         model: torch.nn.Module,
@@ -107,7 +126,7 @@ class AntiDegradationTrainer:
         self.model = model
         self.config = config
         self.rank, self.world = rank, world_size
-        self.trainable = set_trainable(model, train_sam_decoder=config.train_sam_decoder)
+        self.trainable = self.select_trainable()
         params = [p for p in model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
         self.transform = ResizeLongestSide(model.image_size)
@@ -119,9 +138,38 @@ class AntiDegradationTrainer:
 
             self._ddp = wrap_ddp(model, self.compute_losses, find_unused=config.train_sam_decoder)
 
+    def select_trainable(self) -> list[str]:
+        """Set ``requires_grad`` on the model (:func:`set_trainable`); the names of the trainable parameters."""
+        return set_trainable(self.model, train_sam_decoder=self.config.train_sam_decoder)
+
     @property
     def device(self) -> torch.device:
         return self.model.device
+
+    def step_prompt(self, cycle: tuple[str, ...] = MIXED_PROMPTS) -> str:
+        """The prompt kind of the current step: ``config.prompt``, or for ``"mixed"`` the entry of ``cycle``
+        at the step count."""
+        if self.config.prompt != "mixed":
+            return self.config.prompt
+        return cycle[self.step_count % len(cycle)]
+
+    def prompt_tensors(self, batch: list[TrainingPair], sizes: list[tuple[int, int]], kind: str) -> dict[str, torch.Tensor]:
+        """``decode`` keyword arguments for prompt ``kind`` (``points``: every point of each pair; ``point``:
+        its first point; ``box``; ``both``: points and box), mapped from each image's ``sizes`` (h, w) to the
+        model's input frame."""
+        dev = self.device
+        prompts: dict[str, torch.Tensor] = {}
+        if kind in ("points", "point", "both"):
+            k = 1 if kind == "point" else None
+            prompts["point_coords"] = torch.cat([
+                self.transform.apply_coords_torch(p.points[None, :k].to(dev), sizes[i]) for i, p in enumerate(batch)])
+            prompts["point_labels"] = torch.stack([p.point_labels[:k] for p in batch]).to(dev)
+        if kind in ("box", "both"):
+            prompts["boxes"] = torch.cat([
+                self.transform.apply_boxes_torch(p.box[None].to(dev), sizes[i]) for i, p in enumerate(batch)])
+        if not prompts:
+            raise ValueError(f"unknown prompt kind {kind!r}")
+        return prompts
 
     def _inputs(self, images: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
         """(B,3,H,W) [0,1] -> preprocessed (B,3,S,S) and the resized size (h', w'): longest side S,
@@ -161,14 +209,7 @@ class AntiDegradationTrainer:
             input_sizes = [part[1] for part in parts[:n]]
         with torch.no_grad():
             emb, early = self.model.encode(x)
-        prompts: dict[str, torch.Tensor] = {}
-        if self.config.prompt in ("points", "both"):
-            prompts["point_coords"] = torch.cat([
-                self.transform.apply_coords_torch(p.points[None].to(dev), sizes[i]) for i, p in enumerate(batch)])
-            prompts["point_labels"] = torch.stack([p.point_labels for p in batch]).to(dev)
-        if self.config.prompt in ("box", "both"):
-            prompts["boxes"] = torch.cat([
-                self.transform.apply_boxes_torch(p.box[None].to(dev), sizes[i]) for i, p in enumerate(batch)])
+        prompts = self.prompt_tensors(batch, sizes, self.step_prompt())
 
         with torch.set_grad_enabled(not self.config.detach_targets):
             clear = self.model.decode(emb[:n], early[:n], path="sam", **prompts)
@@ -235,7 +276,7 @@ class AntiDegradationTrainer:
         total = self.config.steps if steps is None else steps
         history = []
         with progress_bar(total=self.step_count + total, initial=self.step_count,
-                          desc="robustsam anti-degradation", disable=not progress, unit="step") as bar:
+                          desc=self.progress_name, disable=not progress, unit="step") as bar:
             for _, batch in zip(range(total), batches):
                 terms = self.step(batch)
                 history.append(terms)
@@ -289,97 +330,59 @@ class AntiDegradationTrainer:
         return save_robustsam(self.model, path, metadata=meta)
 
 
-STATE_FORMAT = "robustsam-restore/robustsam-training-state"
+# what ``prompt: mixed`` gives on successive steps of stage 1
+SAM_MIXED_PROMPTS = ("point", "box", "points")
 
 
-def save_training_state(path: str | os.PathLike, state: dict[str, Any]) -> None:
-    """``torch.save`` atomically (a kill mid-write leaves the previous file); tensors and primitives only,
-    so :func:`load_training_state` reads it with ``weights_only=True``."""
-    from ..fileio import atomic_write
+class SamStageTrainer(AntiDegradationTrainer):
+    """Stage 1 of the recipe, the SAM stage: SAM's parts of a RobustSAM trained on clean images.
 
-    with atomic_write(path, "wb") as f:
-        torch.save(state, f)
+    RobustSAM starts from a trained SAM and freezes it; where no SAM weights exist (a new architecture such
+    as ``robustsam-tiny``) this trains them from scratch: the image encoder, the prompt encoder and SAM's mask
+    decoder, on the ``path="sam"`` outputs. The six RobustSAM modules stay frozen at their initialisation
+    (stage 2, :class:`AntiDegradationTrainer`, trains them on top of the frozen result). Only the clean image
+    of each pair is used. Losses: :func:`~robustsam_prior.training.losses.sam_stage_losses` per prompt,
+    averaged (terms ``focal``, ``dice``, ``iou``, ``total``). ``prompt: mixed`` cycles over one point
+    (three masks, the best one trained, as SAM does for an ambiguous prompt), a box and all the pair's points
+    (one mask) from step to step. Same loop, checkpoints and resume as :class:`AntiDegradationTrainer`.
+    """
 
+    progress_name = "robustsam stage 1 (sam)"
 
-def load_training_state(path: str | os.PathLike) -> dict[str, Any]:
-    """Read a :func:`save_training_state` file (``weights_only=True``: no pickled code runs).
-    ``FileNotFoundError`` when absent; ``CheckpointError`` naming the file when it is unreadable or not
-    a RobustSAM training state."""
-    from pathlib import Path
+    def select_trainable(self) -> list[str]:
+        """Everything but the RobustSAM modules trains."""
+        names = []
+        for name, p in self.model.named_parameters():
+            p.requires_grad_(not is_robust_key(name))
+            if p.requires_grad:
+                names.append(name)
+        return names
 
-    from ..checkpoint import CheckpointError
-
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no training state to resume from")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # truncated, corrupt, or holding pickled objects
-        raise CheckpointError(f"{path}: unreadable training state ({e})") from e
-    if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
-        raise CheckpointError(f"{path}: not a RobustSAM training state (format {STATE_FORMAT!r})")
-    trainer = state.get("trainer")
-    missing = [k for k in ("trainer", "rng", "init_sha256", "fingerprint") if k not in state]
-    if isinstance(trainer, dict):
-        missing += [f"trainer.{k}" for k in ("model", "optimizer", "step") if k not in trainer]
-    if missing or not isinstance(trainer, dict):
-        what = ", ".join(missing) or "trainer"
-        raise CheckpointError(f"{path}: an incomplete RobustSAM training state (no {what})")
-    return state
-
-
-def rng_state(generator: Any) -> dict[str, Any]:
-    """torch's CPU (and CUDA, when initialised) RNG states and the numpy ``generator``'s bit-generator
-    state (as JSON text: its 128-bit integers are not tensors, and ``weights_only`` loads strings)."""
-    import json
-
-    return {
-        "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else [],
-        "numpy": json.dumps(generator.bit_generator.state, allow_nan=False),
-    }
-
-
-def set_rng_state(state: dict[str, Any], generator: Any) -> None:
-    """Undo :func:`rng_state` into the process and ``generator``."""
-    import json
-
-    torch.set_rng_state(state["torch"])
-    if state["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-    generator.bit_generator.state = json.loads(state["numpy"])
+    def compute_losses(self, batch: list[TrainingPair]) -> dict[str, torch.Tensor]:
+        """Each image is encoded once and decoded with one prompt per instance (its ``mask`` and ``others``);
+        the terms are the mean over all prompts of the batch."""
+        dev = self.device
+        sizes = [tuple(p.clear.shape[-2:]) for p in batch]
+        parts = ([self._inputs(torch.stack([p.clear for p in batch]).to(dev))] if len(set(sizes)) == 1
+                 else [self._inputs(p.clear[None].to(dev)) for p in batch])
+        x = torch.cat([part[0] for part in parts])
+        input_sizes = [part[1] for part in parts] * (len(batch) if len(parts) == 1 else 1)
+        emb, early = self.model.encode(x)
+        kind = self.step_prompt(SAM_MIXED_PROMPTS)
+        per_prompt = []
+        for i, p in enumerate(batch):
+            items = [(p.mask, p.points, p.box), *p.others]
+            prompts = [TrainingPair(p.clear, p.clear, m, pts, p.point_labels, box, p.degradation) for m, pts, box in items]
+            out = self.model.decode(emb[i:i + 1], early[i:i + 1], path="sam",
+                                    **self.prompt_tensors(prompts, [sizes[i]] * len(prompts), kind))
+            logits, iou = out.select(multimask_output=kind == "point")
+            masks = self.model.postprocess_masks(logits, input_sizes[i], sizes[i])
+            per_prompt += [sam_stage_losses(masks[j], iou[j], m.to(dev), self.config.weights)
+                           for j, (m, _, _) in enumerate(items)]
+        return {k: torch.stack([t[k] for t in per_prompt]).mean() for k in per_prompt[0]}
 
 
-# what must not change across a resume for it to be exact (compared as JSON; a difference is a warning,
-# as for restoration runs: changing e.g. the learning rate of a resumed run can be deliberate)
-FINGERPRINT_KEYS = ("seed", "model", "data", "losses", "optim", "train.batch_size", "train.train_sam_decoder",
-                    "train.detach_targets", "train.bn_mode")
-
-
-def fingerprint(config: dict[str, Any] | None) -> dict[str, Any]:
-    """The :data:`FINGERPRINT_KEYS` of a resolved config (plain data)."""
-    out: dict[str, Any] = {}
-    for key in FINGERPRINT_KEYS:
-        value: Any = config or {}
-        for part in key.split("."):
-            value = value.get(part) if isinstance(value, dict) else None
-        out[key] = value
-    return out
-
-
-def folder_or_shapes_dataset(data: Any, *, image_size: int, seed: int) -> Any:
-    """The scenes of ``data`` (:class:`~robustsam_prior.training.options.RobustSamDataOptions`):
-    procedural shapes (square, side ``data.image_size`` or ``image_size``) or a :class:`FolderDataset`
-    (longest side ``data.image_size`` or ``image_size``)."""
-    size = data.image_size or image_size
-    if data.source == "folder":
-        from .data import FolderDataset
-
-        return FolderDataset(data.images_dir, data.masks_dir, size=size, include=data.include,
-                             exclude=data.exclude, cache=data.cache_images)
-    from ..data.shapes import ShapesDataset
-
-    return ShapesDataset(length=data.scenes, height=size, width=size, seed=seed)
+STAGES = {"sam": SamStageTrainer, "robust": AntiDegradationTrainer}
 
 
 def train_from_options(
@@ -475,7 +478,8 @@ def _train_from_options(
         train_sam_decoder=o.train.train_sam_decoder,
         detach_targets=o.train.detach_targets,
         bn_mode=o.train.bn_mode,
-        weights=LossWeights(focal=o.losses.focal, dice=o.losses.dice, token=o.losses.token, feature=o.losses.feature),
+        weights=LossWeights(focal=o.losses.focal, dice=o.losses.dice, token=o.losses.token, feature=o.losses.feature,
+                            iou=o.losses.iou),
     )
     threads = torch.get_num_threads()
     if o.train.threads is not None:
@@ -489,6 +493,8 @@ def _train_from_options(
         model = build_robustsam(o.model.model_config(), o.model.checkpoint,
                                 fresh_robust_modules=o.model.fresh_robust_modules, fast=o.train.fast_encoder,
                                 device=device)
+        from .data import folder_or_shapes_dataset
+
         dataset = folder_or_shapes_dataset(o.data, image_size=model.image_size, seed=o.seed)
         sampler = PairSampler(
             dataset,
@@ -499,8 +505,9 @@ def _train_from_options(
             include_identity=o.data.identity,
             num_points=o.data.num_points,
             instance=o.data.instance,
+            instances=o.data.instances,
         )
-        trainer = AntiDegradationTrainer(model, config, rank=rank, world_size=world)
+        trainer = STAGES[o.train.stage](model, config, rank=rank, world_size=world)
         log_path = out / "log.jsonl"
         if saved is not None:
             if saved["init_sha256"] != model.checkpoint_sha256:

@@ -260,6 +260,8 @@ def test_every_shipped_yaml_validates(tmp_path):
 
             (tmp_path / "sam.pth").touch()  # full-size recipes name SAM weights that exist only where downloaded
             overrides = [f"model.checkpoint={tmp_path / 'sam.pth'}"] if data["model"].get("checkpoint") else []
+            if data["data"].get("source") == "folder":  # pseudo-mask folders exist where they were written
+                overrides += [f"data.images_dir={tmp_path}", f"data.masks_dir={tmp_path}"]
             cfg = build(RobustSamTrainConfig, apply_overrides(data, overrides))
             assert to_dict(cfg)["name"] == data["name"]
         else:

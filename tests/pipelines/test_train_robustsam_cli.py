@@ -91,7 +91,8 @@ def test_smoke_training_lowers_losses_keeps_sam_frozen_and_loads(smoke_run, sam_
     assert sorted(p.name for p in (out / "models").iterdir()) == ["final.safetensors"]  # checkpoint_every: 0
     assert (out / "state" / "latest.pt").is_file()  # so that --resume with more steps can go on
     assert meta["recipe"]["model"]["checkpoint"] == str(sam_file)
-    assert meta["training"]["config"]["weights"] == {"focal": 20.0, "dice": 1.0, "token": 2.0, "feature": 100.0}
+    assert meta["training"]["config"]["weights"] == {"focal": 20.0, "dice": 1.0, "token": 2.0, "feature": 100.0,
+                                                      "iou": 1.0}
     assert meta["training"]["config"]["train_sam_decoder"] is False
     reloaded = build_robustsam(None, out / "models" / "final.safetensors")
     assert all(torch.equal(reloaded.state_dict()[k], state[k]) for k in state)
@@ -179,7 +180,7 @@ def test_training_errors_are_click_errors(tmp_path, sam_file, monkeypatch):
         (["model.arch={img_size: 256}"], "model.arch.patch: missing required key"),
         (["model.variant=vit_b"], "model.arch: give either variant or arch, not both"),
         (["model.arch=null"], "model.variant: needs a variant, an arch or a checkpoint"),
-        (["model.arch=null", "model.variant=vit_bb"], "model.variant: expected one of 'vit_b', 'vit_l', 'vit_h', got"),
+        (["model.arch=null", "model.variant=vit_bb"], "model.variant: expected one of 'vit_b', 'vit_l', 'vit_h', 'robustsam-tiny', got"),
         (["model.fresh_robust_modules=true"], "model.fresh_robust_modules: only meaningful with a (SAM) checkpoint"),
         (["model.checkpoint=missing_sam.pth"], "model.checkpoint: file not found: 'missing_sam.pth'"),
         (["model=null"], "model.variant: needs a variant, an arch or a checkpoint"),
@@ -196,7 +197,7 @@ def test_training_errors_are_click_errors(tmp_path, sam_file, monkeypatch):
         (["data.cache_images=-1"], "data.cache_images: must be >= 0, got -1"),
         (["train.checkpoint_every=-1"], "train.checkpoint_every: must be >= 0, got -1"),
         (["train.keep_checkpoints=0"], "train.keep_checkpoints: must be >= 1, got 0"),
-        (["losses.focal=0", "losses.dice=0", "losses.token=0", "losses.feature=0"], "losses.feature: every loss weight is 0"),
+        (["losses.focal=0", "losses.dice=0", "losses.token=0", "losses.feature=0", "losses.iou=0"], "losses.feature: every loss weight is 0"),
         (["losses.token=-1"], "losses.token: must be >= 0.0, got -1.0"),
         (["train.device=gpu"], "train.device: expected cpu, cuda, cuda:N or auto, got 'gpu'"),
     ],
