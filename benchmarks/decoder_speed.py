@@ -31,7 +31,6 @@ printed before and after.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import time
@@ -158,8 +157,9 @@ def main() -> None:
     res = run(args)
     print(report(res))
     if args.json:
-        with open(args.json, "w", encoding="utf-8") as f:
-            json.dump(res, f, indent=2)
+        from robustsam_prior.fileio import write_json
+
+        write_json(args.json, res)
 
 
 if __name__ == "__main__":

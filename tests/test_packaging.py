@@ -19,7 +19,7 @@ def test_build_copies_the_package_data_without_setuptools_warnings(tmp_path):
     assert "absent from the `packages` configuration" not in log and "Package would be ignored" not in log, log
     assert len(log.splitlines()) <= 2, log  # at most setuptools' one-line note that byte-compiling is off
     shipped = {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file() and p.suffix != ".py"}
-    want = {p.relative_to(ROOT).as_posix() for pattern in ("pipelines/*.yml", "pipelines/schema/*.json",
+    want = {p.relative_to(ROOT).as_posix() for pattern in ("pipelines/*.yml", "pipelines/basicsr/*.yml", "pipelines/schema/*.json",
                                                            "restore/weights/*.safetensors", "restore/weights/*.json")
             for p in ROOT.glob(pattern)}
     assert "pipelines/dehaze.yml" in want and "restore/weights/zoo.json" in want
