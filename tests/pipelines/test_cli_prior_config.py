@@ -82,7 +82,7 @@ def bad_values(f, tmp_path):
     badkey = tmp_path / "badkey.json"
     badkey.write_text(json.dumps({**TINY, "enc_dpth": 2}))
     return [
-        ("vit_bb", "'vit_bb' is neither a RobustSAM variant (vit_b, vit_l, vit_h) (did you mean 'vit_b'?)"),
+        ("vit_bb", "'vit_bb' is neither a RobustSAM variant (vit_b, vit_l, vit_h, robustsam-tiny) (did you mean 'vit_b'?)"),
         (tmp_path / "missing.json", "missing.json: file not found"),
         (notjson, "arch.json: not valid JSON (line 1, column 2"),
         (listing, "list.json: holds a JSON list, not an object with the keys img_size, patch"),
@@ -138,7 +138,7 @@ def test_prior_cache(files, tmp_path, calls):
     res = run(*args, "--prior-config", files["other"], "--cache", tmp_path / "c3")
     assert res.exit_code == 1 and f"--prior-config {files['other']} does not fit the checkpoint" in res.output
     res = run(*args, "--prior-config", "vit_x", "--cache", tmp_path / "c3")
-    assert res.exit_code == 2 and "(vit_b, vit_l, vit_h)" in res.output
+    assert res.exit_code == 2 and "(vit_b, vit_l, vit_h, robustsam-tiny)" in res.output
     for flag in (["--prior-config", "vit_b"], ["--stock-encoder"]):
         res = run("prior-cache", files["images"], "--prior", "regions", "--cache", tmp_path / "c4", *flag)
         assert res.exit_code == 2 and f"{flag[0]} is for --prior robustsam or sam" in res.output, res.output
@@ -170,7 +170,7 @@ def test_benchmarks(files, tmp_path, calls):
     res = run(*seg, "--prior-config", files["other"])
     assert res.exit_code == 1 and f"--prior-config {files['other']} does not fit the checkpoint" in res.output
     res = run(*seg, "--prior-config", "vit_q")
-    assert res.exit_code == 2 and "(vit_b, vit_l, vit_h)" in res.output
+    assert res.exit_code == 2 and "(vit_b, vit_l, vit_h, robustsam-tiny)" in res.output
     gt = tmp_path / "gt"
     gt.mkdir()
     (gt / "scene.png").write_bytes(files["image"].read_bytes())
@@ -194,7 +194,7 @@ def test_run_pipeline_restore_step(files, tmp_path):
     common = ["run", pipe, f"input={files['images']}", f"output_dir={tmp_path / 'o'}", "device=cpu"]
     res = run(*common, "steps.1.prior_config=vit_x")
     assert res.exit_code != 0 and "steps[1].prior_config" in res.output
-    assert "(vit_b, vit_l, vit_h)" in res.output
+    assert "(vit_b, vit_l, vit_h, robustsam-tiny)" in res.output
     res = run(*common, f"steps.1.prior_config={files['config']}", "steps.1.stock_encoder=true")
     assert res.exit_code == 0, res.output
     assert (tmp_path / "o" / "restored" / "scene.png").is_file()

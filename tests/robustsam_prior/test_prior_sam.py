@@ -146,7 +146,7 @@ def test_missing_checkpoint_and_bad_options(tiny_checkpoint, no_env, tmp_path):
         ({"points_per_batch": 10**6}, "points_per_batch must be an integer in 1..256"),
         ({"pred_iou_thresh": float("nan")}, "pred_iou_thresh must be a number in"),
         ({"config": 3}, "config must be"),
-        ({"config": "vit_bb"}, r"robustsam prior: config: 'vit_bb' is neither a RobustSAM variant \(vit_b, vit_l, vit_h\)"),
+        ({"config": "vit_bb"}, r"robustsam prior: config: 'vit_bb' is neither a RobustSAM variant \(vit_b, vit_l, vit_h, robustsam-tiny\)"),
         ({"config": str(tmp_path / "nope.json")}, "robustsam prior: config: .*nope.json: file not found"),
     ]:
         with pytest.raises(ValueError, match=msg):
