@@ -109,3 +109,20 @@ def _default_pixel_limit():
     from robustsam_prior.io import set_max_pixels
 
     set_max_pixels(None)
+
+
+@pytest.fixture
+def fast_block_calls(monkeypatch):
+    """How many times the fast encoder's block forward ran since the test started (``["n"]``): tells the
+    fast path from the stock one where both give the same outputs."""
+    from robustsam_prior import fast_encoder
+
+    count = {"n": 0}
+    real = fast_encoder.fast_block_forward
+
+    def spy(*args, **kwargs):
+        count["n"] += 1
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(fast_encoder, "fast_block_forward", spy)
+    return count

@@ -17,7 +17,6 @@ from click.testing import CliRunner
 from pipelines.cli import main
 from restore.archs import build_arch
 from restore.inference import CHECKPOINT_FORMAT
-from robustsam_prior import fast_encoder
 from robustsam_prior.checkpoint import save_checkpoint
 from robustsam_prior.io import write_image
 from robustsam_prior.modeling.build import build_robustsam_model
@@ -56,19 +55,6 @@ def files(tmp_path_factory, randomize_weights):
             "model": model}
 
 
-@pytest.fixture
-def calls(monkeypatch):
-    count = {"n": 0}
-    real = fast_encoder.fast_block_forward
-
-    def spy(*args, **kwargs):
-        count["n"] += 1
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(fast_encoder, "fast_block_forward", spy)
-    return count
-
-
 def run(*args):
     return CliRunner().invoke(main, [str(a) for a in args])
 
@@ -91,7 +77,7 @@ def bad_values(f, tmp_path):
     ]
 
 
-def test_segment(files, tmp_path, calls, monkeypatch):
+def test_segment(files, tmp_path, fast_block_calls, monkeypatch):
     from robustsam_prior.hub import ENV_CHECKPOINT
 
     ck, image = files["ckpt"], files["image"]
@@ -102,12 +88,12 @@ def test_segment(files, tmp_path, calls, monkeypatch):
     assert res.exit_code == 1 and "cannot tell the architecture" in res.output
     outs = {}
     for flag in ([], ["--stock-encoder"]):
-        n0 = calls["n"]
+        n0 = fast_block_calls["n"]
         out = tmp_path / f"out{len(flag)}"
         res = run("segment", image, out, "--box", "8,4,42,32", "--prior-checkpoint", ck,
                   "--prior-config", files["config"], *flag)
         assert res.exit_code == 0, res.output
-        assert (calls["n"] > n0) == (not flag)  # the fast encoder unless --stock-encoder
+        assert (fast_block_calls["n"] > n0) == (not flag)  # the fast encoder unless --stock-encoder
         outs[len(flag)] = json.loads((out / "scores.json").read_text())["masks"]
     assert outs[0][0]["iou_prediction"] == pytest.approx(outs[1][0]["iou_prediction"], abs=1e-4)
     assert abs(outs[0][0]["area"] - outs[1][0]["area"]) <= 2
@@ -122,16 +108,16 @@ def test_segment(files, tmp_path, calls, monkeypatch):
     assert "mis-shaped" in res.output and not (tmp_path / "x").exists()
 
 
-def test_prior_cache(files, tmp_path, calls):
+def test_prior_cache(files, tmp_path, fast_block_calls):
     args = ["prior-cache", files["images"], "--prior", "robustsam", "--prior-checkpoint", files["ckpt"], *AUTO,
             "--json"]
     res = run(*args, "--prior-config", files["config"], "--cache", tmp_path / "c")
     assert res.exit_code == 0, res.output
     report = json.loads(res.output.strip().splitlines()[-1])
     assert report["computed"] == 1 and report["prior"]["options"]["config"]["enc_dim"] == 32
-    n0 = calls["n"]
+    n0 = fast_block_calls["n"]
     res = run(*args, "--prior-config", files["config"], "--cache", tmp_path / "c2", "--stock-encoder")
-    assert res.exit_code == 0 and calls["n"] == n0, res.output
+    assert res.exit_code == 0 and fast_block_calls["n"] == n0, res.output
     # the same outputs: the stock run's entry has the same key as the fast run's
     assert sorted(p.name for p in (tmp_path / "c").rglob("*") if p.is_file()) == \
         sorted(p.name for p in (tmp_path / "c2").rglob("*") if p.is_file())
@@ -144,27 +130,27 @@ def test_prior_cache(files, tmp_path, calls):
         assert res.exit_code == 2 and f"{flag[0]} is for --prior robustsam or sam" in res.output, res.output
 
 
-def test_dehaze(files, tmp_path, calls):
+def test_dehaze(files, tmp_path, fast_block_calls):
     base = ["dehaze", files["image"], tmp_path / "out", "--model", files["model"], "--prior-checkpoint",
             files["ckpt"], "--device", "cpu"]
     res = run(*base, "--prior-config", files["config"])
     assert res.exit_code == 0, res.output
-    assert (tmp_path / "out" / "scene.png").is_file() and calls["n"] > 0
+    assert (tmp_path / "out" / "scene.png").is_file() and fast_block_calls["n"] > 0
     res = run(*base, "--prior-config", files["other"], "--overwrite")
     assert res.exit_code == 1 and f"--prior-config {files['other']} does not fit the checkpoint" in res.output
     assert "FAILED" not in res.output  # refused before any file, not once per file
     res = run(*base, "--prior-config", "vit-b")
     assert res.exit_code == 2 and "did you mean 'vit_b'" in res.output
-    n0 = calls["n"]
+    n0 = fast_block_calls["n"]
     res = run(*base, "--prior-config", files["config"], "--stock-encoder", "--overwrite")
-    assert res.exit_code == 0 and calls["n"] == n0, res.output
+    assert res.exit_code == 0 and fast_block_calls["n"] == n0, res.output
 
 
-def test_benchmarks(files, tmp_path, calls):
+def test_benchmarks(files, tmp_path, fast_block_calls):
     seg = ["benchmark", "segmentation", "--shapes-count", "1", "--shapes-size", "32", "--degradations", "none",
            "--segmenters", "robustsam", "--out", tmp_path / "seg.jsonl", "--prior-checkpoint", files["ckpt"]]
     res = run(*seg, "--prior-config", files["config"])
-    assert res.exit_code == 0 and calls["n"] > 0, res.output
+    assert res.exit_code == 0 and fast_block_calls["n"] > 0, res.output
     res = run(*seg, "--model-config", files["config"])  # the option's earlier name
     assert res.exit_code == 0, res.output
     res = run(*seg, "--prior-config", files["other"])
@@ -174,15 +160,15 @@ def test_benchmarks(files, tmp_path, calls):
     gt = tmp_path / "gt"
     gt.mkdir()
     (gt / "scene.png").write_bytes(files["image"].read_bytes())
-    n0 = calls["n"]
+    n0 = fast_block_calls["n"]
     rest = ["benchmark", "restoration", "--methods", files["model"], "--lq", files["images"], "--gt", gt,
             "--metrics", "psnr", "--crops", "0", "--out", tmp_path / "r.jsonl", "--prior-checkpoint", files["ckpt"],
             "--prior-config", files["config"]]
     res = run(*rest)
-    assert res.exit_code == 0 and calls["n"] > n0, res.output
-    n0 = calls["n"]
+    assert res.exit_code == 0 and fast_block_calls["n"] > n0, res.output
+    n0 = fast_block_calls["n"]
     res = run(*rest, "--stock-encoder")
-    assert res.exit_code == 0 and calls["n"] == n0, res.output
+    assert res.exit_code == 0 and fast_block_calls["n"] == n0, res.output
 
 
 def test_run_pipeline_restore_step(files, tmp_path):

@@ -1,7 +1,7 @@
 """The fast encoder is the default on every path that runs RobustSAM's image encoder, and equals the stock path.
 
 Each path is run twice on the same tiny random-weights model: as built by default and with the opt-out
-(``fast=False`` / ``fast_encoder=False``). ``calls`` counts the fast forward's calls, so a path that
+(``fast=False`` / ``fast_encoder=False``). ``fast_block_calls`` counts the fast forward's calls, so a path that
 silently stays on the stock encoder fails here. The token grid (10x10, windows of 4) needs padding, so
 the fast windowed path's padding is exercised too.
 """
@@ -15,27 +15,12 @@ import numpy as np
 import pytest
 import torch
 
-from robustsam_prior import fast_encoder
 from robustsam_prior.fast_encoder import is_accelerated
 from robustsam_prior.loading import build_robustsam, save_robustsam
 from robustsam_prior.modeling.build import build_robustsam_model
 
 TINY = dict(img_size=80, patch=8, enc_dim=32, enc_depth=3, enc_heads=2, global_attn=[1], window=4,
             prompt_dim=64, dec_depth=1, dec_mlp=64, dec_heads=2, iou_hidden=32, mask_in_chans=8)
-
-
-@pytest.fixture
-def calls(monkeypatch):
-    """How many times the fast block forward ran since the test started."""
-    count = {"n": 0}
-    real = fast_encoder.fast_block_forward
-
-    def spy(*args, **kwargs):
-        count["n"] += 1
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(fast_encoder, "fast_block_forward", spy)
-    return count
 
 
 @pytest.fixture(scope="module")
@@ -65,15 +50,15 @@ def test_builders_default_to_the_fast_encoder(checkpoint):
     assert not is_accelerated(build_robustsam(None, checkpoint, fast=False).image_encoder)
 
 
-def test_predictor_equals_the_stock_path(checkpoint, image, calls):
+def test_predictor_equals_the_stock_path(checkpoint, image, fast_block_calls):
     from robustsam_prior.predictor import RobustSamPredictor
 
     results = []
     for fast in (True, False):
-        n0 = calls["n"]
+        n0 = fast_block_calls["n"]
         predictor = RobustSamPredictor(build_robustsam(None, checkpoint, fast=fast))
         predictor.set_image(image)
-        assert (calls["n"] > n0) == fast
+        assert (fast_block_calls["n"] > n0) == fast
         masks, iou, low = predictor.predict(point_coords=np.array([[30.0, 25.0]]), point_labels=np.array([1]),
                                             multimask_output=True)
         results.append((predictor.features, predictor.early_features, masks, iou, low))
@@ -85,23 +70,23 @@ def test_predictor_equals_the_stock_path(checkpoint, image, calls):
     assert (m1 != m2).sum() <= 2  # logits equal within 1e-4: only a pixel on the threshold could flip
 
 
-def test_automatic_masks_equal_the_stock_path(checkpoint, image, calls):
+def test_automatic_masks_equal_the_stock_path(checkpoint, image, fast_block_calls):
     from robustsam_prior.automatic import RobustSamAutomaticMaskGenerator
 
     outs = []
     for fast in (True, False):
-        n0 = calls["n"]
+        n0 = fast_block_calls["n"]
         gen = RobustSamAutomaticMaskGenerator(build_robustsam(None, checkpoint, fast=fast), points_per_side=4,
                                               pred_iou_thresh=0.0, stability_score_thresh=0.0)
         outs.append(gen.generate(image))
-        assert (calls["n"] > n0) == fast
+        assert (fast_block_calls["n"] > n0) == fast
     assert len(outs[0]) == len(outs[1]) > 0
     for a, b in zip(outs[0], outs[1]):
         assert abs(a["predicted_iou"] - b["predicted_iou"]) < 1e-4
         assert (a["segmentation"] != b["segmentation"]).sum() <= 2
 
 
-def test_prior_and_its_cache_key_equal_the_stock_path(checkpoint, calls):
+def test_prior_and_its_cache_key_equal_the_stock_path(checkpoint, fast_block_calls):
     from robustsam_prior.prior import build_prior
 
     x = torch.rand(1, 3, 48, 56, generator=torch.Generator().manual_seed(2))
@@ -110,10 +95,10 @@ def test_prior_and_its_cache_key_equal_the_stock_path(checkpoint, calls):
     fast, stock = build_prior("robustsam", **opts), build_prior("robustsam", **opts, fast_encoder=False)
     assert fast.meta == stock.meta  # the same outputs: a prior cache does not tell them apart
     out_fast = fast(x)
-    assert calls["n"] > 0 and is_accelerated(fast.model.image_encoder)
-    n0 = calls["n"]
+    assert fast_block_calls["n"] > 0 and is_accelerated(fast.model.image_encoder)
+    n0 = fast_block_calls["n"]
     out_stock = stock(x)
-    assert calls["n"] == n0 and not is_accelerated(stock.model.image_encoder)
+    assert fast_block_calls["n"] == n0 and not is_accelerated(stock.model.image_encoder)
     assert (out_fast.labels != out_stock.labels).float().mean() < 0.01
     for k in out_stock.features:
         torch.testing.assert_close(out_fast.features[k], out_stock.features[k], rtol=1e-4, atol=1e-4)
@@ -137,7 +122,7 @@ def test_segmentation_benchmark_model_uses_the_fast_encoder(checkpoint):
     assert is_accelerated(fast.image_encoder) and not is_accelerated(stock.image_encoder)
 
 
-def test_training_runs_the_frozen_encoder_fast_with_the_same_result(tmp_path, calls):
+def test_training_runs_the_frozen_encoder_fast_with_the_same_result(tmp_path, fast_block_calls):
     from pipelines.config import load_config
     from robustsam_prior.training.options import RobustSamTrainConfig
     from robustsam_prior.training.trainer import train_from_options
@@ -147,9 +132,9 @@ def test_training_runs_the_frozen_encoder_fast_with_the_same_result(tmp_path, ca
     for fast in (True, False):
         cfg = load_config(RobustSamTrainConfig, recipe, [f"output_dir={tmp_path / str(fast)}", "train.steps=2",
                                                          f"train.fast_encoder={str(fast).lower()}"])
-        n0 = calls["n"]
+        n0 = fast_block_calls["n"]
         summary = train_from_options(cfg)
-        assert (calls["n"] > n0) == fast
+        assert (fast_block_calls["n"] > n0) == fast
         weights.append(build_robustsam(None, summary["weights"], fast=False).state_dict())
         losses.append([json.loads(line)["total"] for line in Path(summary["log"]).read_text().splitlines()])
     np.testing.assert_allclose(losses[0], losses[1], rtol=1e-5)
