@@ -263,13 +263,7 @@ class _PairMetric(nn.Module):
         )
 
     def _kwargs(self) -> dict:
-        c = self.conventions
-        return dict(
-            crop_border=c.crop_border,
-            test_y_channel=c.test_y_channel,
-            data_range=c.data_range,
-            quantize=c.quantize,
-        )
+        return self.conventions.kwargs()
 
     def extra_repr(self) -> str:
         return ", ".join(f"{k}={v}" for k, v in self._kwargs().items())
