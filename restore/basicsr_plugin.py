@@ -31,7 +31,7 @@ import_basicsr()
 from basicsr.models.sr_model import SRModel  # noqa: E402  (after the torchvision alias)
 from basicsr.utils.registry import DATASET_REGISTRY, MODEL_REGISTRY  # noqa: E402
 
-from .archs import register_with_basicsr  # noqa: E402
+from .archs import register_once, register_with_basicsr  # noqa: E402
 from .basicsr_dataset import PairedImagePriorDataset  # noqa: E402
 
 __all__ = ["PairedImagePriorDataset", "PriorRestorationModel", "register"]
@@ -102,17 +102,9 @@ def register() -> dict[str, list[str]]:
 
     Idempotent; ``RuntimeError`` where BasicSR already holds a different object under one of the names.
     """
-    names = {"arch": register_with_basicsr(), "dataset": [], "model": []}
-    for kind, registry, obj in (("dataset", DATASET_REGISTRY, PairedImagePriorDataset),
-                                ("model", MODEL_REGISTRY, PriorRestorationModel)):
-        name = obj.__name__
-        if name in registry:
-            if registry.get(name) is not obj:
-                raise RuntimeError(f"BasicSR's {kind} registry already has a different {name!r}")
-        else:
-            registry.register(obj)
-        names[kind].append(name)
-    return names
+    return {"arch": register_with_basicsr(),
+            "dataset": [register_once(DATASET_REGISTRY, PairedImagePriorDataset, "dataset registry")],
+            "model": [register_once(MODEL_REGISTRY, PriorRestorationModel, "model registry")]}
 
 
 register()

@@ -119,15 +119,17 @@ def register_with_basicsr() -> list[str]:
     import_basicsr()
     from basicsr.utils.registry import ARCH_REGISTRY
 
-    names = []
     reg = _load_archs()
-    for key in reg.names():
-        cls = reg.get(key)
-        bname = cls.__name__
-        if bname in ARCH_REGISTRY:
-            if ARCH_REGISTRY.get(bname) is not cls:
-                raise RuntimeError(f"BasicSR's ARCH_REGISTRY already has a different {bname!r}")
-        else:
-            ARCH_REGISTRY.register(cls)
-        names.append(bname)
-    return names
+    return [register_once(ARCH_REGISTRY, reg.get(key), "ARCH_REGISTRY") for key in reg.names()]
+
+
+def register_once(registry, obj, what: str) -> str:
+    """Register ``obj`` under its class name in the BasicSR ``registry`` unless it is already there;
+    ``RuntimeError`` where ``registry`` holds a different object under that name. Returns the name."""
+    name = obj.__name__
+    if name in registry:
+        if registry.get(name) is not obj:
+            raise RuntimeError(f"BasicSR's {what} already has a different {name!r}")
+    else:
+        registry.register(obj)
+    return name
