@@ -4,7 +4,12 @@ Per image ``(1, 3, H, W)`` in [0, 1]:
 
 - ``labels``: the automatic mask generator (``RobustSamAutomaticMaskGenerator``, a grid of
   ``points_per_side``² point prompts, SAM's filtering and NMS) on the uint8 RGB image, turned into a
-  partition with :func:`robustsam_prior.masks_to_label_map` (H, W) int32 at input resolution;
+  partition with :func:`robustsam_prior.masks_to_label_map` (H, W) int32 at input resolution. With
+  ``mask_side`` set, the generator runs on a copy whose longest side is at most ``mask_side`` pixels
+  (area-averaged) and the label map is brought back to (H, W) by nearest neighbour: the model sees
+  ``model.image_size`` pixels whatever the input, so masks at full resolution are only its low-resolution
+  logits interpolated, and on a CPU that upsampling, its thresholds and the run-length encoding cost far
+  more than the network (most of the time at 1024² for a 256-pixel model);
 - ``features["image_embedding"]`` (1, D, h, w): the encoder's neck output (D = 256, h = w = 64 for the
   official 1024-pixel models); ``features["robust_mask_features"]`` (1, D/8, 4h, 4w): the
   prompt-independent part of the robust mask feature, ``model.robust_image_features`` (on the
@@ -43,7 +48,8 @@ class _SegmentAnythingPrior(Prior):
     variant of ``config``, default vit_b, through ``$ROBUSTSAM_CHECKPOINT`` and the cache folder);
     ``points_per_side`` (automatic-mask grid); ``path`` ("robust" | "sam"); ``bn_mode``
     ("running" | "batch"); ``pred_iou_thresh``/``stability_score_thresh`` (the generator's
-    filters; Meta's defaults); ``points_per_batch``, ``device`` and ``fast_encoder`` (speed only, not
+    filters; Meta's defaults); ``mask_side`` (longest side of the image the masks are computed on, ``None``
+    = the input's own size); ``points_per_batch``, ``device`` and ``fast_encoder`` (speed only, not
     in the meta; ``fast_encoder=False`` runs ``segment_anything``'s stock encoder forward instead of
     ``robustsam_prior.fast_encoder``'s, whose outputs are the same).
     """
@@ -60,6 +66,7 @@ class _SegmentAnythingPrior(Prior):
         bn_mode: str = "running",
         pred_iou_thresh: float = 0.88,
         stability_score_thresh: float = 0.95,
+        mask_side: int | None = None,
         points_per_batch: int = 64,
         device: str | None = None,
         fast_encoder: bool = True,
@@ -82,6 +89,8 @@ class _SegmentAnythingPrior(Prior):
             pred_iou_thresh=pred_iou_thresh,
             stability_score_thresh=stability_score_thresh,
         )
+        if mask_side is not None and (isinstance(mask_side, bool) or not isinstance(mask_side, int) or mask_side < 16):
+            raise ValueError(f"{self.name} prior: mask_side must be an integer >= 16 or null, got {mask_side!r}")
         if config is not None and not isinstance(config, (str, dict)):
             raise ValueError(f"{self.name} prior: config must be 'vit_b'/'vit_l'/'vit_h' or a dict, got {config!r}")
         if isinstance(config, str):  # a variant name, or a JSON file whose sizes are kept (the meta has no path)
@@ -100,6 +109,7 @@ class _SegmentAnythingPrior(Prior):
             bn_mode=bn_mode,
             pred_iou_thresh=float(pred_iou_thresh),
             stability_score_thresh=float(stability_score_thresh),
+            **({} if mask_side is None else {"mask_side": mask_side}),
         )
         self.checkpoint = Path(ckpt)
         self.checkpoint_sha256 = sha256_file(self.checkpoint)
@@ -171,8 +181,18 @@ class _SegmentAnythingPrior(Prior):
         h, w = image.shape[-2:]
         predictor = self.generator.predictor
         predictor.last_encoding = None
-        masks = self.generator.generate(self.to_uint8(image))
-        labels = np.asarray(masks_to_label_map(masks, (h, w)), dtype=np.int32)
+        side = self.options.get("mask_side")
+        work = image
+        if side is not None and max(h, w) > side:
+            scale = side / max(h, w)
+            size = (max(1, round(h * scale)), max(1, round(w * scale)))
+            work = torch.nn.functional.interpolate(image.float(), size=size, mode="area")
+        masks = self.generator.generate(self.to_uint8(work))
+        labels = np.asarray(masks_to_label_map(masks, tuple(work.shape[-2:])), dtype=np.int32)
+        if work is not image:
+            index = torch.from_numpy(labels)[None, None].float()
+            labels = torch.nn.functional.interpolate(index, size=(h, w), mode="nearest-exact")[0, 0]
+            labels = labels.to(torch.int32).numpy()
         if predictor.last_encoding is None:  # pragma: no cover - segment_anything always sets the image
             raise RuntimeError("the mask generator did not encode the image")
         embeddings, early = predictor.last_encoding

@@ -146,6 +146,8 @@ def test_missing_checkpoint_and_bad_options(tiny_checkpoint, no_env, tmp_path):
         ({"points_per_batch": 10**6}, "points_per_batch must be an integer in 1..256"),
         ({"pred_iou_thresh": float("nan")}, "pred_iou_thresh must be a number in"),
         ({"config": 3}, "config must be"),
+        ({"mask_side": 8}, "mask_side must be an integer >= 16"),
+        ({"mask_side": True}, "mask_side must be"),
         ({"config": "vit_bb"}, r"robustsam prior: config: 'vit_bb' is neither a RobustSAM variant \(vit_b, vit_l, vit_h, robustsam-tiny\)"),
         ({"config": str(tmp_path / "nope.json")}, "robustsam prior: config: .*nope.json: file not found"),
     ]:
@@ -160,3 +162,21 @@ def test_config_from_a_json_file_is_recorded_by_its_sizes(tiny_checkpoint, no_en
     # the sizes, not the path: a cache entry stays valid wherever the file lies, and is keyed by its content
     assert prior.meta == build_prior("robustsam", checkpoint=tiny_checkpoint, config=TINY, **FAST).meta
     assert prior.options["config"]["enc_dim"] == TINY["enc_dim"]
+
+
+def test_mask_side_runs_the_generator_on_a_reduced_copy(tiny_checkpoint, no_env):
+    """``mask_side``: masks computed on the image shrunk to that longest side (area), labels brought back to
+    the input size by nearest neighbour; the features, in the model frame, are those of the shrunk copy."""
+    big = torch.nn.functional.interpolate(scene(), size=(96, 144), mode="bilinear", align_corners=False)
+    prior = build_prior("robustsam", config=TINY, checkpoint=tiny_checkpoint, mask_side=48, **OPEN)
+    out = prior(big)
+    small = torch.nn.functional.interpolate(big, size=(32, 48), mode="area")
+    direct = build_prior("robustsam", config=TINY, checkpoint=tiny_checkpoint, **OPEN)(small)
+    assert out.labels.shape == (1, 96, 144)
+    expected = direct.labels[0].repeat_interleave(3, 0).repeat_interleave(3, 1)  # 3x nearest
+    assert torch.equal(out.labels[0], expected)
+    assert int(out.labels.max()) >= 1
+    torch.testing.assert_close(out.features["image_embedding"], direct.features["image_embedding"])
+    assert out.meta["options"]["mask_side"] == 48 and "mask_side" not in direct.meta["options"]  # a different prior for the cache
+    # an image already within mask_side is not resampled
+    assert torch.equal(prior(small).labels, direct.labels)
