@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from robustsam_prior.fileio import json_dumps, jsonable
+from robustsam_prior.core.fileio import json_dumps, jsonable
 
 ROW_FORMAT = "robustsam-restore/benchmark-row/1"
 
@@ -81,7 +81,7 @@ def write_rows(path: str | os.PathLike, rows: Iterable[dict], *, append: bool = 
         with open(path, "a", encoding="utf-8") as f:
             f.write(text)
     else:
-        from robustsam_prior.fileio import atomic_write
+        from robustsam_prior.core.fileio import atomic_write
 
         with atomic_write(path, "w") as f:
             f.write(text)

@@ -75,7 +75,7 @@ class LazyGroup(click.Group):
     Every sub-command (and sub-group command) also takes ``-v``/``-q``, which add to those given before it.
     An ``OSError`` that a command lets through (a disk that is full while a manifest or the resolved
     config is written, a folder without write permission) ends the command with its one-line message
-    (the project's writers name the file: ``robustsam_prior.fileio.WriteError``) and exit status 1, not a
+    (the project's writers name the file: ``robustsam_prior.core.fileio.WriteError``) and exit status 1, not a
     traceback; ``-vv`` logs the traceback. The root logger's level is put back when the command ends, so
     a program (or a test) that calls the group several times starts each call from its own level.
     """

@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from .registry import Registry, did_you_mean
+from .core.registry import Registry, did_you_mean
 
 
 @dataclass

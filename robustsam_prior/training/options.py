@@ -149,8 +149,8 @@ class RobustSamDataOptions:
         if self.degradations is not None:
             if not self.degradations and not self.identity:
                 raise ValueError("degradations: empty, and identity is false: nothing to draw")
+            from robustsam_prior.core.registry import did_you_mean
             from robustsam_prior.degradations import DEGRADATIONS  # registry names (no weights)
-            from robustsam_prior.registry import did_you_mean
 
             known = list(DEGRADATIONS.names())
             for i, name in enumerate(self.degradations):
