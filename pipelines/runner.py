@@ -22,13 +22,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from robustsam_prior.core.fields import option_field as _f
+
 from .steps import STEPS, Item, StepOptions
 
 logger = logging.getLogger(__name__)
-
-
-def _f(default: Any = None, help: str = "", **meta: Any) -> Any:
-    return field(default=default, metadata={"help": help, **meta})
 
 
 @dataclass(frozen=True)

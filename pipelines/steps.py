@@ -19,17 +19,12 @@ from typing import Any, ClassVar, Literal, Union
 
 import numpy as np
 
+from robustsam_prior.core.fields import option_field as _f
 from robustsam_prior.core.registry import Registry
 
 logger = logging.getLogger(__name__)
 
 STEPS: Registry = Registry("pipeline step")
-
-
-def _f(default: Any = None, help: str = "", **meta: Any) -> Any:
-    if default is dict or default is list:
-        return field(default_factory=default, metadata={"help": help, **meta})
-    return field(default=default, metadata={"help": help, **meta})
 
 
 # ---------------------------------------------------------------------------------------------
