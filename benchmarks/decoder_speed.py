@@ -157,7 +157,7 @@ def main() -> None:
     res = run(args)
     print(report(res))
     if args.json:
-        from robustsam_prior.fileio import write_json
+        from robustsam_prior.core.fileio import write_json
 
         write_json(args.json, res)
 

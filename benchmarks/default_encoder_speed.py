@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
           f"(target >= {TARGET_RATIO})")
     print(f"max relative output difference: {res['max_rel_diff']:.2e} (target <= {TARGET_REL_DIFF:g})")
     if args.json:
-        from robustsam_prior.fileio import write_json
+        from robustsam_prior.core.fileio import write_json
 
         write_json(args.json, res)
     return 0

@@ -27,7 +27,7 @@ def _image(size: int, path: str | None):
     import torch.nn.functional as F
 
     if path:
-        from robustsam_prior.io import read_image, to_tensor
+        from robustsam_prior.core.io import read_image, to_tensor
 
         x = to_tensor(read_image(path).pixels)
         return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False).clamp(0, 1)

@@ -281,7 +281,7 @@ def bench_e2e(args) -> dict:
     from click.testing import CliRunner
 
     from pipelines.cli import main
-    from robustsam_prior.io import write_image
+    from robustsam_prior.core.io import write_image
 
     with tempfile.TemporaryDirectory() as tmp:
         src, dst = Path(tmp, "in"), Path(tmp, "out")

@@ -26,7 +26,7 @@ DEFAULT_IMAGES = Path(__file__).resolve().parents[1].parent / "shared" / "data" 
 
 
 def load_images(folder: Path | None) -> list[tuple[str, torch.Tensor]]:
-    from robustsam_prior.io import is_image_file, read_image, to_tensor
+    from robustsam_prior.core.io import is_image_file, read_image, to_tensor
 
     if folder is not None and folder.is_dir():
         files = sorted(p for p in folder.rglob("*") if p.is_file() and is_image_file(p))

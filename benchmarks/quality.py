@@ -109,7 +109,7 @@ def psnr_ssim(pred: np.ndarray, gt: np.ndarray) -> tuple[float, float]:
 def held_out_files() -> dict[str, Path]:
     """name -> file of the held-out photos (restore.zoo.HELD_OUT_PHOTOS)."""
     from restore.zoo import HELD_OUT_PHOTOS
-    from robustsam_prior.fileio import package_path
+    from robustsam_prior.core.fileio import package_path
 
     return {name: package_path(url) for name, url in HELD_OUT_PHOTOS.items()}
 
@@ -119,8 +119,8 @@ def synthetic_pairs(task: str) -> list[Pair]:
     its file name as the relative path), 8-bit, as ``benchmark restoration --clean`` makes it."""
     import torch
 
+    from robustsam_prior.core.io import read_image, to_numpy, to_tensor
     from robustsam_prior.degradations import degrade_file
-    from robustsam_prior.io import read_image, to_numpy, to_tensor
 
     pairs = []
     for name, path in held_out_files().items():
@@ -136,7 +136,7 @@ def synthetic_pairs(task: str) -> list[Pair]:
 def write_held_out(folder: Path, args: argparse.Namespace) -> list[str]:
     """Copy the held-out photos into ``folder`` (atomically) and return the ``robustsam-restore`` commands
     that reproduce each table's rows (module docstring)."""
-    from robustsam_prior.fileio import atomic_write
+    from robustsam_prior.core.fileio import atomic_write
 
     for path in held_out_files().values():
         with atomic_write(folder / path.name, "wb") as f:
@@ -161,7 +161,7 @@ def write_held_out(folder: Path, args: argparse.Namespace) -> list[str]:
 
 
 def real_pairs(task: str, real_dir: Path) -> list[Pair]:
-    from robustsam_prior.io import read_image
+    from robustsam_prior.core.io import read_image
 
     lq_dir, gt_dir = (real_dir / d for d in REAL[task])
     if not lq_dir.is_dir():
@@ -226,7 +226,7 @@ def restore_fn(ref: str | None, task: str, local_pool: int | None = None, self_e
     import torch
 
     from restore.inference import Restorer
-    from robustsam_prior.io import to_numpy, to_tensor
+    from robustsam_prior.core.io import to_numpy, to_tensor
 
     if ref is None:
         return lambda x: x
@@ -277,7 +277,7 @@ def speed(task: str, ref: str, real_dir: Path, repeats: int, self_ensemble: str 
     import torch
 
     from restore.inference import SELF_ENSEMBLES, Restorer
-    from robustsam_prior.io import read_image, to_tensor
+    from robustsam_prior.core.io import read_image, to_tensor
 
     src = real_dir / REAL[task][0]
     files = sorted(src.iterdir()) if src.is_dir() else []
@@ -441,7 +441,7 @@ def main() -> None:
     gains(records)
     print(markdown(records, speeds))
     if args.json:
-        from robustsam_prior.fileio import atomic_write
+        from robustsam_prior.core.fileio import atomic_write
 
         with atomic_write(args.json, "w") as f:
             f.write(json.dumps({"conventions": conventions().to_dict(), "records": records, "speed": speeds},

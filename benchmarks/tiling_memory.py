@@ -32,7 +32,7 @@ def child(args: argparse.Namespace) -> None:
     sys.path.insert(0, str(REPO))
     from restore.archs import build_arch
     from restore.inference import CHECKPOINT_FORMAT, Restorer
-    from robustsam_prior.checkpoint import save_checkpoint
+    from robustsam_prior.core.checkpoint import save_checkpoint
     from robustsam_prior.cpu_memory import keep_freed_memory
 
     torch.set_num_threads(args.threads)
@@ -56,7 +56,7 @@ def child(args: argparse.Namespace) -> None:
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
     pixels = np.stack([0.5 + 0.4 * np.sin(xx / 37 + c) * np.cos(yy / 53) for c in range(3)], -1).astype(np.float32)
     del yy, xx
-    from robustsam_prior.io import to_numpy, to_tensor
+    from robustsam_prior.core.io import to_numpy, to_tensor
 
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     t0 = time.perf_counter()

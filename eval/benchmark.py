@@ -15,7 +15,7 @@ Both benchmarks are deterministic: the same spec gives identical metric values (
 
 from __future__ import annotations
 
-from robustsam_prior.fileio import jsonable
+from robustsam_prior.core.fileio import jsonable
 
 from .provenance import ROW_FORMAT, provenance, read_rows, seed_for, write_rows
 from .restoration_benchmark import (

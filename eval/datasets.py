@@ -108,8 +108,8 @@ def _rel(p: Path, root: Path | None) -> str:
 
 
 def _list_images(root: Path, recursive: bool) -> dict[str, Path]:
+    from robustsam_prior.core.io import is_image_file
     from robustsam_prior.inputs import collect_inputs
-    from robustsam_prior.io import is_image_file
 
     out = {}
     for src, rel in collect_inputs(root, recursive=recursive):
@@ -345,7 +345,7 @@ def open_segmentation_dataset(root: str | os.PathLike, *, name: str | None = Non
 
     Images without masks are reported and left out; a dataset with no usable pair raises ``ValueError``.
     """
-    from robustsam_prior.io import read_image
+    from robustsam_prior.core.io import read_image
 
     root = Path(root)
     img_dir, mask_dir = root / "images", root / "masks"

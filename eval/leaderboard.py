@@ -66,7 +66,7 @@ def to_csv(tables: Sequence[Table], path: Path) -> None:
     """One line per (table, method), in each table's rank order, with its checkpoint sha256 and the
     table's PSNR/SSIM convention."""
     cols = order_columns({c for t in tables for c in t.columns})
-    from robustsam_prior.fileio import atomic_write
+    from robustsam_prior.core.fileio import atomic_write
 
     with atomic_write(path, "w") as f:
         w = csv.writer(f, lineterminator="\n")
@@ -127,7 +127,7 @@ def write_leaderboard(results: Sequence[str | os.PathLike], out_dir: str | os.Pa
     conflicting duplicates or different PSNR/SSIM conventions in one table (:func:`build_tables`);
     nothing is written then.
     """
-    from robustsam_prior.fileio import atomic_write
+    from robustsam_prior.core.fileio import atomic_write
 
     from .provenance import read_rows
 

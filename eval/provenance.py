@@ -19,7 +19,8 @@ from typing import Any
 
 import torch
 
-from robustsam_prior.fileio import json_dumps, jsonable
+from robustsam_prior.core.fileio import json_dumps, jsonable
+from robustsam_prior.core.versions import package_version
 
 ROW_FORMAT = "robustsam-restore/benchmark-row/1"
 
@@ -57,14 +58,9 @@ def _git_rev() -> str:
 def provenance() -> dict[str, str]:
     """Package version, git revision, UTC date, and the torch/Python versions."""
     import platform
-    from importlib.metadata import PackageNotFoundError, version
 
-    try:
-        pkg = version("robustsam-restore")
-    except PackageNotFoundError:
-        pkg = "0+unknown"
     return {
-        "package_version": pkg,
+        "package_version": package_version(),
         "git_rev": _git_rev(),
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "torch": torch.__version__,
@@ -81,7 +77,7 @@ def write_rows(path: str | os.PathLike, rows: Iterable[dict], *, append: bool = 
         with open(path, "a", encoding="utf-8") as f:
             f.write(text)
     else:
-        from robustsam_prior.fileio import atomic_write
+        from robustsam_prior.core.fileio import atomic_write
 
         with atomic_write(path, "w") as f:
             f.write(text)

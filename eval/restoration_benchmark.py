@@ -188,7 +188,7 @@ def _resolve_all(
 
 def _read_tensor(path: Path) -> torch.Tensor:
     """An image file as ``(1, 3, H, W)`` float32 in [0, 1] (what restoration methods take)."""
-    from robustsam_prior.io import read_image, to_tensor
+    from robustsam_prior.core.io import read_image, to_tensor
 
     return to_tensor(read_image(path).pixels)
 
@@ -199,7 +199,7 @@ def _read_exact(path: Path) -> torch.Tensor:
     float32 cannot hold ``k / 255`` exactly; scoring 8-bit files from float32 would move PSNR by
     ~1e-7 dB away from BasicSR's ``calculate_psnr`` on the same files. float64 keeps it at ~1e-14.
     """
-    from robustsam_prior.io import read_image
+    from robustsam_prior.core.io import read_image
 
     img = read_image(path)
     top = 255.0 if img.bit_depth == 8 else 65535.0
@@ -224,8 +224,8 @@ class SyntheticPairs:
     name: str | None = None
 
     def __post_init__(self) -> None:
+        from robustsam_prior.core.io import is_image_file
         from robustsam_prior.inputs import collect_inputs
-        from robustsam_prior.io import is_image_file
 
         self.clean_dir = Path(self.clean_dir)
         if not self.clean_dir.exists():
@@ -242,8 +242,8 @@ class SyntheticPairs:
 
     def load(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         """``(degraded (1,3,H,W) float32, clean (1,3,H,W) float64 exact levels)`` of image ``index``."""
+        from robustsam_prior.core.io import read_image, to_tensor
         from robustsam_prior.degradations import degrade_file
-        from robustsam_prior.io import read_image, to_tensor
 
         rel, src = self.files[index]
         img = read_image(src)
@@ -319,7 +319,7 @@ def evaluate_pairs(
 
 
 def _center_crop(x: torch.Tensor, size: int) -> np.ndarray:
-    from robustsam_prior.io import to_numpy
+    from robustsam_prior.core.io import to_numpy
 
     h, w = x.shape[-2:]
     s = min(size, h, w)
@@ -452,8 +452,8 @@ def run_restoration_benchmark(
 
 
 def _save_crops(root, dataset, name, method, lq, pred, gt, size, rel_to) -> dict[str, str]:
-    from robustsam_prior.fileio import confined_path
-    from robustsam_prior.io import write_image
+    from robustsam_prior.core.fileio import confined_path
+    from robustsam_prior.core.io import write_image
 
     folder = confined_path(root, Path(_safe(dataset)) / _safe(Path(name).with_suffix("").as_posix()))
     paths = {}

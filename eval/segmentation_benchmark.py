@@ -54,8 +54,8 @@ def draw_prompts(mask: np.ndarray, *, prompt: str, num_points: int, rng: np.rand
 
 def _degrade_scene(image: np.ndarray, masks: np.ndarray, kind: str, severity: int, seed: int):
     """Degrade one image (and warp its masks for geometric degradations); returns (image, masks, params)."""
+    from robustsam_prior.core.io import to_numpy, to_tensor
     from robustsam_prior.degradations import degrade
-    from robustsam_prior.io import to_numpy, to_tensor
 
     labels = np.zeros(image.shape[:2], np.int64)
     for i, m in enumerate(masks, 1):

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from robustsam_prior.registry import Registry
+from robustsam_prior.core.registry import Registry
 
 
 class PromptSegmenter:
@@ -121,7 +121,7 @@ class RegionsSegmenter(PromptSegmenter):
         self.labels: np.ndarray | None = None
 
     def set_image(self, image: np.ndarray) -> None:
-        from robustsam_prior.io import to_tensor
+        from robustsam_prior.core.io import to_tensor
 
         self.labels = self.prior(to_tensor(image)).labels[0].cpu().numpy()
 

@@ -41,9 +41,9 @@ def make_examples(out_dir: Path = HERE) -> list[Path]:
     import torch
 
     from restore.zoo import HELD_OUT_PHOTOS
+    from robustsam_prior.core.fileio import package_path
+    from robustsam_prior.core.io import read_image, to_numpy, to_tensor, write_image
     from robustsam_prior.degradations import degrade
-    from robustsam_prior.fileio import package_path
-    from robustsam_prior.io import read_image, to_numpy, to_tensor, write_image
 
     written, manifest = [], {}
     for folder, (_task, kind, severity, offset) in FOLDERS.items():
@@ -71,7 +71,7 @@ def make_examples(out_dir: Path = HERE) -> list[Path]:
 def make_before_after(out_dir: Path = HERE) -> list[Path]:
     """Restore every example with its task's default model; write ``degraded | restored`` JPEGs."""
     from restore.inference import Restorer
-    from robustsam_prior.io import read_image, to_numpy, to_tensor, write_image
+    from robustsam_prior.core.io import read_image, to_numpy, to_tensor, write_image
 
     written = []
     for folder, (task, *_rest) in FOLDERS.items():

@@ -11,6 +11,8 @@ import logging
 
 import click
 
+from robustsam_prior.core.versions import package_version
+
 # command name -> "module:attribute"; the table is the registry of commands.
 COMMANDS: dict[str, str] = {
     "degrade": "pipelines.commands.degrade:degrade",
@@ -75,7 +77,7 @@ class LazyGroup(click.Group):
     Every sub-command (and sub-group command) also takes ``-v``/``-q``, which add to those given before it.
     An ``OSError`` that a command lets through (a disk that is full while a manifest or the resolved
     config is written, a folder without write permission) ends the command with its one-line message
-    (the project's writers name the file: ``robustsam_prior.fileio.WriteError``) and exit status 1, not a
+    (the project's writers name the file: ``robustsam_prior.core.fileio.WriteError``) and exit status 1, not a
     traceback; ``-vv`` logs the traceback. The root logger's level is put back when the command ends, so
     a program (or a test) that calls the group several times starts each call from its own level.
     """
@@ -105,17 +107,8 @@ class LazyGroup(click.Group):
         return _add_global_options(getattr(importlib.import_module(module_name), attr))
 
 
-def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("robustsam-restore")
-    except PackageNotFoundError:  # running from a source tree that was not installed
-        return "0+unknown"
-
-
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(version=_version(), prog_name="robustsam-restore")
+@click.version_option(version=package_version(), prog_name="robustsam-restore")
 @click.option("-v", "--verbose", count=True, help="More log output (-v info, -vv debug); also after the command.")
 @click.option("-q", "--quiet", is_flag=True, help="Only errors, no progress bars; also after the command.")
 def main(verbose: int, quiet: bool) -> None:

@@ -254,7 +254,7 @@ def save_resolved(obj: Any, path: str | os.PathLike, *, source: str | None = Non
     """Write the resolved config as YAML (atomically); a header names the source file and overrides."""
     import yaml
 
-    from robustsam_prior.fileio import atomic_write
+    from robustsam_prior.core.fileio import atomic_write
 
     path = Path(path)
     header = "# resolved configuration written by robustsam-restore\n"
@@ -408,7 +408,7 @@ def write_schemas(folder: str | os.PathLike) -> list[Path]:
     """Write ``<name>.schema.json`` for every format in :data:`SCHEMAS` into ``folder``."""
     import json
 
-    from robustsam_prior.fileio import atomic_write
+    from robustsam_prior.core.fileio import atomic_write
 
     folder = Path(folder)
     written = []

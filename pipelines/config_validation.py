@@ -17,7 +17,7 @@ import typing
 from pathlib import Path
 from typing import Any, Literal, Union
 
-from robustsam_prior.registry import did_you_mean
+from robustsam_prior.core.registry import did_you_mean
 
 _FLOAT_RE = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$")
 # YAML 1.1's spellings of the special floats, as strings reach us when quoted (then refused as not finite)
@@ -74,7 +74,7 @@ def parse_number(value: Any, path: str, *, integer: bool = False) -> int | float
 
 def resolve_path(value: str, path: str) -> Path:
     """A path from the config: ``~`` expanded, ``pkg://module/rest`` resolved to a package folder."""
-    from robustsam_prior.fileio import package_path
+    from robustsam_prior.core.fileio import package_path
 
     try:
         return package_path(value)
@@ -186,7 +186,7 @@ def _convert(tp: Any, value: Any, path: str, meta: dict) -> Any:
         if meta.get("exists"):
             _check_exists(resolve_path(value, path), value, path, meta["exists"])
         if meta.get("inside"):
-            from robustsam_prior.fileio import relative_path_problem
+            from robustsam_prior.core.fileio import relative_path_problem
 
             problem = relative_path_problem(value)
             if problem:

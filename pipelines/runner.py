@@ -22,13 +22,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from robustsam_prior.core.fields import option_field as _f
+
 from .steps import STEPS, Item, StepOptions
 
 logger = logging.getLogger(__name__)
-
-
-def _f(default: Any = None, help: str = "", **meta: Any) -> Any:
-    return field(default=default, metadata={"help": help, **meta})
 
 
 @dataclass(frozen=True)
@@ -92,7 +90,7 @@ class Run:
 
     def write(self, item: Item, folder: str, image: Any) -> Path:
         """Write ``image (1,3,H,W)`` as ``OUTPUT_DIR/folder/REL`` keeping the input's bit depth and alpha."""
-        from robustsam_prior.io import to_numpy, write_image
+        from robustsam_prior.core.io import to_numpy, write_image
 
         return write_image(self.out_path(folder, item.rel), to_numpy(image), alpha=item.alpha,
                            bit_depth=item.bit_depth)
@@ -101,7 +99,7 @@ class Run:
         import numpy as np
         from PIL import Image
 
-        from robustsam_prior.fileio import atomic_path
+        from robustsam_prior.core.fileio import atomic_path
 
         dst = self.out_path(f"segments/{target}", item.rel, ".png")
         with atomic_path(dst) as tmp:
@@ -112,7 +110,7 @@ class Run:
 def find_reference(gt_root: Path, rel: Path, match: str = "stem") -> Path | None:
     """The reference of input ``rel``: same relative path, else same folder and stem (any extension);
     with ``match="prefix"`` also the stem up to the first ``_`` (RESIDE/SOTS naming)."""
-    from robustsam_prior.io import is_image_file
+    from robustsam_prior.core.io import is_image_file
 
     direct = gt_root / rel
     if direct.is_file():
@@ -149,9 +147,9 @@ def run_pipeline(config: PipelineConfig, *, resolved_source: str | None = None, 
     """Run ``config`` over its inputs; returns the summary (also ``OUTPUT_DIR/summary.json``)."""
     import torch
 
-    from robustsam_prior.fileio import clean_stale_temp_files, jsonable, write_json
+    from robustsam_prior.core.fileio import clean_stale_temp_files, jsonable, write_json
+    from robustsam_prior.core.io import is_image_file, read_image, to_tensor
     from robustsam_prior.inputs import check_output_location, collect_inputs, refuse_overwriting_inputs
-    from robustsam_prior.io import is_image_file, read_image, to_tensor
     from robustsam_prior.progress import progress_bar
 
     from .commands._common import shared_stems

@@ -66,8 +66,8 @@ def find_pipeline(name_or_path: str) -> Path:
     inside an installed package, ``pkg://pipelines/dehaze.yml``); a shipped pipeline's name, with or
     without ``.yml`` (``dehaze``). Anything else raises ``FileNotFoundError`` listing the shipped names.
     """
-    from robustsam_prior.fileio import package_path
-    from robustsam_prior.registry import did_you_mean
+    from robustsam_prior.core.fileio import package_path
+    from robustsam_prior.core.registry import did_you_mean
 
     path = package_path(name_or_path)  # FileNotFoundError for pkg:// of a package that is not installed
     if path.is_file():

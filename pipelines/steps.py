@@ -19,17 +19,12 @@ from typing import Any, ClassVar, Literal, Union
 
 import numpy as np
 
-from robustsam_prior.registry import Registry
+from robustsam_prior.core.fields import option_field as _f
+from robustsam_prior.core.registry import Registry
 
 logger = logging.getLogger(__name__)
 
 STEPS: Registry = Registry("pipeline step")
-
-
-def _f(default: Any = None, help: str = "", **meta: Any) -> Any:
-    if default is dict or default is list:
-        return field(default_factory=default, metadata={"help": help, **meta})
-    return field(default=default, metadata={"help": help, **meta})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -374,7 +369,7 @@ class Report(Step):
     earlier report, so a report never overwrites a file it was not written for."""
 
     def setup(self, run: Any) -> None:
-        from robustsam_prior.fileio import confined_path
+        from robustsam_prior.core.fileio import confined_path
 
         try:
             path = confined_path(run.output_dir, self.options.path)
@@ -391,7 +386,7 @@ class Report(Step):
     def finish(self, run: Any) -> None:
         import math
 
-        from robustsam_prior.fileio import atomic_write, jsonable, write_json
+        from robustsam_prior.core.fileio import atomic_write, jsonable, write_json
 
         rows = {str(it["rel"]): it["metrics"] for it in run.results}
         names = sorted({k for m in rows.values() for k in m})

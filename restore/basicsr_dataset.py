@@ -61,7 +61,7 @@ LOADER_KEYS = frozenset({
 def pair_files(gt_dir: Path, lq_dir: Path, filename_tmpl: str, where: str) -> list[tuple[Path, Path]]:
     """``(lq, gt)`` paths: every image ``NAME.EXT`` of ``gt_dir`` with ``filename_tmpl.format(NAME) + EXT``
     of ``lq_dir``, sorted by ground-truth name; ``DataError`` naming the first missing input."""
-    from robustsam_prior.io import is_image_file
+    from robustsam_prior.core.io import is_image_file
 
     for key, folder in (("dataroot_gt", gt_dir), ("dataroot_lq", lq_dir)):
         if not folder.is_dir():
@@ -106,7 +106,7 @@ class PriorPairs(torch.utils.data.Dataset):
 
     def whole_image_labels(self, lq: np.ndarray) -> np.ndarray:
         """The prior's ``(H, W)`` int32 label map of a whole ``HxWx3`` input (through the cache if any)."""
-        from robustsam_prior.io import to_tensor
+        from robustsam_prior.core.io import to_tensor
 
         image = to_tensor(lq)
         with torch.no_grad():
@@ -114,7 +114,7 @@ class PriorPairs(torch.utils.data.Dataset):
         return out.labels[0].cpu().numpy().astype(np.int32)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        from robustsam_prior.io import read_image
+        from robustsam_prior.core.io import read_image
 
         lq_path, gt_path = self.pairs[index]
         lq, gt = read_image(lq_path).pixels, read_image(gt_path).pixels
@@ -152,8 +152,8 @@ class PriorPairs(torch.utils.data.Dataset):
 def _kwargs_from_options(opt: dict[str, Any]) -> dict[str, Any]:
     """Keyword arguments of :class:`PriorPairs` from one BasicSR ``datasets.<phase>`` entry."""
     from robustsam_prior.cache import PriorCache
+    from robustsam_prior.core.registry import did_you_mean
     from robustsam_prior.prior import build_prior
-    from robustsam_prior.registry import did_you_mean
 
     where = f"datasets.{opt.get('phase', '?')} ({opt.get('name', 'unnamed')})"
     known = sorted(DATASET_KEYS | LOADER_KEYS)

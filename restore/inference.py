@@ -2,7 +2,7 @@
 
 ``Restorer.load(model, task=..., prior=..., device=...)`` takes a classical method name (``dcp``,
 ``identity``), a zoo name or a checkpoint path (see :mod:`restore.zoo`). A checkpoint is read with
-the project's one loader (``robustsam_prior.checkpoint.read_checkpoint``); its metadata
+the project's one loader (``robustsam_prior.core.checkpoint.read_checkpoint``); its metadata
 (``format: robustsam-restore/restoration``, ``arch``, ``arch_kwargs``, ``task``, ``prior``) says
 what to build. The prior is the checkpoint's own unless overridden.
 
@@ -88,7 +88,7 @@ def load_restoration_checkpoint(path: str | os.PathLike, task: str | None = None
     are accepted too: their architecture is read from the tensors, their task is ``task`` (they do not
     record one) and their prior is the one they were trained with (none; SAM's masks for SAM-Deblur).
     """
-    from robustsam_prior.checkpoint import CheckpointError, build_for_state, load_strict, read_checkpoint
+    from robustsam_prior.core.checkpoint import CheckpointError, build_for_state, load_strict, read_checkpoint
 
     from .archs import build_arch
     from .public_weights import convert_public_nafnet, looks_public_nafnet, prior_record
@@ -293,7 +293,7 @@ class Restorer:
 
     def restore_file(self, src: str | os.PathLike, dst: str | os.PathLike) -> Path:
         """Read ``src``, restore it and write ``dst`` with the same size, bit depth and alpha."""
-        from robustsam_prior.io import read_image, to_numpy, to_tensor, write_image
+        from robustsam_prior.core.io import read_image, to_numpy, to_tensor, write_image
 
         data = read_image(src)
         out = to_numpy(self.restore(to_tensor(data.pixels)))

@@ -1,7 +1,7 @@
 """Public NAFNet weights: BasicSR-style checkpoints of megvii-research/NAFNet and SAM-Deblur.
 
 Those files are ``torch.save`` dicts ``{"params": state}`` and/or ``{"params_ema": state}`` (BasicSR's
-``save_network``; :func:`robustsam_prior.checkpoint.read_checkpoint` unwraps them, preferring the EMA
+``save_network``; :func:`robustsam_prior.core.checkpoint.read_checkpoint` unwraps them, preferring the EMA
 weights, and strips a ``module.`` prefix) with no metadata, so the architecture is read from the
 tensors:
 
@@ -29,7 +29,7 @@ from typing import Any
 
 import torch
 
-from robustsam_prior.checkpoint import CheckpointError
+from robustsam_prior.core.checkpoint import CheckpointError
 
 _BLOCK_PARAM = r"(?:norm[12]\.(?:weight|bias)|conv[1-5]\.(?:weight|bias)|sca\.1\.(?:weight|bias)|beta|gamma)"
 _KEY = re.compile(
@@ -143,7 +143,7 @@ def read_init_state(path: str | os.PathLike, arch: str) -> dict[str, torch.Tenso
 
     ``CheckpointError`` naming the file when a public file holds another architecture than ``arch``.
     """
-    from robustsam_prior.checkpoint import read_checkpoint
+    from robustsam_prior.core.checkpoint import read_checkpoint
 
     ckpt = read_checkpoint(path)
     if ckpt.metadata.get("format") or not looks_public_nafnet(ckpt.state_dict):

@@ -22,7 +22,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from robustsam_prior.registry import did_you_mean
+from robustsam_prior.core.registry import did_you_mean
 
 logger = logging.getLogger(__name__)
 
@@ -36,7 +36,7 @@ DEFAULT_MODELS = {"dehaze": "regions-dehaze", "deblur": "regions-deblur"}
 RENAMED = {"robustsam-dehaze": "regions-dehaze", "robustsam-deblur": "regions-deblur"}
 # The photos that no default model trains on (pipelines/train_default_*.yml), by name: the bundled
 # examples (examples/make_examples.py) and the held-out synthetic sets of benchmarks/quality.py are made
-# from them. ``robustsam_prior.fileio.package_path`` resolves each to a file.
+# from them. ``robustsam_prior.core.fileio.package_path`` resolves each to a file.
 HELD_OUT_PHOTOS = {
     "chelsea": "pkg://skimage.data/chelsea.png",
     "coffee": "pkg://skimage.data/coffee.png",

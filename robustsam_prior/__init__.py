@@ -5,7 +5,7 @@ Names are re-exported lazily (module ``__getattr__``): ``import robustsam_prior`
 
 from __future__ import annotations
 
-from ._lazy import lazy_exports
+from .core.lazy import lazy_exports
 
 # public name -> submodule that defines it
 _EXPORTS = {

@@ -12,7 +12,7 @@ Entry
     as float16 (``feature.<name>``), and in its header the key, the meta, the label shape/dtype and a
     sha256 checksum over all tensor bytes.
 Writing
-    through :func:`robustsam_prior.fileio.atomic_path` (temporary file in the same folder, fsync,
+    through :func:`robustsam_prior.core.fileio.atomic_path` (temporary file in the same folder, fsync,
     ``os.replace``): concurrent writers of the same key each rename a complete file, the last one
     wins, a reader never sees half a file.
 Reading
@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .fileio import atomic_path, json_dumps
+from .core.fileio import atomic_path, json_dumps
 from .prior import PriorOutput
 
 logger = logging.getLogger(__name__)

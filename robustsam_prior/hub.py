@@ -26,7 +26,7 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 
-from .checkpoint import CheckpointError
+from .core.checkpoint import CheckpointError
 
 logger = logging.getLogger(__name__)
 
@@ -202,7 +202,7 @@ def expected_sha256(path: Path) -> str | None:
 def check_hub_sha256(path: Path, name: str) -> str:
     """Hash ``path`` (once per process and file version) and compare with :func:`expected_sha256`;
     returns the digest. ``ChecksumError`` on a mismatch."""
-    from .fileio import sha256_file
+    from .core.fileio import sha256_file
 
     blob = Path(os.path.realpath(path))
     st = blob.stat()

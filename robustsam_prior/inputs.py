@@ -1,5 +1,5 @@
 """The files a command processes: listing an input file or folder, and refusing outputs that would
-overwrite inputs. Reading and writing the images themselves is :mod:`robustsam_prior.io`."""
+overwrite inputs. Reading and writing the images themselves is :mod:`robustsam_prior.core.io`."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import stat
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from .io import ImageReadError, file_kind
+from .core.io import ImageReadError, file_kind
 
 
 def collect_inputs(

@@ -1,8 +1,8 @@
 """Loading RobustSAM weights: official RobustSAM files, Meta SAM files and this project's own files.
 
-All files are read by :func:`robustsam_prior.checkpoint.read_checkpoint` (``weights_only=True``,
+All files are read by :func:`robustsam_prior.core.checkpoint.read_checkpoint` (``weights_only=True``,
 ``module.`` stripped where every key has it, sha256 recorded) and loaded strictly by
-:func:`~robustsam_prior.checkpoint.load_strict`.
+:func:`~robustsam_prior.core.checkpoint.load_strict`.
 
 - Official RobustSAM (``robustsam_checkpoint_{b,l,h}.pth``): every key of the official model;
   the variant is recognised from the tensor shapes, so no config is needed.
@@ -22,7 +22,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .checkpoint import (
+from .core.checkpoint import (
     CheckpointError,
     LoadedCheckpoint,
     build_for_state,

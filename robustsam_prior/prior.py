@@ -12,13 +12,13 @@ A prior maps images ``(B, 3, H, W)`` float32 RGB in [0, 1] to a :class:`PriorOut
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
-from .registry import Registry, did_you_mean
+from .core.registry import Registry, did_you_mean
+from .core.versions import package_version
 
 
 @dataclass
@@ -82,17 +82,6 @@ _BUILTIN_MODULES = (
     "robustsam_prior.priors.regions",
     "robustsam_prior.priors.segment_anything_prior",
 )
-
-
-@functools.lru_cache(maxsize=1)
-def package_version() -> str:
-    """The installed ``robustsam-restore`` version (``"0+unknown"`` when run from a source tree)."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("robustsam-restore")
-    except PackageNotFoundError:
-        return "0+unknown"
 
 
 class Prior:

@@ -97,7 +97,7 @@ class SegmentationResult:
     def to_json(self) -> str:
         """``scores`` as strict JSON (indent 2); ``ValueError`` naming the key if a score (in ``scores`` or
         a JSON file) is NaN or infinite."""
-        from .fileio import json_dumps
+        from .core.fileio import json_dumps
 
         for content in self.json_files.values():
             json_dumps(content)
@@ -106,8 +106,8 @@ class SegmentationResult:
     def write(self, folder: str | os.PathLike) -> None:
         """Write the images, the JSON files and ``scores.json`` into ``folder`` (created if needed), each
         file atomically."""
-        from .fileio import write_json
-        from .io import write_image
+        from .core.fileio import write_json
+        from .core.io import write_image
 
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)

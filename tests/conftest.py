@@ -106,7 +106,7 @@ def make_fifo():
 def _default_pixel_limit():
     """A test that runs a command with --max-pixels (a process-wide setting) leaves the default behind."""
     yield
-    from robustsam_prior.io import set_max_pixels
+    from robustsam_prior.core.io import set_max_pixels
 
     set_max_pixels(None)
 

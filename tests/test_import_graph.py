@@ -1,6 +1,6 @@
 """The packages' import graph, read from the source with ``ast`` (every ``import``, at module level or inside a
-function): no file imports from a layer above its own, and no two files import each other, directly or
-through others."""
+function): no file imports from a layer above its own, no two files import each other, directly or
+through others, and the foundation ``robustsam_prior.core`` imports nothing of the project but itself."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 LAYERS = ("robustsam_prior", "restore", "eval", "pipelines")  # bottom to top
+CORE = "robustsam_prior.core"  # the plumbing every layer uses: stdlib, third-party and itself only
 
 
 def _modules() -> dict[str, Path]:
@@ -92,6 +93,8 @@ def test_the_graph_sees_the_imports(graph):
     assert "robustsam_prior.degradations.base" in graph["robustsam_prior.degradations.api"]  # from .base import
     assert "robustsam_prior.degradations.haze" in graph["robustsam_prior.degradations.api"]  # from . import haze
     assert "eval.metrics" in graph["pipelines.steps"]  # inside a function
+    assert f"{CORE}.fileio" in graph[f"{CORE}.checkpoint"]  # from .fileio import, inside core
+    assert f"{CORE}.registry" in graph["robustsam_prior.prior"]  # from .core.registry import
     assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
 
 
@@ -104,3 +107,14 @@ def test_imports_point_down_only(graph):
 
 def test_no_import_cycles_between_files(graph):
     assert _cycles(graph) == []
+
+
+def _in_core(name: str) -> bool:
+    return name == CORE or name.startswith(CORE + ".")
+
+
+def test_core_imports_nothing_of_the_project_but_itself(graph):
+    assert any(_in_core(name) for name in graph)
+    outside = sorted(f"{a} -> {b}" for a, targets in graph.items() if _in_core(a)
+                     for b in targets if not _in_core(b))
+    assert outside == []

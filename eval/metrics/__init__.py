@@ -5,7 +5,7 @@ Re-exports are resolved lazily so that ``import eval.metrics`` does not import t
 
 from __future__ import annotations
 
-from robustsam_prior._lazy import lazy_exports
+from robustsam_prior.core.lazy import lazy_exports
 
 _EXPORTS = {
     "psnr": "psnr_ssim",

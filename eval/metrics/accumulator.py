@@ -39,7 +39,7 @@ def build_image_metrics(
     Names: ``psnr``, ``ssim`` (under ``conventions``), ``lpips`` (= AlexNet), ``lpips_alex``, ``lpips_vgg``.
     An unknown name raises ``KeyError`` with a "did you mean".
     """
-    from robustsam_prior.registry import did_you_mean
+    from robustsam_prior.core.registry import did_you_mean
 
     kw = conventions.kwargs()
     fns: dict[str, PairFn] = {}

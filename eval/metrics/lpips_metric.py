@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from robustsam_prior.checkpoint import load_strict, read_checkpoint
+from robustsam_prior.core.checkpoint import load_strict, read_checkpoint
 
 logger = logging.getLogger(__name__)
 

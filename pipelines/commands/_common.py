@@ -77,7 +77,7 @@ def process_files(
     the file's relative path and recorded; the remaining files are still processed.
     ``KeyboardInterrupt`` is not caught.
     """
-    from robustsam_prior.io import is_image_file
+    from robustsam_prior.core.io import is_image_file
     from robustsam_prior.progress import progress_bar
 
     summary = RunSummary(desc=desc)
@@ -104,19 +104,19 @@ def process_files(
     return summary
 
 
-# robustsam_prior.io.DEFAULT_MAX_PIXELS, spelled out so that --help does not import the reader
+# robustsam_prior.core.io.DEFAULT_MAX_PIXELS, spelled out so that --help does not import the reader
 DEFAULT_MAX_PIXELS = 200_000_000
 
 
 def _set_max_pixels(ctx: click.Context, param: click.Parameter, value: int) -> int:
-    from robustsam_prior.io import set_max_pixels
+    from robustsam_prior.core.io import set_max_pixels
 
     set_max_pixels(value)
     return value
 
 
 def max_pixels_option(f: Callable) -> Callable:
-    """``--max-pixels N``: the pixel limit of every image the command reads (``robustsam_prior.io``)."""
+    """``--max-pixels N``: the pixel limit of every image the command reads (``robustsam_prior.core.io``)."""
     return click.option(
         "--max-pixels",
         type=click.IntRange(min=1),
@@ -138,8 +138,8 @@ def plan_inputs(input: Path, output: Path, *, recursive: bool) -> list[tuple[Pat
     so that a re-run does not read the previous outputs as new inputs. A FIFO or device given as
     INPUT is refused without being opened.
     """
+    from robustsam_prior.core.io import ImageReadError
     from robustsam_prior.inputs import check_output_location, collect_inputs
-    from robustsam_prior.io import ImageReadError
 
     try:
         exclude = check_output_location(input, output, recursive=recursive)
@@ -192,7 +192,7 @@ def shared_stems(rels: Iterable[Path]) -> set[Path]:
 
 def start_output(folder: Path, *, recursive: bool = True) -> None:
     """Remove what killed earlier runs left in ``folder``: this project's stale temporary files only."""
-    from robustsam_prior.fileio import clean_stale_temp_files
+    from robustsam_prior.core.fileio import clean_stale_temp_files
 
     clean_stale_temp_files(folder, recursive=recursive)
 

@@ -32,7 +32,7 @@ def check_options(path: Path, test: bool) -> dict[str, Any]:
     import torch
 
     from pipelines.config import ConfigError, read_yaml
-    from robustsam_prior.registry import did_you_mean
+    from robustsam_prior.core.registry import did_you_mean
 
     try:
         opt = read_yaml(path)  # a mapping, or ConfigError

@@ -260,7 +260,7 @@ def segmentation(
     from eval.datasets import SegmentationDataset, open_segmentation_dataset
     from eval.segmentation_benchmark import run_segmentation_benchmark
     from eval.segmenters import build_segmenters
-    from robustsam_prior.checkpoint import CheckpointError
+    from robustsam_prior.core.checkpoint import CheckpointError
 
     if dataset == "shapes":
         from robustsam_prior.data import ShapesDataset

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import click
 
-from robustsam_prior.fileio import json_dumps
+from robustsam_prior.core.fileio import json_dumps
 
 from ._common import max_pixels_option
 
@@ -124,9 +124,9 @@ def degrade(
         shared_stems,
         start_output,
     )
+    from robustsam_prior.core.fileio import write_json
+    from robustsam_prior.core.io import IMAGE_EXTENSIONS, is_image_file
     from robustsam_prior.degradations import DEGRADATIONS, SEED_RULE
-    from robustsam_prior.fileio import write_json
-    from robustsam_prior.io import IMAGE_EXTENSIONS, is_image_file
 
     try:
         DEGRADATIONS.get(kind)
@@ -217,9 +217,9 @@ def _degrade_one(
     ``sides``); returns its manifest entry."""
     import numpy as np
 
+    from robustsam_prior.core.fileio import atomic_write
+    from robustsam_prior.core.io import read_image, to_numpy, to_tensor, write_image
     from robustsam_prior.degradations import degrade_file, file_seed
-    from robustsam_prior.fileio import atomic_write
-    from robustsam_prior.io import read_image, to_numpy, to_tensor, write_image
 
     image = read_image(src)
     result = degrade_file(to_tensor(image.pixels), kind, severity, seed=seed, rel=rel, bit_depth=image.bit_depth)

@@ -6,7 +6,7 @@ import logging
 
 import click
 
-from robustsam_prior.fileio import json_dumps
+from robustsam_prior.core.fileio import json_dumps
 
 from ._common import max_pixels_option
 
@@ -20,7 +20,7 @@ def parse_metrics(text: str) -> list[str]:
     known = ("psnr", "ssim", "lpips", "lpips_alex", "lpips_vgg")
     for n in names:
         if n not in known:
-            from robustsam_prior.registry import did_you_mean
+            from robustsam_prior.core.registry import did_you_mean
 
             raise click.BadParameter(
                 f"unknown metric {n!r}{did_you_mean(n, list(known))}", param_hint="--metrics"
@@ -153,8 +153,8 @@ def evaluate(
     """
     from eval.datasets import pair_folders
     from eval.restoration_benchmark import evaluate_pairs
-    from robustsam_prior.checkpoint import CheckpointError
-    from robustsam_prior.fileio import jsonable
+    from robustsam_prior.core.checkpoint import CheckpointError
+    from robustsam_prior.core.fileio import jsonable
 
     names = parse_metrics(metrics)
     try:

@@ -13,12 +13,12 @@ from typing import Any
 
 import click
 
-from robustsam_prior.fileio import json_dumps, jsonable
+from robustsam_prior.core.fileio import json_dumps, jsonable
 
 
 def describe_checkpoint(path: Path) -> dict[str, Any]:
     """Metadata summary of a restoration checkpoint (``error`` set if it cannot be read)."""
-    from robustsam_prior.checkpoint import CheckpointError, read_checkpoint
+    from robustsam_prior.core.checkpoint import CheckpointError, read_checkpoint
 
     try:
         ckpt = read_checkpoint(path)

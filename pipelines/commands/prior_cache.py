@@ -16,7 +16,7 @@ from typing import Any
 
 import click
 
-from robustsam_prior.fileio import json_dumps
+from robustsam_prior.core.fileio import json_dumps
 
 from ._common import (
     PriorConfigArg,
@@ -59,7 +59,7 @@ def fill_cache(
 ):
     """Cache ``prior`` for this rank's share ``items[rank::world_size]``; returns (RunSummary, stats)."""
     from robustsam_prior.cache import PriorCache
-    from robustsam_prior.io import read_image, to_tensor
+    from robustsam_prior.core.io import read_image, to_tensor
 
     from ._common import process_files
 
@@ -110,9 +110,9 @@ def prior_cache(
     as_json: bool,
 ) -> None:
     """Run a prior once per image of INPUT (a file or folder) and store the outputs in --cache."""
-    from robustsam_prior.checkpoint import CheckpointError
+    from robustsam_prior.core.checkpoint import CheckpointError
+    from robustsam_prior.core.io import ImageReadError
     from robustsam_prior.inputs import collect_inputs
-    from robustsam_prior.io import ImageReadError
     from robustsam_prior.prior import build_prior
 
     options = parse_options(option_pairs)

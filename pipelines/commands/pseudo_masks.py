@@ -32,9 +32,9 @@ def pseudo_masks(out, images_dir, include, exclude, depth_dir, shapes, prefix, s
     """Write images and label masks (0 = no object) computed on the clean images into OUT."""
     import fnmatch
 
+    from robustsam_prior.core.fileio import package_path
+    from robustsam_prior.core.io import is_image_file
     from robustsam_prior.data.pseudo_masks import PseudoMaskSource, write_pseudo_mask_set, write_shapes_set
-    from robustsam_prior.fileio import package_path
-    from robustsam_prior.io import is_image_file
 
     if (images_dir is None) == (shapes is None):
         raise click.UsageError("give either --images or --shapes")

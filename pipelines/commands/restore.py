@@ -40,7 +40,7 @@ MIN_TILE = 128  # restore.inference.MIN_TILE
 
 def output_path(input_root: Path, output: Path, rel: Path) -> Path:
     """Where the restored ``rel`` goes: ``OUTPUT/rel``, or OUTPUT itself for a file -> file call."""
-    from robustsam_prior.io import is_image_file
+    from robustsam_prior.core.io import is_image_file
 
     if input_root.is_file() and is_image_file(output):
         return output
@@ -68,8 +68,8 @@ def run_restore(
 ) -> None:
     """The body of ``dehaze``/``deblur`` (see the module docstring); exits through click."""
     from restore.inference import Restorer
-    from robustsam_prior.checkpoint import CheckpointError
-    from robustsam_prior.io import is_image_file
+    from robustsam_prior.core.checkpoint import CheckpointError
+    from robustsam_prior.core.io import is_image_file
 
     from . import _distributed as ddp
     from ._common import plan_inputs, process_files, refuse_overwrites, start_output

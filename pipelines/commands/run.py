@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import click
 
-from robustsam_prior.fileio import json_dumps, jsonable
+from robustsam_prior.core.fileio import json_dumps, jsonable
 
 from ._common import max_pixels_option
 
@@ -54,7 +54,7 @@ def run(pipeline: str | None, overrides: tuple[str, ...], list_: bool, as_json: 
     from pipelines.config import ConfigError
     from pipelines.runner import run_pipeline
     from pipelines.shipped import find_pipeline
-    from robustsam_prior.checkpoint import CheckpointError
+    from robustsam_prior.core.checkpoint import CheckpointError
 
     try:
         path = find_pipeline(pipeline)

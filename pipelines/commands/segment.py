@@ -197,9 +197,9 @@ def segment(
     box = parse_box(box_text) if box_text else None
 
     from restore.inference import resolve_device
-    from robustsam_prior.checkpoint import CheckpointError
+    from robustsam_prior.core.checkpoint import CheckpointError
+    from robustsam_prior.core.io import is_image_file, read_image
     from robustsam_prior.hub import resolve_checkpoint
-    from robustsam_prior.io import is_image_file, read_image
     from robustsam_prior.loading import build_robustsam
     from robustsam_prior.segment import segment_image
 
@@ -296,7 +296,7 @@ def segment(
         ddp.exit_other_rank(summary)
         return
     if as_json:
-        from robustsam_prior.fileio import json_dumps
+        from robustsam_prior.core.fileio import json_dumps
 
         click.echo(json_dumps({
             "images": dict(sorted(reports.items())),

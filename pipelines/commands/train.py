@@ -15,7 +15,7 @@ from collections.abc import Iterator
 
 import click
 
-from robustsam_prior.fileio import json_dumps, jsonable
+from robustsam_prior.core.fileio import json_dumps, jsonable
 
 logger = logging.getLogger(__name__)
 
@@ -28,7 +28,7 @@ def run_errors_as_click_errors() -> Iterator[None]:
     ``FileNotFoundError``: a file the run needs; ``ValueError`` (``DataError`` among them): bad data or
     settings, or CUDA asked for where there is none; ``FloatingPointError``: the loss diverged.
     """
-    from robustsam_prior.checkpoint import CheckpointError
+    from robustsam_prior.core.checkpoint import CheckpointError
 
     try:
         yield
@@ -131,7 +131,7 @@ def train(recipe: str, overrides: tuple[str, ...], resume: bool, output_dir: str
         raise click.ClickException(str(e)) from None
     import os
 
-    from robustsam_prior.fileio import FolderLockedError, folder_lock
+    from robustsam_prior.core.fileio import FolderLockedError, folder_lock
 
     # one run per output folder: the lock is held from before the existing-run checks and config.yml to the
     # end, by rank 0 alone under torchrun (the trainers take it too, for callers of the library)

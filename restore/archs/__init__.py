@@ -1,6 +1,6 @@
 """Restoration architectures: ``forward(image (B,3,H,W) [0,1], prior) -> (B,3,H,W)``.
 
-``ARCHS`` (a :class:`~robustsam_prior.registry.Registry`) maps ``nafnet``, ``map_nafnet`` and
+``ARCHS`` (a :class:`~robustsam_prior.core.registry.Registry`) maps ``nafnet``, ``map_nafnet`` and
 ``fusion_nafnet`` to their classes; :func:`build_arch` builds one from keyword arguments;
 :func:`register_with_basicsr` adds them to BasicSR's ``ARCH_REGISTRY`` so BasicSR option files can name
 them (``type: NAFNet|MapNAFNet|FusionNAFNet``); importing :mod:`restore.basicsr_plugin` calls it (this
@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from torch import nn
 
-    from robustsam_prior.registry import Registry
+    from robustsam_prior.core.registry import Registry
 
 __all__ = ["ARCHS", "ARCH_LIMITS", "MAX_PARAMETERS", "build_arch", "check_arch_kwargs", "register_with_basicsr"]
 
@@ -94,7 +94,7 @@ def build_arch(name: str, **kwargs: Any) -> nn.Module:
     ``ValueError`` where a size argument is out of :data:`ARCH_LIMITS` or the network would have more
     than :data:`MAX_PARAMETERS` parameters (counted on the meta device, before anything is allocated).
     """
-    from robustsam_prior.checkpoint import count_parameters, on_meta_device
+    from robustsam_prior.core.checkpoint import count_parameters, on_meta_device
 
     cls = _load_archs().get(name)
     check_arch_kwargs(kwargs)

@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from robustsam_prior.registry import Registry
+from robustsam_prior.core.registry import Registry
 
 ARCHS: Registry = Registry("architecture")

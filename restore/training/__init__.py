@@ -3,7 +3,7 @@ the training loop (EMA, checkpoints, exact resume, DDP). Nothing heavy is import
 
 from __future__ import annotations
 
-from robustsam_prior._lazy import lazy_exports
+from robustsam_prior.core.lazy import lazy_exports
 
 _EXPORTS = {"TrainConfig": "options", "Trainer": "trainer", "train_restoration": "trainer"}
 

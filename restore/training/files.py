@@ -20,7 +20,7 @@ class DataError(ValueError):
 
 def config_path(value: str) -> Path:
     """Resolve a config path (``pkg://module/sub`` names a folder inside an installed package)."""
-    from robustsam_prior.fileio import package_path
+    from robustsam_prior.core.fileio import package_path
 
     try:
         return package_path(value)
@@ -30,7 +30,7 @@ def config_path(value: str) -> Path:
 
 def list_images(folder: Path, opts: DatasetOptions, key: str) -> list[Path]:
     """Image files in ``folder`` selected by ``include``/``exclude`` globs, sorted by name."""
-    from robustsam_prior.io import is_image_file
+    from robustsam_prior.core.io import is_image_file
 
     pattern = "**/*" if opts.recursive else "*"
     files = sorted(
@@ -50,7 +50,7 @@ def list_images(folder: Path, opts: DatasetOptions, key: str) -> list[Path]:
 
 def match_pairs(lq_files: list[Path], gt_dir: Path, how: str, key: str) -> list[tuple[Path, Path]]:
     """Pair each degraded file with its ground truth in ``gt_dir`` (see ``DatasetOptions``)."""
-    from robustsam_prior.io import is_image_file
+    from robustsam_prior.core.io import is_image_file
 
     by_name = {p.name: p for p in gt_dir.iterdir() if p.is_file() and is_image_file(p)}
     by_stem: dict[str, Path] = {}
@@ -78,7 +78,7 @@ def match_pairs(lq_files: list[Path], gt_dir: Path, how: str, key: str) -> list[
 
 def read_rgb(path: Path) -> np.ndarray:
     """``HxWx3`` float32 RGB in [0, 1] (grayscale replicated; alpha dropped)."""
-    from robustsam_prior.io import read_image
+    from robustsam_prior.core.io import read_image
 
     return np.ascontiguousarray(read_image(path).pixels, dtype=np.float32)
 

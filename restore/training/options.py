@@ -8,14 +8,10 @@ Field metadata (``help``, ``min``, ``max``, ``exists``) drives validation and th
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
-
-def _f(default: Any = None, help: str = "", **meta: Any) -> Any:
-    if default is dict or isinstance(default, type):  # mutable or nested defaults: a fresh one each time
-        return field(default_factory=default, metadata={"help": help, **meta})
-    return field(default=default, metadata={"help": help, **meta})
+from robustsam_prior.core.fields import option_field as _f
 
 
 @dataclass(frozen=True)

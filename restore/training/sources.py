@@ -40,7 +40,7 @@ class FrameItem:
 
 
 def _image_files(folder: Path, opts: DatasetOptions) -> list[Path]:
-    from robustsam_prior.io import is_image_file
+    from robustsam_prior.core.io import is_image_file
 
     return sorted(
         p for p in folder.iterdir()
@@ -52,7 +52,7 @@ def _image_files(folder: Path, opts: DatasetOptions) -> list[Path]:
 
 def _read_u8(path: Path) -> np.ndarray:
     """``HxWx3`` uint8 RGB of an image file (16-bit files rounded to 8 bits)."""
-    from robustsam_prior.io import read_image
+    from robustsam_prior.core.io import read_image
 
     return np.round(read_image(path).pixels * 255.0).astype(np.uint8)
 

@@ -42,7 +42,7 @@ def set_rng_state(state: Mapping[str, Any]) -> None:
 
 def save_state(path: Path, state: Mapping[str, Any]) -> None:
     """``torch.save`` atomically: a kill mid-write leaves the previous file intact."""
-    from robustsam_prior.fileio import atomic_write
+    from robustsam_prior.core.fileio import atomic_write
 
     with atomic_write(path, "wb") as f:
         torch.save(dict(state), f)
@@ -51,7 +51,7 @@ def save_state(path: Path, state: Mapping[str, Any]) -> None:
 def load_state(path: Path) -> dict[str, Any]:
     """Load a training-state file with ``weights_only=True`` (no pickled code runs); a file that cannot be
     read or is not a training state raises ``CheckpointError`` naming it."""
-    from robustsam_prior.checkpoint import CheckpointError
+    from robustsam_prior.core.checkpoint import CheckpointError
 
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no training state to resume from")

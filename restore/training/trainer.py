@@ -46,7 +46,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from robustsam_prior.fileio import json_dumps, jsonable
+from robustsam_prior.core.fileio import json_dumps, jsonable
 from robustsam_prior.prior import PriorOutput
 
 from .data import DataError, MixedDataset, PairDataset, PositionBatches, collate, prior_of_whole_image
@@ -200,7 +200,7 @@ class Trainer:
         self.net = build_arch(cfg.model.arch, **cfg.model.arch_kwargs)
         if cfg.model.init:
             from restore.public_weights import read_init_state
-            from robustsam_prior.checkpoint import load_strict
+            from robustsam_prior.core.checkpoint import load_strict
 
             load_strict(self.net, read_init_state(cfg.model.init, cfg.model.arch), source=cfg.model.init)
         self.net.to(self.device)
@@ -294,7 +294,7 @@ class Trainer:
         return self.ema.module if self.ema is not None else self.net
 
     def save_weights(self, path: Path) -> str:
-        from robustsam_prior.checkpoint import save_checkpoint
+        from robustsam_prior.core.checkpoint import save_checkpoint
 
         return save_checkpoint(path, self.inference_module().state_dict(), self.metadata())
 
@@ -422,7 +422,7 @@ class Trainer:
 
         loop = self.cfg.train
         if resume:
-            from robustsam_prior.checkpoint import CheckpointError
+            from robustsam_prior.core.checkpoint import CheckpointError
 
             state = load_state(self.state_path)
             try:
@@ -432,7 +432,7 @@ class Trainer:
                 raise CheckpointError(f"{self.state_path}: does not fit this run ({why})") from e
             logger.info("resumed from %s at iteration %d", self.state_path, self.step)
         if self.is_main:
-            from robustsam_prior.fileio import trim_jsonl
+            from robustsam_prior.core.fileio import trim_jsonl
 
             self.out.mkdir(parents=True, exist_ok=True)
             # the steps after the checkpoint are redone: drop what the stopped run logged of them
@@ -513,7 +513,7 @@ class Trainer:
             "final_weights": str(self.out / "models" / "final.safetensors"),
         }
         if self.is_main:
-            from robustsam_prior.fileio import write_json
+            from robustsam_prior.core.fileio import write_json
 
             sha = self.save_weights(self.out / "models" / "final.safetensors")
             summary["final_weights_sha256"] = sha
@@ -538,12 +538,12 @@ def train_restoration(
 
     The process-wide torch settings the trainer changes (thread count, deterministic algorithms) are
     restored afterwards, so calling this from a larger program (or a test) leaves no trace. Rank 0 holds
-    the output folder's lock (``robustsam_prior.fileio.folder_lock``) throughout: a second run into the
+    the output folder's lock (``robustsam_prior.core.fileio.folder_lock``) throughout: a second run into the
     same folder fails at once with ``FolderLockedError``.
     """
     import contextlib
 
-    from robustsam_prior.fileio import folder_lock
+    from robustsam_prior.core.fileio import folder_lock
 
     threads = torch.get_num_threads()
     deterministic = torch.are_deterministic_algorithms_enabled()

@@ -99,7 +99,7 @@ def newest_weights(run: Path, at: int | None = None) -> Path:
 def ship(run: Path, at: int | None = None, half: bool = False) -> dict[str, Any]:
     """Package one run (its newest weights, or those of iteration ``at``; ``half``: stored as float16, which
     the loader casts back to float32); returns its training record."""
-    from robustsam_prior.checkpoint import read_checkpoint, save_checkpoint
+    from robustsam_prior.core.checkpoint import read_checkpoint, save_checkpoint
 
     src = newest_weights(run, at)
     ckpt = read_checkpoint(src)

@@ -168,8 +168,8 @@ def write_pseudo_mask_set(
     (resized) clean image. Existing files of the same name are replaced; all writes are atomic."""
     import zlib
 
-    from ..fileio import atomic_write, write_json
-    from ..io import read_image
+    from ..core.fileio import atomic_write, write_json
+    from ..core.io import read_image
 
     if source.method not in METHODS:
         raise ValueError(f"unknown pseudo-mask method {source.method!r}; choose one of {METHODS}")
@@ -220,7 +220,7 @@ def write_shapes_set(out_dir: str | os.PathLike, *, count: int, size: int = 256,
     """Write ``count`` procedural scenes (``robustsam_prior.data.shapes``, exact masks: each shape's visible
     part) as ``out_dir/images/<prefix>_NNNNN.png`` + ``out_dir/masks/<same>.png``, in the layout of
     :func:`write_pseudo_mask_set`, with ``out_dir/manifest_<prefix>.json``."""
-    from ..fileio import atomic_write, write_json
+    from ..core.fileio import atomic_write, write_json
     from .shapes import ShapesDataset
 
     if count < 1 or size < 16:

@@ -19,7 +19,7 @@ torch or OpenCV.
 
 from __future__ import annotations
 
-from .._lazy import lazy_exports
+from ..core.lazy import lazy_exports
 
 _EXPORTS = {
     "DEGRADATIONS": "api",  # via api so that every family is registered

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from robustsam_prior.registry import did_you_mean
+from robustsam_prior.core.registry import did_you_mean
 
 # Importing the family modules registers their degradations (explicitly, no folder scanning).
 from . import blur, digital, geometric, haze, noise, weather  # noqa: F401

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from robustsam_prior.registry import Registry
+from robustsam_prior.core.registry import Registry
 
 SEVERITIES = (1, 2, 3, 4, 5)
 

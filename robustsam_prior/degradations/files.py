@@ -48,7 +48,7 @@ def file_seed(seed: int, rel: str | PurePath, variant: int = 0) -> int:
 
 def quantise(image: torch.Tensor, bit_depth: int = 8) -> torch.Tensor:
     """``image`` in [0, 1] rounded to ``bit_depth``-bit levels (8 or 16) with the arithmetic of
-    :func:`robustsam_prior.io.write_image` (clip, multiply in the image's dtype, round half to even)."""
+    :func:`robustsam_prior.core.io.write_image` (clip, multiply in the image's dtype, round half to even)."""
     if bit_depth not in (8, 16):
         raise ValueError(f"bit_depth must be 8 or 16, got {bit_depth}")
     top = 255.0 if bit_depth == 8 else 65535.0

@@ -17,8 +17,8 @@ from typing import Any
 import torch
 from segment_anything.modeling import PromptEncoder, TwoWayTransformer
 
+from ..core.registry import did_you_mean
 from ..fast_encoder import accelerate
-from ..registry import did_you_mean
 from .image_encoder import ImageEncoderViTWithTap
 from .mask_decoder import RobustMaskDecoder
 from .robustsam import RobustSam
@@ -195,7 +195,7 @@ def build_robustsam_model(
     :data:`LIMITS` or one whose model would have more than :data:`MAX_PARAMETERS` parameters (counted
     on the meta device, before anything is allocated).
     """
-    from ..checkpoint import count_parameters, on_meta_device
+    from ..core.checkpoint import count_parameters, on_meta_device
 
     cfg = resolve_config(config)
     n = count_parameters(on_meta_device(lambda: _build(cfg, bn_mode)))

@@ -72,7 +72,7 @@ class _SegmentAnythingPrior(Prior):
         fast_encoder: bool = True,
     ) -> None:
         from ..automatic_limits import check_generator_options
-        from ..fileio import sha256_file
+        from ..core.fileio import sha256_file
         from ..hub import resolve_checkpoint
 
         path = path or self.default_path
@@ -129,7 +129,7 @@ class _SegmentAnythingPrior(Prior):
     def model(self):
         """The RobustSAM model, built and loaded on first use (eval mode, on ``self.device``)."""
         if self._model is None:
-            from ..checkpoint import read_checkpoint
+            from ..core.checkpoint import read_checkpoint
             from ..loading import build_robustsam, detect_checkpoint
 
             logger.info("loading the %s prior's model from %s", self.name, self.checkpoint)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .._lazy import lazy_exports
+from ..core.lazy import lazy_exports
 
 _EXPORTS = {
     "sigmoid_focal_loss": "losses",

@@ -207,7 +207,7 @@ def read_label_mask(path: str | os.PathLike) -> np.ndarray:
     """A label image (8- or 16-bit PNG or TIFF, single channel; palette PNGs give their indices) as
     ``(H, W)`` int64, with the file's EXIF orientation applied. Raises :class:`DataError` naming the file
     for a missing, empty, unreadable, colour or floating-point file."""
-    from ..io import ImageReadError, _read_tiff, apply_exif_orientation
+    from ..core.io import ImageReadError, _read_tiff, apply_exif_orientation
 
     path = Path(path)
     if not path.is_file():
@@ -288,7 +288,7 @@ class FolderDataset:
     """Scenes from ``images_dir`` and label masks in ``masks_dir``, matched by file stem.
 
     A mask is a label image (8- or 16-bit PNG or TIFF): 0 is background, every other value one
-    instance. Images (any format :func:`robustsam_prior.io.read_image` reads) are resized with area
+    instance. Images (any format :func:`robustsam_prior.core.io.read_image` reads) are resized with area
     interpolation and masks with nearest-neighbour sampling so that the longest side is ``size``, aspect
     ratio kept. Files are listed (``include``/``exclude`` globs on image file names) and paired when the
     dataset is made, but decoded only when a scene is asked for; the last ``cache`` scenes are kept.
@@ -312,7 +312,7 @@ class FolderDataset:
     ) -> None:
         import fnmatch
 
-        from ..io import is_image_file
+        from ..core.io import is_image_file
 
         if size < 1:
             raise ValueError(f"size must be >= 1, got {size}")
@@ -367,7 +367,7 @@ class FolderDataset:
 
     def load(self, index: int) -> FolderScene:
         """Decode, check and resize scene ``index`` (no cache)."""
-        from ..io import read_image
+        from ..core.io import read_image
 
         img_path, mask_path = self.items[index]
         image = read_image(img_path).pixels  # ImageReadError (a ValueError) names the file

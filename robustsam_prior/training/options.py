@@ -13,22 +13,15 @@ that SAM stays frozen (``train.train_sam_decoder: false``) as the paper says.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
+
+from ..core.fields import option_field as _f
+from ..core.fields import required_option_field as _req
 
 VARIANT_NAMES = ("vit_b", "vit_l", "vit_h", "robustsam-tiny")
 # the paper's 15 Robust-Seg degradations (robustsam_prior.degradations.ROBUST_SEG_SET) is the default:
 # ``data.degradations: null``
-
-
-def _f(default: Any = None, help: str = "", **meta: Any) -> Any:
-    if isinstance(default, type):  # nested dataclass default: a fresh one each time
-        return field(default_factory=default, metadata={"help": help, **meta})
-    return field(default=default, metadata={"help": help, **meta})
-
-
-def _req(help: str, **meta: Any) -> Any:
-    return field(metadata={"help": help, **meta})
 
 
 @dataclass(frozen=True)
@@ -149,8 +142,8 @@ class RobustSamDataOptions:
         if self.degradations is not None:
             if not self.degradations and not self.identity:
                 raise ValueError("degradations: empty, and identity is false: nothing to draw")
+            from robustsam_prior.core.registry import did_you_mean
             from robustsam_prior.degradations import DEGRADATIONS  # registry names (no weights)
-            from robustsam_prior.registry import did_you_mean
 
             known = list(DEGRADATIONS.names())
             for i, name in enumerate(self.degradations):

@@ -13,7 +13,7 @@ STATE_FORMAT = "robustsam-restore/robustsam-training-state"
 def save_training_state(path: str | os.PathLike, state: dict[str, Any]) -> None:
     """``torch.save`` atomically (a kill mid-write leaves the previous file); tensors and primitives only,
     so :func:`load_training_state` reads it with ``weights_only=True``."""
-    from ..fileio import atomic_write
+    from ..core.fileio import atomic_write
 
     with atomic_write(path, "wb") as f:
         torch.save(state, f)
@@ -25,7 +25,7 @@ def load_training_state(path: str | os.PathLike) -> dict[str, Any]:
     a RobustSAM training state."""
     from pathlib import Path
 
-    from ..checkpoint import CheckpointError
+    from ..core.checkpoint import CheckpointError
 
     path = Path(path)
     if not path.is_file():

@@ -304,7 +304,7 @@ class AntiDegradationTrainer:
     def load_state_dict(self, state: dict[str, Any], *, source: str = "training state") -> None:
         """Restore :meth:`state_dict`; a set of trained parameters other than this trainer's (another
         ``train_sam_decoder``, another architecture) raises a ``CheckpointError`` naming the keys."""
-        from ..checkpoint import CheckpointError, load_strict
+        from ..core.checkpoint import CheckpointError, load_strict
 
         mine = self.mutable_state()
         saved = state["model"]
@@ -393,11 +393,11 @@ def train_from_options(
     resume: bool = False,
 ) -> dict[str, Any]:
     """Run a validated ``kind: robustsam`` recipe (see :func:`_train_from_options`) holding the lock of its
-    ``output_dir`` (``robustsam_prior.fileio.folder_lock``; rank 0 alone under torchrun): a second run into
-    the same folder fails at once with ``FolderLockedError`` naming the process that holds it."""
+    ``output_dir`` (``robustsam_prior.core.fileio.folder_lock``; rank 0 alone under torchrun): a second run
+    into the same folder fails at once with ``FolderLockedError`` naming the process that holds it."""
     import contextlib
 
-    from ..fileio import folder_lock
+    from ..core.fileio import folder_lock
 
     main_rank = int(os.environ.get("RANK", "0")) == 0
     with folder_lock(options.output_dir) if main_rank else contextlib.nullcontext():
@@ -448,9 +448,9 @@ def _train_from_options(
     import time
     from pathlib import Path
 
-    from ..checkpoint import CheckpointError
+    from ..core.checkpoint import CheckpointError
+    from ..core.fileio import json_dumps, jsonable, trim_jsonl, write_json
     from ..degradations import ROBUST_SEG_SET
-    from ..fileio import json_dumps, jsonable, trim_jsonl, write_json
     from ..loading import build_robustsam
     from .data import PairSampler
     from .distributed import close_distributed, init_distributed

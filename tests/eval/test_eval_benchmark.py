@@ -34,7 +34,7 @@ TINY = {
 def _write_pairs(root, n=3, size=(40, 48)):
     from skimage import data
 
-    from robustsam_prior.io import write_image
+    from robustsam_prior.core.io import write_image
 
     full = data.astronaut().astype(np.float32) / 255
     rng = np.random.default_rng(0)
@@ -47,7 +47,7 @@ def _write_pairs(root, n=3, size=(40, 48)):
 
 
 def _tensor(p):
-    from robustsam_prior.io import read_image, to_tensor
+    from robustsam_prior.core.io import read_image, to_tensor
 
     return to_tensor(read_image(p).pixels)
 
@@ -162,7 +162,7 @@ def test_synthetic_pairs_are_deterministic_per_image(tmp_path):
     assert lq0.dtype == torch.float32 and gt0.dtype == torch.float64  # ground truth at its exact 8-bit levels
     assert torch.allclose(gt0 * 255, (gt0 * 255).round(), rtol=0, atol=1e-9)
     # a pair does not depend on which other files are in the folder
-    from robustsam_prior.io import write_image
+    from robustsam_prior.core.io import write_image
 
     write_image(gt / "aaa_first.png", np.zeros((40, 48, 3), np.float32) + 0.3)
     r4 = run_restoration_benchmark(data=SyntheticPairs(gt, "gaussian_noise", 2, seed=5), **kw)[0]
@@ -187,7 +187,7 @@ def test_resolve_method_builtins():
 
 def test_trained_checkpoint_method(tmp_path):
     from restore.archs import build_arch
-    from robustsam_prior.checkpoint import save_checkpoint
+    from robustsam_prior.core.checkpoint import save_checkpoint
 
     torch.manual_seed(0)
     kw = {"width": 4, "enc_blocks": [1], "middle_blocks": 1, "dec_blocks": [1]}

@@ -33,7 +33,7 @@ def _seg_row(method, cond, sev, iou):
 
 
 def _rows(tmp_path):
-    from robustsam_prior.io import write_image
+    from robustsam_prior.core.io import write_image
 
     crop = {}
     for k in ("degraded", "gt", "output"):
@@ -234,7 +234,7 @@ def test_html_tables_sort_in_chromium(tmp_path):
 
 
 def _png(path, value):
-    from robustsam_prior.io import write_image
+    from robustsam_prior.core.io import write_image
 
     write_image(path, np.full((8, 8, 3), value, np.float32))
     return path

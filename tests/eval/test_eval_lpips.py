@@ -78,7 +78,7 @@ def test_hub_cache_is_found(tmp_path, monkeypatch):
 
 
 def test_wrong_file_fails_loudly(tmp_path):
-    from robustsam_prior.checkpoint import CheckpointError
+    from robustsam_prior.core.checkpoint import CheckpointError
 
     torch.save({"features.0.weight": torch.zeros(3, 3)}, tmp_path / "bad.pth")
     with pytest.raises(CheckpointError, match="missing keys"):

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from pipelines.commands._common import RunSummary, process_files
+from robustsam_prior.core.io import read_image, write_image
 from robustsam_prior.inputs import collect_inputs
-from robustsam_prior.io import read_image, write_image
 
 
 def _folder_with_one_corrupt(root: Path) -> Path:
@@ -286,7 +286,7 @@ IMAGE_COMMANDS = [("dehaze",), ("deblur",), ("degrade",), ("eval",), ("prior-cac
 @pytest.mark.parametrize("command", IMAGE_COMMANDS, ids=" ".join)
 def test_every_command_that_reads_images_has_the_pixel_limit(command):
     from pipelines.commands._common import DEFAULT_MAX_PIXELS
-    from robustsam_prior.io import DEFAULT_MAX_PIXELS as READER_DEFAULT
+    from robustsam_prior.core.io import DEFAULT_MAX_PIXELS as READER_DEFAULT
 
     assert DEFAULT_MAX_PIXELS == READER_DEFAULT  # spelled out for --help, which does not import the reader
     help_text = " ".join(_run(*command, "--help").output.split())

@@ -13,7 +13,7 @@ from pipelines.cli import main
 def _folders(tmp_path, n=2):
     from skimage import data
 
-    from robustsam_prior.io import write_image
+    from robustsam_prior.core.io import write_image
 
     full = data.chelsea().astype(np.float32) / 255
     rng = np.random.default_rng(1)
@@ -31,7 +31,7 @@ def _run(*args):
 
 def _expected(pred_dir, gt_dir, name, **kw):
     from eval.metrics.psnr_ssim import psnr, ssim
-    from robustsam_prior.io import read_image, to_tensor
+    from robustsam_prior.core.io import read_image, to_tensor
 
     p, g = (to_tensor(read_image(d / name).pixels) for d in (pred_dir, gt_dir))
     return {"psnr": psnr(p, g, **kw).item(), "ssim": ssim(p, g, **kw).item()}
@@ -39,7 +39,7 @@ def _expected(pred_dir, gt_dir, name, **kw):
 
 def test_eval_json_is_one_object_and_unmatched_go_to_stderr(tmp_path):
     pred, gt = _folders(tmp_path)
-    from robustsam_prior.io import write_image
+    from robustsam_prior.core.io import write_image
 
     write_image(pred / "extra.png", np.zeros((8, 8, 3), np.float32))
     write_image(gt / "lonely.png", np.zeros((8, 8, 3), np.float32))
@@ -159,7 +159,7 @@ def test_eval_lpips_with_weights_file(tmp_path):
     r = _run("eval", "--pred", pred, "--gt", gt, "--json", "--metrics", "lpips", "--lpips-weights", tmp_path)
     assert r.exit_code == 0, r.output
     obj = json.loads(r.stdout)
-    from robustsam_prior.io import read_image, to_tensor
+    from robustsam_prior.core.io import read_image, to_tensor
 
     p, g = (to_tensor(read_image(d / "img1.png").pixels) for d in (pred, gt))
     with torch.no_grad():
@@ -169,7 +169,7 @@ def test_eval_lpips_with_weights_file(tmp_path):
 
 def test_eval_errors(tmp_path):
     pred, gt = _folders(tmp_path)
-    from robustsam_prior.io import write_image
+    from robustsam_prior.core.io import write_image
 
     write_image(pred / "img0.png", np.zeros((10, 10, 3), np.float32))  # wrong size
     r = _run("eval", "--pred", pred, "--gt", gt, "--metrics", "psnr")
@@ -260,7 +260,7 @@ def test_benchmark_segmentation_regions_and_tiny_robustsam(tmp_path):
 
 def _tiny_checkpoint(path, seed):
     from restore.archs import build_arch
-    from robustsam_prior.checkpoint import save_checkpoint
+    from robustsam_prior.core.checkpoint import save_checkpoint
 
     torch.manual_seed(seed)
     kw = {"width": 4, "enc_blocks": [1], "middle_blocks": 1, "dec_blocks": [1]}
@@ -311,7 +311,7 @@ def test_two_final_checkpoints_get_two_rows_and_aliases_name_rows(tmp_path):
 def test_benchmark_inference_settings_are_those_of_restorer(tmp_path):
     from eval.metrics import MetricConventions, psnr
     from restore.inference import Restorer
-    from robustsam_prior.io import read_image, to_tensor
+    from robustsam_prior.core.io import read_image, to_tensor
 
     pred, gt = _folders(tmp_path)
     ck = tmp_path / "runs" / "r1" / "models" / "final.safetensors"

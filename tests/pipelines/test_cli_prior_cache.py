@@ -14,8 +14,8 @@ import torch
 from click.testing import CliRunner
 
 from pipelines.cli import main
+from robustsam_prior.core.io import write_image
 from robustsam_prior.hub import ENV_CHECKPOINT
-from robustsam_prior.io import write_image
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -106,7 +106,7 @@ def test_usage_errors(tmp_path, monkeypatch):
 
 def test_robustsam_prior_with_a_checkpoint(tmp_path):
     from robustsam_prior import build_robustsam
-    from robustsam_prior.checkpoint import save_checkpoint
+    from robustsam_prior.core.checkpoint import save_checkpoint
 
     tiny = {
         "img_size": 64, "patch": 16, "enc_dim": 32, "enc_depth": 1, "enc_heads": 2, "global_attn": [0],

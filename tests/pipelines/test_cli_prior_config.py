@@ -17,8 +17,8 @@ from click.testing import CliRunner
 from pipelines.cli import main
 from restore.archs import build_arch
 from restore.inference import CHECKPOINT_FORMAT
-from robustsam_prior.checkpoint import save_checkpoint
-from robustsam_prior.io import write_image
+from robustsam_prior.core.checkpoint import save_checkpoint
+from robustsam_prior.core.io import write_image
 from robustsam_prior.modeling.build import build_robustsam_model
 
 TINY = dict(img_size=64, patch=8, enc_dim=32, enc_depth=2, enc_heads=2, global_attn=[1], window=4,

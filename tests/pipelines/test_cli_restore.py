@@ -15,8 +15,8 @@ from PIL import Image
 from pipelines.cli import main
 from restore.archs import build_arch
 from restore.inference import CHECKPOINT_FORMAT
-from robustsam_prior.checkpoint import save_checkpoint
-from robustsam_prior.io import read_image, write_image
+from robustsam_prior.core.checkpoint import save_checkpoint
+from robustsam_prior.core.io import read_image, write_image
 
 TINY = {"width": 8, "enc_blocks": [1, 1], "middle_blocks": 1, "dec_blocks": [1, 1]}
 GOOD = {"deep.png": (20, 24, 16, False), "grey.jpg": (18, 22, 8, False), "rgba.png": (16, 21, 8, True)}
@@ -322,7 +322,7 @@ finally:
 
 READ_SCRIPT = PEAK + """
 import sys
-from robustsam_prior.io import ImageReadError, read_image
+from robustsam_prior.core.io import ImageReadError, read_image
 try:
     read_image(sys.argv[1])
 except ImageReadError as e:

@@ -10,7 +10,7 @@ import torch
 from click.testing import CliRunner
 
 from pipelines.cli import main
-from robustsam_prior.io import read_image, write_image
+from robustsam_prior.core.io import read_image, write_image
 from robustsam_prior.loading import build_robustsam, save_robustsam
 from robustsam_prior.modeling.build import build_robustsam_model
 from robustsam_prior.predictor import RobustSamPredictor

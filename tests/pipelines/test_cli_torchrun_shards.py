@@ -14,7 +14,7 @@ import torch
 from click.testing import CliRunner
 
 from pipelines.cli import main
-from robustsam_prior.io import write_image
+from robustsam_prior.core.io import write_image
 
 TINY = dict(img_size=64, patch=8, enc_dim=32, enc_depth=2, enc_heads=2, global_attn=[1], window=4,
             prompt_dim=64, dec_depth=1, dec_mlp=64, dec_heads=2, iou_hidden=32, mask_in_chans=8)

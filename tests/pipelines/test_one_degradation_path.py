@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 from pipelines.cli import main
-from robustsam_prior.io import read_image, write_image
+from robustsam_prior.core.io import read_image, write_image
 
 
 def _run(*args):

@@ -14,7 +14,7 @@ from PIL import Image
 
 from pipelines.cli import main
 from restore.archs import build_arch
-from robustsam_prior.checkpoint import save_checkpoint
+from robustsam_prior.core.checkpoint import save_checkpoint
 
 ARCH_KWARGS = {"width": 8, "enc_blocks": [1], "middle_blocks": 1, "dec_blocks": [1], "region_dropout": 0.5}
 

@@ -13,7 +13,7 @@ from pipelines.commands.train import load_train_config
 from pipelines.config import to_dict
 from restore.training.state import load_state
 from restore.training.trainer import train_restoration
-from robustsam_prior.checkpoint import read_checkpoint
+from robustsam_prior.core.checkpoint import read_checkpoint
 
 
 @pytest.mark.slow

@@ -14,10 +14,10 @@ import pytest
 from click.testing import CliRunner
 
 from pipelines.cli import main
-from robustsam_prior.fileio import LOCK_NAME, FolderLockedError, folder_lock
+from robustsam_prior.core.fileio import LOCK_NAME, FolderLockedError, folder_lock
 
 REPO = Path(__file__).resolve().parents[2]
-HOLD = ("import sys\nfrom robustsam_prior.fileio import folder_lock\n"
+HOLD = ("import sys\nfrom robustsam_prior.core.fileio import folder_lock\n"
         "with folder_lock(sys.argv[1]):\n    print('held', flush=True)\n    sys.stdin.read()\n")
 
 

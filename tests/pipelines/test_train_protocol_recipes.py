@@ -13,7 +13,7 @@ import torch
 from click.testing import CliRunner
 
 from pipelines.cli import main
-from robustsam_prior.io import write_image
+from robustsam_prior.core.io import write_image
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = {
@@ -34,7 +34,7 @@ PRIOR = ["--prior", "robustsam", "--prior-option", "points_per_side=4"]
 @pytest.fixture
 def tiny_checkpoint(tmp_path):
     from robustsam_prior import build_robustsam
-    from robustsam_prior.checkpoint import save_checkpoint
+    from robustsam_prior.core.checkpoint import save_checkpoint
 
     torch.manual_seed(0)
     path = tmp_path / "tiny_robustsam.safetensors"
@@ -108,7 +108,7 @@ def _train(recipe: str, ckpt: Path, out: str, *extra: str):
 
 
 def _check_run(out: Path, prior_name: str = "robustsam") -> dict:
-    from robustsam_prior.checkpoint import read_checkpoint
+    from robustsam_prior.core.checkpoint import read_checkpoint
 
     assert (out / "models/final.safetensors").is_file()
     meta = read_checkpoint(out / "models/final.safetensors").metadata

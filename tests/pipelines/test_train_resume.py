@@ -14,7 +14,7 @@ from pipelines.config import to_dict
 from restore.training import trainer as trainer_mod
 from restore.training.state import load_state
 from restore.training.trainer import train_restoration
-from robustsam_prior.checkpoint import read_checkpoint
+from robustsam_prior.core.checkpoint import read_checkpoint
 
 
 def _log(run):

@@ -57,7 +57,7 @@ def monkeypatch_module():
 
 
 def test_smoke_training_lowers_losses_keeps_sam_frozen_and_loads(smoke_run, sam_file):
-    from robustsam_prior.checkpoint import read_checkpoint
+    from robustsam_prior.core.checkpoint import read_checkpoint
     from robustsam_prior.loading import build_robustsam, is_robust_key
 
     out, text = smoke_run
@@ -130,7 +130,7 @@ def test_shipped_recipe_as_is_json_summary(tmp_path, monkeypatch):
 
 
 def test_official_mode_updates_sam_decoder_only(tmp_path, sam_file, monkeypatch):
-    from robustsam_prior.checkpoint import read_checkpoint
+    from robustsam_prior.core.checkpoint import read_checkpoint
 
     monkeypatch.chdir(REPO)
     out = tmp_path / "official"

@@ -14,7 +14,7 @@ import torch
 
 from pipelines.commands.train import load_train_config
 from pipelines.config import to_dict
-from robustsam_prior.checkpoint import read_checkpoint
+from robustsam_prior.core.checkpoint import read_checkpoint
 from robustsam_prior.training.trainer import load_training_state, train_from_options
 
 REPO = Path(__file__).resolve().parents[2]

@@ -20,7 +20,7 @@ from PIL import Image
 from pipelines.cli import main
 from pipelines.commands.train import load_train_config
 from pipelines.config import to_dict
-from robustsam_prior.checkpoint import CheckpointError, read_checkpoint
+from robustsam_prior.core.checkpoint import CheckpointError, read_checkpoint
 from robustsam_prior.training import trainer as trainer_mod
 from robustsam_prior.training.trainer import load_training_state, train_from_options
 

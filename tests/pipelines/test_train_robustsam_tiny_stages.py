@@ -15,7 +15,7 @@ from click.testing import CliRunner
 from pipelines.cli import main
 from pipelines.commands.train import load_train_config
 from pipelines.config import ConfigError
-from robustsam_prior.checkpoint import read_checkpoint
+from robustsam_prior.core.checkpoint import read_checkpoint
 from robustsam_prior.loading import is_robust_key
 
 REPO = Path(__file__).resolve().parents[2]

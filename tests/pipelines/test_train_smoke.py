@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 from pipelines.cli import main
 from restore.archs import build_arch
-from robustsam_prior.checkpoint import load_strict, read_checkpoint
+from robustsam_prior.core.checkpoint import load_strict, read_checkpoint
 
 
 @pytest.mark.slow
@@ -95,7 +95,7 @@ def test_infinite_validation_psnr_is_logged_as_strict_json(tmp_path, recipe_fact
     ("pipelines/train_robustsam_smoke.yml", "robustsam_prior.training.trainer.train_from_options"),
 ])
 def test_both_kinds_of_training_report_the_same_errors_as_one_line(tmp_path, monkeypatch, recipe, entry, error):
-    from robustsam_prior.checkpoint import CheckpointError
+    from robustsam_prior.core.checkpoint import CheckpointError
 
     if error == "checkpoint":
         error = CheckpointError("w.pth: not a checkpoint")
@@ -122,7 +122,7 @@ def test_validation_psnr_is_the_reporting_convention():
 
 
 def test_models_names_the_convention_a_checkpoint_records(tmp_path):
-    from robustsam_prior.checkpoint import save_checkpoint
+    from robustsam_prior.core.checkpoint import save_checkpoint
 
     kw = {"width": 4, "enc_blocks": [1], "middle_blocks": 1, "dec_blocks": [1]}
     state = build_arch("nafnet", **kw).state_dict()

@@ -20,8 +20,8 @@ from click.testing import CliRunner
 from pipelines.cli import main
 from restore.inference import load_restoration_checkpoint
 from restore.public_weights import convert_public_nafnet, read_init_state
-from robustsam_prior.checkpoint import CheckpointError
-from robustsam_prior.io import read_image, write_image
+from robustsam_prior.core.checkpoint import CheckpointError
+from robustsam_prior.core.io import read_image, write_image
 from robustsam_prior.prior import PriorOutput
 
 ENC, MIDDLE, DEC, WIDTH = [1, 2, 0], 2, [1, 1, 2], 8

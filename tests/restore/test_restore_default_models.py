@@ -81,7 +81,7 @@ def test_held_out_photos_are_in_no_default_training_set():
     from pipelines.config import build, read_yaml
     from restore.training.data import DataError, config_path, list_images
     from restore.training.options import DatasetOptions
-    from robustsam_prior.fileio import package_path
+    from robustsam_prior.core.fileio import package_path
 
     held = {package_path(url).resolve() for url in HELD_OUT_PHOTOS.values()}
     assert all(p.is_file() for p in held)
@@ -121,7 +121,7 @@ def test_held_out_photos_are_in_no_default_training_set():
 def test_bundled_examples_are_what_make_examples_writes(tmp_path):
     """examples/hazy and examples/blurry are made, not collected: examples/make_examples.py writes them again
     from HELD_OUT_PHOTOS (pixels within one grey level, the same manifest)."""
-    from robustsam_prior.io import read_image
+    from robustsam_prior.core.io import read_image
 
     spec = importlib.util.spec_from_file_location("make_examples", REPO / "examples" / "make_examples.py")
     script = importlib.util.module_from_spec(spec)
@@ -145,8 +145,8 @@ def test_bundled_examples_are_what_make_examples_writes(tmp_path):
 def _held_out_crops() -> list[torch.Tensor]:
     """Twelve odd-sized 95x127 crops of the held-out photos (scikit-image's chelsea and coffee,
     matplotlib's grace_hopper; in no training set), centred at the quarter points of each image."""
-    from robustsam_prior.fileio import package_path
-    from robustsam_prior.io import read_image, to_tensor
+    from robustsam_prior.core.fileio import package_path
+    from robustsam_prior.core.io import read_image, to_tensor
 
     crops = []
     for url in HELD_OUT_PHOTOS.values():
@@ -210,9 +210,9 @@ def test_packaged_deblurrers_do_no_harm_on_fast_motion(name):
     make none worse and gain on average."""
     from restore.inference import Restorer
     from restore.zoo import HELD_OUT_PHOTOS
+    from robustsam_prior.core.fileio import package_path
+    from robustsam_prior.core.io import read_image, to_tensor
     from robustsam_prior.degradations import degrade
-    from robustsam_prior.fileio import package_path
-    from robustsam_prior.io import read_image, to_tensor
 
     r = Restorer.load(name, task="deblur", device="cpu")
     gains = []
@@ -283,7 +283,7 @@ def test_ship_wall_time_adds_up_over_a_resume(tmp_path):
 
 
 def test_ship_refuses_a_run_it_does_not_know(tmp_path):
-    from robustsam_prior.checkpoint import save_checkpoint
+    from robustsam_prior.core.checkpoint import save_checkpoint
 
     mod = _ship_module()
     with pytest.raises(FileNotFoundError, match="no weights"):
@@ -320,7 +320,7 @@ def test_ship_records_the_fetched_files_a_recipe_reads(tmp_path):
 def test_ship_carries_the_record_of_the_first_stage(tmp_path, monkeypatch):
     """A run fine-tuned from other weights (model.init) ships with their training record; the table
     lists both stages."""
-    from robustsam_prior.checkpoint import read_checkpoint, save_checkpoint
+    from robustsam_prior.core.checkpoint import read_checkpoint, save_checkpoint
 
     mod = _ship_module()
     monkeypatch.setattr(mod, "HERE", tmp_path / "weights")

@@ -13,7 +13,7 @@ from restore.archs import build_arch
 from restore.inference import CHECKPOINT_FORMAT, Restorer, load_restoration_checkpoint, resolve_device
 from restore.tiling import TileSpec, tiled_forward
 from restore.zoo import ModelNotFoundError, resolve_model
-from robustsam_prior.checkpoint import CheckpointError, save_checkpoint
+from robustsam_prior.core.checkpoint import CheckpointError, save_checkpoint
 
 TINY = {"width": 8, "enc_blocks": [1, 1], "middle_blocks": 1, "dec_blocks": [1, 1]}
 
@@ -106,7 +106,7 @@ def test_packaged_guided_output_is_the_default_and_can_be_turned_off(tmp_path, m
     from click.testing import CliRunner
 
     from pipelines.cli import main
-    from robustsam_prior.io import read_image, write_image
+    from robustsam_prior.core.io import read_image, write_image
 
     (tmp_path / "in").mkdir()
     write_image(tmp_path / "in" / "a.png", x[0].permute(1, 2, 0).numpy())
@@ -361,7 +361,7 @@ def test_self_ensemble_checks_name_and_training_augmentation(tmp_path, caplog):
 
 
 def test_restore_file_keeps_depth_and_alpha(tmp_path):
-    from robustsam_prior.io import read_image, write_image
+    from robustsam_prior.core.io import read_image, write_image
 
     rng = np.random.default_rng(0)
     src = tmp_path / "in.png"
@@ -436,7 +436,7 @@ def test_quality_benchmark_script_on_tiny_real_pairs(tmp_path):
     import cv2
 
     from robustsam_prior._basicsr import import_basicsr
-    from robustsam_prior.io import write_image
+    from robustsam_prior.core.io import write_image
 
     import_basicsr()
     from basicsr.metrics.psnr_ssim import calculate_psnr, calculate_ssim

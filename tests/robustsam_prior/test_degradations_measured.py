@@ -12,11 +12,11 @@ import torch.nn.functional as F
 from PIL import Image
 from scipy import ndimage
 
+from robustsam_prior.core.io import to_numpy, to_tensor
 from robustsam_prior.degradations import DEGRADATIONS, add_haze, degrade, synthetic_depth
 from robustsam_prior.degradations.geometric import elastic_transform, frosted_glass_blur
 from robustsam_prior.degradations.noise import iso_noise
 from robustsam_prior.degradations.weather import rain
-from robustsam_prior.io import to_numpy, to_tensor
 
 
 def _flat(value: float, h: int = 256, w: int = 256) -> torch.Tensor:

@@ -166,7 +166,7 @@ def test_segment_command_takes_a_hub_name(clean_env, tmp_path, randomize_weights
     from click.testing import CliRunner
 
     from pipelines.cli import main
-    from robustsam_prior.io import write_image
+    from robustsam_prior.core.io import write_image
     from robustsam_prior.modeling.build import build_robustsam_model
 
     tiny = dict(img_size=64, patch=8, enc_dim=32, enc_depth=2, enc_heads=2, global_attn=[1], window=4,

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from robustsam_prior.checkpoint import CheckpointError, read_checkpoint
+from robustsam_prior.core.checkpoint import CheckpointError, read_checkpoint
 from robustsam_prior.loading import (
     FORMAT,
     ROBUST_MODULES,
@@ -150,7 +150,7 @@ def test_own_checkpoint_builds_from_the_file_alone(source, tmp_path):
 
 
 def test_bad_metadata_config(source, tmp_path):
-    from robustsam_prior.checkpoint import save_checkpoint
+    from robustsam_prior.core.checkpoint import save_checkpoint
 
     path = tmp_path / "badmeta.safetensors"
     save_checkpoint(path, source.state_dict(), {"config": {"enc_dimm": 3}})
@@ -171,7 +171,7 @@ def test_official_variant_recognised_from_shapes():
 
 
 def test_config_from_official_file_without_metadata(tmp_path):
-    from robustsam_prior.checkpoint import LoadedCheckpoint
+    from robustsam_prior.core.checkpoint import LoadedCheckpoint
 
     with torch.device("meta"):
         state = build_robustsam_model("vit_b").state_dict()
@@ -237,7 +237,7 @@ def test_untrained_fourier_blocks_are_flagged(source, tmp_path, caplog):
 
 def test_metadata_of_a_huge_network_is_refused_before_building(source, tmp_path, monkeypatch):
     import robustsam_prior.modeling.build as build_module
-    from robustsam_prior.checkpoint import save_checkpoint
+    from robustsam_prior.core.checkpoint import save_checkpoint
 
     path = tmp_path / "huge.safetensors"
     save_checkpoint(path, source.state_dict(), {"config": {**TINY, "enc_dim": 100_000, "enc_heads": 2}})

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from robustsam_prior.prior import PRIORS, Prior, PriorOutput, build_prior, check_images, package_version
+from robustsam_prior.core.versions import package_version
+from robustsam_prior.prior import PRIORS, Prior, PriorOutput, build_prior, check_images
 
 
 def test_builtin_priors_registered():

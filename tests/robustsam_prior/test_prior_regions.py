@@ -7,7 +7,8 @@ import pytest
 import torch
 from skimage.segmentation import slic
 
-from robustsam_prior.prior import build_prior, package_version
+from robustsam_prior.core.versions import package_version
+from robustsam_prior.prior import build_prior
 from robustsam_prior.priors.regions import compact_labels, stretch_contrast, upsample_nearest
 
 

@@ -12,8 +12,8 @@ from segment_anything.utils.transforms import ResizeLongestSide
 from robustsam_prior import build_robustsam, masks_to_label_map
 from robustsam_prior.automatic import RobustSamAutomaticMaskGenerator
 from robustsam_prior.cache import PriorCache
-from robustsam_prior.checkpoint import save_checkpoint
-from robustsam_prior.fileio import sha256_file
+from robustsam_prior.core.checkpoint import save_checkpoint
+from robustsam_prior.core.fileio import sha256_file
 from robustsam_prior.hub import ENV_CHECKPOINT, CheckpointNotFoundError
 from robustsam_prior.prior import build_prior
 
@@ -107,7 +107,7 @@ def test_cache_hit_does_not_run_the_model(tiny_checkpoint, no_env, tmp_path):
 
 
 def test_sam_prior_runs_on_a_meta_sam_checkpoint(tiny_checkpoint, no_env, tmp_path):
-    from robustsam_prior.checkpoint import CheckpointError, read_checkpoint
+    from robustsam_prior.core.checkpoint import CheckpointError, read_checkpoint
     from robustsam_prior.loading import is_robust_key
 
     state = read_checkpoint(tiny_checkpoint).state_dict

@@ -13,7 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
-from robustsam_prior.io import ImageReadError
+from robustsam_prior.core.io import ImageReadError
 from robustsam_prior.training.data import DataError, FolderDataset, PairSampler, make_pair, read_label_mask
 
 TINY = dict(img_size=64, patch=8, enc_dim=32, enc_depth=2, enc_heads=2, global_attn=[1], window=4,

@@ -34,7 +34,7 @@ def test_tiny_variant_has_the_official_module_tree():
 
 
 def test_tiny_checkpoint_round_trip_names_the_variant(tmp_path):
-    from robustsam_prior.checkpoint import read_checkpoint
+    from robustsam_prior.core.checkpoint import read_checkpoint
     from robustsam_prior.loading import save_robustsam
 
     torch.manual_seed(0)

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from robustsam_prior.automatic import RobustSamAutomaticMaskGenerator, masks_to_label_map
-from robustsam_prior.io import read_image
+from robustsam_prior.core.io import read_image
 from robustsam_prior.modeling.build import build_robustsam_model
 from robustsam_prior.predictor import RobustSamPredictor
 from robustsam_prior.segment import (

@@ -17,8 +17,7 @@ import tifffile
 import torch
 from PIL import Image, ImageFile, ImageOps
 
-from robustsam_prior.inputs import collect_inputs
-from robustsam_prior.io import (
+from robustsam_prior.core.io import (
     DEFAULT_MAX_PIXELS,
     IMAGE_EXTENSIONS,
     ImageReadError,
@@ -31,6 +30,7 @@ from robustsam_prior.io import (
     to_tensor,
     write_image,
 )
+from robustsam_prior.inputs import collect_inputs
 
 
 @pytest.fixture
@@ -213,7 +213,7 @@ def test_rgba_webp_lossless_round_trip(tmp_path, rng):
 
 def test_jpeg_write_quality_and_warnings(tmp_path, rng, caplog):
     pixels = _u8(rng, (16, 16, 3)).astype(np.float32) / 255
-    with caplog.at_level(logging.WARNING, logger="robustsam_prior.io"):
+    with caplog.at_level(logging.WARNING, logger="robustsam_prior.core.io"):
         write_image(tmp_path / "a.jpg", pixels, alpha=np.ones((16, 16), np.float32), bit_depth=16, quality=80)
     messages = " ".join(r.getMessage() for r in caplog.records)
     assert "8-bit only" in messages and "transparency dropped" in messages

@@ -15,7 +15,7 @@ boundary:
   still a few kilobytes of header), and it must hold one image: animated PNG/WebP/GIF and multi-page
   TIFF are refused rather than silently cut to their first frame (a camera JPEG's embedded preview
   and a TIFF's reduced-resolution pages do not count).
-* writing: atomic (temporary file + fsync + rename, :mod:`robustsam_prior.fileio`), keeping the bit
+* writing: atomic (temporary file + fsync + rename, :mod:`robustsam_prior.core.fileio`), keeping the bit
   depth that was asked for where the format has it (16-bit PNG and TIFF), alpha written back where
   the format has it (PNG, TIFF, WebP).
 
@@ -539,7 +539,7 @@ def write_image(
     stacked = color if alpha is None else np.concatenate([color, alpha[..., None]], axis=2)
     data = _encode(fmt, _quantize(stacked.astype(np.float32), bit_depth), bit_depth, quality)
 
-    from robustsam_prior.fileio import atomic_write
+    from .fileio import atomic_write
 
     with atomic_write(path, "wb") as f:
         f.write(data)

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from robustsam_prior.checkpoint import save_checkpoint
-from robustsam_prior.fileio import (
+from robustsam_prior.core.checkpoint import save_checkpoint
+from robustsam_prior.core.fileio import (
     STALE_TEMP_SECONDS,
     _umask_mode,
     atomic_path,
@@ -24,7 +24,7 @@ from robustsam_prior.fileio import (
     write_json,
 )
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 
 def test_atomic_write_replaces_only_on_success(tmp_path):
@@ -74,7 +74,7 @@ def test_atomic_write_rejects_append_mode(tmp_path):
             pass
 
 def test_confined_path_refuses_ways_out_of_the_folder(tmp_path):
-    from robustsam_prior.fileio import confined_path, relative_path_problem
+    from robustsam_prior.core.fileio import confined_path, relative_path_problem
 
     assert confined_path(tmp_path, "a/b.json") == tmp_path / "a" / "b.json"
     assert confined_path(tmp_path, "./x..y.json") == tmp_path / "x..y.json"
@@ -96,7 +96,7 @@ def test_confined_path_refuses_ways_out_of_the_folder(tmp_path):
 def test_a_failed_write_names_the_file_and_keeps_the_old_one(tmp_path, monkeypatch):
     import errno
 
-    from robustsam_prior.fileio import WriteError
+    from robustsam_prior.core.fileio import WriteError
 
     dst = tmp_path / "manifest.json"
     dst.write_text("old\n")
@@ -128,7 +128,7 @@ def test_sha256_file(tmp_path):
 
 
 def test_temporary_names_are_short_so_any_valid_name_can_be_written(tmp_path):
-    from robustsam_prior.io import read_image, write_image
+    from robustsam_prior.core.io import read_image, write_image
 
     seen = []
     for length in (242, 255):  # the file system's limit is 255 bytes; the temporary name must not add to it
@@ -157,13 +157,13 @@ def test_stale_temporary_files_of_killed_writers_are_cleaned_and_nothing_else(tm
     (out / "sub").mkdir(parents=True)
     killed = (
         "import os, signal, sys\n"
-        "from robustsam_prior.fileio import atomic_write\n"
+        "from robustsam_prior.core.fileio import atomic_write\n"
         "with atomic_write(sys.argv[1], 'wb') as f:\n"
         "    f.write(b'half')\n"
         "    f.flush()\n"
         "    os.kill(os.getpid(), signal.SIGKILL)\n"
     )
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[3])}
     for target in (out / "a.png", out / "sub" / "b.png"):
         proc = subprocess.run([sys.executable, "-c", killed, str(target)], env=env)
         assert proc.returncode == -signal.SIGKILL
