@@ -115,7 +115,7 @@ def missing_metrics(names: Sequence[str], *, lpips_weights: WeightsPath = None) 
     """``{name: reason}`` for the metrics in ``names`` that cannot be computed here, found without building any
     network (so a caller can stop before a long run): LPIPS without its backbone weights file (see
     :func:`eval.metrics.lpips_metric.find_backbone_weights` for where it is looked for). A file that is found
-    but cannot be loaded still fails later, in :func:`build_image_metrics`.
+    but cannot be loaded still fails later, in :func:`build_image_metrics`. An unknown name raises ``KeyError``.
     """
     out: dict[str, str] = {}
     for name in names:
