@@ -1,7 +1,7 @@
 """Quality benchmark of the default restoration models: prints PSNR/SSIM tables and speed.
 
-    python benchmarks/quality.py                        # both tasks, shipped models, real pairs from ../shared
-    python benchmarks/quality.py --task dehaze --default-dehaze /work/train_runs/default_dehaze/models/final.safetensors
+    python benchmarks/quality.py                        # both tasks, shipped models, real pairs from --real-dir
+    python benchmarks/quality.py --task dehaze --default-dehaze runs/default_dehaze/models/final.safetensors
     python benchmarks/quality.py --json results.json --skip-speed
     python benchmarks/quality.py --task deblur --skip-speed --local-pool 0   # whole-image statistics
     python benchmarks/quality.py --task deblur --self-ensemble x8   # adds the default model with x8 self-ensemble
@@ -69,7 +69,7 @@ import numpy as np
 
 logger = logging.getLogger("quality")
 
-# the shared data folder beside the checkout (../shared/data/real), as on the build machines
+# --real-dir's default: the data folder beside the checkout (../shared/data/real)
 REAL_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "real"
 # task -> (kind, severity) of the held-out synthetic set
 SYNTHETIC = {
@@ -379,7 +379,7 @@ def main() -> None:
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--task", choices=("dehaze", "deblur", "all"), default="all")
-    parser.add_argument("--real-dir", type=Path, default=REAL_DIR, help="folder with dehaze/ and deblur/ pairs")
+    parser.add_argument("--real-dir", type=Path, default=REAL_DIR, help="folder with dehaze/ and deblur/ pairs (default: ../shared/data/real beside the checkout)")
     parser.add_argument("--default-dehaze", default="regions-dehaze", help="zoo name or checkpoint path")
     parser.add_argument("--ablation-dehaze", default="dehaze-noprior", help="zoo name or checkpoint path")
     parser.add_argument("--default-deblur", default="regions-deblur", help="zoo name or checkpoint path")

@@ -7,7 +7,7 @@ of frozen dataclasses. Errors name the key path and the problem::
     train.optm: unknown key (did you mean 'optim'?)
     data.train.batch_size: must be >= 1, got -4
 
-Rules (see ``docs`` in ``pipelines/schema/README.md``):
+Rules (also in ``pipelines/README.md``, "Rules common to both"):
 
 - numbers written as ``2e-4`` are numbers (PyYAML's ``safe_load`` follows YAML 1.1 and reads a float
   without a dot as a string; we accept such strings where a number is expected);

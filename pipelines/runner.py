@@ -20,11 +20,15 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from robustsam_prior.core.fields import option_field as _f
 
-from .steps import STEPS, Item, StepOptions
+from .steps import STEPS, Item, Step, StepOptions
+
+if TYPE_CHECKING:  # pragma: no cover
+    import numpy as np
+    import torch
 
 logger = logging.getLogger(__name__)
 
@@ -88,14 +92,14 @@ class Run:
             return p
         return p.with_name(p.name + suffix) if rel in shared else p.with_suffix(suffix)
 
-    def write(self, item: Item, folder: str, image: Any) -> Path:
+    def write(self, item: Item, folder: str, image: torch.Tensor) -> Path:
         """Write ``image (1,3,H,W)`` as ``OUTPUT_DIR/folder/REL`` keeping the input's bit depth and alpha."""
         from robustsam_prior.core.io import to_numpy, write_image
 
         return write_image(self.out_path(folder, item.rel), to_numpy(image), alpha=item.alpha,
                            bit_depth=item.bit_depth)
 
-    def write_labels(self, item: Item, target: str, labels: Any) -> Path:
+    def write_labels(self, item: Item, target: str, labels: np.ndarray) -> Path:
         import numpy as np
         from PIL import Image
 
@@ -139,7 +143,7 @@ def _saved_folders(config: PipelineConfig) -> list[tuple[str, str | None]]:
     return folders
 
 
-def build_steps(config: PipelineConfig) -> list[Any]:
+def build_steps(config: PipelineConfig) -> list[Step]:
     return [STEPS.get(opts.TAG)(opts, i) for i, opts in enumerate(config.steps)]
 
 

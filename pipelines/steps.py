@@ -1,8 +1,9 @@
 """Pipeline steps: ``degrade``, ``prior``, ``restore``, ``segment``, ``eval``, ``report``.
 
-Each step has a frozen options dataclass (its YAML mapping, told apart by ``step: NAME``) and an
-implementation with ``setup(run)`` (load models once), ``process(item, run)`` (one image) and
-``finish(run)`` (aggregate). :data:`STEPS` is the registry (name -> (options class, step class)).
+Each step has a frozen options dataclass (its YAML mapping, told apart by ``step: NAME``, its ``TAG``) and
+an implementation, a :class:`Step` with ``setup(run)`` (load models once), ``process(item, run)`` (one
+image) and ``finish(run)`` (aggregate); ``run`` is a :class:`RunContext`. :data:`STEPS` is the registry
+(name -> step class).
 
 An :class:`Item` carries one image through the steps: ``input`` (the degraded image, ``(1,3,H,W)`` in
 [0, 1]), ``image`` (the current one: after ``restore`` the restored image), ``gt`` (clean reference or
@@ -13,18 +14,24 @@ None), ``prior`` (:class:`~robustsam_prior.prior.PriorOutput` of the current ima
 from __future__ import annotations
 
 import logging
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Literal, Union
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Literal, Protocol, TypeVar, Union
 
 import numpy as np
 
 from robustsam_prior.core.fields import option_field as _f
 from robustsam_prior.core.registry import Registry
 
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+    from robustsam_prior.prior import Prior, PriorOutput
+
 logger = logging.getLogger(__name__)
 
-STEPS: Registry = Registry("pipeline step")
+STEPS: Registry[type[Step]] = Registry("pipeline step")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -145,17 +152,42 @@ StepOptions = Union[DegradeStep, PriorStep, RestoreStep, SegmentStep, EvalStep, 
 class Item:
     """One image travelling through the pipeline (see module docstring)."""
 
-    rel: Path
-    source: Path
-    input: Any
-    image: Any
-    gt: Any = None
-    alpha: Any = None
-    bit_depth: int = 8
-    prior: Any = None
-    restored: Any = None
+    rel: Path  # the input's path relative to the pipeline's input (its name under OUTPUT_DIR)
+    source: Path  # the input file
+    input: torch.Tensor  # (1, 3, H, W) in [0, 1]: the image read, or its degraded version after `degrade`
+    image: torch.Tensor  # the current image: `input`, then the restored image after `restore`
+    gt: torch.Tensor | None = None  # the clean reference (ground_truth, or the image before `degrade`)
+    alpha: np.ndarray | None = None  # (H, W) in [0, 1] from the input file, written back unchanged
+    bit_depth: int = 8  # of the input file, kept by the images written
+    prior: PriorOutput | None = None  # the prior step's output for `image`; None once `image` changes
+    restored: torch.Tensor | None = None  # the `restore` step's output
     labels: dict[str, np.ndarray] = field(default_factory=dict)
     metrics: dict[str, float] = field(default_factory=dict)
+
+
+class PipelineName(Protocol):
+    @property
+    def name(self) -> str: ...
+
+
+class RunContext(Protocol):
+    """What a step sees of the run (``pipelines.runner.Run``): the device, the output folder and writers, the
+    per-image ``results`` and ``failed`` lists, the ``summary`` written at the end, and ``shared``, where a
+    step leaves what a later step may use (the prior step: its prior, under ``"prior"``)."""
+
+    device: str
+    output_dir: Path
+    results: list[dict]
+    failed: list[dict]
+    shared: dict[str, Any]
+    summary: dict[str, Any]
+
+    @property
+    def config(self) -> PipelineName: ...
+
+    def write(self, item: Item, folder: str, image: torch.Tensor) -> Path: ...
+
+    def write_labels(self, item: Item, target: str, labels: np.ndarray) -> Path: ...
 
 
 def _message(e: Exception) -> str:
@@ -163,32 +195,36 @@ def _message(e: Exception) -> str:
     return str(e.args[0]) if e.args else str(e)
 
 
-class Step:
-    """Base class: ``setup`` once, ``process`` per image, ``finish`` at the end."""
+OptionsT = TypeVar("OptionsT")
 
-    def __init__(self, options: Any, index: int) -> None:
+
+class Step(ABC, Generic[OptionsT]):
+    """A step of a pipeline, built from its options: ``setup`` once, ``process`` per image, ``finish`` at the end."""
+
+    def __init__(self, options: OptionsT, index: int) -> None:
         self.options, self.index = options, index
 
     @property
     def key(self) -> str:
         return f"steps[{self.index}]"
 
-    def setup(self, run: Any) -> None:
-        pass
+    def setup(self, run: RunContext) -> None:  # noqa: B027 - most steps load nothing
+        """Load what the step needs (models, metrics) before the first image."""
 
-    def process(self, item: Item, run: Any) -> None:
-        pass
+    @abstractmethod
+    def process(self, item: Item, run: RunContext) -> None:
+        """Do the step's work on one image, reading and updating ``item``."""
 
-    def finish(self, run: Any) -> None:
-        pass
+    def finish(self, run: RunContext) -> None:  # noqa: B027 - most steps have nothing to aggregate
+        """Aggregate over the images, after the last one."""
 
 
 @STEPS.register("degrade")
-class Degrade(Step):
+class Degrade(Step[DegradeStep]):
     """Degrades each image as ``robustsam-restore degrade`` does (same seeding rule, rounded to the
     file's bit depth), so a pipeline restores and scores the images that command writes."""
 
-    def process(self, item: Item, run: Any) -> None:
+    def process(self, item: Item, run: RunContext) -> None:
         from robustsam_prior.degradations import degrade_file
 
         o = self.options
@@ -200,30 +236,13 @@ class Degrade(Step):
             run.write(item, "degraded", item.image)
 
 
-class _ReusedPrior:
-    """Wraps a prior so that the output already computed for the current image is reused."""
-
-    def __init__(self, base: Any) -> None:
-        self.base, self.name = base, getattr(base, "name", "prior")
-        self.image: Any = None
-        self.output: Any = None
-
-    @property
-    def meta(self) -> dict:
-        return self.base.meta
-
-    def __call__(self, images: Any) -> Any:
-        import torch
-
-        if self.output is not None and self.image is not None and self.image.shape == images.shape:
-            if torch.equal(self.image.to(images.device), images):
-                return self.output
-        return self.base(images)
-
-
 @STEPS.register("prior")
-class PriorStepImpl(Step):
-    def setup(self, run: Any) -> None:
+class PriorStepImpl(Step[PriorStep]):
+    """Computes the prior of the current image into ``item.prior`` (through a ``PriorCache`` with
+    ``cache_dir``) and shares its prior as ``run.shared["prior"]``, so that a ``restore`` step on the same
+    prior uses this output instead of computing it again."""
+
+    def setup(self, run: RunContext) -> None:
         from robustsam_prior.prior import build_prior
 
         o = self.options
@@ -236,9 +255,9 @@ class PriorStepImpl(Step):
             from robustsam_prior.cache import PriorCache
 
             self.cache = PriorCache(o.cache_dir)
-        run.shared["prior"] = self
+        run.shared["prior"] = self.prior
 
-    def process(self, item: Item, run: Any) -> None:
+    def process(self, item: Item, run: RunContext) -> None:
         if self.cache is not None:
             item.prior = self.cache.get_or_compute(self.prior, item.image)
         else:
@@ -246,8 +265,11 @@ class PriorStepImpl(Step):
 
 
 @STEPS.register("restore")
-class Restore(Step):
-    def setup(self, run: Any) -> None:
+class Restore(Step[RestoreStep]):
+    """Restores the current image with a ``Restorer``; where a ``prior`` step computed the model's own
+    prior (same meta) for this image, its output is handed to the restorer instead of being computed again."""
+
+    def setup(self, run: RunContext) -> None:
         from restore.inference import Restorer
         from robustsam_prior.modeling.build import read_config_argument
 
@@ -256,22 +278,15 @@ class Restore(Step):
                                       prior_config=read_config_argument(o.prior_config) if o.prior_config else None,
                                       fast_encoder=not o.stock_encoder, device=run.device, tile=o.tile,
                                       local_pool=o.local_pool, self_ensemble=o.self_ensemble)
-        self.reuse = None
-        prior_step = run.shared.get("prior")
-        if self.restorer.prior is not None and prior_step is not None and o.self_ensemble != "none":
-            logger.info("%s: self-ensemble computes the prior of each turned image; the prior step's is not reused",
-                        self.key)
-        elif self.restorer.prior is not None and prior_step is not None:
-            if prior_step.prior.meta == self.restorer.prior.meta:
-                self.reuse = _ReusedPrior(self.restorer.prior)
-                self.restorer = self.restorer.with_prior(self.reuse)
-            else:
-                logger.info("%s: the model's prior differs from the prior step's; computing it again", self.key)
+        shared: Prior | None = run.shared.get("prior")
+        own = self.restorer.prior
+        self.reuse_prior = own is not None and shared is not None and shared.meta == own.meta
+        if own is not None and shared is not None and not self.reuse_prior:
+            logger.info("%s: the model's prior differs from the prior step's; computing it again", self.key)
 
-    def process(self, item: Item, run: Any) -> None:
-        if self.reuse is not None:
-            self.reuse.image, self.reuse.output = item.image, item.prior
-        out = self.restorer.restore(item.image)
+    def process(self, item: Item, run: RunContext) -> None:
+        known = item.prior if self.reuse_prior else None
+        out = self.restorer.restore(item.image, known_prior=known)
         item.restored = item.image = out
         item.prior = None  # the prior of the old image no longer describes the current one
         if self.options.save:
@@ -279,8 +294,10 @@ class Restore(Step):
 
 
 @STEPS.register("segment")
-class Segment(Step):
-    def setup(self, run: Any) -> None:
+class Segment(Step[SegmentStep]):
+    """Segments the images of ``targets`` with a prior's label map into ``item.labels``."""
+
+    def setup(self, run: RunContext) -> None:
         from robustsam_prior.prior import build_prior
 
         o = self.options
@@ -289,7 +306,7 @@ class Segment(Step):
         except (KeyError, ValueError) as e:
             raise ValueError(f"{self.key}: {_message(e)}") from None
 
-    def process(self, item: Item, run: Any) -> None:
+    def process(self, item: Item, run: RunContext) -> None:
         images = {"input": item.input, "restored": item.restored, "clean": item.gt}
         for t in self.options.targets:
             if images[t] is None:
@@ -300,8 +317,10 @@ class Segment(Step):
 
 
 @STEPS.register("eval")
-class Evaluate(Step):
-    def setup(self, run: Any) -> None:
+class Evaluate(Step[EvalStep]):
+    """Scores the restored and input images against the reference into ``item.metrics``."""
+
+    def setup(self, run: RunContext) -> None:
         from eval.metrics import MetricConventions, build_image_metrics
 
         names = [m for m in self.options.metrics if m != "miou"]
@@ -322,7 +341,7 @@ class Evaluate(Step):
             logger.warning("%s: metric %s unavailable (%s)", self.key, name, why)
         self.warned = False
 
-    def process(self, item: Item, run: Any) -> None:
+    def process(self, item: Item, run: RunContext) -> None:
         if item.gt is None:
             if self.options.optional:
                 if not self.warned:
@@ -363,12 +382,12 @@ def _is_report(path: Path) -> bool:
 
 
 @STEPS.register("report")
-class Report(Step):
+class Report(Step[ReportStep]):
     """Writes OUTPUT_DIR/``path`` and, with ``markdown``, the same name with ``.md``; both must stay
     inside OUTPUT_DIR (symbolic links included), and an existing file there is replaced only if it is an
     earlier report, so a report never overwrites a file it was not written for."""
 
-    def setup(self, run: Any) -> None:
+    def setup(self, run: RunContext) -> None:
         from robustsam_prior.core.fileio import confined_path
 
         try:
@@ -383,7 +402,10 @@ class Report(Step):
                     f"path{', or markdown: false' if target.suffix == '.md' else ''}, or move the file away)"
                 )
 
-    def finish(self, run: Any) -> None:
+    def process(self, item: Item, run: RunContext) -> None:
+        """Nothing per image: the report is written from ``run.results`` at the end."""
+
+    def finish(self, run: RunContext) -> None:
         import math
 
         from robustsam_prior.core.fileio import atomic_write, jsonable, write_json

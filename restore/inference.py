@@ -32,7 +32,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from robustsam_prior.prior import PriorOutput
+from robustsam_prior.prior import Prior, PriorOutput
 
 from .tiling import TileSpec, tiled_forward
 from .zoo import ModelRef, resolve_model
@@ -140,7 +140,7 @@ class Restorer:
     net: nn.Module
     task: str
     name: str
-    prior: Any = None  # a robustsam_prior Prior, or None when the network needs none
+    prior: Prior | None = None  # None when the network needs none
     metadata: dict[str, Any] = field(default_factory=dict)
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     tile: int | None = None  # tile size (load: 0 or >= MIN_TILE); None = automatic above tile_threshold; 0 = never
@@ -230,9 +230,9 @@ class Restorer:
                    tile=tile, overlap=overlap, half=half, local_pool=local_pool or None,
                    self_ensemble=self_ensemble)
 
-    def with_prior(self, prior: Any) -> Restorer:
-        """A restorer like this one whose network is conditioned on ``prior`` (any callable
-        ``images (B, 3, H, W) -> PriorOutput``, or None); the network and settings are shared, not copied."""
+    def with_prior(self, prior: Prior | None) -> Restorer:
+        """A restorer like this one whose network is conditioned on ``prior`` (or on none); the network
+        and settings are shared, not copied, and this restorer is left as it is."""
         return replace(self, prior=prior)
 
     # ------------------------------------------------------------------ running
@@ -257,23 +257,34 @@ class Restorer:
         return h * w > self.tile_threshold
 
     @torch.inference_mode()
-    def restore(self, image: torch.Tensor) -> torch.Tensor:
-        """Restore ``image (1, 3, H, W)`` float in [0, 1]; returns ``(1, 3, H, W)`` float32 on the CPU."""
+    def restore(self, image: torch.Tensor, *, known_prior: PriorOutput | None = None) -> torch.Tensor:
+        """Restore ``image (1, 3, H, W)`` float in [0, 1]; returns ``(1, 3, H, W)`` float32 on the CPU.
+
+        ``known_prior`` is the output of this restorer's prior on ``image`` when the caller has it already
+        (a pipeline's ``prior`` step): it is used instead of running the prior on the image as given; the
+        turned copies of a self-ensemble still get their own.
+        """
         if image.dim() != 4 or image.shape[1] != 3:
             raise ValueError(f"restore: image must be (B, 3, H, W), got {tuple(image.shape)}")
+        if known_prior is not None and self.prior is None:
+            raise ValueError(f"restore: model {self.name} uses no prior; known_prior must be None")
         transforms = SELF_ENSEMBLES[self.self_ensemble]
         if len(transforms) == 1:
-            return self._restore_once(image)
+            return self._restore_once(image, known_prior)
         total = None
         for turns, mirror in transforms:
-            out = _untransform(self._restore_once(_transform(image, turns, mirror)), turns, mirror)
+            known = known_prior if (turns, mirror) == (0, False) else None
+            out = _untransform(self._restore_once(_transform(image, turns, mirror), known), turns, mirror)
             total = out if total is None else total.add_(out)
         return total.div_(len(transforms))
 
-    def _restore_once(self, image: torch.Tensor) -> torch.Tensor:
+    def _restore_once(self, image: torch.Tensor, known_prior: PriorOutput | None = None) -> torch.Tensor:
         image = image.to(self.device, torch.float32)
         h, w = image.shape[-2:]
-        prior = self.prior(image).to(self.device) if self.prior is not None else None
+        prior = known_prior
+        if prior is None and self.prior is not None:
+            prior = self.prior(image)
+        prior = prior.to(self.device) if prior is not None else None
         if self.use_tiles(h, w):
             size = self.tile or 1024
             spec = TileSpec(
@@ -352,9 +363,9 @@ def _is_classical(net: nn.Module) -> bool:
 
 
 def _build_prior(
-    record: dict | None, override: str | None, checkpoint: Any, device: torch.device,
+    record: dict | None, override: str | None, checkpoint: str | os.PathLike | None, device: torch.device,
     config: str | dict | None = None, fast_encoder: bool = True,
-):
+) -> Prior:
     from robustsam_prior.prior import build_prior
 
     record = dict(record or {"name": "none", "options": {}})

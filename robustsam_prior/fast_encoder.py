@@ -8,8 +8,8 @@ either way. :func:`stock` switches back, so the stock path stays available for c
 ``robustsam_prior.build_robustsam`` and ``build_robustsam_model`` apply it to every model they build
 unless called with ``fast=False`` (``--stock-encoder`` on the command line).
 
-Measured with ``benchmarks/prior_speed.py`` (vit_b, 1024x1024, random weights; shared 2-core AMD
-EPYC build machine, 2026-11-25, whose load average from other jobs was 4-20 throughout): one
+Measured with ``benchmarks/prior_speed.py`` (vit_b, 1024x1024, random weights; a 2-core AMD EPYC
+machine shared with other jobs, load average 4-20 throughout, 2026-11-25): one
 thread, CPU-time clock (robust to the other load): stock 21.4-23.1 s = 2.1x the matmul floor
 (972 GFLOP at 90-96 GFLOP/s), fast 12.1-13.5 s = 1.20-1.23x the floor (1.7-1.8x faster);
 2 threads, wall clock at load 6: stock 36 s, fast 29 s (the floor cannot be reached while
@@ -57,7 +57,7 @@ if TYPE_CHECKING:  # pragma: no cover
 logger = logging.getLogger(__name__)
 
 # Elements of the per-chunk attention bias: 2**22 floats (16 MiB; 16 query rows of one head for
-# vit_b's global blocks). On the shared 2-core build machine (vit_b, 1024x1024, medians in
+# vit_b's global blocks). On the machine of the module docstring (vit_b, 1024x1024, medians in
 # benchmarks/prior_speed.py) this was as fast as 2**20 single-threaded (12.1 vs 12.8-13.2 s CPU
 # time) and clearly faster with 2 threads under load (fewer, larger parallel regions).
 CPU_BIAS_BUDGET = 1 << 22
@@ -276,7 +276,7 @@ def _attend(
     else:
         heads, rows = 1, max(1, budget // (W * N))
     # One reused bias buffer: a fresh multi-MB tensor per chunk costs page faults (measured 17x slower
-    # than filling a reused one on the build machine).
+    # than filling a reused one on the machine of the module docstring).
     grad = torch.is_grad_enabled() and (rel_h.requires_grad or rel_w.requires_grad)
     buf = None if grad else torch.empty(groups, heads, rows, W, H, W, dtype=q.dtype, device=q.device)
     for g0 in range(0, G, groups):

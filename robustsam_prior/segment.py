@@ -8,7 +8,13 @@ from :func:`robustsam_prior.masks_to_label_map`, and beside it the overlapping m
 the segmentation as COCO RLE), and ``scores``: predicted IoU per mask (plus area, and for automatic
 masks stability score, bbox, prompt point, crop box, region id, and how many candidates each filter
 kept), the checkpoint's path and sha256 and the settings. :meth:`SegmentationResult.write` writes them
-into a folder. This is what the ``robustsam-restore segment`` command runs.
+into a folder.
+
+For files, what the ``robustsam-restore segment`` command runs: :func:`load_model` (a checkpoint file or Hub
+name), :class:`Prompts` (parsed from their text form, checked against each image's size, where
+:func:`image_size` reads it from the header), :func:`segment_file` (segment one image file and write its
+results, only once all of them are known and valid) and :func:`output_folder` (where each image of a folder
+goes).
 
 Overlay markers: a foreground point is a green disc, a background point a red one, each ringed in white;
 a box is a blue outline; automatic masks mark their prompt point with a small white disc.
@@ -16,15 +22,21 @@ a box is a blue outline; automatic masks mark their prompt point with a small wh
 
 from __future__ import annotations
 
+import math
 import os
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .modeling.robustsam import RobustSam
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+    from .core.io import ImageData
 
 MAX_LABEL = 65535  # the largest region id a 16-bit label map holds
 FOREGROUND = (0.1, 0.9, 0.1)
@@ -249,3 +261,167 @@ def segment_image(
         json_files = {}
     images["overlay.png"] = (np.clip(overlay, 0.0, 1.0), 8)
     return SegmentationResult(scores=scores, images=images, json_files=json_files)
+
+
+# ------------------------------------------------------------------------------------------------------
+# files: prompts in their text form, the model, one image file in, its results out
+# ------------------------------------------------------------------------------------------------------
+
+
+class PromptError(ValueError):
+    """A prompt that is malformed or lies off the image; ``prompt`` says which: ``"points"`` or ``"box"``."""
+
+    def __init__(self, prompt: str, message: str) -> None:
+        super().__init__(message)
+        self.prompt = prompt
+
+
+def parse_points(text: str) -> tuple[list[list[float]], list[int]]:
+    """``"x,y,label;x,y,label"`` (pixels of the original image; label 1 foreground, 0 background) ->
+    ``(coords, labels)``; :class:`PromptError` naming the bad item."""
+    coords, labels = [], []
+    for item in filter(None, (s.strip() for s in text.split(";"))):
+        parts = item.split(",")
+        if len(parts) != 3:
+            raise PromptError("points", f"{item!r}: expected x,y,label")
+        try:
+            x, y, label = float(parts[0]), float(parts[1]), int(parts[2])
+        except ValueError:
+            raise PromptError("points", f"{item!r}: expected numbers x,y and an integer label") from None
+        if not (math.isfinite(x) and math.isfinite(y)):
+            raise PromptError("points", f"{item!r}: x and y must be finite numbers")
+        if label not in (0, 1):
+            raise PromptError("points", f"{item!r}: label must be 1 (foreground) or 0 (background)")
+        coords.append([x, y])
+        labels.append(label)
+    if not coords:
+        raise PromptError("points", "no points given")
+    return coords, labels
+
+
+def parse_box(text: str) -> list[float]:
+    """``"x0,y0,x1,y1"`` in pixels of the original image; :class:`PromptError` unless four finite numbers
+    with ``x1 > x0`` and ``y1 > y0``."""
+    try:
+        box = [float(v) for v in text.split(",")]
+    except ValueError:
+        raise PromptError("box", f"{text!r}: expected four numbers x0,y0,x1,y1") from None
+    if len(box) == 4 and not all(math.isfinite(v) for v in box):
+        raise PromptError("box", f"{text!r}: box coordinates must be finite numbers")
+    if len(box) != 4 or box[2] <= box[0] or box[3] <= box[1]:
+        raise PromptError("box", f"{text!r}: expected x0,y0,x1,y1 with x1 > x0 and y1 > y0")
+    return box
+
+
+@dataclass(frozen=True)
+class Prompts:
+    """Point prompts (``points`` ``[[x, y], ...]`` with ``point_labels``, 1 foreground, 0 background) and/or
+    a ``box`` ``[x0, y0, x1, y1]``, in pixels of the image; all None: automatic masks."""
+
+    points: list[list[float]] | None = None
+    point_labels: list[int] | None = None
+    box: list[float] | None = None
+
+    @classmethod
+    def parse(cls, points: str | None = None, box: str | None = None) -> Prompts:
+        """From their text forms (:func:`parse_points`, :func:`parse_box`); None or empty: not given."""
+        coords, labels = parse_points(points) if points else (None, None)
+        return cls(coords, labels, parse_box(box) if box else None)
+
+    @property
+    def given(self) -> bool:
+        return self.points is not None or self.box is not None
+
+    def check_inside(self, h: int, w: int, name: str = "the image") -> None:
+        """:class:`PromptError` unless the points lie on the ``w`` x ``h`` image ``name`` (x in [0, w),
+        y in [0, h)) and the box inside [0, w] x [0, h]."""
+        for x, y in self.points or []:
+            if not (0 <= x < w and 0 <= y < h):
+                raise PromptError("points", f"point {x:g},{y:g} lies outside the {w}x{h} image {name} "
+                                            f"(x must be in [0, {w}), y in [0, {h}))")
+        if self.box is not None:
+            x0, y0, x1, y1 = self.box
+            if not (0 <= x0 and 0 <= y0 and x1 <= w and y1 <= h):
+                raise PromptError("box", f"box {x0:g},{y0:g},{x1:g},{y1:g} reaches outside the {w}x{h} image "
+                                         f"{name} (x must be in [0, {w}], y in [0, {h}])")
+
+
+def image_size(path: str | os.PathLike) -> tuple[int, int] | None:
+    """``(H, W)`` from the file's header, after EXIF orientation (as ``read_image`` applies it); None where
+    the header cannot be read (reading the image reports why)."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            w, h = im.size
+            if im.getexif().get(0x0112) in (5, 6, 7, 8):  # transposed orientations
+                w, h = h, w
+            return h, w
+    except Exception:  # noqa: BLE001 - any unreadable header is reported when the image is read
+        return None
+
+
+def load_model(
+    checkpoint: str | os.PathLike | None = None,
+    config: str | dict | None = None,
+    *,
+    bn_mode: str = "running",
+    fast: bool = True,
+    device: str | torch.device = "cpu",
+) -> RobustSam:
+    """The RobustSAM model to segment with: ``checkpoint`` a file or a Hub name (None: the official file of the
+    ``config`` variant, or ``$ROBUSTSAM_CHECKPOINT``; :func:`robustsam_prior.hub.resolve_checkpoint`), built
+    with ``config`` (a variant name or a dict of sizes; None: from the file). ``bn_mode`` and ``fast`` are
+    :func:`robustsam_prior.loading.build_robustsam`'s."""
+    from .hub import resolve_checkpoint
+    from .loading import build_robustsam
+
+    path = resolve_checkpoint(checkpoint if checkpoint is not None else config)
+    return build_robustsam(config, path, bn_mode=bn_mode, fast=fast, device=device)
+
+
+def output_folder(output: str | os.PathLike, rel: str | os.PathLike | None, shared: Collection[Path] = ()) -> Path:
+    """Where the results of an image go: ``output`` itself for a single image (``rel`` None), else
+    ``output/<rel without its suffix>``, with the suffix where another image of its folder has the same stem
+    (``rel`` in ``shared``)."""
+    if rel is None:
+        return Path(output)
+    rel = Path(rel)
+    return Path(output) / (rel if rel in shared else rel.with_suffix(""))
+
+
+def segment_file(
+    model: RobustSam,
+    src: str | os.PathLike,
+    folder: str | os.PathLike,
+    *,
+    prompts: Prompts = Prompts(),
+    image: ImageData | None = None,
+    **settings: Any,
+) -> SegmentationResult:
+    """Segment the image file ``src`` (``image``: its :class:`~robustsam_prior.core.io.ImageData` when already
+    read) with ``model`` and write the results into ``folder`` (:meth:`SegmentationResult.write`).
+
+    ``prompts`` (none: automatic masks) are checked against the image first; ``settings`` are
+    :func:`segment_image`'s (``path``, ``multimask``, ``points_per_side``, ``pred_iou_thresh``, ...;
+    ``auto`` follows from the prompts). Nothing is written until every result is known and its scores are
+    valid JSON, so a failure leaves ``folder`` as it was: :class:`PromptError` for a prompt off the image,
+    ``ValueError`` for more regions than a 16-bit label map holds or a NaN score (a broken checkpoint),
+    :class:`~robustsam_prior.core.io.ImageReadError` for an unreadable image, ``OSError`` naming ``folder`` when it
+    cannot be written.
+    """
+    from .core.io import read_image
+
+    data = image if image is not None else read_image(src)
+    prompts.check_inside(*data.pixels.shape[:2], str(src))
+    result = segment_image(model, data.pixels, points=prompts.points, point_labels=prompts.point_labels,
+                           box=prompts.box, auto=not prompts.given, image_name=str(src), **settings)
+    try:
+        result.to_json()
+    except ValueError as e:
+        raise ValueError(f"{src}: the model's scores cannot be saved ({e}); nothing written") from None
+    try:
+        result.write(folder)
+    except OSError as e:
+        raise OSError(f"cannot write into {folder}: {e}") from None
+    return result

@@ -1,5 +1,6 @@
-"""The packages' import graph, read from the source with ``ast`` (every ``import``, at module level or inside a
-function): no file imports from a layer above its own, no two files import each other, directly or
+"""The packages' import graph, read from the source with ``ast`` (every ``import``, at module level, inside a
+function or under ``TYPE_CHECKING``; a name a package re-exports lazily counts as an import of the file it
+comes from): no file imports from a layer above its own, no two files import each other, directly or
 through others, and the foundation ``robustsam_prior.core`` imports nothing of the project but itself."""
 
 from __future__ import annotations
@@ -25,8 +26,17 @@ def _modules() -> dict[str, Path]:
     return out
 
 
+def _lazy_exports(path: Path) -> dict[str, str]:
+    """A package ``__init__``'s ``_EXPORTS`` table (public name -> submodule, :mod:`robustsam_prior.core.lazy`)."""
+    for node in ast.parse(path.read_text(encoding="utf-8")).body:
+        if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "_EXPORTS" for t in node.targets):
+            return ast.literal_eval(node.value)
+    return {}
+
+
 def _graph() -> dict[str, set[str]]:
     modules = _modules()
+    lazy = {name: _lazy_exports(path) for name, path in modules.items() if path.name == "__init__.py"}
 
     def known(name: str) -> str | None:
         while name and name not in modules:
@@ -46,6 +56,8 @@ def _graph() -> dict[str, set[str]]:
                     base = node.module or ""
                 for a in node.names:  # `from pkg import sub` imports the file pkg/sub.py
                     target = known(f"{base}.{a.name}") if f"{base}.{a.name}" in modules else known(base)
+                    if target in lazy and a.name in lazy[target]:  # a lazy re-export: the file it comes from
+                        target = known(f"{target}.{lazy[target][a.name]}")
                     if target:
                         targets.add(target)
         graph[name] = targets - {name}
@@ -92,7 +104,8 @@ def graph():
 def test_the_graph_sees_the_imports(graph):
     assert "robustsam_prior.degradations.base" in graph["robustsam_prior.degradations.api"]  # from .base import
     assert "robustsam_prior.degradations.haze" in graph["robustsam_prior.degradations.api"]  # from . import haze
-    assert "eval.metrics" in graph["pipelines.steps"]  # inside a function
+    assert "eval.metrics.accumulator" in graph["pipelines.steps"]  # inside a function, through a lazy re-export
+    assert "robustsam_prior.degradations.files" in graph["pipelines.steps"]  # `from pkg import degrade_file`
     assert f"{CORE}.fileio" in graph[f"{CORE}.checkpoint"]  # from .fileio import, inside core
     assert f"{CORE}.registry" in graph["robustsam_prior.prior"]  # from .core.registry import
     assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]

@@ -29,6 +29,8 @@ _EXPORTS = {
     "matched_miou": "segmentation",
     "matched_relabel": "segmentation",
     "ImageMetrics": "accumulator",
+    "IMAGE_METRICS": "accumulator",
+    "MetricUnavailable": "accumulator",
     "METRIC_INFO": "info",
     "build_image_metrics": "accumulator",
     "missing_metrics": "accumulator",

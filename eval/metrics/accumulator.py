@@ -13,71 +13,115 @@ import logging
 import math
 import os
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 
 import torch
+
+from robustsam_prior.core.registry import Registry
 
 from .info import METRIC_INFO, MetricInfo, is_lower_better
 from .psnr_ssim import MetricConventions, psnr, ssim
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["METRIC_INFO", "ImageMetrics", "MetricInfo", "build_image_metrics", "is_lower_better", "missing_metrics"]
+__all__ = ["IMAGE_METRICS", "METRIC_INFO", "ImageMetric", "ImageMetrics", "MetricInfo", "MetricUnavailable",
+           "build_image_metrics", "is_lower_better", "missing_metrics"]
 
 
 PairFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+WeightsPath = str | os.PathLike | None
+
+
+class MetricUnavailable(RuntimeError):
+    """A metric that cannot be computed here (LPIPS without its backbone weights); ``reason`` says why."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class ImageMetric:
+    """An entry of :data:`IMAGE_METRICS`: ``build(conventions, lpips_weights, device)`` makes the metric
+    function ``fn(pred (B,3,H,W), gt) -> (B,)`` (:class:`MetricUnavailable` where it cannot be computed
+    here), and ``missing(lpips_weights)`` says why it could not be, or None, without building anything."""
+
+    build: Callable[[MetricConventions, WeightsPath, str | torch.device], PairFn]
+    missing: Callable[[WeightsPath], str | None] = lambda weights: None
+
+
+#: metric name -> :class:`ImageMetric`: ``psnr``, ``ssim`` (under the given conventions), ``lpips``
+#: (= AlexNet), ``lpips_alex``, ``lpips_vgg``
+IMAGE_METRICS: Registry[ImageMetric] = Registry("metric")
+
+
+def _with_conventions(fn: Callable[..., torch.Tensor]) -> ImageMetric:
+    def build(conventions: MetricConventions, weights: WeightsPath, device: str | torch.device) -> PairFn:
+        kw = conventions.kwargs()
+        return lambda a, b: fn(a, b, **kw)
+
+    return ImageMetric(build)
+
+
+def _lpips(net: str) -> ImageMetric:
+    def build(conventions: MetricConventions, weights: WeightsPath, device: str | torch.device) -> PairFn:
+        from .lpips_metric import LpipsUnavailable, build_lpips
+
+        try:
+            return build_lpips(net, weights, device=device)
+        except LpipsUnavailable as e:
+            logger.info("%s", e)  # callers report it (e.g. the CLI's "unavailable" line)
+            raise MetricUnavailable(e.reason) from None
+
+    def missing(weights: WeightsPath) -> str | None:
+        from .lpips_metric import lpips_status
+
+        ok, reason = lpips_status(net, weights)
+        return None if ok else reason
+
+    return ImageMetric(build, missing)
+
+
+IMAGE_METRICS.add("psnr", _with_conventions(psnr))
+IMAGE_METRICS.add("ssim", _with_conventions(ssim))
+IMAGE_METRICS.add("lpips", _lpips("alex"))
+IMAGE_METRICS.add("lpips_alex", _lpips("alex"))
+IMAGE_METRICS.add("lpips_vgg", _lpips("vgg"))
 
 
 def build_image_metrics(
     names: Sequence[str],
     *,
     conventions: MetricConventions = MetricConventions(),
-    lpips_weights: str | os.PathLike | None = None,
+    lpips_weights: WeightsPath = None,
     device: str | torch.device = "cpu",
 ) -> tuple[dict[str, PairFn], dict[str, str]]:
-    """Metric functions ``fn(pred (B,3,H,W), gt) -> (B,)`` for ``names``, and ``{name: reason}`` for unavailable ones.
-
-    Names: ``psnr``, ``ssim`` (under ``conventions``), ``lpips`` (= AlexNet), ``lpips_alex``, ``lpips_vgg``.
-    An unknown name raises ``KeyError`` with a "did you mean".
+    """Metric functions ``fn(pred (B,3,H,W), gt) -> (B,)`` for ``names`` (:data:`IMAGE_METRICS`), and
+    ``{name: reason}`` for those that cannot be computed here. An unknown name raises ``KeyError`` with a
+    "did you mean", before any metric is built.
     """
-    from robustsam_prior.core.registry import did_you_mean
-
-    kw = conventions.kwargs()
+    metrics = {name: IMAGE_METRICS.get(name) for name in names}
     fns: dict[str, PairFn] = {}
     unavailable: dict[str, str] = {}
-    for name in names:
-        if name == "psnr":
-            fns[name] = lambda a, b: psnr(a, b, **kw)
-        elif name == "ssim":
-            fns[name] = lambda a, b: ssim(a, b, **kw)
-        elif name in ("lpips", "lpips_alex", "lpips_vgg"):
-            from .lpips_metric import LpipsUnavailable, build_lpips
-
-            net = "vgg" if name == "lpips_vgg" else "alex"
-            try:
-                fns[name] = build_lpips(net, lpips_weights, device=device)
-            except LpipsUnavailable as e:
-                logger.info("%s", e)  # callers report it (e.g. the CLI's "unavailable" line)
-                unavailable[name] = e.reason
-        else:
-            known = ["psnr", "ssim", "lpips", "lpips_alex", "lpips_vgg"]
-            raise KeyError(f"unknown metric {name!r}{did_you_mean(name, known)}; known: {', '.join(known)}")
+    for name, metric in metrics.items():
+        try:
+            fns[name] = metric.build(conventions, lpips_weights, device)
+        except MetricUnavailable as e:
+            unavailable[name] = e.reason
     return fns, unavailable
 
 
-def missing_metrics(names: Sequence[str], *, lpips_weights: str | os.PathLike | None = None) -> dict[str, str]:
+def missing_metrics(names: Sequence[str], *, lpips_weights: WeightsPath = None) -> dict[str, str]:
     """``{name: reason}`` for the metrics in ``names`` that cannot be computed here, found without building any
     network (so a caller can stop before a long run): LPIPS without its backbone weights file (see
     :func:`eval.metrics.lpips_metric.find_backbone_weights` for where it is looked for). A file that is found
-    but cannot be loaded still fails later, in :func:`build_image_metrics`.
+    but cannot be loaded still fails later, in :func:`build_image_metrics`. An unknown name raises ``KeyError``.
     """
-    from .lpips_metric import lpips_status
-
     out: dict[str, str] = {}
     for name in names:
-        if name in ("lpips", "lpips_alex", "lpips_vgg"):
-            ok, reason = lpips_status("vgg" if name == "lpips_vgg" else "alex", lpips_weights)
-            if not ok:
-                out[name] = reason
+        reason = IMAGE_METRICS.get(name).missing(lpips_weights)
+        if reason is not None:
+            out[name] = reason
     return out
 
 

@@ -13,7 +13,8 @@ one predicted binary mask, scored against its ground-truth mask with
 
 - IoU = |P ∩ G| / |P ∪ G|,
 - Dice = 2 |P ∩ G| / (|P| + |G|),
-- pixel accuracy PA = fraction of pixels where P == G (authors' answer in RobustSAM issue #12),
+- pixel accuracy PA = fraction of pixels where P == G (the authors' answer in issue #12 of the official
+  RobustSAM GitHub repository),
 
 and each is averaged over prompts. Where both masks are empty the prediction is exactly right, so
 IoU = Dice = 1 (the authors' snippet would divide 0 by 0); one empty and one not gives 0.

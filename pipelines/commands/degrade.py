@@ -126,7 +126,8 @@ def degrade(
     )
     from robustsam_prior.core.fileio import write_json
     from robustsam_prior.core.io import IMAGE_EXTENSIONS, is_image_file
-    from robustsam_prior.degradations import DEGRADATIONS, SEED_RULE
+    from robustsam_prior.degradations import DEGRADATIONS
+    from robustsam_prior.degradations.files import DegradeLayout, degrade_manifest, write_degraded
 
     try:
         DEGRADATIONS.get(kind)
@@ -134,118 +135,32 @@ def degrade(
         raise click.BadParameter(str(e.args[0]), param_hint="--type") from None
     if not input.exists():
         raise click.BadParameter(f"{str(input)!r} does not exist", param_hint="INPUT")
-
-    single_file_target = input.is_file() and output.suffix.lower() in IMAGE_EXTENSIONS
     if input.is_dir() and output.suffix.lower() in IMAGE_EXTENSIONS:
         raise click.BadParameter(
             f"INPUT is a folder, so OUTPUT must be a folder, not {str(output)!r}", param_hint="OUTPUT"
         )
-    root = output.parent if single_file_target else output
     items = plan_inputs(input, output, recursive=recursive)
-    entries: dict[str, dict] = {}
-    manifest_path = output.with_suffix(".json") if single_file_target else root / "manifest.json"
     images = [rel for src, rel in items if is_image_file(src)]
-    stems = shared_stems(images)
-
-    def target_for(rel: Path) -> Path:
-        if single_file_target:
-            return output
-        out = root / rel
-        return out if out_format == "same" else out.with_suffix(f".{out_format}")
-
-    def sides_for(rel: Path) -> dict[str, Path]:
-        return _side_paths(target_for(rel), rel, root, single_file_target, keep_suffix=rel in stems)
-
-    planned = [(rel, target_for(rel)) for rel in images] + [
-        (rel, path) for rel in images for path in sides_for(rel).values()
-    ]
+    single_file = input.is_file() and output.suffix.lower() in IMAGE_EXTENSIONS
+    layout = DegradeLayout.for_output(output, single_file=single_file, out_format=out_format,
+                                      shared=shared_stems(images))
+    planned = [(rel, path) for rel in images for path in layout.outputs(rel)]
     refuse_collisions(
         planned,
         hint="rename them, degrade them into separate folders" + ("" if out_format == "same" else
                                                                    " or use --format same"),
     )
     refuse_overwrites([(input / rel if input.is_dir() else input, dst) for rel, dst in planned])
-    start_output(root, recursive=not single_file_target)
+    start_output(layout.root, recursive=not single_file)
+    entries: dict[str, dict] = {}
 
     def run_one(src: Path, rel: Path) -> None:
-        entries[rel.as_posix()] = _degrade_one(src, rel, target_for(rel), sides_for(rel), root, kind, severity, seed)
+        entries[rel.as_posix()] = write_degraded(src, rel, layout, kind, severity, seed=seed)
 
     summary = process_files(items, run_one, desc=f"degrade {kind}")
-    manifest = {
-        "format": "robustsam-restore/degrade-manifest",
-        "type": kind,
-        "severity": severity,
-        "seed": seed,
-        "seed_rule": SEED_RULE,
-        "images": dict(sorted(entries.items())),
-        "failed": {rel.as_posix(): msg for rel, msg in summary.failed},
-        "skipped": {rel.as_posix(): msg for rel, msg in summary.skipped},
-    }
     if entries or summary.failed:
-        write_json(manifest_path, manifest)
-        logger.info("manifest written to %s", manifest_path)
+        write_json(layout.manifest, degrade_manifest(
+            kind, severity, seed, entries, failed={rel.as_posix(): msg for rel, msg in summary.failed},
+            skipped={rel.as_posix(): msg for rel, msg in summary.skipped}))
+        logger.info("manifest written to %s", layout.manifest)
     summary.report_and_exit()
-
-
-def _side_paths(target: Path, rel: Path, root: Path, single: bool, *, keep_suffix: bool) -> dict[str, Path]:
-    """Where an image's side files go (module docstring): transmission, kernel (.npy) and kernel_png."""
-    if single:
-        return {
-            "transmission": target.with_name(f"{target.stem}_transmission.png"),
-            "kernel": target.with_name(f"{target.stem}_kernel.npy"),
-            "kernel_png": target.with_name(f"{target.stem}_kernel.png"),
-        }
-    base = rel.parent / (rel.name if keep_suffix else rel.stem)
-    return {
-        "transmission": root / "transmission" / f"{base}.png",
-        "kernel": root / "kernel" / f"{base}.npy",
-        "kernel_png": root / "kernel" / f"{base}.png",
-    }
-
-
-def _degrade_one(
-    src: Path,
-    rel: Path,
-    target: Path,
-    sides: dict[str, Path],
-    root: Path,
-    kind: str,
-    severity: int,
-    seed: int,
-) -> dict:
-    """Degrade one file (``rel``: its path relative to INPUT) and write its outputs (side files at
-    ``sides``); returns its manifest entry."""
-    import numpy as np
-
-    from robustsam_prior.core.fileio import atomic_write
-    from robustsam_prior.core.io import read_image, to_numpy, to_tensor, write_image
-    from robustsam_prior.degradations import degrade_file, file_seed
-
-    image = read_image(src)
-    result = degrade_file(to_tensor(image.pixels), kind, severity, seed=seed, rel=rel, bit_depth=image.bit_depth)
-    write_image(target, to_numpy(result.image), alpha=image.alpha, bit_depth=image.bit_depth)
-    entry: dict = {"output": _relative(target, root), "seed": file_seed(seed, rel), "params": result.params}
-
-    if result.transmission is not None:
-        t_path = sides["transmission"]
-        write_image(t_path, result.transmission[0, 0].numpy(), bit_depth=16)
-        entry["transmission"] = _relative(t_path, root)
-        entry["airlight"] = [round(float(v), 6) for v in result.airlight[0]]
-    if result.kernel is not None:
-        kernel = result.kernel[0].numpy().astype(np.float32)
-        npy_path = sides["kernel"]
-        with atomic_write(npy_path, "wb") as f:
-            np.save(f, kernel)
-        png_path = sides["kernel_png"]
-        write_image(png_path, kernel / max(float(kernel.max()), 1e-12))
-        entry["kernel"] = _relative(npy_path, root)
-        entry["kernel_png"] = _relative(png_path, root)
-        entry["kernel_size"] = int(kernel.shape[0])
-    return entry
-
-
-def _relative(path: Path, root: Path) -> str:
-    try:
-        return path.relative_to(root).as_posix()
-    except ValueError:
-        return str(path)

@@ -14,16 +14,18 @@ logger = logging.getLogger(__name__)
 
 
 def parse_metrics(text: str) -> list[str]:
+    """``--metrics``: comma-separated names of :data:`eval.metrics.IMAGE_METRICS`, each once, in order."""
     names = [m.strip().lower() for m in text.split(",") if m.strip()]
     if not names:
         raise click.BadParameter("no metric given", param_hint="--metrics")
-    known = ("psnr", "ssim", "lpips", "lpips_alex", "lpips_vgg")
+    from eval.metrics import IMAGE_METRICS
+
     for n in names:
-        if n not in known:
+        if n not in IMAGE_METRICS:
             from robustsam_prior.core.registry import did_you_mean
 
             raise click.BadParameter(
-                f"unknown metric {n!r}{did_you_mean(n, list(known))}", param_hint="--metrics"
+                f"unknown metric {n!r}{did_you_mean(n, IMAGE_METRICS.names())}", param_hint="--metrics"
             )
     return list(dict.fromkeys(names))
 

@@ -1,6 +1,7 @@
 """``robustsam-restore segment``: prompted or automatic RobustSAM masks for an image or a folder of
-images (:func:`robustsam_prior.segment.segment_image`), the way segment-anything's ``scripts/amg.py``
-is used.
+images, the way segment-anything's ``scripts/amg.py`` is used. The command parses its options and runs
+:mod:`robustsam_prior.segment` (:class:`~robustsam_prior.segment.Prompts`,
+:func:`~robustsam_prior.segment.load_model`, :func:`~robustsam_prior.segment.segment_file`) over the files.
 
 For one image, writes into the OUTPUT folder (for a folder INPUT, into ``OUTPUT/<name>/`` per image,
 ``<name>`` the image's relative path without its suffix, or with it where two images share a stem):
@@ -33,7 +34,9 @@ from __future__ import annotations
 import logging
 import math
 import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -50,60 +53,14 @@ from ._common import (
 logger = logging.getLogger(__name__)
 
 
-def parse_points(text: str) -> tuple[list[list[float]], list[int]]:
-    """``"x,y,label;x,y,label"`` (pixels of the original image; label 1 foreground, 0 background)."""
-    coords, labels = [], []
-    for item in filter(None, (s.strip() for s in text.split(";"))):
-        parts = item.split(",")
-        if len(parts) != 3:
-            raise click.BadParameter(f"{item!r}: expected x,y,label", param_hint="--points")
-        try:
-            x, y, label = float(parts[0]), float(parts[1]), int(parts[2])
-        except ValueError as e:
-            raise click.BadParameter(f"{item!r}: expected numbers x,y and an integer label", param_hint="--points") from e
-        if not (math.isfinite(x) and math.isfinite(y)):
-            raise click.BadParameter(f"{item!r}: x and y must be finite numbers", param_hint="--points")
-        if label not in (0, 1):
-            raise click.BadParameter(f"{item!r}: label must be 1 (foreground) or 0 (background)", param_hint="--points")
-        coords.append([x, y])
-        labels.append(label)
-    if not coords:
-        raise click.BadParameter("no points given", param_hint="--points")
-    return coords, labels
+def _prompt_option_errors(fn: Callable[..., Any], *args: Any) -> Any:
+    """``fn(*args)``, a prompt error becoming a usage error of the option it came from (--points, --box)."""
+    from robustsam_prior.segment import PromptError
 
-
-def parse_box(text: str) -> list[float]:
-    """``"x0,y0,x1,y1"`` in pixels of the original image."""
     try:
-        box = [float(v) for v in text.split(",")]
-    except ValueError as e:
-        raise click.BadParameter(f"{text!r}: expected four numbers x0,y0,x1,y1", param_hint="--box") from e
-    if len(box) == 4 and not all(math.isfinite(v) for v in box):
-        raise click.BadParameter(f"{text!r}: box coordinates must be finite numbers", param_hint="--box")
-    if len(box) != 4 or box[2] <= box[0] or box[3] <= box[1]:
-        raise click.BadParameter(f"{text!r}: expected x0,y0,x1,y1 with x1 > x0 and y1 > y0", param_hint="--box")
-    return box
-
-
-def check_prompts_inside(
-    points: list[list[float]] | None, box: list[float] | None, h: int, w: int, name: str = "the image"
-) -> None:
-    """Points must lie on the ``w`` x ``h`` image ``name`` (x in [0, w), y in [0, h)); a box inside
-    [0, w] x [0, h]."""
-    for x, y in points or []:
-        if not (0 <= x < w and 0 <= y < h):
-            raise click.BadParameter(
-                f"point {x:g},{y:g} lies outside the {w}x{h} image {name} (x must be in [0, {w}), y in [0, {h}))",
-                param_hint="--points",
-            )
-    if box is not None:
-        x0, y0, x1, y1 = box
-        if not (0 <= x0 and 0 <= y0 and x1 <= w and y1 <= h):
-            raise click.BadParameter(
-                f"box {x0:g},{y0:g},{x1:g},{y1:g} reaches outside the {w}x{h} image {name} "
-                f"(x must be in [0, {w}], y in [0, {h}])",
-                param_hint="--box",
-            )
+        return fn(*args)
+    except PromptError as e:
+        raise click.BadParameter(str(e), param_hint=f"--{e.prompt}") from None
 
 
 def _unit_interval(ctx: click.Context, param: click.Parameter, value: float) -> float:
@@ -111,29 +68,6 @@ def _unit_interval(ctx: click.Context, param: click.Parameter, value: float) -> 
     if not (math.isfinite(value) and 0.0 <= value <= 1.0):
         raise click.BadParameter(f"{value} is not a number in [0, 1]")
     return value
-
-
-def _image_size(path: Path) -> tuple[int, int] | None:
-    """``(H, W)`` from the header, after EXIF orientation (as ``read_image`` applies it); None where the
-    header cannot be read (reading the image reports it)."""
-    from PIL import Image
-
-    try:
-        with Image.open(path) as im:
-            w, h = im.size
-            if im.getexif().get(0x0112) in (5, 6, 7, 8):  # transposed orientations
-                w, h = h, w
-            return h, w
-    except Exception:  # noqa: BLE001 - any unreadable header is reported when the image is read
-        return None
-
-
-def output_folder(input: Path, output: Path, rel: Path, shared: set[Path]) -> Path:
-    """Where the results of ``rel`` go: OUTPUT itself for a single image, else ``OUTPUT/<rel without
-    suffix>`` (with the suffix where another image shares the stem)."""
-    if input.is_file():
-        return output
-    return output / (rel if rel in shared else rel.with_suffix(""))
 
 
 @click.command("segment")
@@ -193,19 +127,16 @@ def segment(
         raise click.UsageError("--auto cannot be combined with --points/--box")
     if not auto and not (points_text or box_text):
         raise click.UsageError("give --points and/or --box, or --auto")
-    coords, labels = parse_points(points_text) if points_text else (None, None)
-    box = parse_box(box_text) if box_text else None
 
     from restore.inference import resolve_device
     from robustsam_prior.core.checkpoint import CheckpointError
     from robustsam_prior.core.io import is_image_file, read_image
-    from robustsam_prior.hub import resolve_checkpoint
-    from robustsam_prior.loading import build_robustsam
-    from robustsam_prior.segment import segment_image
+    from robustsam_prior.segment import Prompts, image_size, load_model, output_folder, segment_file
 
     from . import _distributed as ddp
     from ._common import plan_inputs, process_files, shared_stems, start_output
 
+    prompts = _prompt_option_errors(Prompts.parse, points_text, box_text)
     try:
         device = str(resolve_device(device))
     except ValueError as e:  # a name torch does not know, or cuda on a machine without a GPU
@@ -217,15 +148,17 @@ def segment(
         except (ValueError, OSError) as e:  # ImageReadError names the file and the reason
             raise click.ClickException(str(e) if str(input) in str(e) else f"cannot read image {str(input)!r}: {e}") from None
         items = [(input, Path(input.name))]
-        check_prompts_inside(coords, box, *first.pixels.shape[:2], str(input))
+        _prompt_option_errors(prompts.check_inside, *first.pixels.shape[:2], str(input))
     else:
         items = [(src, rel) for src, rel in plan_inputs(input, output, recursive=recursive) if is_image_file(src)]
-        if coords is not None or box is not None:
-            for src, _ in items:
-                size = _image_size(src)
-                if size is not None:
-                    check_prompts_inside(coords, box, *size, str(src))
+        for src, _ in items if prompts.given else ():
+            size = image_size(src)
+            if size is not None:
+                _prompt_option_errors(prompts.check_inside, *size, str(src))
     shared = shared_stems(rel for _, rel in items)
+    settings = {"path": path, "multimask": multimask, "points_per_side": points_per_side,
+                "pred_iou_thresh": pred_iou_thresh, "stability_score_thresh": stability_thresh,
+                "box_nms_thresh": box_nms_thresh, "min_mask_region_area": min_mask_region_area, "progress": single}
     if single:  # one image: rank 0 alone under torchrun, without a process group (nothing to share)
         if int(os.environ.get("RANK", "0")) != 0:
             return
@@ -234,13 +167,8 @@ def segment(
         rank, world, owned = ddp.distributed_context()
     try:
         try:
-            # no --prior-checkpoint: the official file of the --config variant (or $ROBUSTSAM_CHECKPOINT)
-            ckpt = resolve_checkpoint(checkpoint if checkpoint is not None else prior_config and prior_config.config)
-        except (CheckpointError, ValueError) as e:
-            raise click.ClickException(str(e)) from e
-        try:
-            model = build_robustsam(prior_config and prior_config.config, ckpt, bn_mode=bn_mode,
-                                    fast=not stock_encoder, device=device)
+            model = load_model(checkpoint, prior_config and prior_config.config, bn_mode=bn_mode,
+                               fast=not stock_encoder, device=device)
         except (CheckpointError, ValueError) as e:
             raise click.ClickException(prior_config_mismatch(e, prior_config)) from e
         if rank == 0 and not single:
@@ -249,30 +177,17 @@ def segment(
         reports: dict[str, dict] = {}
 
         def one(src: Path, rel: Path) -> None:
-            data = first if single else read_image(src)
+            out = output_folder(output, None if single else rel, shared)
             try:
-                result = segment_image(
-                    model, data.pixels, points=coords, point_labels=labels, box=box, auto=auto, path=path,
-                    multimask=multimask, points_per_side=points_per_side, pred_iou_thresh=pred_iou_thresh,
-                    stability_score_thresh=stability_thresh, box_nms_thresh=box_nms_thresh,
-                    min_mask_region_area=min_mask_region_area, progress=single, image_name=str(src))
-            except ValueError as e:  # more regions than a 16-bit label map holds
+                result = segment_file(model, src, out, prompts=prompts, image=first if single else None, **settings)
+            except (ValueError, OSError) as e:  # each names the file or the folder; nothing was written
                 raise click.ClickException(str(e)) from None
-            try:  # a NaN score (a broken checkpoint) is refused here, before any file is written
-                text = result.to_json()
-            except ValueError as e:
-                raise click.ClickException(f"{src}: the model's scores cannot be saved ({e}); nothing written") from None
-            out = output_folder(input, output, rel, shared)
-            try:
-                result.write(out)
-            except OSError as e:
-                raise click.ClickException(f"cannot write into {out}: {e}") from None
-            n = len(result.scores["masks"])
             why = result.scores.get("no_masks")
             if why and not (single and as_json):
                 click.echo(f"{src}: 0 masks: {why}", err=not single)
-            reports[rel.as_posix()] = {"output": str(out), "masks": n, **({"no_masks": why} if why else {}),
-                                       **({"text": text} if single else {})}
+            reports[rel.as_posix()] = {"output": str(out), "masks": len(result.scores["masks"]),
+                                       **({"no_masks": why} if why else {}),
+                                       **({"text": result.to_json()} if single else {})}
 
         if single:
             one(input, items[0][1])

@@ -41,7 +41,7 @@ import logging
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -52,6 +52,10 @@ from .files import DataError, config_path, cut_border, list_images, match_pairs,
 from .options import AugmentOptions, DatasetOptions
 from .procedural import DeadLeavesImage
 from .sources import DepthHaze, FrameItem, VideoWindows
+
+if TYPE_CHECKING:  # pragma: no cover
+    from robustsam_prior.cache import PriorCache
+    from robustsam_prior.prior import Prior, PriorOutput
 
 logger = logging.getLogger(__name__)
 
@@ -139,8 +143,9 @@ def _chw(a: np.ndarray) -> torch.Tensor:
 
 
 def prior_of_whole_image(
-    prior: Any, image: torch.Tensor, *, cache: Any = None, cache_only: bool = False, source: Any = None, key: str = ""
-) -> Any:
+    prior: Prior, image: torch.Tensor, *, cache: PriorCache | None = None, cache_only: bool = False,
+    source: str | Path | None = None, key: str = "",
+) -> PriorOutput:
     """``prior(image)`` for one whole image ``(1, 3, H, W)`` in [0, 1], through ``cache`` (a
     ``PriorCache``) when given. With ``cache_only`` the prior is never run: an image without an entry
     raises :class:`DataError` naming ``source`` (its file) and how to fill the cache."""
@@ -179,8 +184,8 @@ class PairDataset(torch.utils.data.Dataset):
         key: str,
         seed: int,
         train: bool,
-        prior: Any = None,
-        prior_cache: Any = None,
+        prior: Prior | None = None,
+        prior_cache: PriorCache | None = None,
         prior_cache_only: bool = False,
     ) -> None:
         self.opts, self.key, self.seed, self.train = opts, key, seed, train
@@ -348,7 +353,7 @@ class PairDataset(torch.utils.data.Dataset):
     def _quantised(self, lq: np.ndarray) -> np.ndarray:
         return (np.round(lq * 255.0) / 255.0).astype(np.float32) if self.opts.quantise else lq
 
-    def whole_prior(self, lq: np.ndarray, source: Any = None) -> np.ndarray | None:
+    def whole_prior(self, lq: np.ndarray, source: str | Path | None = None) -> np.ndarray | None:
         """Label map ``(H, W)`` of the prior on a whole degraded image (``None`` without a prior);
         ``source`` names the image in errors (its file, or the variant)."""
         if self.prior is None:

@@ -1,7 +1,7 @@
 """Copy trained default models into this folder (the packaged weights) with their training record.
 
-    python restore/weights/ship.py /work/train_runs/default_dehaze /work/train_runs/default_deblur \
-        /work/train_runs/default_dehaze_noprior /work/train_runs/default_deblur_noprior
+    python restore/weights/ship.py runs/default_dehaze runs/default_deblur \
+        runs/default_dehaze_noprior runs/default_deblur_noprior
 
 For each run folder (written by ``robustsam-restore train``) it takes the newest weight file under
 ``models/`` (``final.safetensors`` at the end, ``iter_*.safetensors`` while the run is going; ``--at N``:
@@ -9,7 +9,7 @@ the periodic file of iteration N, to compare runs at the same budget; ``RUN@N``:
 e.g. the one chosen on validation), and writes
 ``restore/weights/<file>`` (see :data:`MODELS`) with the checkpoint's metadata plus a ``training``
 record: recipe, iterations done / planned, wall time (the sum of the logged step windows, so it adds
-up over resumed sessions), the validation history and the final validation metrics. It then writes
+up over resumed runs), the validation history and the final validation metrics. It then writes
 ``zoo.json`` (the table ``restore.zoo`` reads) and ``TRAINING.md`` + ``training_log.json``
 (the training log summary). Weights are the EMA weights the trainer saves; nothing is retrained here.
 A run that started from other weights (``model.init``: a second training stage) carries their training

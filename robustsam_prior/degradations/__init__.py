@@ -11,7 +11,8 @@ warp label maps too) and ``haze`` (scattering model). Each has one parameter tab
 in its registry entry.
 
 Files are degraded through :func:`degrade_file` with one seeding rule (:func:`file_seed`, module
-``files``), shared by every command, the pipelines and the trainers.
+``files``), shared by every command, the pipelines and the trainers; :func:`write_degraded` writes a
+degraded file and its side files where a :class:`DegradeLayout` says, as ``robustsam-restore degrade`` does.
 
 Names are resolved lazily (module ``__getattr__``) so that importing this package does not import
 torch or OpenCV.
@@ -33,6 +34,9 @@ _EXPORTS = {
     "degrade_file": "files",
     "file_seed": "files",
     "quantise": "files",
+    "DegradeLayout": "files",
+    "write_degraded": "files",
+    "degrade_manifest": "files",
     "Degradation": "base",
     "ParamRange": "base",
     "Out": "base",

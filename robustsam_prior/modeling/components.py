@@ -350,8 +350,8 @@ class TokenBlock(nn.Module):
     Each token is standardised over its D dims twice (the official ``InstanceNorm1d`` layers see a
     2-D input as unbatched ``(C=N, L=D)``: eps 1e-5, no affine), cut into ``num_chunks`` consecutive
     chunks of ``D/num_chunks`` dims, and each chunk goes through ``mlp`` back to D dims. The official
-    code does ``view(num_chunks, -1)``, which only works for one token at a time (RobustSAM GitHub
-    issue #18); this is the batched form of the same computation.
+    code does ``view(num_chunks, -1)``, which only works for one token at a time (issue #18 of the official
+    RobustSAM GitHub repository); this is the batched form of the same computation.
     """
 
     def __init__(self, input_dim: int, mlp_dim: int) -> None:

@@ -66,3 +66,13 @@ def test_conventions_are_described_for_headers():
     c = MetricConventions(crop_border=4, test_y_channel=True, quantize=False)
     assert c.describe() == "PSNR/SSIM: BasicSR 1.4 convention, Y channel (BT.601), crop 4, unrounded"
     assert c.kwargs() == {"crop_border": 4, "test_y_channel": True, "data_range": 1.0, "quantize": False}
+
+
+def test_metric_names_come_from_one_registry(tmp_path):
+    from eval.metrics import IMAGE_METRICS, missing_metrics
+
+    assert IMAGE_METRICS.names() == ["lpips", "lpips_alex", "lpips_vgg", "psnr", "ssim"]
+    assert missing_metrics(["psnr", "ssim"]) == {}
+    assert "vgg16-397923af.pth" in missing_metrics(["lpips_vgg"], lpips_weights=tmp_path)["lpips_vgg"]
+    with pytest.raises(KeyError, match="unknown metric 'lpip' \\(did you mean 'lpips'\\?\\)"):
+        missing_metrics(["lpip"])

@@ -14,6 +14,7 @@ from restore.inference import CHECKPOINT_FORMAT, Restorer, load_restoration_chec
 from restore.tiling import TileSpec, tiled_forward
 from restore.zoo import ModelNotFoundError, resolve_model
 from robustsam_prior.core.checkpoint import CheckpointError, save_checkpoint
+from robustsam_prior.prior import Prior, PriorOutput
 
 TINY = {"width": 8, "enc_blocks": [1, 1], "middle_blocks": 1, "dec_blocks": [1, 1]}
 
@@ -185,15 +186,32 @@ def test_with_prior_conditions_a_copy_on_another_prior(tmp_path):
     r = Restorer.load(str(ck), task="dehaze", device="cpu", tile=0)
     x = torch.rand(1, 3, 24, 20, generator=torch.Generator().manual_seed(1))
     fixed = r.prior(x)
-    seen = []
-    other = r.with_prior(lambda images: seen.append(images.shape) or fixed)
+    spy = _FixedPrior(fixed)
+    other = r.with_prior(spy)
     assert other.net is r.net and other.tile == 0 and other.metadata is r.metadata and r.prior.name == "regions"
     out = other.restore(x)
     with torch.no_grad():
         ref = net(x, fixed).clamp(0, 1)
-    assert seen == [x.shape]
+    assert spy.seen == [x.shape]
     torch.testing.assert_close(out, ref, atol=1e-5, rtol=0)
     assert r.with_prior(None).prior is None
+
+
+def test_a_known_prior_output_is_used_instead_of_running_the_prior(tmp_path):
+    ck = tmp_path / "m.safetensors"
+    make_checkpoint(ck)
+    r = Restorer.load(str(ck), task="dehaze", device="cpu", tile=0)
+    x = torch.rand(1, 3, 24, 20, generator=torch.Generator().manual_seed(1))
+    spy = _SpyPrior()
+    known = r.prior(x)
+    torch.testing.assert_close(r.with_prior(spy).restore(x, known_prior=known), r.restore(x), atol=0, rtol=0)
+    assert spy.seen == []
+    # a self-ensemble runs the prior on the mirrored copy only
+    flip = Restorer(net=r.net, task="dehaze", name="m", prior=spy, tile=0, self_ensemble="flip")
+    flip.restore(x, known_prior=known)
+    assert len(spy.seen) == 1 and torch.equal(spy.seen[0], x.flip(-1))
+    with pytest.raises(ValueError, match="uses no prior"):
+        r.with_prior(None).restore(x, known_prior=known)
 
 
 def test_prior_override_and_checkpoint_errors(tmp_path):
@@ -309,17 +327,32 @@ class _RampNet(torch.nn.Module):
         return x + torch.linspace(0, 0.5, w)
 
 
-class _SpyPrior:
+class _SpyPrior(Prior):
+    """One region; records every image it is run on."""
+
     name = "spy"
 
     def __init__(self):
+        super().__init__()
         self.seen = []
 
-    def __call__(self, x):
-        from robustsam_prior.prior import PriorOutput
-
+    def forward(self, x):
         self.seen.append(x.clone())
         return PriorOutput(torch.zeros(x.shape[0], *x.shape[-2:], dtype=torch.int32))
+
+
+class _FixedPrior(Prior):
+    """Answers every image with ``output``; records the shapes it is run on."""
+
+    name = "fixed"
+
+    def __init__(self, output):
+        super().__init__()
+        self.output, self.seen = output, []
+
+    def forward(self, x):
+        self.seen.append(x.shape)
+        return self.output
 
 
 @pytest.mark.parametrize("ensemble", ["none", "flip", "x8"])

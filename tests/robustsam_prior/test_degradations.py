@@ -293,3 +293,29 @@ def test_bounds_are_checked_by_the_table_and_edge_values_work(image):
         torch.testing.assert_close(
             degrade(image, name, overrides=overrides, seed=0).image, image, atol=1e-6, rtol=0
         )
+
+
+def test_write_degraded_writes_where_the_layout_says(tmp_path):
+    from pathlib import Path
+
+    from robustsam_prior.core.io import read_image, to_tensor, write_image
+    from robustsam_prior.degradations import DegradeLayout, degrade_file, degrade_manifest, write_degraded
+
+    src = tmp_path / "in" / "sub" / "x.png"
+    src.parent.mkdir(parents=True)
+    write_image(src, np.random.default_rng(0).random((24, 32, 3)).astype(np.float32))
+    rel = Path("sub/x.png")
+    layout = DegradeLayout.for_output(tmp_path / "out", single_file=False, out_format="jpg")
+    assert layout.target(rel) == tmp_path / "out" / "sub" / "x.jpg" and layout.manifest == tmp_path / "out" / "manifest.json"
+    assert DegradeLayout(tmp_path, shared={rel}).sides(rel)["transmission"] == tmp_path / "transmission/sub/x.png.png"
+    single = DegradeLayout.for_output(tmp_path / "y.png", single_file=True)
+    assert single.sides(rel)["kernel"] == tmp_path / "y_kernel.npy" and single.manifest == tmp_path / "y.json"
+    layout = DegradeLayout.for_output(tmp_path / "out", single_file=False)
+    entry = write_degraded(src, rel, layout, "haze", 2, seed=5)
+    assert entry["output"] == "sub/x.png" and entry["transmission"] == "transmission/sub/x.png"
+    ref = degrade_file(to_tensor(read_image(src).pixels), "haze", 2, seed=5, rel=rel).image
+    torch.testing.assert_close(to_tensor(read_image(tmp_path / "out" / "sub" / "x.png").pixels), ref, atol=1e-6, rtol=0)
+    entry = write_degraded(src, rel, layout, "motion_blur", 2, seed=5)
+    assert np.load(tmp_path / "out" / "kernel" / "sub" / "x.npy").sum() == pytest.approx(1, abs=1e-5)
+    manifest = degrade_manifest("motion_blur", 2, 5, {"sub/x.png": entry})
+    assert manifest["images"] == {"sub/x.png": entry} and manifest["failed"] == {} and manifest["seed"] == 5

@@ -6,13 +6,14 @@ from __future__ import annotations
 import importlib.util
 import json
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
 from robustsam_prior.automatic import RobustSamAutomaticMaskGenerator, masks_to_label_map
-from robustsam_prior.core.io import read_image
+from robustsam_prior.core.io import read_image, write_image
 from robustsam_prior.modeling.build import build_robustsam_model
 from robustsam_prior.predictor import RobustSamPredictor
 from robustsam_prior.segment import (
@@ -20,11 +21,15 @@ from robustsam_prior.segment import (
     BOX,
     FOREGROUND,
     RING,
+    PromptError,
+    Prompts,
     SegmentationResult,
     coco_rle,
     draw_box,
     draw_point,
+    output_folder,
     palette,
+    segment_file,
     segment_image,
 )
 
@@ -187,3 +192,42 @@ def test_min_mask_region_area_runs_sams_clean_up_and_is_counted(model, pixels):
     assert s["filters"] == gen.filter_counts and s["filters"]["min_mask_region_area"] == len(records) == len(s["masks"])
     assert s["filters"]["crop_nms"] == 27  # what reached the clean-up
     assert [m["area"] for m in s["masks"]] == [r["area"] for r in records]
+
+
+def test_prompts_from_text_and_checked_against_the_image():
+    p = Prompts.parse("20,15,1; 50,35,0", "8,4,42,32")
+    assert p == Prompts([[20.0, 15.0], [50.0, 35.0]], [1, 0], [8.0, 4.0, 42.0, 32.0]) and p.given
+    assert not Prompts.parse(None, "").given
+    p.check_inside(40, 56)
+    for points, box, which, message in [("1,2", None, "points", "expected x,y,label"),
+                                        ("nan,1,1", None, "points", "finite"), (";", None, "points", "no points"),
+                                        (None, "1,2,3", "box", "x1 > x0"), (None, "0,0,inf,3", "box", "finite")]:
+        with pytest.raises(PromptError, match=message) as e:
+            Prompts.parse(points, box)
+        assert e.value.prompt == which
+    with pytest.raises(PromptError, match="point 56,10 lies outside the 56x40 image a.png") as e:
+        Prompts.parse("56,10,1").check_inside(40, 56, "a.png")
+    assert e.value.prompt == "points"
+    with pytest.raises(PromptError, match="reaches outside") as e:
+        Prompts.parse(None, "0,0,57,30").check_inside(40, 56)
+    assert e.value.prompt == "box"
+
+
+def test_segment_file_writes_what_segment_image_returns(model, pixels, tmp_path):
+    src = tmp_path / "scene.png"
+    write_image(src, pixels)
+    out = output_folder(tmp_path / "out", "sub/scene.png")
+    assert out == tmp_path / "out" / "sub" / "scene"
+    assert output_folder(tmp_path / "out", "scene.png", {Path("scene.png")}).name == "scene.png"
+    assert output_folder(tmp_path / "out", None) == tmp_path / "out"
+    res = segment_file(model, src, out, prompts=Prompts.parse("20,15,1"), path="sam")
+    ref = segment_image(model, read_image(src).pixels, points=[[20.0, 15.0]], point_labels=[1], path="sam",
+                        image_name=str(src))
+    assert res.scores == ref.scores and json.loads((out / "scores.json").read_text()) == json.loads(ref.to_json())
+    assert sorted(p.name for p in out.iterdir()) == ["mask_0.png", "overlay.png", "scores.json"]
+    auto = segment_file(model, src, tmp_path / "auto", points_per_side=3, pred_iou_thresh=0, stability_score_thresh=0)
+    assert auto.scores["mode"] == "auto" and (tmp_path / "auto" / "labels.png").is_file()
+    # a prompt off the image: nothing is written
+    with pytest.raises(PromptError, match="lies outside"):
+        segment_file(model, src, tmp_path / "off", prompts=Prompts.parse("99,1,1"))
+    assert not (tmp_path / "off").exists()
