@@ -196,8 +196,8 @@ def segment(
     coords, labels = parse_points(points_text) if points_text else (None, None)
     box = parse_box(box_text) if box_text else None
 
-    from restore.inference import resolve_device
     from robustsam_prior.checkpoint import CheckpointError
+    from robustsam_prior.core.devices import resolve_device
     from robustsam_prior.hub import resolve_checkpoint
     from robustsam_prior.io import is_image_file, read_image
     from robustsam_prior.loading import build_robustsam
@@ -208,7 +208,7 @@ def segment(
 
     try:
         device = str(resolve_device(device))
-    except ValueError as e:  # a name torch does not know, or cuda on a machine without a GPU
+    except ValueError as e:  # a name other than auto/cpu/cuda/cuda:N, or cuda on a machine without a GPU
         raise click.BadParameter(str(e), param_hint="--device") from None
     single = input.is_file()
     if single:

@@ -20,6 +20,12 @@ DEVICE_NAMES = ("auto", "cpu", "cuda", "cuda:N")
 _NAME = re.compile(r"auto|cpu|cuda(:\d+)?")
 
 
+def is_device_name(name: str) -> bool:
+    """Whether ``name`` is one of :data:`DEVICE_NAMES` (whether or not this machine has that device): what
+    a config checks, so that a recipe for a GPU machine validates anywhere."""
+    return bool(_NAME.fullmatch(str(name)))
+
+
 def resolve_device(spec: str | torch.device | None = "auto", *, what: str = "device") -> torch.device:
     """The ``torch.device`` that ``spec`` names (``None`` is ``"auto"``).
 
@@ -30,15 +36,15 @@ def resolve_device(spec: str | torch.device | None = "auto", *, what: str = "dev
     if spec is None:
         spec = "auto"
     name = str(spec)
-    if not _NAME.fullmatch(name):
-        raise ValueError(f"{what}: must be one of {', '.join(DEVICE_NAMES)}, got {name!r}")
+    if not is_device_name(name):
+        raise ValueError(f"{what} must be one of {', '.join(DEVICE_NAMES)}, got {name!r}")
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(name)
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise ValueError(f"{what}: {name!r} was asked for but CUDA is not available here (no CUDA GPU "
-                             "visible to torch); use cpu or auto")
+            raise ValueError(f"{what}: {name!r} was asked for but CUDA is not available (torch reports no CUDA "
+                             "GPU is available on this machine); use cpu or auto")
         count = torch.cuda.device_count()
         if device.index is not None and device.index >= count:
             raise ValueError(f"{what}: {name!r} was asked for but this machine has {count} CUDA "
