@@ -402,7 +402,7 @@ def _train_from_options(
         models/step_0000500.safetensors  every train.checkpoint_every steps (the last keep_checkpoints kept)
         models/final.safetensors         at the end
         state/latest.pt                  with every checkpoint and at the end: trained parameters and
-                                         buffers, Adam state, step, torch + numpy (PairSampler) RNG states
+                                         buffers, Adam state, step, torch, Python and numpy (PairSampler) RNG states
         log.jsonl                        {"step", <loss terms>} appended and flushed every train.log_every
                                          steps (first and last always); cut back to the resumed step
         summary.json                     at the end
@@ -420,10 +420,12 @@ def _train_from_options(
     ``train.steps`` continues it.
 
     Under torchrun (``WORLD_SIZE`` > 1) it trains with DDP (:mod:`.distributed`; the engine starts the
-    process group: gloo on the CPU, NCCL on ``cuda:$LOCAL_RANK``); ``train.batch_size`` is the global batch and must be a multiple of the number
-    of processes. Rank 0 alone writes files; the state it saves resumes runs with any number of processes.
-    torch's thread count is restored afterwards. Returns the summary (steps, resumed_from, wall time,
-    first/last losses, weights and their sha256, log, output_dir, device, world_size).
+    process group: gloo on the CPU, NCCL on ``cuda:$LOCAL_RANK``); ``train.batch_size`` is the global batch
+    and must be a multiple of the number of processes. Rank 0 alone writes files; the state it saves
+    resumes runs with any number of processes. The files, the resume and the processes are the training
+    engine's (:mod:`.engine`); torch's thread count is restored afterwards. Returns the summary (steps,
+    resumed_from, wall time, first/last losses, weights and their sha256, log, output_dir, device,
+    world_size).
     """
     import functools
     import time
