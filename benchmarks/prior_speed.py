@@ -380,8 +380,12 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(args.threads)
-    if args.device == "cuda" and not torch.cuda.is_available():
-        p.error("--device cuda: torch sees no CUDA device")
+    from robustsam_prior.core.devices import resolve_device
+
+    try:
+        resolve_device(args.device, what="--device")
+    except ValueError as e:
+        p.error(str(e))
     if args.device == "cuda":  # fp32 means fp32: no TF32 in matmuls or cuDNN convolutions
         torch.backends.cuda.matmul.allow_tf32 = False
         torch.backends.cudnn.allow_tf32 = False

@@ -64,7 +64,7 @@ def default_method_name(path: str | os.PathLike) -> str:
 def resolve_method(
     spec: str | Method,
     *,
-    device: str = "cpu",
+    device: str | torch.device = "cpu",
     prior: str | None = None,
     task: str | None = None,
     name: str | None = None,
@@ -139,7 +139,7 @@ def resolve_method(
 def _resolve_all(
     methods: Sequence[str | tuple[str, str] | Method],
     *,
-    device: str,
+    device: str | torch.device,
     prior: str | None,
     task: str | None,
     local_pool: int | None = None,
@@ -281,15 +281,17 @@ def evaluate_pairs(
     metrics: Sequence[str] = ("psnr", "ssim"),
     conventions: MetricConventions = MetricConventions(),
     lpips_weights: str | os.PathLike | None = None,
-    device: str = "cpu",
+    device: str | torch.device = "cpu",
 ) -> dict:
     """Score predicted images against ground truth (``data.items``: ``lq`` = prediction).
 
     Returns ``{"per_image", "mean", "count", "unavailable", "failed": [{"name", "error"}]}``; a pair
     that cannot be scored (unreadable file, size mismatch) is recorded in ``failed``, not in the means.
     """
+    from robustsam_prior.core.devices import resolve_device
     from robustsam_prior.progress import progress_bar
 
+    device = resolve_device(device)
     fns, unavailable = build_image_metrics(
         metrics, conventions=conventions, lpips_weights=lpips_weights, device=device
     )
@@ -335,7 +337,7 @@ def run_restoration_benchmark(
     conventions: MetricConventions = MetricConventions(),
     lpips_weights: str | os.PathLike | None = None,
     task: str | None = None,
-    device: str = "cpu",
+    device: str | torch.device = "cpu",
     prior: str | None = None,
     local_pool: int | None = None,
     self_ensemble: str = "none",
@@ -354,8 +356,10 @@ def run_restoration_benchmark(
     Per-image failures (unreadable files, a method error, a size mismatch) are recorded in the row's
     ``failed`` list and logged; they are not in the means.
     """
+    from robustsam_prior.core.devices import resolve_device
     from robustsam_prior.progress import progress_bar
 
+    device = resolve_device(device)
     resolved = _resolve_all(
         methods, device=device, prior=prior, task=task, local_pool=local_pool, self_ensemble=self_ensemble,
         prior_options=prior_options,

@@ -149,8 +149,7 @@ def build_steps(config: PipelineConfig) -> list[Step]:
 
 def run_pipeline(config: PipelineConfig, *, resolved_source: str | None = None, overrides=()) -> dict[str, Any]:
     """Run ``config`` over its inputs; returns the summary (also ``OUTPUT_DIR/summary.json``)."""
-    import torch
-
+    from robustsam_prior.core.devices import resolve_device
     from robustsam_prior.core.fileio import clean_stale_temp_files, jsonable, write_json
     from robustsam_prior.core.io import is_image_file, read_image, to_tensor
     from robustsam_prior.inputs import check_output_location, collect_inputs, refuse_overwriting_inputs
@@ -159,6 +158,7 @@ def run_pipeline(config: PipelineConfig, *, resolved_source: str | None = None, 
     from .commands._common import shared_stems
     from .config import save_resolved
 
+    device = str(resolve_device(config.device))  # before anything is written: a missing GPU is an error now
     out = Path(config.output_dir)
     input_root = Path(config.input)
     exclude = check_output_location(input_root, out, recursive=config.recursive)
@@ -182,9 +182,6 @@ def run_pipeline(config: PipelineConfig, *, resolved_source: str | None = None, 
     out.mkdir(parents=True, exist_ok=True)
     clean_stale_temp_files(out)
     save_resolved(config, out / "pipeline.yml", source=resolved_source, overrides=overrides)
-    device = config.device
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
     run = Run(config=config, output_dir=out, input_root=input_root, device=device, shared_stems=stems)
     steps = build_steps(config)
     for s in steps:

@@ -32,6 +32,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from robustsam_prior.core.devices import resolve_device  # noqa: F401 (also this module's interface)
 from robustsam_prior.prior import Prior, PriorOutput
 
 from .tiling import TileSpec, tiled_forward
@@ -40,7 +41,6 @@ from .zoo import ModelRef, resolve_model
 logger = logging.getLogger(__name__)
 
 CHECKPOINT_FORMAT = "robustsam-restore/restoration"
-DEVICES = ("auto", "cpu", "cuda")
 #: The smallest tile (pixels) ``Restorer.load`` accepts; 0 means never tile. Smaller tiles give the
 #: network too little context and most of each tile goes to the overlap: on a 384x256 crop of
 #: examples/hazy/coffee.png the packaged dehazer's output is 19.6 dB (PSNR) from the untiled one with
@@ -55,19 +55,6 @@ SELF_ENSEMBLES: dict[str, tuple[tuple[int, bool], ...]] = {
 }
 # the training augmentations (data.train.augment) that show a model each self-ensemble's transforms
 _ENSEMBLE_NEEDS = {"flip": ("hflip",), "x8": ("rot90", "hflip")}
-
-
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """``"auto"`` -> CUDA when available else CPU; ``"cuda"`` without a GPU is an error."""
-    if isinstance(device, torch.device):
-        return device
-    if device not in DEVICES and not str(device).startswith("cuda:"):
-        raise ValueError(f"device must be one of {', '.join(DEVICES)}, got {device!r}")
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if str(device).startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} requested but no CUDA GPU is available; use --device cpu")
-    return torch.device(device)
 
 
 def _classical(name: str) -> nn.Module:

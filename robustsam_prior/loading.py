@@ -244,7 +244,9 @@ def build_robustsam(
     if loaded is not None:
         load_robustsam_weights(model, loaded, fresh_robust_modules=fresh_robust_modules)
     if device is not None:
-        model = model.to(device)
+        from .core.devices import resolve_device
+
+        model = model.to(resolve_device(device))
     return model.eval()
 
 

@@ -92,7 +92,8 @@ def metric_options(f):
                 help="Report a requested metric that cannot be computed here (LPIPS without its backbone "
                 "weights) as unavailable and go on; without it the command fails before scoring.",
             ),
-            click.option("--device", default="cpu", show_default=True, help="Device for LPIPS and models."),
+            click.option("--device", default="cpu", show_default=True,
+                         help="Device for LPIPS and models: cpu, cuda, cuda:N or auto."),
         ]
     ):
         f = opt(f)
@@ -156,8 +157,13 @@ def evaluate(
     from eval.datasets import pair_folders
     from eval.restoration_benchmark import evaluate_pairs
     from robustsam_prior.core.checkpoint import CheckpointError
+    from robustsam_prior.core.devices import resolve_device
     from robustsam_prior.core.fileio import jsonable
 
+    try:
+        resolve_device(device)
+    except ValueError as e:  # a name other than auto/cpu/cuda/cuda:N, or cuda on a machine without a GPU
+        raise click.BadParameter(str(e), param_hint="--device") from None
     names = parse_metrics(metrics)
     try:
         data = pair_folders(pred_dir, gt_dir, match=match, recursive=recursive)

@@ -10,7 +10,6 @@ and rank 0 prints the summary of all of them. Every rank exits non-zero if any f
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
@@ -128,10 +127,9 @@ def prior_cache(
             options[key] = value
     rank, world, owned = distributed_context()
     if world > 1 and prior_name in ("robustsam", "sam") and "device" not in options:
-        import torch
+        from robustsam_prior.core.devices import local_device, resolve_device
 
-        if torch.cuda.is_available():
-            options["device"] = f"cuda:{os.environ.get('LOCAL_RANK', rank)}"
+        options["device"] = str(local_device(resolve_device("auto")))  # cuda:$LOCAL_RANK where there are GPUs
     try:
         try:
             prior = build_prior(prior_name, **options)

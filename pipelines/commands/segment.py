@@ -128,8 +128,8 @@ def segment(
     if not auto and not (points_text or box_text):
         raise click.UsageError("give --points and/or --box, or --auto")
 
-    from restore.inference import resolve_device
     from robustsam_prior.core.checkpoint import CheckpointError
+    from robustsam_prior.core.devices import resolve_device
     from robustsam_prior.core.io import is_image_file, read_image
     from robustsam_prior.segment import Prompts, image_size, load_model, output_folder, segment_file
 
@@ -139,7 +139,7 @@ def segment(
     prompts = _prompt_option_errors(Prompts.parse, points_text, box_text)
     try:
         device = str(resolve_device(device))
-    except ValueError as e:  # a name torch does not know, or cuda on a machine without a GPU
+    except ValueError as e:  # a name other than auto/cpu/cuda/cuda:N, or cuda on a machine without a GPU
         raise click.BadParameter(str(e), param_hint="--device") from None
     single = input.is_file()
     if single:

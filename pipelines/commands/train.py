@@ -22,17 +22,20 @@ logger = logging.getLogger(__name__)
 
 @contextlib.contextmanager
 def run_errors_as_click_errors() -> Iterator[None]:
-    """Both kinds of training: a problem with the run's inputs becomes a one-line ``ClickException``.
+    """Both kinds of training: a problem with the recipe or the run's inputs becomes a one-line
+    ``ClickException``.
 
-    ``CheckpointError``: starting weights or a ``--resume`` state unreadable or not fitting;
-    ``FileNotFoundError``: a file the run needs; ``ValueError`` (``DataError`` among them): bad data or
-    settings, or CUDA asked for where there is none; ``FloatingPointError``: the loss diverged.
+    What is caught is the training engine's ``RUN_ERRORS``: ``CheckpointError`` (starting weights or a
+    ``--resume`` state unreadable or not fitting), ``FileNotFoundError`` (a file the run needs),
+    ``ValueError`` (``ConfigError`` and ``DataError`` among them: bad settings or data, or a device this
+    machine does not have), ``FloatingPointError`` (the loss diverged) and ``FolderLockedError`` (another
+    run writes into the output folder).
     """
-    from robustsam_prior.core.checkpoint import CheckpointError
+    from robustsam_prior.training.engine import RUN_ERRORS
 
     try:
         yield
-    except (CheckpointError, FileNotFoundError, FloatingPointError, ValueError) as e:
+    except RUN_ERRORS as e:
         raise click.ClickException(str(e)) from None
 
 
@@ -49,17 +52,9 @@ def load_train_config(path: str, overrides: tuple[str, ...] | list[str]):
 STAGE_WORDS = {"robust": "RobustSAM's anti-degradation modules", "sam": "SAM's encoders and mask decoder (stage 1)"}
 
 
-def train_robustsam(cfg, *, recipe: str, overrides: tuple[str, ...], resume: bool, as_json: bool) -> None:
-    """The ``kind: robustsam`` branch: RobustSAM stage 1 or 2 training (DDP under torchrun), with the
-    restoration branch's rules for ``--resume`` and existing runs; rank 0 alone writes and reports."""
-    import os
-    from pathlib import Path
-
-    from pipelines.config import save_resolved, to_dict
-    from robustsam_prior.training.trainer import train_from_options
-
-    main_rank = int(os.environ.get("RANK", "0")) == 0
-    out = Path(cfg.output_dir)
+def check_output_dir(out, *, resume: bool) -> None:
+    """The rules for ``--resume`` and an existing run, the same for both kinds of training: ``--resume``
+    needs ``state/latest.pt``; without it, a folder holding a run (a state or final weights) is refused."""
     state = out / "state" / "latest.pt"
     final = out / "models" / "final.safetensors"
     if resume and not state.is_file():
@@ -69,22 +64,40 @@ def train_robustsam(cfg, *, recipe: str, overrides: tuple[str, ...], resume: boo
         raise click.ClickException(
             f"{out} already holds a run ({held}); pass --resume to continue it or choose another output_dir"
         )
-    if main_rank:
-        save_resolved(cfg, out / "config.yml", source=recipe, overrides=overrides)
-    with run_errors_as_click_errors():
-        summary = train_from_options(cfg, resolved_config=to_dict(cfg), resume=resume)
-    if not main_rank:
+
+
+def run_training(cfg, *, resume: bool) -> dict:
+    """Train ``cfg`` with the library function of its kind (DDP under torchrun); the summary."""
+    from pipelines.config import to_dict
+
+    if cfg.kind == "robustsam":  # a RobustSamTrainConfig (load_train_config dispatches on kind)
+        from robustsam_prior.training.trainer import train_from_options
+
+        return train_from_options(cfg, resolved_config=to_dict(cfg), resume=resume)
+    from restore.training.trainer import train_restoration
+
+    return train_restoration(cfg, resume=resume, resolved_config=to_dict(cfg), metrics=eval_metrics(),
+                             metric_conventions=eval_conventions())
+
+
+def report(cfg, summary: dict) -> None:
+    """The one-paragraph report of a finished run."""
+    if cfg.kind == "robustsam":
+        first, last = summary["first_losses"], summary["last_losses"]
+        resumed = f" (resumed at step {summary['resumed_from']})" if summary.get("resumed_from") is not None else ""
+        click.echo(
+            f"trained {STAGE_WORDS[cfg.train.stage]} for {summary['steps']} steps{resumed} in "
+            f"{summary['wall_time_s']:.1f} s; loss {first.get('total', float('nan')):.4f} -> "
+            f"{last.get('total', float('nan')):.4f}; weights: {summary['weights']}"
+        )
         return
-    if as_json:
-        click.echo(json_dumps(jsonable(summary), indent=2))
-        return
-    first, last = summary["first_losses"], summary["last_losses"]
-    resumed = f" (resumed at step {summary['resumed_from']})" if summary.get("resumed_from") is not None else ""
+    metrics = ", ".join(f"{k} {v:.3f}" for k, v in summary["metrics"].items())
     click.echo(
-        f"trained {STAGE_WORDS[cfg.train.stage]} for {summary['steps']} steps{resumed} in "
-        f"{summary['wall_time_s']:.1f} s; loss {first.get('total', float('nan')):.4f} -> "
-        f"{last.get('total', float('nan')):.4f}; weights: {summary['weights']}"
+        f"trained {summary['iterations']} iterations in {summary['wall_time_s']:.1f} s"
+        f"{'; ' + metrics if metrics else ''}; weights: {summary['final_weights']}"
     )
+    if metrics:
+        click.echo(f"validation {eval_conventions()}")
 
 
 def eval_metrics() -> dict:
@@ -117,66 +130,30 @@ def train(recipe: str, overrides: tuple[str, ...], resume: bool, output_dir: str
 
     One run at a time per output folder: a second one fails at once, naming the process that holds it.
     """
-    from pipelines.config import ConfigError
+    from pathlib import Path
+
+    from pipelines.config import ConfigError, save_resolved
+    from robustsam_prior.training.engine import is_main_process, output_lock
 
     overrides = tuple(overrides) + ((f"output_dir={output_dir}",) if output_dir else ())
-    try:
+    main_rank = is_main_process()
+    with run_errors_as_click_errors():
         cfg = load_train_config(recipe, overrides)
         if no_tensorboard:
             if cfg.kind == "robustsam":
                 raise ConfigError(f"{recipe}: --no-tensorboard: kind 'robustsam' training writes no TensorBoard logs")
             overrides += ("train.tensorboard=false",)  # listed in config.yml's header like any override
             cfg = load_train_config(recipe, overrides)
-    except ConfigError as e:
-        raise click.ClickException(str(e)) from None
-    import os
-
-    from robustsam_prior.core.fileio import FolderLockedError, folder_lock
-
-    # one run per output folder: the lock is held from before the existing-run checks and config.yml to the
-    # end, by rank 0 alone under torchrun (the trainers take it too, for callers of the library)
-    rank = int(os.environ.get("RANK", "0"))
-    try:
-        with folder_lock(cfg.output_dir) if rank == 0 else contextlib.nullcontext():
-            if cfg.kind == "robustsam":  # a RobustSamTrainConfig (load_train_config dispatches on kind)
-                train_robustsam(cfg, recipe=recipe, overrides=overrides, resume=resume, as_json=as_json)
-            else:
-                _train_restoration(cfg, recipe=recipe, overrides=overrides, resume=resume, as_json=as_json)
-    except FolderLockedError as e:
-        raise click.ClickException(str(e)) from None
-
-
-def _train_restoration(cfg, *, recipe: str, overrides: tuple[str, ...], resume: bool, as_json: bool) -> None:
-    """The restoration branch of ``train`` (``kind: restoration``)."""
-    import os
-    from pathlib import Path
-
-    from pipelines.config import save_resolved, to_dict
-    from restore.training.trainer import train_restoration
-
-    out = Path(cfg.output_dir)
-    state = out / "state" / "latest.pt"
-    if resume and not state.is_file():
-        raise click.ClickException(f"--resume: no training state at {state}")
-    if not resume and state.is_file():
-        raise click.ClickException(
-            f"{out} already holds a run (state/latest.pt); pass --resume to continue it or choose another "
-            "output_dir"
-        )
-    if int(os.environ.get("RANK", "0")) == 0:
-        save_resolved(cfg, out / "config.yml", source=recipe, overrides=overrides)
-    with run_errors_as_click_errors():
-        summary = train_restoration(cfg, resume=resume, resolved_config=to_dict(cfg), metrics=eval_metrics(),
-                                    metric_conventions=eval_conventions())
-    if int(os.environ.get("RANK", "0")) != 0:
+        # one run per output folder: the lock is held from before the existing-run checks and config.yml to
+        # the end, by rank 0 alone under torchrun (the trainers take it too, for callers of the library)
+        with output_lock(cfg.output_dir):
+            check_output_dir(Path(cfg.output_dir), resume=resume)
+            if main_rank:
+                save_resolved(cfg, Path(cfg.output_dir) / "config.yml", source=recipe, overrides=overrides)
+            summary = run_training(cfg, resume=resume)
+    if not main_rank:
         return
     if as_json:
         click.echo(json_dumps(jsonable(summary), indent=2))
     else:
-        metrics = ", ".join(f"{k} {v:.3f}" for k, v in summary["metrics"].items())
-        click.echo(
-            f"trained {summary['iterations']} iterations in {summary['wall_time_s']:.1f} s"
-            f"{'; ' + metrics if metrics else ''}; weights: {summary['final_weights']}"
-        )
-        if metrics:
-            click.echo(f"validation {eval_conventions()}")
+        report(cfg, summary)

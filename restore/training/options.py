@@ -253,6 +253,10 @@ class LoopOptions:
     tensorboard: bool = _f(True, "write TensorBoard logs under OUTPUT_DIR/tb")
 
     def check(self) -> None:
+        from robustsam_prior.core.devices import is_device_name
+
+        if not is_device_name(self.device):
+            raise ValueError(f"device: expected cpu, cuda, cuda:N or auto, got {self.device!r}")
         if self.scheduler.warmup_iters >= self.iterations and self.scheduler.warmup_iters > 0:
             raise ValueError(
                 f"scheduler.warmup_iters: must be < iterations ({self.iterations}), got {self.scheduler.warmup_iters}"

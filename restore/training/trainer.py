@@ -11,19 +11,23 @@ exact resume and DDP.
                                       iteration on resume: the steps after it are logged again); keys
                                       in :data:`LOG_KEYS`
     summary.json                      iterations, wall time, final validation metrics
-    tb/                               TensorBoard events
+    tb/                               TensorBoard events (with ``train.tensorboard``)
 
 Weight files are this project's restoration checkpoints (``save_checkpoint``: safetensors + JSON
 metadata with ``format``, ``arch``, ``arch_kwargs``, ``task``, ``prior``, ``config``, ``metrics``),
 loadable by ``restore.inference.Restorer``. Every file is written atomically (temp file + rename), so a
 run killed at any moment leaves the previous good file in place.
 
+The device, processes, state file, weight-file rotation and logs are the training engine's
+(:mod:`robustsam_prior.training.engine`); this module holds the restoration network, its data, losses,
+EMA and validation.
+
 Exactness. Each step's data depend only on ``(seed, step)`` (see :mod:`restore.training.data`), the
 global torch RNG is re-seeded from ``(seed, step)`` before each step (region dropout and similar), and
 the state file holds model, EMA, optimizer, scheduler and RNG states. On CPU with
 ``deterministic: true`` a resumed run therefore reaches bit-identical parameters.
 
-Distributed. Under ``torchrun`` (``WORLD_SIZE > 1``) the process group is initialised (gloo on CPU,
+Distributed. Under ``torchrun`` (``WORLD_SIZE > 1``) the engine starts the process group (gloo on CPU,
 NCCL on CUDA), the model is wrapped in DDP, each rank takes its contiguous ``B / W`` slice of every
 global batch (same global order as one process), validation is sharded and summed across ranks, and
 rank 0 alone logs and writes files.
@@ -31,8 +35,6 @@ rank 0 alone logs and writes files.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import math
 import os
@@ -43,17 +45,23 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.distributed as dist
 from torch import nn
 
-from robustsam_prior.core.fileio import json_dumps, jsonable
 from robustsam_prior.prior import PriorOutput
+from robustsam_prior.training.engine import (  # noqa: F401 (save_state: part of this module's interface)
+    TrainingRun,
+    apply_torch_settings,
+    kept_torch_settings,
+    output_lock,
+    parameter_digest,
+    save_state,
+)
 
 from .data import DataError, MixedDataset, PairDataset, PositionBatches, collate, prior_of_whole_image
 from .losses import PixelLoss
 from .options import TrainConfig
 from .schedule import Ema, lr_factor
-from .state import STATE_FORMAT, fingerprint, load_state, rng_state, save_state, set_rng_state
+from .state import FORMAT, load_state
 
 logger = logging.getLogger(__name__)
 
@@ -75,68 +83,12 @@ LOG_KEYS = {
 }
 
 
-def _tensorboard_writer(folder: Path, step: int) -> Any:
-    """A TensorBoard ``SummaryWriter`` writing to ``folder``, or None with a one-line warning when the
-    ``tensorboard`` package cannot be imported: the logs are an aid, so training goes on without them."""
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError as e:
-        logger.warning("no TensorBoard logs under %s: %s (pip install tensorboard; train.tensorboard=false "
-                       "or train --no-tensorboard turns them off)", folder, str(e).splitlines()[0] if str(e) else e)
-        return None
-    return SummaryWriter(str(folder), purge_step=step or None)
-
-
 def psnr(pred: torch.Tensor, gt: torch.Tensor) -> float:
     """PSNR in dB of ``(1,3,H,W)`` images in [0, 1] (data range 1), unrounded: the fallback for library
     callers that pass no metric (this layer cannot import ``eval``). The ``train`` command passes
     ``eval.metrics``' PSNR under the reporting convention (8-bit), so logged and shipped numbers use that."""
     mse = float((pred.clamp(0, 1) - gt).pow(2).mean())
     return 10.0 * math.log10(1.0 / max(mse, 1e-12))
-
-
-# ---------------------------------------------------------------------------------------------
-# distributed helpers
-# ---------------------------------------------------------------------------------------------
-
-
-def init_distributed(device: str) -> tuple[int, int]:
-    """``(rank, world_size)``; initialises the process group under torchrun (``WORLD_SIZE > 1``)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return 0, 1
-    if not dist.is_initialized():
-        backend = "nccl" if device.startswith("cuda") else "gloo"
-        dist.init_process_group(backend=backend)
-    return dist.get_rank(), dist.get_world_size()
-
-
-def _all_reduce_sum(values: list[float], world: int, device: torch.device) -> list[float]:
-    t = torch.tensor(values, dtype=torch.float64, device=device)
-    if world > 1:
-        dist.all_reduce(t)
-    return t.tolist()
-
-
-def parameter_digest(module: nn.Module) -> str:
-    """sha256 of every parameter and buffer (name, dtype, bytes): equal digests = equal weights."""
-    h = hashlib.sha256()
-    for k, v in module.state_dict().items():
-        h.update(k.encode())
-        h.update(str(v.dtype).encode())
-        h.update(v.detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()
-
-
-# ---------------------------------------------------------------------------------------------
-# the loop
-# ---------------------------------------------------------------------------------------------
-
-
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def _prior_cache(root: str | None) -> Any:
@@ -176,19 +128,12 @@ class Trainer:
         self.resolved = dict(resolved_config or {})
         self.metrics = dict(metrics or {"psnr": psnr})
         self.metric_conventions = metric_conventions if metrics else "unrounded PSNR (the trainer's fallback)"
-        self.out = Path(output_dir or config.output_dir)
         loop = config.train
-        self.device = _device(loop.device)
-        self.rank, self.world = init_distributed(str(self.device))
-        if self.device.type == "cuda" and self.world > 1:
-            self.device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-            torch.cuda.set_device(self.device)
-        if loop.threads:
-            torch.set_num_threads(loop.threads)
-        if loop.deterministic:
-            torch.use_deterministic_algorithms(True, warn_only=True)
-            if self.device.type == "cpu":
-                os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        self.run = TrainingRun(output_dir or config.output_dir, FORMAT, device=loop.device, config=self.resolved,
+                               weights_prefix="iter", keep_checkpoints=loop.keep_checkpoints)
+        self.out = self.run.out
+        self.device, self.rank, self.world = self.run.device, self.run.rank, self.run.world
+        apply_torch_settings(threads=loop.threads, deterministic=loop.deterministic, device=self.device)
         self._build()
 
     # -- construction ------------------------------------------------------------------------------
@@ -271,7 +216,7 @@ class Trainer:
 
     @property
     def state_path(self) -> Path:
-        return self.out / "state" / "latest.pt"
+        return self.run.state_path
 
     # -- checkpoints -------------------------------------------------------------------------------
     def metadata(self) -> dict[str, Any]:
@@ -299,46 +244,29 @@ class Trainer:
         return save_checkpoint(path, self.inference_module().state_dict(), self.metadata())
 
     def state_dict(self) -> dict[str, Any]:
-        return {
-            "format": STATE_FORMAT,
-            "iteration": self.step,
-            "model": self.net.state_dict(),
-            "ema": self.ema.state_dict() if self.ema is not None else {},
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "rng": rng_state(),
-            "metrics": dict(self.last_metrics),
-            "world_size": self.world,
-            "fingerprint": json.dumps(fingerprint(self.resolved), sort_keys=True, default=str),
-        }
+        """The training state (:mod:`.state`): network, EMA, optimizer, scheduler, iteration, RNG states,
+        last validation metrics and the config fingerprint."""
+        return self.run.pack_state(
+            step=self.step, model=self.net.state_dict(), optimizer=self.optimizer, scheduler=self.scheduler,
+            extra={"ema": self.ema.state_dict() if self.ema is not None else {}, "metrics": dict(self.last_metrics),
+                   "world_size": self.world})
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        saved = state.get("fingerprint")
-        now = json.dumps(fingerprint(self.resolved), sort_keys=True, default=str)
-        if saved is not None and self.resolved and saved != now:
-            logger.warning("resuming with a config that differs from the saved run in model/prior/seed/batch/data")
-        self.net.load_state_dict(state["model"])
-        if self.ema is not None:
-            if not state["ema"]:
-                raise RuntimeError("the saved run had no EMA but this config enables it (train.ema.enabled)")
-            self.ema.load_state_dict(state["ema"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        set_rng_state(state["rng"])
-        self.step = int(state["iteration"])
-        self.last_metrics = dict(state.get("metrics", {}))
+        """Put :meth:`state_dict` back; ``CheckpointError`` when it does not fit this run."""
+
+        def ema_and_metrics(state: Mapping[str, Any]) -> None:
+            if self.ema is not None:
+                if not state["ema"]:
+                    raise RuntimeError("the saved run had no EMA but this config enables it (train.ema.enabled)")
+                self.ema.load_state_dict(state["ema"])
+            self.last_metrics = dict(state.get("metrics", {}))
+
+        self.step = self.run.unpack_state(state, load_model=self.net.load_state_dict, optimizer=self.optimizer,
+                                          scheduler=self.scheduler, load_extra=ema_and_metrics)
 
     def checkpoint(self) -> None:
         """Rank 0: periodic weights, then the training state (both atomic); prune old weight files."""
-        if not self.is_main:
-            return
-        models = self.out / "models"
-        self.save_weights(models / f"iter_{self.step:07d}.safetensors")
-        save_state(self.state_path, self.state_dict())
-        old = sorted(models.glob("iter_*.safetensors"))[: -self.cfg.train.keep_checkpoints]
-        for p in old:
-            p.unlink(missing_ok=True)
-        logger.info("checkpoint at iteration %d", self.step)
+        self.run.checkpoint(self.step, save_weights=self.save_weights, state=self.state_dict)
 
     # -- validation --------------------------------------------------------------------------------
     def _val_prior(self, key: tuple[str, int], lq: torch.Tensor, ds: PairDataset) -> PriorOutput | None:
@@ -376,16 +304,12 @@ class Trainer:
                     sums[j] += float(self.metrics[name](pred, gt))
                     sums[len(names) + j] += float(self.metrics[name](lq, gt))
                 sums[-1] += 1
-            sums = _all_reduce_sum(sums, self.world, self._reduce_device)
+            sums = self.run.dist.all_reduce_sum(sums)
             n = max(sums[-1], 1)
             out.update({f"{prefix}/{k}": sums[j] / n for j, k in enumerate(names)})
             out.update({f"{prefix}/input_{k}": sums[len(names) + j] / n for j, k in enumerate(names)})
         module.train(was_training)
         return out
-
-    @property
-    def _reduce_device(self) -> torch.device:
-        return self.device if self.device.type == "cuda" else torch.device("cpu")
 
     # -- training ----------------------------------------------------------------------------------
     def _batches(self):
@@ -406,40 +330,16 @@ class Trainer:
             return PriorOutput(batch["labels"].to(self.device), {}, {})
         return self.prior(lq)
 
-    def _log(self, record: dict[str, Any], writer: Any) -> None:
-        if not self.is_main:
-            return
-        with open(self.out / "log.jsonl", "a", encoding="utf-8") as f:
-            f.write(json_dumps(jsonable(record)) + "\n")  # an input PSNR can be inf
-        if writer is not None:
-            for k, v in record.items():
-                if k != "iteration" and isinstance(v, (int, float)):
-                    writer.add_scalar(k, v, record["iteration"])
-
     def fit(self, *, resume: bool = False) -> dict[str, Any]:
         """Train to ``train.iterations``; returns the summary (also written to ``summary.json``)."""
         from robustsam_prior.progress import progress_bar
 
         loop = self.cfg.train
         if resume:
-            from robustsam_prior.core.checkpoint import CheckpointError
-
-            state = load_state(self.state_path)
-            try:
-                self.load_state_dict(state)
-            except (KeyError, TypeError, ValueError, RuntimeError) as e:  # another model, optimizer or EMA
-                why = f"no {e.args[0]!r} entry" if isinstance(e, KeyError) else " ".join(str(e).split())
-                raise CheckpointError(f"{self.state_path}: does not fit this run ({why})") from e
+            self.load_state_dict(load_state(self.state_path))
             logger.info("resumed from %s at iteration %d", self.state_path, self.step)
-        if self.is_main:
-            from robustsam_prior.core.fileio import trim_jsonl
-
-            self.out.mkdir(parents=True, exist_ok=True)
-            # the steps after the checkpoint are redone: drop what the stopped run logged of them
-            trim_jsonl(self.out / "log.jsonl", "iteration", self.step)
-        writer = None
-        if loop.tensorboard and self.is_main:
-            writer = _tensorboard_writer(self.out / "tb", self.step)
+        # the steps after the checkpoint are redone: the log drops what the stopped run logged of them
+        log = self.run.open_log(step_key="iteration", start=self.step, tensorboard=loop.tensorboard)
         start_step, t0 = self.step, time.perf_counter()
         bar = self.progress = progress_bar(total=loop.iterations, initial=self.step, unit="it",
                                            disable=not self.is_main, dynamic_ncols=True, mininterval=1.0,
@@ -476,11 +376,11 @@ class Trainer:
             window_n += 1
             if self.step % loop.log_every == 0 or self.step == loop.iterations:
                 # every rank sums its own steps (the same keys in the same order), then the means are global
-                *sums, count = _all_reduce_sum([*window.values(), window_n], self.world, self._reduce_device)
+                *sums, count = self.run.dist.all_reduce_sum([*window.values(), window_n])
                 now = time.perf_counter()
                 rec = {"iteration": self.step, **{k: v / max(count, 1) for k, v in zip(window, sums)},
                        "lr": self.optimizer.param_groups[0]["lr"], "it_per_s": window_n / max(now - window_t, 1e-9)}
-                self._log(rec, writer)
+                log.write(rec)
                 bar.set_postfix(loss=f"{rec['loss_mean']:.4f}")
                 window, window_n, window_t = {}, 0, now
             end = self.step == loop.iterations
@@ -488,20 +388,16 @@ class Trainer:
                 m = self.validate()
                 if m:
                     self.last_metrics = m
-                    self._log({"iteration": self.step, **m}, writer)
+                    log.write({"iteration": self.step, **m})
                     logger.info("iteration %d: %s", self.step, ", ".join(f"{k} {v:.3f}" for k, v in m.items()))
             if (loop.checkpoint_every and self.step % loop.checkpoint_every == 0) or end:
                 self.checkpoint()
         bar.close()
         if self.step >= loop.iterations and not self.last_metrics:
             self.last_metrics = self.validate()
-        digests = [parameter_digest(self.net)]
-        if self.world > 1:
-            gathered: list[Any] = [None] * self.world
-            dist.all_gather_object(gathered, digests[0])
-            digests = gathered
-            if len(set(digests)) != 1:
-                logger.error("ranks hold different parameters after training: %s", digests)
+        digests = self.run.dist.gather(parameter_digest(self.net))
+        if len(set(digests)) != 1:
+            logger.error("ranks hold different parameters after training: %s", digests)
         summary = {
             "name": self.cfg.name,
             "iterations": self.step,
@@ -513,15 +409,10 @@ class Trainer:
             "final_weights": str(self.out / "models" / "final.safetensors"),
         }
         if self.is_main:
-            from robustsam_prior.core.fileio import write_json
-
-            sha = self.save_weights(self.out / "models" / "final.safetensors")
-            summary["final_weights_sha256"] = sha
-            write_json(self.out / "summary.json", jsonable(summary))
-        if writer is not None:
-            writer.close()
-        if self.world > 1:
-            dist.barrier()
+            summary["final_weights_sha256"] = self.save_weights(self.out / "models" / "final.safetensors")
+        self.run.write_summary(summary)
+        log.close()
+        self.run.dist.barrier()
         return summary
 
 
@@ -537,27 +428,17 @@ def train_restoration(
     """Build a :class:`Trainer` and run it (see module docstring); returns the summary.
 
     The process-wide torch settings the trainer changes (thread count, deterministic algorithms) are
-    restored afterwards, so calling this from a larger program (or a test) leaves no trace. Rank 0 holds
-    the output folder's lock (``robustsam_prior.core.fileio.folder_lock``) throughout: a second run into the
-    same folder fails at once with ``FolderLockedError``.
+    restored afterwards, so calling this from a larger program (or a test) leaves no trace, and a process
+    group started for the run is ended. Rank 0 holds the output folder's lock
+    (``robustsam_prior.core.fileio.folder_lock``) throughout: a second run into the same folder fails at once
+    with ``FolderLockedError``.
     """
-    import contextlib
-
-    from robustsam_prior.core.fileio import folder_lock
-
-    threads = torch.get_num_threads()
-    deterministic = torch.are_deterministic_algorithms_enabled()
-    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
-    main_rank = int(os.environ.get("RANK", "0")) == 0
-    try:
-        with folder_lock(output_dir or config.output_dir) if main_rank else contextlib.nullcontext():
-            trainer = Trainer(config, resolved_config=resolved_config, metrics=metrics,
-                              metric_conventions=metric_conventions, output_dir=output_dir)
-            try:
-                return trainer.fit(resume=resume)
-            finally:  # a run stopped by an error must not leave its progress bar open (it shifts later bars)
-                if getattr(trainer, "progress", None) is not None:
-                    trainer.progress.close()
-    finally:
-        torch.set_num_threads(threads)
-        torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
+    with kept_torch_settings(), output_lock(output_dir or config.output_dir):
+        trainer = Trainer(config, resolved_config=resolved_config, metrics=metrics,
+                          metric_conventions=metric_conventions, output_dir=output_dir)
+        try:
+            return trainer.fit(resume=resume)
+        finally:  # a run stopped by an error must not leave its progress bar open (it shifts later bars)
+            if getattr(trainer, "progress", None) is not None:
+                trainer.progress.close()
+            trainer.run.close()

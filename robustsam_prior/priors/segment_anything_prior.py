@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..core.devices import resolve_device
 from ..prior import PRIORS, Prior, PriorOutput
 
 logger = logging.getLogger(__name__)
@@ -115,7 +116,7 @@ class _SegmentAnythingPrior(Prior):
         self.checkpoint_sha256 = sha256_file(self.checkpoint)
         self.fast_encoder = fast_encoder
         self.points_per_batch = int(points_per_batch)
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.device = resolve_device(device, what=f"{self.name} prior: device")
         self._model = None
         self._generator = None
         self.robust_features_available = True  # False once a Meta SAM checkpoint is loaded (sam path)

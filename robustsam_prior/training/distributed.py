@@ -1,4 +1,5 @@
-"""Data-parallel RobustSAM training under ``torchrun``: the pieces :mod:`.trainer` uses.
+"""Data-parallel RobustSAM training under ``torchrun``: the pieces :mod:`.trainer` uses (the process
+group itself is started and ended by the training engine, :mod:`.engine`).
 
 Every rank draws the same global batch from the same seeded :class:`~.data.PairSampler` and trains on
 its contiguous share (rank ``r`` of ``W`` takes pairs ``r*b .. r*b+b-1``, ``b = B / W``). The loss of a
@@ -14,37 +15,10 @@ single-process values. Logged loss terms are averaged over the ranks too.
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import torch
 from torch import nn
-
-
-def init_distributed(device: str) -> tuple[int, int, str, bool]:
-    """``(rank, world_size, device, initialised_here)``. Under torchrun (``WORLD_SIZE > 1``) starts the
-    process group: NCCL for a CUDA ``device`` (then ``cuda:$LOCAL_RANK``), gloo on the CPU."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return 0, 1, device, False
-    import torch.distributed as dist
-
-    cuda = device.startswith("cuda")
-    if cuda:
-        device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
-        torch.cuda.set_device(device)
-    owned = not dist.is_initialized()
-    if owned:
-        dist.init_process_group(backend="nccl" if cuda else "gloo")
-    return dist.get_rank(), dist.get_world_size(), device, owned
-
-
-def close_distributed(owned: bool) -> None:
-    """Destroy the process group if :func:`init_distributed` started it."""
-    if owned:
-        import torch.distributed as dist
-
-        dist.destroy_process_group()
 
 
 def local_share(batch: list[Any], rank: int, world: int) -> list[Any]:

@@ -207,9 +207,9 @@ class RobustSamLoopOptions:
         "false = segment_anything's stock forward")
 
     def check(self) -> None:
-        import re
+        from ..core.devices import is_device_name
 
-        if not re.fullmatch(r"cpu|auto|cuda(:\d+)?", self.device):
+        if not is_device_name(self.device):
             raise ValueError(f"device: expected cpu, cuda, cuda:N or auto, got {self.device!r}")
 
 

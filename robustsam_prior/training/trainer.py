@@ -48,16 +48,9 @@ from segment_anything.utils.transforms import ResizeLongestSide
 
 from ..loading import is_robust_key
 from .data import TrainingPair
+from .engine import STATE_FILE, TrainingRun, apply_torch_settings, kept_torch_settings, output_lock
 from .losses import LossWeights, anti_degradation_losses, sam_stage_losses
-from .state import (  # noqa: F401 (part of this module's interface: the run's state file)
-    FINGERPRINT_KEYS,
-    STATE_FORMAT,
-    fingerprint,
-    load_training_state,
-    rng_state,
-    save_training_state,
-    set_rng_state,
-)
+from .state import FINGERPRINT_KEYS, FORMAT, STATE_FORMAT, load_training_state  # noqa: F401 (this module's interface)
 
 logger = logging.getLogger(__name__)
 
@@ -109,7 +102,7 @@ def set_trainable(model: torch.nn.Module, *, train_sam_decoder: bool = False) ->
 class AntiDegradationTrainer:
     """Trains a :class:`~robustsam_prior.modeling.robustsam.RobustSam` in place (see module docstring).
 
-    ``rank``/``world_size`` > 1 (a started process group, :func:`.distributed.init_distributed`): the model
+    ``rank``/``world_size`` > 1 (a started process group, :func:`.engine.setup_distributed`): the model
     trains in DDP and :meth:`step` takes the global batch, of which this rank trains on its share.
     """
 
@@ -297,17 +290,12 @@ class AntiDegradationTrainer:
         buffers = {name for name, _ in self.model.named_buffers()}
         return {k: v for k, v in state.items() if k in buffers or k in self.trainable}
 
-    def state_dict(self) -> dict[str, Any]:
-        """Model (:meth:`mutable_state`), optimizer and step count; tensors and primitives only."""
-        return {"step": self.step_count, "model": self.mutable_state(), "optimizer": self.optimizer.state_dict()}
-
-    def load_state_dict(self, state: dict[str, Any], *, source: str = "training state") -> None:
-        """Restore :meth:`state_dict`; a set of trained parameters other than this trainer's (another
+    def load_mutable_state(self, saved: dict[str, torch.Tensor], *, source: str = "training state") -> None:
+        """Put :meth:`mutable_state` back; a set of trained parameters other than this trainer's (another
         ``train_sam_decoder``, another architecture) raises a ``CheckpointError`` naming the keys."""
         from ..core.checkpoint import CheckpointError, load_strict
 
         mine = self.mutable_state()
-        saved = state["model"]
         if set(saved) != set(mine):
             missing, unexpected = sorted(set(mine) - set(saved)), sorted(set(saved) - set(mine))
             raise CheckpointError(
@@ -318,8 +306,6 @@ class AntiDegradationTrainer:
         full = self.model.state_dict()
         full.update(saved)
         load_strict(self.model, full, source=source)
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.step_count = int(state["step"])
 
     def save(self, path: str | os.PathLike, *, metadata: dict[str, Any] | None = None) -> str:
         """Save the model (this project's RobustSAM format) with the training settings; sha256."""
@@ -393,14 +379,9 @@ def train_from_options(
     resume: bool = False,
 ) -> dict[str, Any]:
     """Run a validated ``kind: robustsam`` recipe (see :func:`_train_from_options`) holding the lock of its
-    ``output_dir`` (``robustsam_prior.core.fileio.folder_lock``; rank 0 alone under torchrun): a second run
-    into the same folder fails at once with ``FolderLockedError`` naming the process that holds it."""
-    import contextlib
-
-    from ..core.fileio import folder_lock
-
-    main_rank = int(os.environ.get("RANK", "0")) == 0
-    with folder_lock(options.output_dir) if main_rank else contextlib.nullcontext():
+    ``output_dir`` (``robustsam_prior.core.fileio.folder_lock``; rank 0 alone under torchrun): a second run into
+    the same folder fails at once with ``FolderLockedError`` naming the process that holds it."""
+    with kept_torch_settings(), output_lock(options.output_dir):
         return _train_from_options(options, resolved_config=resolved_config, progress=progress, resume=resume)
 
 
@@ -421,7 +402,7 @@ def _train_from_options(
         models/step_0000500.safetensors  every train.checkpoint_every steps (the last keep_checkpoints kept)
         models/final.safetensors         at the end
         state/latest.pt                  with every checkpoint and at the end: trained parameters and
-                                         buffers, Adam state, step, torch + numpy (PairSampler) RNG states
+                                         buffers, Adam state, step, torch, Python and numpy (PairSampler) RNG states
         log.jsonl                        {"step", <loss terms>} appended and flushed every train.log_every
                                          steps (first and last always); cut back to the resumed step
         summary.json                     at the end
@@ -438,37 +419,30 @@ def _train_from_options(
     saved run in :data:`FINGERPRINT_KEYS` is logged as a warning. Resuming a finished run with a larger
     ``train.steps`` continues it.
 
-    Under torchrun (``WORLD_SIZE`` > 1) it trains with DDP (:mod:`.distributed`: gloo on the CPU, NCCL on
-    ``cuda:$LOCAL_RANK``); ``train.batch_size`` is the global batch and must be a multiple of the number
-    of processes. Rank 0 alone writes files; the state it saves resumes runs with any number of processes.
-    torch's thread count is restored afterwards. Returns the summary (steps, resumed_from, wall time,
-    first/last losses, weights and their sha256, log, output_dir, device, world_size).
+    Under torchrun (``WORLD_SIZE`` > 1) it trains with DDP (:mod:`.distributed`; the engine starts the
+    process group: gloo on the CPU, NCCL on ``cuda:$LOCAL_RANK``); ``train.batch_size`` is the global batch
+    and must be a multiple of the number of processes. Rank 0 alone writes files; the state it saves
+    resumes runs with any number of processes. The files, the resume and the processes are the training
+    engine's (:mod:`.engine`); torch's thread count is restored afterwards. Returns the summary (steps,
+    resumed_from, wall time, first/last losses, weights and their sha256, log, output_dir, device,
+    world_size).
     """
-    import json
+    import functools
     import time
     from pathlib import Path
 
     from ..core.checkpoint import CheckpointError
-    from ..core.fileio import json_dumps, jsonable, trim_jsonl, write_json
     from ..degradations import ROBUST_SEG_SET
     from ..loading import build_robustsam
-    from .data import PairSampler
-    from .distributed import close_distributed, init_distributed
+    from .data import PairSampler, folder_or_shapes_dataset
     from .losses import LossWeights
 
     o = options
-    out = Path(o.output_dir)
-    device = o.train.device
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    elif device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"train.device: {device!r} was asked for but CUDA is not available here")
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if o.train.batch_size % world:
         raise ValueError(f"train.batch_size: {o.train.batch_size} pairs do not split evenly over {world} "
                          f"processes; use a multiple of {world}")
-    state_path = out / "state" / "latest.pt"
-    saved = load_training_state(state_path) if resume else None
+    saved = load_training_state(Path(o.output_dir) / STATE_FILE) if resume else None
     config = AntiDegradationConfig(
         steps=o.train.steps,
         lr=o.optim.lr,
@@ -481,20 +455,14 @@ def _train_from_options(
         weights=LossWeights(focal=o.losses.focal, dice=o.losses.dice, token=o.losses.token, feature=o.losses.feature,
                             iou=o.losses.iou),
     )
-    threads = torch.get_num_threads()
-    if o.train.threads is not None:
-        torch.set_num_threads(o.train.threads)
-    log_file = None
-    owned = False
-    try:
-        rank, world, device, owned = init_distributed(device)
-        main = rank == 0
+    apply_torch_settings(threads=o.train.threads)
+    with TrainingRun(o.output_dir, FORMAT, device=o.train.device, config=resolved_config, weights_prefix="step",
+                     keep_checkpoints=o.train.keep_checkpoints) as run:
+        out = run.out
         torch.manual_seed(o.seed)
         model = build_robustsam(o.model.model_config(), o.model.checkpoint,
                                 fresh_robust_modules=o.model.fresh_robust_modules, fast=o.train.fast_encoder,
-                                device=device)
-        from .data import folder_or_shapes_dataset
-
+                                device=run.device)
         dataset = folder_or_shapes_dataset(o.data, image_size=model.image_size, seed=o.seed)
         sampler = PairSampler(
             dataset,
@@ -507,88 +475,62 @@ def _train_from_options(
             instance=o.data.instance,
             instances=o.data.instances,
         )
-        trainer = STAGES[o.train.stage](model, config, rank=rank, world_size=world)
-        log_path = out / "log.jsonl"
+        trainer = STAGES[o.train.stage](model, config, rank=run.rank, world_size=run.world)
         if saved is not None:
             if saved["init_sha256"] != model.checkpoint_sha256:
                 raise CheckpointError(
-                    f"{state_path}: the run started from weights with sha256 {saved['init_sha256']}, but "
+                    f"{run.state_path}: the run started from weights with sha256 {saved['init_sha256']}, but "
                     f"model.checkpoint is now {o.model.checkpoint} (sha256 {model.checkpoint_sha256}); the frozen "
                     "weights would differ"
                 )
-            was = json.loads(saved["fingerprint"])
-            now = json.loads(json.dumps(fingerprint(resolved_config), default=str))  # tuples -> lists, as saved
-            changed = [k for k in FINGERPRINT_KEYS if resolved_config and was.get(k) != now[k]]
-            if changed:
-                logger.warning("resuming %s with settings that differ from the saved run (%s): the result will "
-                               "not match an uninterrupted run", out, ", ".join(changed))
-            trainer.load_state_dict(saved["trainer"], source=str(state_path))
-            set_rng_state(saved["rng"], sampler.rng)
+            trainer.step_count = run.unpack_state(
+                saved, load_model=functools.partial(trainer.load_mutable_state, source=str(run.state_path)),
+                optimizer=trainer.optimizer, generator=sampler.rng)
             logger.info("resumed %s at step %d of %d", out, trainer.step_count, o.train.steps)
         resumed_from = trainer.step_count if saved is not None else None
-        # the steps after the checkpoint are redone: drop what the stopped run logged of them
-        records = trim_jsonl(log_path, "step", trainer.step_count if saved is not None else 0) if main else []
-        if main:
-            log_file = open(log_path, "a", encoding="utf-8")  # noqa: SIM115 (closed in finally)
+        # the steps after the checkpoint are redone: the log drops what the stopped run logged of them
+        log = run.open_log(step_key="step", start=trainer.step_count)
+        records = list(log.kept)
         meta = {"name": o.name, "initialised_from": model.checkpoint_path, "seed": o.seed,
                 **({"recipe": resolved_config} if resolved_config else {})}
         steps = o.train.steps
 
-        def save_state() -> None:
-            if not main:
-                return
-            save_training_state(state_path, {
-                "format": STATE_FORMAT,
-                "trainer": trainer.state_dict(),
-                "rng": rng_state(sampler.rng),
-                "init_sha256": model.checkpoint_sha256,
-                "fingerprint": json.dumps(fingerprint(resolved_config), default=str),
-            })
+        def state() -> dict[str, Any]:
+            return run.pack_state(step=trainer.step_count, model=trainer.mutable_state(), optimizer=trainer.optimizer,
+                                  extra={"init_sha256": model.checkpoint_sha256}, generator=sampler.rng)
 
         def after_step(step: int, terms: dict[str, float]) -> None:
-            if not main:
+            if not run.is_main:
                 return
             if step == 1 or step == steps or step % o.train.log_every == 0:
                 rec = {"step": step, **terms}
-                log_file.write(json_dumps(jsonable(rec)) + "\n")
-                log_file.flush()
-                os.fsync(log_file.fileno())
+                log.write(rec)
                 records.append(rec)
                 logger.info("step %d: %s", step, ", ".join(f"{k} {v:.4g}" for k, v in terms.items()))
             every = o.train.checkpoint_every
             if every and step % every == 0:
-                models = out / "models"
-                trainer.save(models / f"step_{step:07d}.safetensors", metadata={**meta, "step": step})
-                save_state()
-                for old in sorted(models.glob("step_*.safetensors"))[: -o.train.keep_checkpoints]:
-                    old.unlink(missing_ok=True)
-                logger.info("checkpoint at step %d", step)
+                run.checkpoint(step, state=state, save_weights=lambda path: trainer.save(
+                    path, metadata={**meta, "step": step}))
 
         start = time.perf_counter()
-        history = trainer.train(sampler, steps=max(0, steps - trainer.step_count), progress=progress and main,
+        history = trainer.train(sampler, steps=max(0, steps - trainer.step_count), progress=progress and run.is_main,
                                 callback=after_step)
         final = out / "models" / "final.safetensors"
-        sha = trainer.save(final, metadata={**meta, "step": trainer.step_count}) if main else None
-        save_state()
-    finally:
-        torch.set_num_threads(threads)
-        if log_file is not None:
-            log_file.close()
-        close_distributed(owned)
-    summary = {
-        "steps": trainer.step_count,
-        "resumed_from": resumed_from,
-        "wall_time_s": time.perf_counter() - start,
-        "first_losses": {k: v for k, v in records[0].items() if k != "step"} if records else {},
-        "last_losses": history[-1] if history else ({k: v for k, v in records[-1].items() if k != "step"}
-                                                    if records else {}),
-        "weights": str(final),
-        "sha256": sha,
-        "output_dir": str(out),
-        "log": str(log_path),
-        "device": device,
-        "world_size": world,
-    }
-    if main:
-        write_json(out / "summary.json", jsonable(summary))
+        sha = trainer.save(final, metadata={**meta, "step": trainer.step_count}) if run.is_main else None
+        run.save_state(state)
+        summary = {
+            "steps": trainer.step_count,
+            "resumed_from": resumed_from,
+            "wall_time_s": time.perf_counter() - start,
+            "first_losses": {k: v for k, v in records[0].items() if k != "step"} if records else {},
+            "last_losses": history[-1] if history else ({k: v for k, v in records[-1].items() if k != "step"}
+                                                        if records else {}),
+            "weights": str(final),
+            "sha256": sha,
+            "output_dir": str(out),
+            "log": str(log.path),
+            "device": str(run.device),
+            "world_size": run.world,
+        }
+        run.write_summary(summary)
     return summary

@@ -112,6 +112,19 @@ def test_training_with_bad_init_weights_or_resume_state(tmp_path, bad_weights, r
     assert not (tmp_path / "nan" / "models" / "final.safetensors").exists()
 
 
+def test_training_on_a_device_this_machine_lacks_is_one_line_for_both_kinds(tmp_path, recipe_factory, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # a machine without CUDA, wherever this runs
+    recipe = recipe_factory(tmp_path, iterations=4, checkpoint_every=0)
+    for args in ([str(recipe)], [str(REPO / "pipelines/train_robustsam_smoke.yml"), f"output_dir={tmp_path / 'rs'}"]):
+        res = CliRunner().invoke(main, ["train", *args, "train.device=cuda"])
+        assert res.exit_code == 1 and isinstance(res.exception, SystemExit), res.output
+        assert res.output.strip().splitlines() == [
+            "Error: train.device: 'cuda' was asked for but CUDA is not available (torch reports no CUDA GPU is "
+            "available on this machine); use cpu or auto"]
+        res = CliRunner().invoke(main, ["train", *args, "train.device=gpu"])
+        assert res.exit_code == 1 and "train.device: expected cpu, cuda, cuda:N or auto, got 'gpu'" in res.output
+
+
 def _disk_full_for(monkeypatch, folder: Path, head: bytes) -> None:
     """Make ``os.fsync`` fail as on a full disk for files in ``folder`` that begin with ``head`` (the
     temporary file of the manifest or config being written, whatever its name); others are untouched."""
