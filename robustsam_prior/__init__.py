@@ -26,6 +26,7 @@ _EXPORTS = {
     "build_prior": "prior",
     "PriorOutput": "prior",
     "PriorCache": "cache",
+    "fill_cache": "cache",
 }
 
 __all__ = sorted(_EXPORTS)

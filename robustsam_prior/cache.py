@@ -21,6 +21,9 @@ Reading
 
 Features are returned as float32 but always pass through float16 (on a miss too), so a hit and a miss
 give identical outputs.
+
+:func:`fill_cache` runs a prior over a list of image files through the cache (what
+``robustsam-restore prior-cache`` runs), sharded over the processes under ``torchrun``.
 """
 
 from __future__ import annotations
@@ -30,14 +33,18 @@ import json
 import logging
 import os
 import zlib
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from .core.fileio import atomic_path, json_dumps
 from .prior import PriorOutput
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .batch import ShardedRun
 
 logger = logging.getLogger(__name__)
 
@@ -201,3 +208,27 @@ class PriorCache:
                 self.stats["misses"] += 1
             outs.append(out)
         return PriorOutput.cat(outs).to(image.device)
+
+
+def fill_cache(
+    items: Sequence[tuple[Path, Path]], prior: Any, cache_root: str | os.PathLike
+) -> tuple[ShardedRun, dict[str, int]]:
+    """Run ``prior`` once per image of ``items`` (``(source, rel)`` pairs from
+    :func:`robustsam_prior.inputs.collect_inputs`) through the cache at ``cache_root``.
+
+    Valid entries are kept, so an interrupted fill resumes where it stopped; corrupt ones are recomputed.
+    Under ``torchrun`` each process takes its share of the files
+    (:func:`robustsam_prior.batch.process_files_sharded`). Returns the run (its summary holds every
+    process's files) and :attr:`PriorCache.stats` summed over the processes.
+    """
+    from .batch import process_files_sharded
+    from .core.io import read_image, to_tensor
+
+    cache = PriorCache(cache_root)
+
+    def one(src: Path, rel: Path) -> None:
+        cache.get_or_compute(prior, to_tensor(read_image(src).pixels))
+
+    run = process_files_sharded(items, one, desc="prior-cache", collect=lambda: dict(cache.stats))
+    stats = {key: sum(rank_stats[key] for rank_stats in run.collected) for key in cache.stats}
+    return run, stats

@@ -19,9 +19,9 @@ def collect_inputs(
     A file gives ``[(file, Path(file.name))]``. A folder gives every non-hidden entry in it that is
     not a folder (in sub-folders too when ``recursive``, except the trees in ``exclude``: an output
     folder inside the input), as ``(source, path relative to the folder)`` sorted by the relative path.
-    Non-image files are included: folder commands skip them with a warning (see
-    ``pipelines.commands._common.process_files``), so a stray file is reported, not silently lost;
-    so are FIFOs, devices and broken links, which :func:`read_image` then refuses by name.
+    Non-image files are included: :func:`robustsam_prior.batch.process_files` skips them with a
+    warning, so a stray file is reported, not silently lost; so are FIFOs, devices and broken links,
+    which :func:`read_image` then refuses by name.
 
     Raises:
         FileNotFoundError: ``input`` does not exist.

@@ -1,9 +1,9 @@
 """Shared plumbing for commands that process a file or a folder of images.
 
-:func:`process_files` runs one function per input with a progress bar, keeps going when a file
-fails (the error is logged and recorded), skips non-image files with a warning, and returns a
-:class:`RunSummary` whose :meth:`RunSummary.report_and_exit` prints one summary line, lists the
-failures and exits non-zero if anything failed.
+The files themselves are processed by :mod:`robustsam_prior.batch` (``process_files``, and
+``process_files_sharded`` under ``torchrun``); :func:`report_and_exit` prints the ``RunSummary`` it
+returns as one line, lists the failures and exits non-zero if anything failed, and :func:`reports_here`
+lets rank 0 alone report a sharded run while every rank shares its exit status.
 
 Before a folder command writes anything: :func:`plan_inputs` refuses an OUTPUT that is the INPUT and
 leaves an output folder inside the input out of a ``--recursive`` walk; :func:`refuse_overwrites`
@@ -17,91 +17,42 @@ from __future__ import annotations
 
 import logging
 import os
-import time
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
+
+if TYPE_CHECKING:  # pragma: no cover
+    from robustsam_prior.batch import RunSummary, ShardedRun
 
 logger = logging.getLogger(__name__)
 
 
-@dataclass
-class RunSummary:
-    """What happened to each input of a folder command (paths are relative to the input root)."""
+def report_and_exit(summary: RunSummary) -> None:
+    """Print ``summary``'s line (and each failure) and raise ``SystemExit(1)`` if anything failed.
 
-    desc: str = "processed"
-    processed: list[Path] = field(default_factory=list)
-    skipped: list[tuple[Path, str]] = field(default_factory=list)
-    failed: list[tuple[Path, str]] = field(default_factory=list)
-    seconds: float = 0.0
-
-    @property
-    def ok(self) -> bool:
-        """True when no file failed and at least one image was processed."""
-        return not self.failed and bool(self.processed)
-
-    def line(self) -> str:
-        rate = len(self.processed) / self.seconds if self.seconds > 0 else 0.0
-        return (
-            f"{self.desc}: {len(self.processed)} ok, {len(self.failed)} failed, "
-            f"{len(self.skipped)} skipped in {self.seconds:.1f} s ({rate:.2f} images/s)"
-        )
-
-    def report_and_exit(self) -> None:
-        """Print the summary (and each failure) and raise ``SystemExit(1)`` if anything failed.
-
-        A run that found no image at all also exits 1: a typo in a folder name must not look like
-        success.
-        """
-        click.echo(self.line())
-        for rel, message in self.failed:
-            click.echo(f"  FAILED {rel}: {message}", err=True)
-        if self.failed:
-            raise SystemExit(1)
-        if not self.processed:
-            click.echo("  no image files were found", err=True)
-            raise SystemExit(1)
-
-
-def process_files(
-    items: Sequence[tuple[Path, Path]],
-    fn: Callable[[Path, Path], object],
-    *,
-    desc: str,
-) -> RunSummary:
-    """Call ``fn(source, rel)`` for each ``(source, rel)`` from ``robustsam_prior.inputs.collect_inputs``.
-
-    Non-image files (by suffix) are skipped with a warning. An exception from ``fn`` is logged with
-    the file's relative path and recorded; the remaining files are still processed.
-    ``KeyboardInterrupt`` is not caught.
+    A run that found no image at all also exits 1: a typo in a folder name must not look like success.
     """
-    from robustsam_prior.core.io import is_image_file
-    from robustsam_prior.progress import progress_bar
+    click.echo(summary.line())
+    for rel, message in summary.failed:
+        click.echo(f"  FAILED {rel}: {message}", err=True)
+    if summary.failed:
+        raise SystemExit(1)
+    if not summary.processed:
+        click.echo("  no image files were found", err=True)
+        raise SystemExit(1)
 
-    summary = RunSummary(desc=desc)
-    start = time.perf_counter()
-    images = []
-    for src, rel in items:
-        if is_image_file(src):
-            images.append((src, rel))
-        else:
-            logger.warning("skipping %s: not an image file (suffix %r)", rel, Path(src).suffix)
-            summary.skipped.append((Path(rel), "not an image file"))
-    bar = progress_bar(images, desc=desc, unit="img", disable=len(images) <= 1, leave=False)
-    for src, rel in bar:
-        try:
-            fn(Path(src), Path(rel))
-        except Exception as exc:  # one bad file must not stop the folder
-            message = str(exc) or type(exc).__name__
-            logger.error("%s failed: %s", rel, message)
-            logger.debug("traceback for %s", rel, exc_info=True)
-            summary.failed.append((Path(rel), message))
-        else:
-            summary.processed.append(Path(rel))
-    summary.seconds = time.perf_counter() - start
-    return summary
+
+def reports_here(run: ShardedRun) -> bool:
+    """Whether this process prints the report of a sharded run: rank 0 does. Another rank prints nothing
+    and shares rank 0's exit status: it exits 1 when a file failed on any rank or nothing was done."""
+    if run.rank == 0:
+        return True
+    if not run.ok:
+        raise SystemExit(1)
+    return False
 
 
 # robustsam_prior.core.io.DEFAULT_MAX_PIXELS, spelled out so that --help does not import the reader

@@ -118,12 +118,13 @@ def degrade(
 
     from pipelines.commands._common import (
         plan_inputs,
-        process_files,
         refuse_collisions,
         refuse_overwrites,
+        report_and_exit,
         shared_stems,
         start_output,
     )
+    from robustsam_prior.batch import process_files
     from robustsam_prior.core.fileio import write_json
     from robustsam_prior.core.io import IMAGE_EXTENSIONS, is_image_file
     from robustsam_prior.degradations import DEGRADATIONS
@@ -163,4 +164,4 @@ def degrade(
             kind, severity, seed, entries, failed={rel.as_posix(): msg for rel, msg in summary.failed},
             skipped={rel.as_posix(): msg for rel, msg in summary.skipped}))
         logger.info("manifest written to %s", layout.manifest)
-    summary.report_and_exit()
+    report_and_exit(summary)

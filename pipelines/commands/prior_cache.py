@@ -2,14 +2,17 @@
 
 Each image is decoded, keyed by its content and the prior's meta, and run through the prior unless a
 valid entry exists (so an interrupted run resumes where it stopped; corrupt entries are recomputed).
-Under ``torchrun`` (``WORLD_SIZE`` > 1) the sorted file list is sharded (:mod:`._distributed`: rank
-``r`` of ``W`` takes files ``r, r + W, r + 2W, ...``); the ranks meet at a barrier (gloo, works on CPU)
-and rank 0 prints the summary of all of them. Every rank exits non-zero if any file failed on any rank.
+The command parses its options, builds the prior and runs :func:`robustsam_prior.cache.fill_cache`.
+Under ``torchrun`` (``WORLD_SIZE`` > 1) the sorted file list is sharded
+(:func:`robustsam_prior.batch.process_files_sharded`: rank ``r`` of ``W`` takes files ``r, r + W,
+r + 2W, ...``) and rank 0 prints the summary of all of them. Every rank exits non-zero if any file
+failed on any rank.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +27,6 @@ from ._common import (
     prior_config_option,
     stock_encoder_option,
 )
-from ._distributed import distributed_context, gather, merge_summaries, shard
 
 logger = logging.getLogger(__name__)
 
@@ -46,32 +48,6 @@ def parse_options(pairs: tuple[str, ...]) -> dict[str, Any]:
         except ConfigError as e:
             raise click.BadParameter(str(e), param_hint="--prior-option") from None
     return options
-
-
-def fill_cache(
-    items: list[tuple[Path, Path]],
-    prior: Any,
-    cache_root: Path,
-    *,
-    rank: int = 0,
-    world_size: int = 1,
-):
-    """Cache ``prior`` for this rank's share ``items[rank::world_size]``; returns (RunSummary, stats)."""
-    from robustsam_prior.cache import PriorCache
-    from robustsam_prior.core.io import read_image, to_tensor
-
-    from ._common import process_files
-
-    cache = PriorCache(cache_root)
-    mine = shard(items, rank, world_size)
-
-    def one(src: Path, rel: Path) -> None:
-        image = read_image(src)
-        cache.get_or_compute(prior, to_tensor(image.pixels))
-
-    desc = "prior-cache" if world_size == 1 else f"prior-cache[rank {rank}]"
-    summary = process_files(mine, one, desc=desc)
-    return summary, dict(cache.stats)
 
 
 @click.command("prior-cache")
@@ -109,10 +85,13 @@ def prior_cache(
     as_json: bool,
 ) -> None:
     """Run a prior once per image of INPUT (a file or folder) and store the outputs in --cache."""
+    from robustsam_prior.cache import fill_cache
     from robustsam_prior.core.checkpoint import CheckpointError
     from robustsam_prior.core.io import ImageReadError
     from robustsam_prior.inputs import collect_inputs
     from robustsam_prior.prior import build_prior
+
+    from ._common import report_and_exit, reports_here
 
     options = parse_options(option_pairs)
     if checkpoint is not None:
@@ -125,46 +104,33 @@ def prior_cache(
                                    f"checkpoint), not {prior_name!r}")
         if given:
             options[key] = value
-    rank, world, owned = distributed_context()
-    if world > 1 and prior_name in ("robustsam", "sam") and "device" not in options:
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and prior_name in SAM_PRIORS and "device" not in options:
         from robustsam_prior.core.devices import local_device, resolve_device
 
         options["device"] = str(local_device(resolve_device("auto")))  # cuda:$LOCAL_RANK where there are GPUs
     try:
+        prior = build_prior(prior_name, **options)
+    except (KeyError, ValueError, TypeError) as e:
+        message = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
+        if "checkpoint" in options and "unknown option 'checkpoint'" in message:
+            message = f"prior {prior_name!r} takes no checkpoint (--prior-checkpoint)"
+        raise click.UsageError(message) from e
+    except FileNotFoundError as e:  # checkpoint not found: the message says where to get it
+        raise click.ClickException(str(e)) from e
+    if prior_config is not None:  # a mismatch is found now, not on each file
         try:
-            prior = build_prior(prior_name, **options)
-        except (KeyError, ValueError, TypeError) as e:
-            message = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
-            if "checkpoint" in options and "unknown option 'checkpoint'" in message:
-                message = f"prior {prior_name!r} takes no checkpoint (--prior-checkpoint)"
-            raise click.UsageError(message) from e
-        except FileNotFoundError as e:  # checkpoint not found: the message says where to get it
-            raise click.ClickException(str(e)) from e
-        if prior_config is not None:  # a mismatch is found now, not on each file
-            try:
-                prior.model  # noqa: B018 - builds and loads the prior's network
-            except (CheckpointError, ValueError) as e:
-                raise click.ClickException(prior_config_mismatch(e, prior_config)) from e
-        # a cache folder inside the input is not read as input (its entries are not images)
-        inside = recursive and input.is_dir() and input.resolve() in cache_dir.resolve().parents
-        try:
-            items = collect_inputs(input, recursive=recursive, exclude=(cache_dir,) if inside else ())
-        except (ImageReadError, FileNotFoundError) as e:
-            raise click.ClickException(str(e)) from None
-        summary, stats = fill_cache(items, prior, cache_dir, rank=rank, world_size=world)
-        if world > 1:
-            gathered = gather((summary, stats), world)
-            summary = merge_summaries([s for s, _ in gathered], "prior-cache")
-            stats = {k: sum(st[k] for _, st in gathered) for k in stats}
-    finally:
-        if owned:
-            import torch.distributed as dist
-
-            dist.destroy_process_group()
-    stats["world_size"] = world
-    if rank != 0:  # rank 0 reports for everyone; the others only share the exit status
-        if summary.failed or not summary.processed:
-            raise SystemExit(1)
+            prior.model  # noqa: B018 - builds and loads the prior's network
+        except (CheckpointError, ValueError) as e:
+            raise click.ClickException(prior_config_mismatch(e, prior_config)) from e
+    # a cache folder inside the input is not read as input (its entries are not images)
+    inside = recursive and input.is_dir() and input.resolve() in cache_dir.resolve().parents
+    try:
+        items = collect_inputs(input, recursive=recursive, exclude=(cache_dir,) if inside else ())
+    except (ImageReadError, FileNotFoundError) as e:
+        raise click.ClickException(str(e)) from None
+    run, stats = fill_cache(items, prior, cache_dir)
+    summary, world = run.summary, run.world_size
+    if not reports_here(run):
         return
     if as_json:
         click.echo(json_dumps({
@@ -179,12 +145,11 @@ def prior_cache(
             "cache": str(cache_dir),
             "prior": prior.meta,
         }))
-        if summary.failed or not summary.processed:
+        if not summary.ok:
             raise SystemExit(1)
         return
     click.echo(
         f"cache {cache_dir}: {stats['misses']} computed, {stats['hits']} already cached, "
         f"{stats['corrupt']} corrupt entries recomputed ({world} process{'es' if world > 1 else ''})"
     )
-    summary.report_and_exit()
-
+    report_and_exit(summary)

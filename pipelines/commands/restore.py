@@ -10,14 +10,15 @@ No output is ever written over an input, ``--overwrite`` or not: OUTPUT must not
 a single file, the folder holding it), through links included. An OUTPUT folder inside INPUT is
 left out of the ``--recursive`` walk, so re-runs do not restore earlier outputs again.
 
-Under ``torchrun`` the files are sharded over the processes as ``prior-cache`` does
-(:mod:`._distributed`; each process on its own GPU where there are GPUs) and rank 0 prints the summary
-of all of them.
+Under ``torchrun`` the files are sharded over the processes
+(:func:`robustsam_prior.batch.process_files_sharded`; each process on its own GPU where there are GPUs)
+and rank 0 prints the summary of all of them.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 import click
@@ -38,13 +39,25 @@ SELF_ENSEMBLE_CHOICES = ("none", "flip", "x8")  # restore.inference.SELF_ENSEMBL
 MIN_TILE = 128  # restore.inference.MIN_TILE
 
 
-def output_path(input_root: Path, output: Path, rel: Path) -> Path:
-    """Where the restored ``rel`` goes: ``OUTPUT/rel``, or OUTPUT itself for a file -> file call."""
-    from robustsam_prior.core.io import is_image_file
+def _check_tile(ctx: click.Context, param: click.Parameter, tile: int | None) -> int | None:
+    if tile is not None and tile < 0:
+        raise click.BadParameter("must be >= 0 (0 = never tile)")
+    if tile is not None and 0 < tile < MIN_TILE:
+        raise click.BadParameter(
+            f"{tile} is too small: use 0 (never tile) or at least {MIN_TILE} pixels (smaller tiles give the "
+            "network too little context: slower, and far from the untiled result)")
+    return tile
 
-    if input_root.is_file() and is_image_file(output):
-        return output
-    return output / rel
+
+def _pixels(zero: str) -> Callable[[click.Context, click.Parameter, int | None], int | None]:
+    """The check of a size in pixels that must be >= 0; ``zero`` says what 0 means."""
+
+    def check(ctx: click.Context, param: click.Parameter, value: int | None) -> int | None:
+        if value is not None and value < 0:
+            raise click.BadParameter(f"must be >= 0 pixels (0 = {zero})")
+        return value
+
+    return check
 
 
 def run_restore(
@@ -68,26 +81,21 @@ def run_restore(
 ) -> None:
     """The body of ``dehaze``/``deblur`` (see the module docstring); exits through click."""
     from restore.inference import Restorer
+    from robustsam_prior.batch import process_files_sharded
     from robustsam_prior.core.checkpoint import CheckpointError
     from robustsam_prior.core.io import is_image_file
 
-    from . import _distributed as ddp
-    from ._common import plan_inputs, process_files, refuse_overwrites, start_output
+    from ._common import plan_inputs, refuse_overwrites, report_and_exit, reports_here, start_output
 
-    if tile is not None and tile < 0:
-        raise click.BadParameter("must be >= 0 (0 = never tile)", param_hint="--tile")
-    if tile is not None and 0 < tile < MIN_TILE:
-        raise click.BadParameter(
-            f"{tile} is too small: use 0 (never tile) or at least {MIN_TILE} pixels (smaller tiles give the "
-            "network too little context: slower, and far from the untiled result)", param_hint="--tile")
-    if local_pool is not None and local_pool < 0:
-        raise click.BadParameter("must be >= 0 pixels (0 = the whole image)", param_hint="--local-pool")
-    if guided_radius is not None and guided_radius < 0:
-        raise click.BadParameter("must be >= 0 pixels (0 = off)", param_hint="--guided-radius")
     items = plan_inputs(input, output, recursive=recursive)
-    refuse_overwrites((src, output_path(input, output, rel)) for src, rel in items if is_image_file(src))
-    rank, world, owned = ddp.distributed_context()
-    try:
+    single_target = input.is_file() and is_image_file(output)  # file -> file: OUTPUT is the file itself
+
+    def output_path(rel: Path) -> Path:
+        return output if single_target else output / rel
+
+    refuse_overwrites((src, output_path(rel)) for src, rel in items if is_image_file(src))
+
+    def setup(rank: int, world: int):  # in each process, on its own GPU where there are GPUs
         try:
             restorer = Restorer.load(
                 model, task=task, prior=prior, prior_checkpoint=prior_checkpoint, device=device, tile=tile,
@@ -105,38 +113,25 @@ def run_restore(
         logger.info("%s with model %s (prior %s, device %s, self-ensemble %s)", task, restorer.name,
                     getattr(restorer.prior, "name", None), restorer.device, self_ensemble)
 
-        single_target = input.is_file() and is_image_file(output)
-        if rank == 0:  # before any rank writes: another rank's fresh temporary file is never stale
-            start_output(output.parent if single_target else output, recursive=not single_target)
-        ddp.barrier(world)
-        todo, done = [], []
-        for src, rel in ddp.shard(items, rank, world):
-            dst = output_path(input, output, rel)
-            if is_image_file(src) and dst.exists() and not overwrite:
-                done.append(rel)
-            else:
-                todo.append((src, rel))
-
         def restore_one(src: Path, rel: Path) -> None:
-            dst = output_path(input, output, rel)
+            dst = output_path(rel)
             dst.parent.mkdir(parents=True, exist_ok=True)
             restorer.restore_file(src, dst)
 
-        summary = process_files(todo, restore_one, desc=task)
-        summary.skipped.extend((rel, "output exists (use --overwrite)") for rel in done)
-        gathered = ddp.gather((summary, len(done)), world)
-    finally:
-        ddp.close(owned)
-    summary = ddp.merge_summaries([s for s, _ in gathered], task) if world > 1 else summary
-    done_anywhere = sum(n for _, n in gathered)
-    if rank != 0:  # rank 0 reports for everyone; the others share its exit status
-        if summary.failed or not (summary.processed or done_anywhere):
-            raise SystemExit(1)
+        return restore_one
+
+    run = process_files_sharded(
+        items, setup=setup, desc=task,
+        skip=None if overwrite else lambda src, rel: output_path(rel).exists(),
+        skip_reason="output exists (use --overwrite)",
+        prepare=lambda: start_output(output.parent if single_target else output, recursive=not single_target),
+    )
+    if not reports_here(run):
         return
-    if done_anywhere and not summary.failed and not summary.processed:
-        click.echo(summary.line() + " (all outputs exist; --overwrite to redo)")
+    if run.existing and not run.summary.failed and not run.summary.processed:
+        click.echo(run.summary.line() + " (all outputs exist; --overwrite to redo)")
         return
-    summary.report_and_exit()
+    report_and_exit(run.summary)
 
 
 def _command(task: str) -> click.Command:
@@ -160,15 +155,15 @@ def _command(task: str) -> click.Command:
                        "(robustsam-vit-b/-l/-h); default: $ROBUSTSAM_CHECKPOINT, else robustsam-vit-b.")
     @prior_config_option()
     @stock_encoder_option
-    @click.option("--tile", type=int, default=None,
+    @click.option("--tile", type=int, default=None, callback=_check_tile,
                   help=f"Tile size in pixels for large images: 0 = never tile, else at least {MIN_TILE} "
                        "(default: tiles of 1024 above 4 megapixels).")
-    @click.option("--local-pool", type=int, default=None, metavar="PX",
+    @click.option("--local-pool", type=int, default=None, metavar="PX", callback=_pixels("the whole image"),
                   help="Channel-attention statistics over a PX-wide window around each pixel instead of the "
                        "whole image (TLC, Chu et al. ECCV 2022), for blur that varies across the image; "
                        "0 = the whole image. Default: the model's own setting (144 for the packaged "
                        "deblurrers, the whole image otherwise).")
-    @click.option("--guided-radius", type=int, default=None, metavar="PX",
+    @click.option("--guided-radius", type=int, default=None, metavar="PX", callback=_pixels("off"),
                   help="Pass the output through a guided filter of this radius with the input as guide, so it "
                        "stays a local affine map of the input (no grid or streaks on flat sky); 0 = off. "
                        "Default: the model's own setting (16 for the packaged dehazers, off otherwise).")

@@ -26,7 +26,8 @@ points must lie on the image (x in [0, W), y in [0, H)), a box inside [0, W] x [
 cannot be read is a one-line error naming the file (in a folder, that file fails and the others go on).
 Nothing of an image is written until all of its results are known, so a bad prompt, an unreadable image
 or a score JSON cannot hold (NaN) leaves its output as it was. Under ``torchrun`` the images of a folder
-are sharded over the processes as ``prior-cache`` does (:mod:`._distributed`).
+are sharded over the processes (:func:`robustsam_prior.batch.process_files_sharded`) and rank 0 prints
+the summary of all of them.
 """
 
 from __future__ import annotations
@@ -128,13 +129,13 @@ def segment(
     if not auto and not (points_text or box_text):
         raise click.UsageError("give --points and/or --box, or --auto")
 
+    from robustsam_prior.batch import process_files_sharded
     from robustsam_prior.core.checkpoint import CheckpointError
     from robustsam_prior.core.devices import resolve_device
     from robustsam_prior.core.io import is_image_file, read_image
     from robustsam_prior.segment import Prompts, image_size, load_model, output_folder, segment_file
 
-    from . import _distributed as ddp
-    from ._common import plan_inputs, process_files, shared_stems, start_output
+    from ._common import plan_inputs, report_and_exit, reports_here, shared_stems, start_output
 
     prompts = _prompt_option_errors(Prompts.parse, points_text, box_text)
     try:
@@ -159,22 +160,14 @@ def segment(
     settings = {"path": path, "multimask": multimask, "points_per_side": points_per_side,
                 "pred_iou_thresh": pred_iou_thresh, "stability_score_thresh": stability_thresh,
                 "box_nms_thresh": box_nms_thresh, "min_mask_region_area": min_mask_region_area, "progress": single}
-    if single:  # one image: rank 0 alone under torchrun, without a process group (nothing to share)
-        if int(os.environ.get("RANK", "0")) != 0:
-            return
-        rank, world, owned = 0, 1, False
-    else:
-        rank, world, owned = ddp.distributed_context()
-    try:
+    reports: dict[str, dict] = {}
+
+    def setup(rank: int = 0, world: int = 1) -> Callable[[Path, Path], None]:
         try:
             model = load_model(checkpoint, prior_config and prior_config.config, bn_mode=bn_mode,
                                fast=not stock_encoder, device=device)
         except (CheckpointError, ValueError) as e:
             raise click.ClickException(prior_config_mismatch(e, prior_config)) from e
-        if rank == 0 and not single:
-            start_output(output)
-        ddp.barrier(world)
-        reports: dict[str, dict] = {}
 
         def one(src: Path, rel: Path) -> None:
             out = output_folder(output, None if single else rel, shared)
@@ -189,33 +182,29 @@ def segment(
                                        **({"no_masks": why} if why else {}),
                                        **({"text": result.to_json()} if single else {})}
 
-        if single:
-            one(input, items[0][1])
-            summary = None
-        else:
-            summary = process_files(ddp.shard(items, rank, world), one, desc="segment")
-        gathered = ddp.gather((summary, reports), world)
-    finally:
-        ddp.close(owned)
-    if single:
+        return one
+
+    if single:  # one image: rank 0 alone under torchrun, without a process group (nothing to share)
+        if int(os.environ.get("RANK", "0")) != 0:
+            return
+        setup()(input, items[0][1])  # an error is the command's error
         report = reports[items[0][1].as_posix()]
         if as_json:
             click.echo(report["text"])
         elif "no_masks" not in report:
             click.echo(f"{input}: {report['masks']} masks -> {output}")
         return
-    summary = ddp.merge_summaries([s for s, _ in gathered], "segment")
-    for _, r in gathered:
-        reports.update(r)
-    if rank != 0:
-        ddp.exit_other_rank(summary)
+    run = process_files_sharded(items, setup=setup, desc="segment", prepare=lambda: start_output(output),
+                                collect=lambda: reports)
+    if not reports_here(run):
         return
     if as_json:
         from robustsam_prior.core.fileio import json_dumps
 
+        everyone = {rel: report for rank_reports in run.collected for rel, report in rank_reports.items()}
         click.echo(json_dumps({
-            "images": dict(sorted(reports.items())),
-            "failed": {str(rel): msg for rel, msg in summary.failed},
-            "world_size": world,
+            "images": dict(sorted(everyone.items())),
+            "failed": {str(rel): msg for rel, msg in run.summary.failed},
+            "world_size": run.world_size,
         }))
-    summary.report_and_exit()
+    report_and_exit(run.summary)

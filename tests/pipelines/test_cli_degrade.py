@@ -1,4 +1,4 @@
-"""Folder processing (pipelines.commands._common) and the ``degrade`` command."""
+"""Folder processing (robustsam_prior.batch, reported by pipelines.commands._common) and the ``degrade`` command."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipelines.commands._common import RunSummary, process_files
+from pipelines.commands._common import report_and_exit
+from robustsam_prior.batch import RunSummary, process_files
 from robustsam_prior.core.io import read_image, write_image
 from robustsam_prior.inputs import collect_inputs
 
@@ -41,7 +42,7 @@ def test_process_files_continues_after_failure(tmp_path, caplog, capsys):
     assert "skipping notes.txt" in caplog.text and "b.png failed" in caplog.text
     assert not summary.ok
     with pytest.raises(SystemExit) as info:
-        summary.report_and_exit()
+        report_and_exit(summary)
     assert info.value.code == 1
     out, err = capsys.readouterr()
     assert "test: 2 ok, 1 failed, 1 skipped" in out and "FAILED b.png" in err
@@ -49,10 +50,10 @@ def test_process_files_continues_after_failure(tmp_path, caplog, capsys):
 
 def test_report_ok_and_empty():
     ok = RunSummary(desc="x", processed=[Path("a.png")], seconds=0.5)
-    ok.report_and_exit()  # no SystemExit
+    report_and_exit(ok)  # no SystemExit
     assert ok.ok and "2.00 images/s" in ok.line()
     with pytest.raises(SystemExit):
-        RunSummary(desc="x", skipped=[(Path("a.txt"), "not an image file")]).report_and_exit()
+        report_and_exit(RunSummary(desc="x", skipped=[(Path("a.txt"), "not an image file")]))
 
 
 def test_keyboard_interrupt_is_not_swallowed(tmp_path):

@@ -103,7 +103,7 @@ def _options(root: Path, **extra) -> dict:
 
 
 def test_the_prior_cache_is_the_one_prior_cache_fills(tmp_path):
-    from pipelines.commands.prior_cache import fill_cache
+    from robustsam_prior.cache import fill_cache
     from robustsam_prior.prior import build_prior
 
     root = _pairs(tmp_path / "data", tmpl="{}_hazy")
