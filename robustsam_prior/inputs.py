@@ -1,5 +1,6 @@
-"""The files a command processes: listing an input file or folder, and refusing outputs that would
-overwrite inputs. Reading and writing the images themselves is :mod:`robustsam_prior.core.io`."""
+"""The files a command processes: listing an input file or folder, refusing outputs that would
+overwrite inputs, and finding inputs that share a stem (:func:`shared_stems`). Reading and writing the
+images themselves is :mod:`robustsam_prior.core.io`."""
 
 from __future__ import annotations
 
@@ -105,3 +106,16 @@ def refuse_overwriting_inputs(pairs: Iterable[tuple[str | os.PathLike, str | os.
                 f"output {str(dst)!r} is the input file {str(hit)!r}: it would be overwritten; choose an "
                 "output folder that holds no input"
             )
+
+
+def shared_stems(rels: Iterable[Path]) -> set[Path]:
+    """The relative paths that share their folder and stem with another one (``x.png`` beside ``x.jpg``).
+
+    Files named after an input's stem (side files, label maps) keep the input's full name for these,
+    so that each input keeps its own.
+    """
+    groups: dict[Path, list[Path]] = {}
+    for rel in rels:
+        rel = Path(rel)
+        groups.setdefault(rel.parent / rel.stem, []).append(rel)
+    return {rel for group in groups.values() if len(group) > 1 for rel in group}

@@ -128,19 +128,6 @@ def refuse_collisions(outputs: Iterable[tuple[Path, Path]], *, hint: str) -> Non
         raise click.ClickException(f"inputs {', '.join(rels)} would be written to the same file {dst}{more}; {hint}")
 
 
-def shared_stems(rels: Iterable[Path]) -> set[Path]:
-    """The relative paths that share their folder and stem with another one (``x.png`` beside ``x.jpg``).
-
-    Files named after an input's stem (side files, label maps) keep the input's full name for these,
-    so that each input keeps its own.
-    """
-    groups: dict[Path, list[Path]] = {}
-    for rel in rels:
-        rel = Path(rel)
-        groups.setdefault(rel.parent / rel.stem, []).append(rel)
-    return {rel for group in groups.values() if len(group) > 1 for rel in group}
-
-
 def start_output(folder: Path, *, recursive: bool = True) -> None:
     """Remove what killed earlier runs left in ``folder``: this project's stale temporary files only."""
     from robustsam_prior.core.fileio import clean_stale_temp_files

@@ -121,7 +121,6 @@ def degrade(
         refuse_collisions,
         refuse_overwrites,
         report_and_exit,
-        shared_stems,
         start_output,
     )
     from robustsam_prior.batch import process_files
@@ -129,6 +128,7 @@ def degrade(
     from robustsam_prior.core.io import IMAGE_EXTENSIONS, is_image_file
     from robustsam_prior.degradations import DEGRADATIONS
     from robustsam_prior.degradations.files import DegradeLayout, degrade_manifest, write_degraded
+    from robustsam_prior.inputs import shared_stems
 
     try:
         DEGRADATIONS.get(kind)

@@ -133,9 +133,10 @@ def segment(
     from robustsam_prior.core.checkpoint import CheckpointError
     from robustsam_prior.core.devices import resolve_device
     from robustsam_prior.core.io import is_image_file, read_image
+    from robustsam_prior.inputs import shared_stems
     from robustsam_prior.segment import Prompts, image_size, load_model, output_folder, segment_file
 
-    from ._common import plan_inputs, report_and_exit, reports_here, shared_stems, start_output
+    from ._common import plan_inputs, report_and_exit, reports_here, start_output
 
     prompts = _prompt_option_errors(Prompts.parse, points_text, box_text)
     try:
