@@ -13,14 +13,20 @@ window in pixels (``Restorer.load(local_pool=...)``; 0 or absent = the whole ima
 :func:`restore.archs.nafnet_arch.guided_filter`; it has no weights, so it can be added to trained ones). Until they
 exist the table is empty and the default names in :data:`DEFAULT_MODELS` resolve to a clear error
 that names the options.
+
+:func:`list_models` describes every model this installation can run (what ``robustsam-restore models``
+prints), reading each checkpoint's metadata with :func:`describe_checkpoint`.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from robustsam_prior.core.registry import did_you_mean
 
@@ -128,3 +134,57 @@ def resolve_model(model: str | None, task: str) -> ModelRef:
         f"model {name!r} is neither a known model name{did_you_mean(name, known)} nor an existing file; "
         f"use {_options(task)}"
     )
+
+
+def describe_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """Metadata summary of a restoration checkpoint: task, architecture, prior, parameter count, size,
+    validation metrics and their conventions, sha256 (``available`` false and ``error`` set if it cannot
+    be read)."""
+    from robustsam_prior.core.checkpoint import CheckpointError, read_checkpoint
+
+    path = Path(path)
+    try:
+        ckpt = read_checkpoint(path)
+    except CheckpointError as e:
+        return {"available": False, "error": str(e)}
+    meta = ckpt.metadata
+    return {
+        "available": True,
+        "task": meta.get("task"),
+        "arch": meta.get("arch"),
+        "prior": (meta.get("prior") or {}).get("name"),
+        "params": int(sum(t.numel() for t in ckpt.state_dict.values())),
+        "size_bytes": path.stat().st_size,
+        "metrics": meta.get("metrics") or {},
+        "metric_conventions": meta.get("metric_conventions"),
+        "sha256": ckpt.sha256,
+    }
+
+
+def list_models(paths: Iterable[str | os.PathLike] = (), task: str | None = None) -> list[dict[str, Any]]:
+    """One record per model: the classical methods, the packaged models, the default model name of each
+    task without packaged weights (``available`` false) and the checkpoint files ``paths``; only
+    ``task``'s when it is given. A record holds ``name``, ``kind`` (classical, packaged, default,
+    checkpoint), ``task``, ``available`` and, where known, what :func:`describe_checkpoint` reads.
+    """
+    rows: list[dict[str, Any]] = []
+    for name, tasks in CLASSICAL.items():
+        for t in tasks:
+            rows.append({"name": name, "kind": "classical", "task": t, "arch": name, "prior": None,
+                         "params": 0, "size_bytes": 0, "metrics": {}, "available": True})
+    zoo = load_zoo()
+    for name, entry in zoo.items():
+        info = describe_checkpoint(entry.path) if entry.path.is_file() else {
+            "available": False, "error": f"weight file {entry.path} is missing"}
+        rows.append({"name": name, "kind": "packaged", "task": entry.task, "path": str(entry.path),
+                     "local_pool": entry.local_pool, **info})
+        rows[-1]["task"] = rows[-1].get("task") or entry.task
+    for t, name in DEFAULT_MODELS.items():
+        if name not in zoo:
+            rows.append({"name": name, "kind": "default", "task": t, "available": False,
+                         "error": "no trained weights packaged yet"})
+    for p in map(Path, paths):
+        rows.append({"name": p.name, "kind": "checkpoint", "path": str(p), **describe_checkpoint(p)})
+    if task:
+        rows = [r for r in rows if r.get("task") == task]
+    return rows

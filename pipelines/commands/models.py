@@ -1,9 +1,10 @@
 """``robustsam-restore models``: the restoration models this installation can run.
 
-Lists the classical methods, the packaged models (``restore/weights/zoo.json``), the default model
-name of each task (marked unavailable until its weights exist) and any checkpoint files given as
-arguments: name, task, architecture, prior, size and the validation metrics from the metadata, then
-the PSNR/SSIM convention each model's metrics follow as its checkpoint records it.
+Prints :func:`restore.zoo.list_models`: the classical methods, the packaged models
+(``restore/weights/zoo.json``), the default model name of each task (marked unavailable until its
+weights exist) and any checkpoint files given as arguments: name, task, architecture, prior, size and
+the validation metrics from the metadata, then the PSNR/SSIM convention each model's metrics follow as
+its checkpoint records it.
 """
 
 from __future__ import annotations
@@ -14,55 +15,6 @@ from typing import Any
 import click
 
 from robustsam_prior.core.fileio import json_dumps, jsonable
-
-
-def describe_checkpoint(path: Path) -> dict[str, Any]:
-    """Metadata summary of a restoration checkpoint (``error`` set if it cannot be read)."""
-    from robustsam_prior.core.checkpoint import CheckpointError, read_checkpoint
-
-    try:
-        ckpt = read_checkpoint(path)
-    except CheckpointError as e:
-        return {"available": False, "error": str(e)}
-    meta = ckpt.metadata
-    return {
-        "available": True,
-        "task": meta.get("task"),
-        "arch": meta.get("arch"),
-        "prior": (meta.get("prior") or {}).get("name"),
-        "params": int(sum(t.numel() for t in ckpt.state_dict.values())),
-        "size_bytes": path.stat().st_size,
-        "metrics": meta.get("metrics") or {},
-        "metric_conventions": meta.get("metric_conventions"),
-        "sha256": ckpt.sha256,
-    }
-
-
-def list_models(paths: tuple[Path, ...] = (), task: str | None = None) -> list[dict[str, Any]]:
-    """One record per model (see the module docstring)."""
-    from restore.zoo import CLASSICAL, DEFAULT_MODELS, load_zoo
-
-    rows: list[dict[str, Any]] = []
-    for name, tasks in CLASSICAL.items():
-        for t in tasks:
-            rows.append({"name": name, "kind": "classical", "task": t, "arch": name, "prior": None,
-                         "params": 0, "size_bytes": 0, "metrics": {}, "available": True})
-    zoo = load_zoo()
-    for name, entry in zoo.items():
-        info = describe_checkpoint(entry.path) if entry.path.is_file() else {
-            "available": False, "error": f"weight file {entry.path} is missing"}
-        rows.append({"name": name, "kind": "packaged", "task": entry.task, "path": str(entry.path),
-                     "local_pool": entry.local_pool, **info})
-        rows[-1]["task"] = rows[-1].get("task") or entry.task
-    for t, name in DEFAULT_MODELS.items():
-        if name not in zoo:
-            rows.append({"name": name, "kind": "default", "task": t, "available": False,
-                         "error": "no trained weights packaged yet"})
-    for p in paths:
-        rows.append({"name": p.name, "kind": "checkpoint", "path": str(p), **describe_checkpoint(p)})
-    if task:
-        rows = [r for r in rows if r.get("task") == task]
-    return rows
 
 
 def _fmt_size(row: dict[str, Any]) -> str:
@@ -77,6 +29,8 @@ def _fmt_size(row: dict[str, Any]) -> str:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (one list of records).")
 def models(checkpoints: tuple[Path, ...], task: str | None, as_json: bool) -> None:
     """List the restoration models (plus any CHECKPOINTS given): task, prior, size, metrics."""
+    from restore.zoo import list_models
+
     rows = list_models(checkpoints, task)
     if as_json:
         click.echo(json_dumps(jsonable(rows), indent=2))
