@@ -2,8 +2,9 @@
 
 Pairs are read from disk (:mod:`eval.datasets`) or synthesised from clean images with
 ``robustsam_prior.degradations.degrade`` (:class:`SyntheticPairs`, seeded per image so the result does
-not depend on order), and run through named methods (``identity``, ``dcp``, a trained model name or
-checkpoint through ``restore.inference.Restorer``, or any :class:`Method`). One row per method: mean
+not depend on order), and run through named methods (the classical ones in :data:`BASELINES`:
+``identity``, ``dcp``; a trained model name or checkpoint through ``restore.inference.Restorer``; or any
+:class:`Method`). One row per method: mean
 and per-image metrics, images/s (method time only), and provenance (:mod:`eval.provenance`).
 :func:`evaluate_pairs` scores existing predictions against ground truth.
 
@@ -23,6 +24,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from restore.baselines import dark_channel_prior
+from robustsam_prior.core.registry import Registry
+
 from .datasets import PairedDataset, file_list_hash
 from .metrics.accumulator import ImageMetrics, build_image_metrics
 from .metrics.psnr_ssim import MetricConventions
@@ -40,6 +44,25 @@ class Method:
     checkpoint_sha256: str | None = None
     prior: dict | None = None
     info: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Baseline:
+    """A classical method known by name: its function and what a row's ``method_info`` calls it."""
+
+    fn: Callable[[torch.Tensor], torch.Tensor]
+    description: str
+
+
+def _identity(image: torch.Tensor) -> torch.Tensor:
+    """The input itself, not a copy: no work, so its images/s is never the best of a leaderboard column."""
+    return image
+
+
+#: The methods :func:`resolve_method` knows by name; any other spec is a trained model or checkpoint.
+BASELINES: Registry[Baseline] = Registry("baseline method")
+BASELINES.add("identity", Baseline(_identity, "identity"))
+BASELINES.add("dcp", Baseline(dark_channel_prior, "dark channel prior (He et al.)"))
 
 
 # folders that hold a run's checkpoints rather than name the run (runs/<run>/models/final.safetensors)
@@ -72,7 +95,8 @@ def resolve_method(
     self_ensemble: str = "none",
     prior_options: Mapping[str, Any] | None = None,
 ) -> Method:
-    """``identity``, ``dcp`` (dark channel prior), or a zoo name / checkpoint path for ``restore.inference.Restorer``.
+    """A name in :data:`BASELINES` (``identity``, ``dcp``: dark channel prior), or a zoo name / checkpoint path
+    for ``restore.inference.Restorer``.
 
     ``task`` (``dehaze``/``deblur``) selects the zoo's model and is checked against a checkpoint's;
     without it a checkpoint's own task is used. ``name`` (an alias) names the row; without it a
@@ -86,15 +110,9 @@ def resolve_method(
         return spec
     if name is not None and not name.strip():
         raise ValueError(f"method {spec!r}: an alias must not be empty")
-    if spec == "identity":
-        # no work: its images/s is never the best of a leaderboard column
-        return Method(name or "identity", lambda x: x, info={"baseline": "identity", "spec": spec})
-    if spec == "dcp":
-        from restore.baselines import dark_channel_prior
-
-        return Method(
-            name or "dcp", dark_channel_prior, info={"baseline": "dark channel prior (He et al.)", "spec": spec}
-        )
+    if spec in BASELINES:
+        baseline = BASELINES.get(spec)
+        return Method(name or spec, baseline.fn, info={"baseline": baseline.description, "spec": spec})
     from restore.inference import Restorer
 
     tasks = [task] if task in ("dehaze", "deblur") else ["dehaze", "deblur"]
