@@ -64,7 +64,7 @@ def load() -> float:
 
 def run(args: argparse.Namespace) -> dict:
     from robustsam_prior import build_robustsam
-    from robustsam_prior.cpu_memory import keep_freed_memory
+    from robustsam_prior.core.cpu_memory import keep_freed_memory
 
     # as the command line runs: freed buffers are reused instead of page-faulted in again
     malloc = "system" if args.system_malloc or not keep_freed_memory() else "keep freed"
@@ -151,7 +151,7 @@ def main() -> None:
     p.add_argument("--clock", choices=["cpu", "wall"], default="cpu")
     p.add_argument("--mm-size", type=int, default=2048, help="side of the square matmul for the rate")
     p.add_argument("--system-malloc", action="store_true",
-                   help="keep the C library's malloc defaults (the CLI keeps freed memory: robustsam_prior.cpu_memory)")
+                   help="keep the C library's malloc defaults (the CLI keeps freed memory: robustsam_prior.core.cpu_memory)")
     p.add_argument("--json", default=None, help="also write the figures to this JSON file")
     args = p.parse_args()
     res = run(args)

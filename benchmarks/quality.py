@@ -51,7 +51,7 @@ prior included, with ``--threads`` torch threads (median of ``--repeats`` runs a
 prior's and the network's shares are printed separately, with the CPU seconds of one restore and the
 load average (on a machine shared with other work the wall time measures the load, not the model).
 Like the ``robustsam-restore`` command, the script keeps freed memory for reuse
-(``robustsam_prior.cpu_memory``); ``ROBUSTSAM_RESTORE_MALLOC=system`` measures the C library's defaults.
+(``robustsam_prior.core.cpu_memory``); ``ROBUSTSAM_RESTORE_MALLOC=system`` measures the C library's defaults.
 """
 
 from __future__ import annotations
@@ -411,7 +411,7 @@ def main() -> None:
 
     import torch
 
-    from robustsam_prior.cpu_memory import keep_freed_memory
+    from robustsam_prior.core.cpu_memory import keep_freed_memory
 
     torch.set_num_threads(args.threads)
     # as the robustsam-restore command does; ROBUSTSAM_RESTORE_MALLOC=system measures glibc's defaults

@@ -33,7 +33,7 @@ def child(args: argparse.Namespace) -> None:
     from restore.archs import build_arch
     from restore.inference import CHECKPOINT_FORMAT, Restorer
     from robustsam_prior.core.checkpoint import save_checkpoint
-    from robustsam_prior.cpu_memory import keep_freed_memory
+    from robustsam_prior.core.cpu_memory import keep_freed_memory
 
     torch.set_num_threads(args.threads)
     # as the robustsam-restore command does
@@ -83,7 +83,7 @@ def main() -> None:
                    help="measure this packaged model or checkpoint (e.g. regions-dehaze) instead of a random net")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--system-malloc", action="store_true",
-                   help="keep the C library's malloc defaults (the CLI keeps freed memory: robustsam_prior.cpu_memory)")
+                   help="keep the C library's malloc defaults (the CLI keeps freed memory: robustsam_prior.core.cpu_memory)")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:

@@ -307,7 +307,7 @@ def evaluate_pairs(
     that cannot be scored (unreadable file, size mismatch) is recorded in ``failed``, not in the means.
     """
     from robustsam_prior.core.devices import resolve_device
-    from robustsam_prior.progress import progress_bar
+    from robustsam_prior.core.progress import progress_bar
 
     device = resolve_device(device)
     fns, unavailable = build_image_metrics(
@@ -375,7 +375,7 @@ def run_restoration_benchmark(
     ``failed`` list and logged; they are not in the means.
     """
     from robustsam_prior.core.devices import resolve_device
-    from robustsam_prior.progress import progress_bar
+    from robustsam_prior.core.progress import progress_bar
 
     device = resolve_device(device)
     resolved = _resolve_all(

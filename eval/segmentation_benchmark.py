@@ -81,7 +81,7 @@ def run_segmentation_benchmark(
     out: str | os.PathLike | None = None,
 ) -> list[dict]:
     """One row per (segmenter, condition) with prompt-averaged IoU/Dice/PA (see module docstring)."""
-    from robustsam_prior.progress import progress_bar
+    from robustsam_prior.core.progress import progress_bar
 
     if prompt not in ("box", "point"):
         raise ValueError(f"unknown prompt type {prompt!r}; choose 'box' or 'point'")

@@ -34,7 +34,7 @@ COMMANDS: dict[str, str] = {
 def set_log_level(ctx: click.Context, *, verbose: int = 0, quiet: bool = False) -> None:
     """Add ``-v`` counts and ``-q`` given at any level of the command line (kept in the root context) and
     set the root logger's level from them: ``-q`` ERROR (also hiding progress bars, see
-    :mod:`robustsam_prior.progress`), else WARNING, ``-v`` INFO, ``-vv`` DEBUG."""
+    :mod:`robustsam_prior.core.progress`), else WARNING, ``-v`` INFO, ``-vv`` DEBUG."""
     meta = ctx.find_root().meta
     meta["log.verbose"] = meta.get("log.verbose", 0) + verbose
     meta["log.quiet"] = meta.get("log.quiet", False) or quiet
@@ -115,7 +115,7 @@ def main(verbose: int, quiet: bool) -> None:
     """RobustSAM as a degradation-invariant prior for image restoration."""
     set_log_level(click.get_current_context(), verbose=verbose, quiet=quiet)
     # full-size activations reuse freed memory instead of page-faulting fresh mappings (the module says why)
-    from robustsam_prior.cpu_memory import keep_freed_memory
+    from robustsam_prior.core.cpu_memory import keep_freed_memory
 
     keep_freed_memory()
 

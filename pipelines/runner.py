@@ -152,13 +152,13 @@ def run_pipeline(config: PipelineConfig, *, resolved_source: str | None = None, 
     from robustsam_prior.core.devices import resolve_device
     from robustsam_prior.core.fileio import clean_stale_temp_files, jsonable, write_json
     from robustsam_prior.core.io import is_image_file, read_image, to_tensor
+    from robustsam_prior.core.progress import progress_bar
     from robustsam_prior.inputs import (
         check_output_location,
         collect_inputs,
         refuse_overwriting_inputs,
         shared_stems,
     )
-    from robustsam_prior.progress import progress_bar
 
     from .config import save_resolved
 

@@ -81,7 +81,7 @@ class RobustSamAutomaticMaskGenerator(SamAutomaticMaskGenerator):
         else:
             from segment_anything.utils.amg import generate_crop_boxes
 
-            from robustsam_prior.progress import progress_bar
+            from robustsam_prior.core.progress import progress_bar
 
             _, layers = generate_crop_boxes(image.shape[:2], self.crop_n_layers, self.crop_overlap_ratio)
             total = sum(len(self.point_grids[layer]) for layer in layers)

@@ -73,7 +73,7 @@ def process_files(items: Sequence[tuple[Path, Path]], fn: FileFn, *, desc: str) 
     ``KeyboardInterrupt`` is not caught.
     """
     from .core.io import is_image_file
-    from .progress import progress_bar
+    from .core.progress import progress_bar
 
     summary = RunSummary(desc=desc)
     start = time.perf_counter()

@@ -332,7 +332,7 @@ class Trainer:
 
     def fit(self, *, resume: bool = False) -> dict[str, Any]:
         """Train to ``train.iterations``; returns the summary (also written to ``summary.json``)."""
-        from robustsam_prior.progress import progress_bar
+        from robustsam_prior.core.progress import progress_bar
 
         loop = self.cfg.train
         if resume:

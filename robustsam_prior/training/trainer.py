@@ -264,7 +264,7 @@ class AntiDegradationTrainer:
         progress: bool = True,
     ) -> list[dict[str, float]]:
         """Run ``steps`` (default ``config.steps``) steps over ``batches``; returns the loss history."""
-        from robustsam_prior.progress import progress_bar
+        from robustsam_prior.core.progress import progress_bar
 
         total = self.config.steps if steps is None else steps
         history = []

@@ -21,7 +21,7 @@ pytestmark = pytest.mark.skipif(
 PROBE = """
 import ctypes, json, sys
 import torch
-from robustsam_prior.cpu_memory import keep_freed_memory
+from robustsam_prior.core.cpu_memory import keep_freed_memory
 from pipelines.cli import main
 
 class MallInfo2(ctypes.Structure):
