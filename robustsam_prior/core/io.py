@@ -23,7 +23,8 @@ Listing a command's input files and checking where its outputs go is :mod:`robus
 
 Pillow cannot hold 16-bit colour images (it silently reduces 48-bit PNG and TIFF to 8 bits), so
 16-bit PNGs are decoded with OpenCV and TIFFs with tifffile; both read the samples exactly
-(value / 65535).
+(value / 65535). :func:`read_tiff_samples` gives a TIFF's samples as stored, before that conversion
+(what a label map needs), and :func:`is_tiff` tells a TIFF by its signature.
 """
 
 from __future__ import annotations
@@ -59,6 +60,8 @@ _WRITE_FORMATS: dict[str, tuple[str, bool, bool]] = {
 }
 
 _EXIF_ORIENTATION = 0x0112
+# the first four bytes of a TIFF and of a BigTIFF, little- and big-endian
+_TIFF_SIGNATURES = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
 # guards Pillow's process-global settings (LOAD_TRUNCATED_IMAGES, MAX_IMAGE_PIXELS) while we change them
 _PILLOW_GLOBALS_LOCK = threading.Lock()
 
@@ -250,10 +253,23 @@ def _tiff_frames(tif) -> int:
     return frames
 
 
-def _read_tiff(path: Path, max_pixels: int | None = None) -> tuple[np.ndarray, str]:
-    """The first image of a TIFF (``max_pixels``: the pixel limit, None = the current one)."""
+def is_tiff(path: str | os.PathLike) -> bool:
+    """Whether the file starts with a TIFF or BigTIFF signature (either byte order)."""
+    with open(path, "rb") as f:
+        return f.read(4) in _TIFF_SIGNATURES
+
+
+def read_tiff_samples(path: str | os.PathLike, max_pixels: int | None = None) -> np.ndarray:
+    """The image of a single-image TIFF as stored: ``(H, W)`` or ``(H, W, C)`` in the file's own sample
+    type (label maps keep their integers), with its EXIF orientation applied. The pixel limit
+    (``max_pixels``, None = the current one) is checked from the header before anything is decoded.
+
+    Raises:
+        ImageReadError: a multi-page, corrupt or unsupported TIFF, or one over the pixel limit.
+    """
     import tifffile
 
+    path = Path(path)
     max_pixels = _max_pixels if max_pixels is None else max_pixels
 
     try:
@@ -282,7 +298,7 @@ def _read_tiff(path: Path, max_pixels: int | None = None) -> tuple[np.ndarray, s
         array = np.moveaxis(array, 0, -1)
     if array.ndim == 3 and array.shape[2] > 4:
         raise ImageReadError(path, f"unsupported TIFF layout {tuple(array.shape)} (axes {axes})")
-    return apply_exif_orientation(array, orientation), "TIFF"
+    return apply_exif_orientation(array, orientation)
 
 
 def _pillow_open(path: Path):
@@ -373,13 +389,10 @@ def read_image(path: str | os.PathLike, *, max_pixels: int | None = None) -> Ima
     if st.st_size == 0:
         raise ImageReadError(path, "empty file (0 bytes)")
 
-    with open(path, "rb") as f:
-        magic = f.read(4)
-    if magic in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
+    if is_tiff(path):
         # TIFF (and BigTIFF) go to tifffile: Pillow reduces 16-bit colour to 8 bits and cannot
         # open some valid layouts (16-bit gray + alpha).
-        array, fmt = _read_tiff(path, limit)
-        return _image_data(array, path, fmt)
+        return _image_data(read_tiff_samples(path, limit), path, "TIFF")
 
     im = _pillow_decode(path, limit)  # decodes the whole file: truncation and corrupt data fail here
     try:

@@ -207,18 +207,16 @@ def read_label_mask(path: str | os.PathLike) -> np.ndarray:
     """A label image (8- or 16-bit PNG or TIFF, single channel; palette PNGs give their indices) as
     ``(H, W)`` int64, with the file's EXIF orientation applied. Raises :class:`DataError` naming the file
     for a missing, empty, unreadable, colour or floating-point file."""
-    from ..core.io import ImageReadError, _read_tiff, apply_exif_orientation
+    from ..core.io import ImageReadError, apply_exif_orientation, is_tiff, read_tiff_samples
 
     path = Path(path)
     if not path.is_file():
         raise DataError(f"mask {path}: file not found")
     if path.stat().st_size == 0:
         raise DataError(f"mask {path}: empty file (0 bytes)")
-    with open(path, "rb") as f:
-        magic = f.read(4)
-    if magic in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
+    if is_tiff(path):
         try:
-            array, _ = _read_tiff(path)
+            array = read_tiff_samples(path)
         except ImageReadError as e:
             raise DataError(f"mask {path}: {e.reason}") from None
         mode = f"{array.dtype} array of shape {tuple(array.shape)}"
