@@ -20,7 +20,7 @@ import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -185,3 +185,16 @@ def prior_config_mismatch(error: Exception, prior_config: PriorConfigArg | None)
     if prior_config is None or "does not fit" not in str(error):  # the loader's words for a key/shape mismatch
         return str(error)
     return f"--prior-config {prior_config.text} does not fit the checkpoint: {error}"
+
+
+def check_prior_config(prior: Any, prior_config: PriorConfigArg | None) -> None:
+    """With ``--prior-config``, build and load ``prior``'s network now (a SAM-family prior builds it on first
+    use), so that a checkpoint the architecture does not fit is one error rather than one per file."""
+    if prior_config is None or prior is None:
+        return
+    from robustsam_prior.core.checkpoint import CheckpointError
+
+    try:
+        prior.model  # noqa: B018 - builds and loads the prior's network
+    except (CheckpointError, ValueError) as e:
+        raise click.ClickException(prior_config_mismatch(e, prior_config)) from e

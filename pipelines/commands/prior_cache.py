@@ -23,7 +23,6 @@ from robustsam_prior.core.fileio import json_dumps
 from ._common import (
     PriorConfigArg,
     max_pixels_option,
-    prior_config_mismatch,
     prior_config_option,
     stock_encoder_option,
 )
@@ -86,12 +85,11 @@ def prior_cache(
 ) -> None:
     """Run a prior once per image of INPUT (a file or folder) and store the outputs in --cache."""
     from robustsam_prior.cache import fill_cache
-    from robustsam_prior.core.checkpoint import CheckpointError
     from robustsam_prior.core.io import ImageReadError
     from robustsam_prior.inputs import collect_inputs
     from robustsam_prior.prior import build_prior
 
-    from ._common import report_and_exit, reports_here
+    from ._common import check_prior_config, report_and_exit, reports_here
 
     options = parse_options(option_pairs)
     if checkpoint is not None:
@@ -117,11 +115,7 @@ def prior_cache(
         raise click.UsageError(message) from e
     except FileNotFoundError as e:  # checkpoint not found: the message says where to get it
         raise click.ClickException(str(e)) from e
-    if prior_config is not None:  # a mismatch is found now, not on each file
-        try:
-            prior.model  # noqa: B018 - builds and loads the prior's network
-        except (CheckpointError, ValueError) as e:
-            raise click.ClickException(prior_config_mismatch(e, prior_config)) from e
+    check_prior_config(prior, prior_config)
     # a cache folder inside the input is not read as input (its entries are not images)
     inside = recursive and input.is_dir() and input.resolve() in cache_dir.resolve().parents
     try:

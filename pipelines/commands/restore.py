@@ -26,7 +26,6 @@ import click
 from ._common import (
     PriorConfigArg,
     max_pixels_option,
-    prior_config_mismatch,
     prior_config_option,
     stock_encoder_option,
 )
@@ -85,7 +84,14 @@ def run_restore(
     from robustsam_prior.core.checkpoint import CheckpointError
     from robustsam_prior.core.io import is_image_file
 
-    from ._common import plan_inputs, refuse_overwrites, report_and_exit, reports_here, start_output
+    from ._common import (
+        check_prior_config,
+        plan_inputs,
+        refuse_overwrites,
+        report_and_exit,
+        reports_here,
+        start_output,
+    )
 
     items = plan_inputs(input, output, recursive=recursive)
     single_target = input.is_file() and is_image_file(output)  # file -> file: OUTPUT is the file itself
@@ -105,11 +111,7 @@ def run_restore(
             )
         except (CheckpointError, ValueError, KeyError, FileNotFoundError) as e:
             raise click.ClickException(str(e).strip("'\"")) from e
-        if prior_config is not None and restorer.prior is not None:  # a mismatch is found now, not on each file
-            try:
-                restorer.prior.model  # noqa: B018 - builds and loads the prior's network
-            except (CheckpointError, ValueError) as e:
-                raise click.ClickException(prior_config_mismatch(e, prior_config)) from e
+        check_prior_config(restorer.prior, prior_config)
         logger.info("%s with model %s (prior %s, device %s, self-ensemble %s)", task, restorer.name,
                     getattr(restorer.prior, "name", None), restorer.device, self_ensemble)
 
