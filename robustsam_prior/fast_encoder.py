@@ -8,12 +8,8 @@ either way. :func:`stock` switches back, so the stock path stays available for c
 ``robustsam_prior.build_robustsam`` and ``build_robustsam_model`` apply it to every model they build
 unless called with ``fast=False`` (``--stock-encoder`` on the command line).
 
-Measured with ``benchmarks/prior_speed.py`` (vit_b, 1024x1024, random weights; a 2-core AMD EPYC
-machine shared with other jobs, load average 4-20 throughout, 2026-11-25): one
-thread, CPU-time clock (robust to the other load): stock 21.4-23.1 s = 2.1x the matmul floor
-(972 GFLOP at 90-96 GFLOP/s), fast 12.1-13.5 s = 1.20-1.23x the floor (1.7-1.8x faster);
-2 threads, wall clock at load 6: stock 36 s, fast 29 s (the floor cannot be reached while
-other jobs hold the cores). Outputs match the stock path within 2e-6 relative.
+``benchmarks/prior_speed.py`` times both paths against the machine's matmul floor and checks that their
+outputs agree; README.md (Benchmarks) gives its figures.
 
 Where the stock block spends its time, and what the fast block does instead:
 

@@ -5,11 +5,8 @@ threshold (at most 32 MiB on 64-bit Linux; the threshold cannot be raised furthe
 ``mmap`` and returns it to the kernel on ``free``. A 1024x1024 image with 16 float32 channels is
 64 MiB, so at that size every activation of a restoration network or of SAM's encoder is a new
 mapping whose pages the kernel faults in and zeroes on first touch (in a profile this shows as
-``aten::copy_`` filling fresh outputs). Measured on this project's 2-core CPU, 2026-11-26, with
-``benchmarks/quality.py`` (1024x1024, 2 threads, prior included, two runs each, interleaved): the
-packaged deblurrer 0.81-0.88 -> 1.21-1.49 MP/s (2.28-2.51 -> 1.35-1.65 CPU s per image), the dehazer
-0.89-0.94 -> 1.33-1.59 MP/s. Peak memory: 1.06 -> 1.35 GB for one 1024x1024 deblur on one thread;
-2399 -> 2430 MB for a 6000x4000 photo in 1024-px tiles (``benchmarks/tiling_memory.py``).
+``aten::copy_`` filling fresh outputs). ``benchmarks/quality.py`` (speed) and ``benchmarks/tiling_memory.py`` (peak memory) measure the
+effect; README.md (Benchmarks) gives the figures.
 
 :func:`keep_freed_memory` turns ``mmap`` off for ``malloc`` (``M_MMAP_MAX = 0``) and stops the heap
 from being trimmed below 2 GiB of free space (``M_TRIM_THRESHOLD``), so freed activations are reused
