@@ -71,6 +71,21 @@ def _write_error(e: OSError, path: Path) -> OSError:
 
 
 @contextlib.contextmanager
+def _replace_on_success(tmp: str, path: Path) -> Iterator[None]:
+    """Run the body that fills ``tmp``, then rename ``tmp`` over ``path``; on any error delete ``tmp``, and
+    turn an ``OSError`` into a :class:`WriteError` naming ``path``."""
+    try:
+        yield
+        os.replace(tmp, path)
+    except BaseException as e:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        if isinstance(e, OSError):
+            raise _write_error(e, path) from e
+        raise
+
+
+@contextlib.contextmanager
 def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
     """Open a temporary file beside ``path``; on success rename it to ``path``, on error delete it.
 
@@ -82,18 +97,10 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = _mkstemp(path.parent)
     os.chmod(tmp, _umask_mode())
-    try:
-        with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException as e:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        if isinstance(e, OSError):
-            raise _write_error(e, path) from e
-        raise
+    with _replace_on_success(tmp, path), os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as f:
+        yield f
+        f.flush()
+        os.fsync(f.fileno())
 
 
 @contextlib.contextmanager
@@ -109,18 +116,11 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
     fd, tmp = _mkstemp(path.parent, suffix or path.suffix)
     os.close(fd)
     os.chmod(tmp, _umask_mode())
-    try:
+    with _replace_on_success(tmp, path):
         yield Path(tmp)
         os.chmod(tmp, _umask_mode())  # again: some writers (safetensors) recreate the file as 0600
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException as e:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        if isinstance(e, OSError):
-            raise _write_error(e, path) from e
-        raise
 
 
 def is_temp_file_name(name: str) -> bool:
