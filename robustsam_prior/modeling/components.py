@@ -194,6 +194,34 @@ def _magnitude(z: torch.Tensor) -> torch.Tensor:
     return torch.addcmul(re.square(), im, im).sqrt_()
 
 
+# half-spectrum values per inverse FFT on the CPU when no gradient is needed (complex64: 1 MiB): the
+# inverse 2-D FFT moves its spectrum twice through memory (a transposed copy for the column transform,
+# another for the row transform), so a few channels at a time stay in cache. vit_b's mask-feature
+# AMFG (64 channels at 256 x 256, 33024 values each), 1 thread, CPU clock, interleaved runs on a shared
+# 2-core machine: all channels at once 35.7 ms per Fourier block, 2 at a time 31.3 ms, 4 at a time
+# 31.2 ms, 8 at a time 31.7 ms; the values are bit-identical
+INVERSE_FFT_VALUES = 2**17
+
+
+def _phase_kept_inverse(z: torch.Tensor, mag: torch.Tensor, amp: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """``irfft2(Z * A'/|Z|)`` (real, ``(B, C, *size)``) for the half spectrum ``z``, its magnitude ``mag``
+    and the new amplitude ``amp``, with ``A'`` itself where ``|Z| = 0`` (:class:`FGMBlock`)."""
+    if bool(mag.amin() == 0):  # Z = 0 there: a phasor of 1 (Z and |Z| replaced by 1) gives A' itself
+        zero = mag == 0
+        z = torch.where(zero, torch.ones_like(z), z)
+        mag = torch.where(zero, torch.ones_like(mag), mag)
+    if z.device.type != "cpu" or (torch.is_grad_enabled() and (z.requires_grad or amp.requires_grad)):
+        return torch.fft.irfft2(z * (amp / mag), s=size, dim=(-2, -1))
+    ratio = amp / mag
+    b, c = z.shape[:2]
+    out = torch.empty(b, c, *size, dtype=ratio.dtype, device=z.device)
+    step = max(1, INVERSE_FFT_VALUES // z[0, 0].numel())
+    for i in range(0, c, step):
+        j = min(c, i + step)
+        out[:, i:j] = torch.fft.irfft2(z[:, i:j] * ratio[:, i:j], s=size, dim=(-2, -1))
+    return out
+
+
 class FGMBlock(nn.Module):
     """Fourier degradation suppression on ``(B, 2C, H, W)``, same shape out.
 
@@ -221,13 +249,7 @@ class FGMBlock(nn.Module):
         amp = torch.matmul(weight, mag.reshape(b, c, -1))
         if self.conv_layer.bias is not None:
             amp = amp + self.conv_layer.bias.float()[:, None]
-        amp = amp.view_as(mag)
-        if bool(mag.amin() == 0):  # Z = 0 there: a phasor of 1 (Z and |Z| replaced by 1) gives A' itself
-            zero = mag == 0
-            z = torch.where(zero, torch.ones_like(z), z)
-            mag = torch.where(zero, torch.ones_like(mag), mag)
-        spectrum = z * (amp / mag)
-        return torch.fft.irfft2(spectrum, s=(h, w), dim=(-2, -1)).to(x.dtype)
+        return _phase_kept_inverse(z, mag, amp.view_as(mag), (h, w)).to(x.dtype)
 
     def forward_scaled(self, parts: tuple[torch.Tensor, ...], weights: torch.Tensor) -> torch.Tensor:
         """``forward(cat(parts, 1) * weights[:, :, None, None])`` with ``weights`` (B, 2C) > 0 (the SE
@@ -256,12 +278,7 @@ class FGMBlock(nn.Module):
         amp = torch.bmm(weight, mag.reshape(b, c, -1))
         if self.conv_layer.bias is not None:
             amp = amp + self.conv_layer.bias.float()[:, None]
-        amp = amp.view_as(mag)
-        if bool(mag.amin() == 0):
-            zero = mag == 0
-            z = torch.where(zero, torch.ones_like(z), z)
-            mag = torch.where(zero, torch.ones_like(mag), mag)
-        return torch.fft.irfft2(z * (amp / mag), s=(h, w), dim=(-2, -1)).to(first.dtype)
+        return _phase_kept_inverse(z, mag, amp.view_as(mag), (h, w)).to(first.dtype)
 
 
 class _AMFGBlock(nn.Module):
