@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from segment_anything.modeling.common import LayerNorm2d
 from torch import nn
 
-from .decoder_ops import layer_norm_2d
+from .decoder_ops import layer_norm_2d, to_channels_last
 
 BN_MODES = ("running", "batch")
 
@@ -62,6 +62,15 @@ class CABlock(nn.Module):
         """``(B, C)``: the weights :meth:`forward` applies to ``cat(parts, 1)``, without building the
         concatenation (the mean over each channel is the same)."""
         return self.excitation(torch.cat([p.mean(dim=(2, 3)) for p in parts], dim=1))
+
+
+def _cell_means(x: torch.Tensor, g: int) -> torch.Tensor:
+    """``(B, C, g, g)``: the means of contiguous ``x`` (B, C, H, W) over a g x g grid of cells (H, W % g == 0),
+    as ``adaptive_avg_pool2d(x, g)``. Summed along the contiguous rows first, then across them: one
+    reduction over two strided axes at once costs about 4x more (32 x 256 x 256 fp32: 0.9 -> 0.25 ms)."""
+    b, c, h, w = x.shape
+    sums = x.view(b, c, g, h // g, g, w // g).sum(dim=-1).sum(dim=3)
+    return sums / ((h // g) * (w // g))
 
 
 class Selector(nn.Module):
@@ -105,8 +114,7 @@ class Selector(nn.Module):
         if h % g or w % g or not (out1.is_contiguous() and out2.is_contiguous()):
             att1, att2 = self(out1 + out2)
             return out1 * att1 + out2 * att2
-        cells = (b, c, g, h // g, g, w // g)
-        pooled = out1.view(cells).mean(dim=(3, 5)) + out2.view(cells).mean(dim=(3, 5))
+        pooled = _cell_means(out1, g) + _cell_means(out2, g)
         att1 = self.grid_weights(out1, pooled)[0]
         # rows of one grid cell row: (B*C*4, H/4, 4, W/4), weight (B*C*4, 1, 4, 1)
         rows = (b * c * g, h // g, g, w // g)
@@ -336,7 +344,7 @@ class MaskFeatureBlock(_AMFGBlock):
 
     def tail(self, x: torch.Tensor) -> torch.Tensor:
         # channels-last: the layer norm between the two convolutions then normalises contiguous channels
-        return self.downsample_layer(x.contiguous(memory_format=torch.channels_last))
+        return self.downsample_layer(to_channels_last(x))
 
 
 class FirstLayerFeatureBlock(_AMFGBlock):

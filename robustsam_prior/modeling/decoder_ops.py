@@ -47,6 +47,21 @@ def layer_norm_2d(x: torch.Tensor, norm: LayerNorm2d) -> torch.Tensor:
     return LayerNorm2d.forward(norm, x)
 
 
+def to_channels_last(x: torch.Tensor) -> torch.Tensor:
+    """``x.contiguous(memory_format=torch.channels_last)`` for ``x`` (N, C, H, W), the same values.
+
+    From contiguous NCHW memory each image is copied as the transpose of a ``(C, H*W)`` matrix, which
+    PyTorch's CPU copy does in cache-sized tiles; the 4-D permuted copy walks one of the two sides with
+    a stride of ``H*W`` floats (vit_b's mask feature, 32 x 256 x 256 fp32, 1 thread: 4.1 -> 2.5 ms)."""
+    if x.dim() != 4 or x.device.type != "cpu" or not x.is_contiguous() or x.is_contiguous(memory_format=torch.channels_last):
+        return x.contiguous(memory_format=torch.channels_last)
+    n, c, h, w = x.shape
+    out = torch.empty(n, h, w, c, dtype=x.dtype, device=x.device)
+    for i in range(n):
+        out[i].view(h * w, c).copy_(x[i].view(c, h * w).t())
+    return out.permute(0, 3, 1, 2)
+
+
 # an element type twice as wide, to move two adjacent values as one (bit-exact: a copy reinterprets bits)
 _PAIR_DTYPES = {torch.float32: torch.int64, torch.float16: torch.int32, torch.bfloat16: torch.int32}
 
