@@ -132,6 +132,31 @@ class Selector(nn.Module):
         )
 
 
+def _instance_norm(
+    x: torch.Tensor, eps: float, weight: torch.Tensor | None = None, bias: torch.Tensor | None = None
+) -> torch.Tensor:
+    """``F.instance_norm(x, weight=weight, bias=bias, eps=eps)`` for ``x`` (B, C, H, W).
+
+    Without autograd on the CPU, each channel's mean is subtracted first and its biased variance is the
+    mean of the squared centred values (a two-pass variance, as precise as PyTorch's), which then scale
+    the centred values in place: about 3x faster than ``F.instance_norm`` there, whose statistics pass
+    is slow for one sample of few channels (vit_b's mask feature, 32 x 256 x 256 fp32, 1 thread, CPU clock,
+    interleaved: 4.1 -> 1.7 ms)."""
+    needs_grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, weight, bias))
+    if needs_grad or x.device.type != "cpu" or x.dim() != 4 or not x.is_contiguous() or x.shape[2] * x.shape[3] < 2:
+        return F.instance_norm(x, weight=weight, bias=bias, eps=eps)
+    b, c, h, w = x.shape
+    flat = x.view(b * c, 1, h * w)
+    centred = flat - flat.mean(dim=-1, keepdim=True)
+    scale = centred.square().sum(dim=-1, keepdim=True).div_(h * w).add_(eps).rsqrt_()  # (B*C, 1, 1)
+    if weight is not None:
+        scale = scale * weight.repeat(b)[:, None, None]
+    centred.mul_(scale)
+    if bias is not None:
+        centred.add_(bias.repeat(b)[:, None, None])
+    return centred.view(b, c, h, w)
+
+
 class SelectiveConv(nn.Module):
     """BN branch || IN branch, each LeakyReLU + 3x3 conv, fused by :class:`Selector` attention.
 
@@ -161,11 +186,17 @@ class SelectiveConv(nn.Module):
                 bn.running_mean.lerp_(mean, bn.momentum)
                 bn.running_var.lerp_(var, bn.momentum)
                 bn.num_batches_tracked.add_(1)
-        return F.instance_norm(x, weight=bn.weight, bias=bn.bias, eps=bn.eps)
+        return _instance_norm(x, bn.eps, bn.weight, bn.bias)
+
+    def _instance_norm(self, x: torch.Tensor) -> torch.Tensor:
+        norm = self.IN
+        if norm.affine or norm.track_running_stats:  # not the official layer: as it is written
+            return norm(x)
+        return _instance_norm(x, norm.eps)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out1 = self.conv1(self.relu(self._batch_norm(x)))
-        out2 = self.conv2(self.relu(self.IN(x)))
+        out2 = self.conv2(self.relu(self._instance_norm(x)))
         return self.selector.blend(out1, out2)
 
 
