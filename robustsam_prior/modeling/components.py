@@ -251,7 +251,7 @@ def _phase_kept_inverse(z: torch.Tensor, mag: torch.Tensor, amp: torch.Tensor, s
         mag = torch.where(zero, torch.ones_like(mag), mag)
     if z.device.type != "cpu" or (torch.is_grad_enabled() and (z.requires_grad or amp.requires_grad)):
         return torch.fft.irfft2(z * (amp / mag), s=size, dim=(-2, -1))
-    ratio = amp / mag
+    ratio = amp.div_(mag)  # amp is not needed afterwards
     b, c = z.shape[:2]
     out = torch.empty(b, c, *size, dtype=ratio.dtype, device=z.device)
     step = max(1, INVERSE_FFT_VALUES // z[0, 0].numel())
@@ -314,9 +314,10 @@ class FGMBlock(nn.Module):
             z = torch.fft.rfft2(torch.cat(parts, dim=1).float(), dim=(-2, -1))
         mag = _magnitude(z)
         weight = self.conv_layer.weight.reshape(c, c).float() * weights.float()[:, None, :]  # (B, out, in)
-        amp = torch.bmm(weight, mag.reshape(b, c, -1))
-        if self.conv_layer.bias is not None:
-            amp = amp + self.conv_layer.bias.float()[:, None]
+        if self.conv_layer.bias is not None:  # the bias added by the matrix product itself
+            amp = torch.baddbmm(self.conv_layer.bias.float()[:, None].expand(b, c, 1), weight, mag.reshape(b, c, -1))
+        else:
+            amp = torch.bmm(weight, mag.reshape(b, c, -1))
         return _phase_kept_inverse(z, mag, amp.view_as(mag), (h, w)).to(first.dtype)
 
 
