@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from segment_anything.modeling.common import LayerNorm2d
 from torch import nn
 
-from .decoder_ops import layer_norm_2d
+from .decoder_ops import layer_norm_2d, to_channels_last
 
 BN_MODES = ("running", "batch")
 
@@ -62,6 +62,15 @@ class CABlock(nn.Module):
         """``(B, C)``: the weights :meth:`forward` applies to ``cat(parts, 1)``, without building the
         concatenation (the mean over each channel is the same)."""
         return self.excitation(torch.cat([p.mean(dim=(2, 3)) for p in parts], dim=1))
+
+
+def _cell_means(x: torch.Tensor, g: int) -> torch.Tensor:
+    """``(B, C, g, g)``: the means of contiguous ``x`` (B, C, H, W) over a g x g grid of cells (H, W % g == 0),
+    as ``adaptive_avg_pool2d(x, g)``. Summed along the contiguous rows first, then across them: one
+    reduction over two strided axes at once costs about 4x more (32 x 256 x 256 fp32: 0.9 -> 0.25 ms)."""
+    b, c, h, w = x.shape
+    sums = x.view(b, c, g, h // g, g, w // g).sum(dim=-1).sum(dim=3)
+    return sums / ((h // g) * (w // g))
 
 
 class Selector(nn.Module):
@@ -105,8 +114,7 @@ class Selector(nn.Module):
         if h % g or w % g or not (out1.is_contiguous() and out2.is_contiguous()):
             att1, att2 = self(out1 + out2)
             return out1 * att1 + out2 * att2
-        cells = (b, c, g, h // g, g, w // g)
-        pooled = out1.view(cells).mean(dim=(3, 5)) + out2.view(cells).mean(dim=(3, 5))
+        pooled = _cell_means(out1, g) + _cell_means(out2, g)
         att1 = self.grid_weights(out1, pooled)[0]
         # rows of one grid cell row: (B*C*4, H/4, 4, W/4), weight (B*C*4, 1, 4, 1)
         rows = (b * c * g, h // g, g, w // g)
@@ -122,6 +130,31 @@ class Selector(nn.Module):
             F.interpolate(att[0], scale_factor=scale, mode="nearest"),
             F.interpolate(att[1], scale_factor=scale, mode="nearest"),
         )
+
+
+def _instance_norm(
+    x: torch.Tensor, eps: float, weight: torch.Tensor | None = None, bias: torch.Tensor | None = None
+) -> torch.Tensor:
+    """``F.instance_norm(x, weight=weight, bias=bias, eps=eps)`` for ``x`` (B, C, H, W).
+
+    Without autograd on the CPU, each channel's mean is subtracted first and its biased variance is the
+    mean of the squared centred values (a two-pass variance, as precise as PyTorch's), which then scale
+    the centred values in place: about 3x faster than ``F.instance_norm`` there, whose statistics pass
+    is slow for one sample of few channels (vit_b's mask feature, 32 x 256 x 256 fp32, 1 thread, CPU clock,
+    interleaved: 4.1 -> 1.7 ms)."""
+    needs_grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, weight, bias))
+    if needs_grad or x.device.type != "cpu" or x.dim() != 4 or not x.is_contiguous() or x.shape[2] * x.shape[3] < 2:
+        return F.instance_norm(x, weight=weight, bias=bias, eps=eps)
+    b, c, h, w = x.shape
+    flat = x.view(b * c, 1, h * w)
+    centred = flat - flat.mean(dim=-1, keepdim=True)
+    scale = centred.square().sum(dim=-1, keepdim=True).div_(h * w).add_(eps).rsqrt_()  # (B*C, 1, 1)
+    if weight is not None:
+        scale = scale * weight.repeat(b)[:, None, None]
+    centred.mul_(scale)
+    if bias is not None:
+        centred.add_(bias.repeat(b)[:, None, None])
+    return centred.view(b, c, h, w)
 
 
 class SelectiveConv(nn.Module):
@@ -153,11 +186,17 @@ class SelectiveConv(nn.Module):
                 bn.running_mean.lerp_(mean, bn.momentum)
                 bn.running_var.lerp_(var, bn.momentum)
                 bn.num_batches_tracked.add_(1)
-        return F.instance_norm(x, weight=bn.weight, bias=bn.bias, eps=bn.eps)
+        return _instance_norm(x, bn.eps, bn.weight, bn.bias)
+
+    def _instance_norm(self, x: torch.Tensor) -> torch.Tensor:
+        norm = self.IN
+        if norm.affine or norm.track_running_stats:  # not the official layer: as it is written
+            return norm(x)
+        return _instance_norm(x, norm.eps)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out1 = self.conv1(self.relu(self._batch_norm(x)))
-        out2 = self.conv2(self.relu(self.IN(x)))
+        out2 = self.conv2(self.relu(self._instance_norm(x)))
         return self.selector.blend(out1, out2)
 
 
@@ -212,7 +251,7 @@ def _phase_kept_inverse(z: torch.Tensor, mag: torch.Tensor, amp: torch.Tensor, s
         mag = torch.where(zero, torch.ones_like(mag), mag)
     if z.device.type != "cpu" or (torch.is_grad_enabled() and (z.requires_grad or amp.requires_grad)):
         return torch.fft.irfft2(z * (amp / mag), s=size, dim=(-2, -1))
-    ratio = amp / mag
+    ratio = amp.div_(mag)  # amp is not needed afterwards
     b, c = z.shape[:2]
     out = torch.empty(b, c, *size, dtype=ratio.dtype, device=z.device)
     step = max(1, INVERSE_FFT_VALUES // z[0, 0].numel())
@@ -275,9 +314,10 @@ class FGMBlock(nn.Module):
             z = torch.fft.rfft2(torch.cat(parts, dim=1).float(), dim=(-2, -1))
         mag = _magnitude(z)
         weight = self.conv_layer.weight.reshape(c, c).float() * weights.float()[:, None, :]  # (B, out, in)
-        amp = torch.bmm(weight, mag.reshape(b, c, -1))
-        if self.conv_layer.bias is not None:
-            amp = amp + self.conv_layer.bias.float()[:, None]
+        if self.conv_layer.bias is not None:  # the bias added by the matrix product itself
+            amp = torch.baddbmm(self.conv_layer.bias.float()[:, None].expand(b, c, 1), weight, mag.reshape(b, c, -1))
+        else:
+            amp = torch.bmm(weight, mag.reshape(b, c, -1))
         return _phase_kept_inverse(z, mag, amp.view_as(mag), (h, w)).to(first.dtype)
 
 
@@ -336,7 +376,7 @@ class MaskFeatureBlock(_AMFGBlock):
 
     def tail(self, x: torch.Tensor) -> torch.Tensor:
         # channels-last: the layer norm between the two convolutions then normalises contiguous channels
-        return self.downsample_layer(x.contiguous(memory_format=torch.channels_last))
+        return self.downsample_layer(to_channels_last(x))
 
 
 class FirstLayerFeatureBlock(_AMFGBlock):

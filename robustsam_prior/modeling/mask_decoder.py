@@ -35,6 +35,7 @@ from .decoder_ops import (
     first_layer_image_projections,
     image_tokens,
     mask_logits,
+    to_channels_last,
     transformer_matches,
     two_way_transformer,
     upscale_tokens,
@@ -195,7 +196,7 @@ class RobustMaskDecoder(MaskDecoder):
             key_pe = image_tokens(image_pe)
             shared = (keys, key_pe, first_layer_image_projections(self.transformer, keys, key_pe))
         if fast:  # the mask-feature AMFG ends channels-last (MaskFeatureBlock.tail): add like to like
-            robust_image_features = robust_image_features.contiguous(memory_format=torch.channels_last)
+            robust_image_features = to_channels_last(robust_image_features)
         parts = []
         for i in range(0, n, step):
             j = min(n, i + step)
