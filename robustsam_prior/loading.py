@@ -100,7 +100,7 @@ def detect_checkpoint(state: Mapping[str, torch.Tensor]) -> CheckpointKind:
     return CheckpointKind("unknown", None)
 
 
-def describe_checkpoint(state: Mapping[str, torch.Tensor]) -> str:
+def checkpoint_phrase(state: Mapping[str, torch.Tensor]) -> str:
     """One phrase saying what ``state`` looks like (for error messages)."""
     kind = detect_checkpoint(state)
     text = kind.describe()
@@ -177,7 +177,7 @@ def load_robustsam_weights(
     ignore = _missing_keys_allowed(loaded, fresh_robust_modules)
     if ignore is not None:
         logger.info("%s: SAM checkpoint; the RobustSAM modules keep their fresh initialisation", loaded.path)
-    load_strict(model, state, source=loaded.path, describe=describe_checkpoint, ignore_missing=ignore)
+    load_strict(model, state, source=loaded.path, describe=checkpoint_phrase, ignore_missing=ignore)
     # a stage-1 checkpoint (train.stage sam) holds RobustSAM modules that were never trained, by design
     recipe = (loaded.metadata or {}).get("recipe")
     train = recipe.get("train") if isinstance(recipe, dict) else None
@@ -226,7 +226,7 @@ def build_robustsam(
             if config is None:
                 raise CheckpointError(
                     f"{loaded.path}: cannot tell the architecture from the file "
-                    f"({describe_checkpoint(loaded.state_dict)}); pass config='vit_b'/'vit_l'/'vit_h' or a dict"
+                    f"({checkpoint_phrase(loaded.state_dict)}); pass config='vit_b'/'vit_l'/'vit_h' or a dict"
                 )
     elif config is None:
         raise ValueError("build_robustsam needs a config (variant name or dict) or a checkpoint")
@@ -234,7 +234,7 @@ def build_robustsam(
         ignore = _missing_keys_allowed(loaded, fresh_robust_modules)
         try:
             model = build_for_state(lambda: build_robustsam_model(config, bn_mode=bn_mode, fast=fast), loaded.state_dict,
-                                    source=loaded.path, describe=describe_checkpoint, ignore_missing=ignore)
+                                    source=loaded.path, describe=checkpoint_phrase, ignore_missing=ignore)
         except (TypeError, ValueError) as e:
             if not from_file:
                 raise

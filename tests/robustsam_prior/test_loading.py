@@ -14,8 +14,8 @@ from robustsam_prior.loading import (
     FORMAT,
     ROBUST_MODULES,
     build_robustsam,
+    checkpoint_phrase,
     config_from_checkpoint,
-    describe_checkpoint,
     detect_checkpoint,
     detect_variant,
     is_robust_key,
@@ -164,9 +164,9 @@ def test_official_variant_recognised_from_shapes():
             state = build_robustsam_model(variant).state_dict()
         assert detect_variant(state) == variant
         assert detect_checkpoint(state).kind == "robustsam"
-        assert f"a RobustSAM checkpoint ({variant})" == describe_checkpoint(state)
+        assert f"a RobustSAM checkpoint ({variant})" == checkpoint_phrase(state)
         sam_state = {k: v for k, v in state.items() if not is_robust_key(k)}
-        assert describe_checkpoint(sam_state).startswith(f"a Meta SAM checkpoint ({variant}), not RobustSAM")
+        assert checkpoint_phrase(sam_state).startswith(f"a Meta SAM checkpoint ({variant}), not RobustSAM")
     assert len(ROBUST_MODULES) == 6
 
 
