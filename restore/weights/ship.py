@@ -96,10 +96,12 @@ def newest_weights(run: Path, at: int | None = None) -> Path:
     return files[-1]
 
 
-def ship(run: Path, at: int | None = None, half: bool = False) -> dict[str, Any]:
-    """Package one run (its newest weights, or those of iteration ``at``; ``half``: stored as float16, which
-    the loader casts back to float32); returns its training record."""
-    from robustsam_prior.core.checkpoint import read_checkpoint, save_checkpoint
+def run_record(run: Path, at: int | None = None) -> tuple[dict[str, Any], Any]:
+    """The training record of one run's newest weights (or those of iteration ``at``) and the checkpoint
+    read; nothing is written. A run started from other weights (``model.init``) carries their record as
+    ``initialised_from``: the record those weights were shipped with, or, for a periodic file of another
+    run (``RUN/models/iter_N.safetensors``), the record of that run at that iteration, made the same way."""
+    from robustsam_prior.core.checkpoint import read_checkpoint
 
     src = newest_weights(run, at)
     ckpt = read_checkpoint(src)
@@ -114,7 +116,7 @@ def ship(run: Path, at: int | None = None, half: bool = False) -> dict[str, Any]
     record = {
         "zoo": spec["zoo"],
         "file": spec["file"],
-        "recipe": spec["recipe"],
+        "recipe": recipe_of(run) or spec["recipe"],
         "arch": meta.get("arch"),
         "arch_kwargs": meta.get("arch_kwargs"),
         "prior": meta.get("prior"),
@@ -130,19 +132,44 @@ def ship(run: Path, at: int | None = None, half: bool = False) -> dict[str, Any]
     }
     init = ((meta.get("config") or {}).get("model") or {}).get("init")
     if init:  # a fine-tuning stage: carry the training record of the weights it started from
-        if not Path(init).is_file():
+        init = Path(init)
+        if not init.is_file():
             raise FileNotFoundError(f"{src}: the run started from {init} (model.init), which is gone; its "
                                     "training record cannot be carried over")
         parent = read_checkpoint(init)
         earlier = dict(parent.metadata.get("training") or {})
+        periodic = re.fullmatch(r"iter_(\d+)\.safetensors", init.name)
+        if not earlier and periodic and init.parent.name == "models":
+            earlier, _ = run_record(init.parent.parent, int(periodic.group(1)))
         record["initialised_from"] = {"file": str(init), "sha256": parent.sha256, **{
             k: earlier[k] for k in ("recipe", "iterations", "wall_time_s", "source_sha256", "initialised_from")
             if k in earlier}}
     sources = data_sources(meta.get("config") or {})
     if sources:
         record["data_sources"] = sources
+    return record, ckpt
+
+
+def recipe_of(run: Path) -> str | None:
+    """The recipe a run was made from, as the trainer's ``config.yml`` names it (``# source: FILE``)."""
+    config = run / "config.yml"
+    if not config.is_file():
+        return None
+    for line in config.read_text(encoding="utf-8").splitlines()[:5]:
+        if line.startswith("# source: "):
+            return line[len("# source: "):].strip()
+    return None
+
+
+def ship(run: Path, at: int | None = None, half: bool = False) -> dict[str, Any]:
+    """Package one run (its newest weights, or those of iteration ``at``; ``half``: stored as float16, which
+    the loader casts back to float32); returns its training record (:func:`run_record`)."""
+    from robustsam_prior.core.checkpoint import save_checkpoint
+
+    record, ckpt = run_record(run, at)
+    meta = dict(ckpt.metadata)
     meta["training"] = {k: v for k, v in record.items() if k not in ("zoo", "file", "validation", "metrics")}
-    dest = HERE / spec["file"]
+    dest = HERE / record["file"]
     state = ckpt.state_dict
     if half:
         state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
