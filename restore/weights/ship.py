@@ -38,7 +38,7 @@ MODELS: dict[str, dict[str, Any]] = {
     "default_deblur": {
         "zoo": "regions-deblur",
         "file": "deblur_regions_map_nafnet.safetensors",
-        "recipe": "pipelines/train_default_deblur_stage3.yml",
+        "recipe": "pipelines/train_default_deblur_stage4.yml",
         "description": "default deblurrer: MAP-NAFNet (width 16) on the built-in regions prior",
     },
     "default_dehaze_noprior": {
@@ -51,7 +51,7 @@ MODELS: dict[str, dict[str, Any]] = {
     "default_deblur_noprior": {
         "zoo": "deblur-noprior",
         "file": "deblur_noprior_nafnet.safetensors",
-        "recipe": "pipelines/train_default_deblur_noprior_stage3.yml",
+        "recipe": "pipelines/train_default_deblur_noprior_stage4.yml",
         "description": "ablation: the same NAFNet without a prior, same data and budget",
     },
 }
