@@ -51,7 +51,7 @@ setup(
     # Hub cache; the tests use it offline against a cache they lay out themselves
     extras_require={
         # pycocotools: segment's masks.json holds compressed COCO RLE where it is installed (the tests cover both)
-        "test": ["pytest>=7", "ruff>=0.5", "huggingface_hub>=0.23", "pycocotools>=2.0.7"],
+        "test": ["pytest>=7", "pytest-xdist>=3.5", "ruff>=0.5", "huggingface_hub>=0.23", "pycocotools>=2.0.7"],
         "train": ["scikit-learn"],
         "hub": ["huggingface_hub>=0.23"],
     },

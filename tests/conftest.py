@@ -5,7 +5,9 @@ from pathlib import Path
 
 import pytest
 
-os.environ.setdefault("OMP_NUM_THREADS", "2")
+# Under pytest-xdist (README's test command runs two workers) each worker computes on one thread, so
+# the workers share the cores instead of oversubscribing them; a plain `pytest` keeps two threads.
+os.environ.setdefault("OMP_NUM_THREADS", "1" if os.environ.get("PYTEST_XDIST_WORKER") else "2")
 
 ROBUSTSAM_REFERENCE_DIR = Path(__file__).resolve().parent / "data" / "robustsam"
 
@@ -38,6 +40,21 @@ def _seed_everything():
     torch.manual_seed(0)
     np.random.seed(0)  # noqa: NPY002 -- libraries (scikit-image, lpips) may draw from the legacy global RNG
     yield
+
+
+@pytest.fixture(autouse=True)
+def _restore_torch_settings():
+    """Process-wide torch settings (thread count, deterministic algorithms) are put back after each test:
+    a test that builds a restoration ``Trainer`` by hand takes its recipe's settings, and under xdist
+    the next test in that worker is a different one each run."""
+    import torch
+
+    threads = torch.get_num_threads()
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    yield
+    torch.set_num_threads(threads)
+    torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
 
 
 def randomize_like_reference(module, seed: int):
