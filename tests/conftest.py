@@ -46,15 +46,11 @@ def _seed_everything():
 def _restore_torch_settings():
     """Process-wide torch settings (thread count, deterministic algorithms) are put back after each test:
     a test that builds a restoration ``Trainer`` by hand takes its recipe's settings, and under xdist
-    the next test in that worker is a different one each run."""
-    import torch
+    the next test in that worker is a different one each run. The training engine's own guard does it."""
+    from robustsam_prior.training.engine import kept_torch_settings
 
-    threads = torch.get_num_threads()
-    deterministic = torch.are_deterministic_algorithms_enabled()
-    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
-    yield
-    torch.set_num_threads(threads)
-    torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
+    with kept_torch_settings():
+        yield
 
 
 def randomize_like_reference(module, seed: int):
