@@ -55,3 +55,26 @@ def test_the_printed_benchmark_command_reproduces_the_synthetic_rows(tmp_path):
             want = q.psnr_ssim(fn(p.lq), p.gt)
             got = rows[method]["per_image"][file]
             assert (got["psnr"], got["ssim"]) == pytest.approx(want, abs=1e-9), (method, p.name)
+
+
+def test_dehaze_video_set_hazes_every_tenth_held_out_frame(tmp_path):
+    """The dehazing view of the video validation: frames whose names end in 0, searched below the folder,
+    each hazed at severities 2, 3 and 4 (8-bit inputs), the same pairs on every call."""
+    import numpy as np
+
+    from robustsam_prior.core.io import write_image
+
+    q = _quality()
+    seq = tmp_path / "val" / "SEQ"
+    seq.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for i in range(240, 252):
+        write_image(seq / f"{i:06d}.png", rng.random((24, 32, 3), dtype=np.float32))
+    pairs = q.video_haze_pairs(tmp_path / "val")
+    assert sorted(p.name for p in pairs) == sorted(f"{n}.png/haze{s}" for n in ("000240", "000250") for s in (2, 3, 4))
+    again = q.video_haze_pairs(tmp_path / "val")
+    for p, p2 in zip(pairs, again):
+        assert np.array_equal(p.lq, p2.lq) and np.array_equal(p.gt, p2.gt)
+        assert np.allclose(p.lq * 255, np.round(p.lq * 255), atol=1e-3)  # rounded to 8 bits
+        assert q.psnr_ssim(p.lq, p.gt)[0] < 40  # hazed
+    assert q.video_haze_pairs(tmp_path / "missing") == []
