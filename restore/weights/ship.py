@@ -96,15 +96,17 @@ def newest_weights(run: Path, at: int | None = None) -> Path:
     return files[-1]
 
 
-def run_record(run: Path, at: int | None = None) -> tuple[dict[str, Any], Any]:
+def run_record(run: Path, at: int | None = None, ckpt: Any = None) -> tuple[dict[str, Any], Any]:
     """The training record of one run's newest weights (or those of iteration ``at``) and the checkpoint
     read; nothing is written. A run started from other weights (``model.init``) carries their record as
     ``initialised_from``: the record those weights were shipped with, or, for a periodic file of another
-    run (``RUN/models/iter_N.safetensors``), the record of that run at that iteration, made the same way."""
+    run (``RUN/models/iter_N.safetensors``), the record of that run at that iteration, made the same way.
+    ``ckpt``: that weight file, when the caller has read it already."""
     from robustsam_prior.core.checkpoint import read_checkpoint
 
     src = newest_weights(run, at)
-    ckpt = read_checkpoint(src)
+    if ckpt is None:
+        ckpt = read_checkpoint(src)
     meta = dict(ckpt.metadata)
     name = meta.get("name")
     if name not in MODELS:
@@ -140,7 +142,7 @@ def run_record(run: Path, at: int | None = None) -> tuple[dict[str, Any], Any]:
         earlier = dict(parent.metadata.get("training") or {})
         periodic = re.fullmatch(r"iter_(\d+)\.safetensors", init.name)
         if not earlier and periodic and init.parent.name == "models":
-            earlier, _ = run_record(init.parent.parent, int(periodic.group(1)))
+            earlier, _ = run_record(init.parent.parent, int(periodic.group(1)), parent)
         record["initialised_from"] = {"file": str(init), "sha256": parent.sha256, **{
             k: earlier[k] for k in ("recipe", "iterations", "wall_time_s", "source_sha256", "initialised_from")
             if k in earlier}}
