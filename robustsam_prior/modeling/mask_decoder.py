@@ -126,6 +126,18 @@ class RobustMaskDecoder(MaskDecoder):
         # (NCHW image tokens, ConvTranspose2d); False: the same computation through decoder_ops
         self.stock_ops = False
 
+    @torch.no_grad()
+    def init_robust_tokens_from_sam(self) -> None:
+        """Start the robust output tokens as copies of SAM's mask tokens and ``robust_mlp`` as a copy of SAM's
+        first hypernetwork MLP (the one behind the single mask, channel 0 on both paths).
+
+        The paper describes the robust output token as SAM's output token, fine-tuned; the official code
+        draws ``custom_robust_token`` at random instead (PyTorch's default initialisation), which is what a
+        freshly built model has. AOTG and the three AMFG blocks are left as they are.
+        """
+        self.custom_robust_token.weight.copy_(self.mask_tokens.weight)
+        self.robust_mlp.load_state_dict(self.output_hypernetworks_mlps[0].state_dict())
+
     def uses_decoder_ops(self) -> bool:
         """Whether the transformer and SAM's upscaling run through :mod:`.decoder_ops` (they do unless
         :attr:`stock_ops` is set or a sub-module was replaced by one it does not know)."""

@@ -71,6 +71,10 @@ class RobustSamModelOptions:
         exists="file")
     fresh_robust_modules: bool = _f(
         False, "accept a SAM checkpoint and initialise the six RobustSAM modules randomly")
+    robust_tokens_from_sam: bool = _f(
+        False, "start the robust output tokens from SAM's mask tokens and robust_mlp from SAM's first "
+        "hypernetwork MLP (the paper's fine-tuned output token) instead of the official random draw; a resumed "
+        "run takes them from its saved state")
 
     def check(self) -> None:
         if self.variant is not None and self.arch is not None:

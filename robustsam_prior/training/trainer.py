@@ -463,6 +463,8 @@ def _train_from_options(
         model = build_robustsam(o.model.model_config(), o.model.checkpoint,
                                 fresh_robust_modules=o.model.fresh_robust_modules, fast=o.train.fast_encoder,
                                 device=run.device)
+        if o.model.robust_tokens_from_sam:
+            model.mask_decoder.init_robust_tokens_from_sam()
         dataset = folder_or_shapes_dataset(o.data, image_size=model.image_size, seed=o.seed)
         sampler = PairSampler(
             dataset,

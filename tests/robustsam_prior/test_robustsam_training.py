@@ -178,3 +178,44 @@ def test_train_from_options_writes_the_weights_and_a_summary(tmp_path):
     assert set(summary["last_losses"]) == {"focal", "dice", "token", "feature", "total"}
     model = build_robustsam(None, out)
     assert model.checkpoint_sha256 == summary["sha256"] and model.config.img_size == 64
+
+
+def test_robust_tokens_start_from_sams_when_asked(tmp_path):
+    """model.robust_tokens_from_sam: the robust output tokens and robust_mlp begin as SAM's mask tokens and
+    first hypernetwork MLP, so the robust head's single mask starts from SAM's; without it they are the
+    official random draw."""
+    from robustsam_prior.training.options import (
+        RobustSamArchOptions,
+        RobustSamDataOptions,
+        RobustSamLoopOptions,
+        RobustSamModelOptions,
+        RobustSamOptimOptions,
+        RobustSamTrainConfig,
+    )
+    from robustsam_prior.training.trainer import train_from_options
+
+    torch.manual_seed(0)
+    model = build_robustsam_model(TINY)
+    dec = model.mask_decoder
+    assert not torch.equal(dec.custom_robust_token.weight, dec.mask_tokens.weight)
+    dec.init_robust_tokens_from_sam()
+    assert torch.equal(dec.custom_robust_token.weight, dec.mask_tokens.weight)
+    sam_mlp, robust_mlp = dec.output_hypernetworks_mlps[0].state_dict(), dec.robust_mlp.state_dict()
+    assert sam_mlp.keys() == robust_mlp.keys() and all(torch.equal(sam_mlp[k], robust_mlp[k]) for k in sam_mlp)
+    dec.robust_mlp.layers[0].weight.data.add_(1.0)  # a copy, not shared parameters
+    assert not torch.equal(dec.robust_mlp.layers[0].weight, dec.output_hypernetworks_mlps[0].layers[0].weight)
+
+    # through a recipe: a vanishing learning rate, so the final weights are the initial ones within 1e-6
+    for flag in (True, False):
+        out = tmp_path / str(flag)
+        cfg = RobustSamTrainConfig(
+            output_dir=str(out),
+            model=RobustSamModelOptions(arch=RobustSamArchOptions(**{**TINY, "global_attn": (1,)}),
+                                        robust_tokens_from_sam=flag),
+            data=RobustSamDataOptions(degradations=("contrast",)),
+            train=RobustSamLoopOptions(steps=1, batch_size=1),
+            optim=RobustSamOptimOptions(lr=1e-9, weight_decay=0.0),
+        )
+        train_from_options(cfg, progress=False)
+        dec = build_robustsam(None, out / "models" / "final.safetensors").mask_decoder
+        assert torch.allclose(dec.custom_robust_token.weight, dec.mask_tokens.weight, atol=1e-6) is flag
