@@ -179,10 +179,19 @@ def real_pairs(task: str, real_dir: Path) -> list[Pair]:
     return pairs
 
 
+def dataset_pairs(opts, key: str, seed: int, suffix: str = "") -> list[Pair]:
+    """Every pair of the training data code's validation dataset for ``opts`` (``seed``), named
+    ``<sample name><suffix>``."""
+    from restore.training.data import PairDataset
+
+    ds = PairDataset(opts, key=key, seed=seed, train=False)
+    return [Pair(f"{s.name}{suffix}", s.lq.permute(1, 2, 0).numpy(), s.gt.permute(1, 2, 0).numpy())
+            for s in (ds[i] for i in range(len(ds)))]
+
+
 def video_haze_pairs(folder: Path) -> list[Pair]:
     """The dehazing view of the video validation: every 10th held-out frame of ``folder`` (searched
     recursively, ``*0.png``) hazed at severities 2, 3 and 4 by the training data code."""
-    from restore.training.data import PairDataset
     from restore.training.options import DatasetOptions, DegradationOptions
 
     if not folder.is_dir():
@@ -194,16 +203,12 @@ def video_haze_pairs(folder: Path) -> list[Pair]:
         opts = DatasetOptions(type="synthetic", clean_dir=str(folder), recursive=True, include=("*0.png",), quantise=True,
                               degradation=DegradationOptions(kinds=("haze",), severity=(severity, severity)),
                               crop_size=0)
-        ds = PairDataset(opts, key="dehaze video validation", seed=BASE_SEED + severity, train=False)
-        for i in range(len(ds)):
-            s = ds[i]
-            pairs.append(Pair(f"{s.name}/haze{severity}", s.lq.permute(1, 2, 0).numpy(), s.gt.permute(1, 2, 0).numpy()))
+        pairs += dataset_pairs(opts, "dehaze video validation", BASE_SEED + severity, f"/haze{severity}")
     return pairs
 
 
 def validation_pairs(task: str, folder: Path) -> list[Pair]:
     """The video (deblur) or depth-haze (dehaze) validation set, made by the training data code."""
-    from restore.training.data import PairDataset
     from restore.training.options import DatasetOptions
 
     needed = folder if task == "deblur" else folder / "images"
@@ -220,11 +225,7 @@ def validation_pairs(task: str, folder: Path) -> list[Pair]:
     pairs = []
     # few depth photos: three hazes of each (seeds), so that one draw of beta does not decide the set
     for k in range(1 if task == "deblur" else 3):
-        ds = PairDataset(opts, key=f"{task} validation", seed=BASE_SEED + k, train=False)
-        for i in range(len(ds)):
-            s = ds[i]
-            name = s.name if task == "deblur" else f"{s.name}/{k}"
-            pairs.append(Pair(name, s.lq.permute(1, 2, 0).numpy(), s.gt.permute(1, 2, 0).numpy()))
+        pairs += dataset_pairs(opts, f"{task} validation", BASE_SEED + k, "" if task == "deblur" else f"/{k}")
     return pairs
 
 
@@ -277,7 +278,7 @@ def evaluate(task: str, sets: dict[str, list[Pair]], args: argparse.Namespace) -
         try:
             network = ref is not None and ref not in CLASSICAL
             fn = restore_fn(ref, task, args.local_pool if network else None, ensemble,
-                            getattr(args, "guided_radius", None) if network else None)
+                            args.guided_radius if network else None)
         except (ValueError, FileNotFoundError) as e:  # a missing model: say so, keep the other rows
             logger.warning("%s %s: %s", task, label, e)
             continue
