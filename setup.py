@@ -18,6 +18,7 @@ setup(
     package_data={
         "pipelines": ["*.yml", "basicsr/*.yml", "schema/*.json"],
         "restore": ["weights/*.safetensors", "weights/*.json"],
+        "robustsam_prior": ["weights/*.safetensors"],
     },
     include_package_data=False,
     install_requires=[

@@ -210,6 +210,7 @@ class Restorer:
                     f"never seen {prior} maps. Leave --prior out to use {trained!r}, or pass --force-prior to "
                     "run it on the other prior anyway")
             prior_obj = _build_prior(meta.get("prior"), prior, prior_checkpoint, dev, prior_config, fast_encoder)
+            _warn_other_prior_weights(meta.get("prior"), prior_obj, ref.name)
         elif prior is not None or prior_checkpoint is not None or prior_config is not None:
             logger.warning("model %s uses no prior; --prior/--prior-checkpoint/--prior-config ignored", ref.name)
         _warn_unseen_transforms(meta, self_ensemble, ref.name)
@@ -347,6 +348,19 @@ def _is_classical(net: nn.Module) -> bool:
     from .baselines import ClassicalRestorer
 
     return isinstance(net, ClassicalRestorer)
+
+
+def _warn_other_prior_weights(record: dict | None, prior: Prior, model_name: str) -> None:
+    """Warn when the prior runs other weights than the ones the model was trained on (a RobustSAM prior
+    whose checkpoint came from another file, ``$ROBUSTSAM_CHECKPOINT`` or ``--prior-checkpoint``): the
+    network then sees masks unlike its training masks."""
+    trained = (record or {}).get("checkpoint_sha256")
+    used = getattr(prior, "checkpoint_sha256", None)
+    if trained and used and trained != used and (record or {}).get("name") == prior.name:
+        logger.warning(
+            "model %s was trained on the %s prior of checkpoint sha256 %s...; this prior runs %s (sha256 %s...): "
+            "its masks may differ from the ones the model learned from",
+            model_name, prior.name, trained[:12], getattr(prior, "checkpoint", "another file"), used[:12])
 
 
 def _build_prior(

@@ -7,7 +7,11 @@ Resolution order of :func:`resolve_checkpoint` (documented in the README, "Robus
    ``b``, ``base`` ...) is the official file of that variant in the Hub repository :data:`HUB_REPO`
    (the files the RobustSAM README links), fetched by ``huggingface_hub.hf_hub_download`` into the Hub
    cache (``$HF_HUB_CACHE``, else ``$HF_HOME/hub``, else ``~/.cache/huggingface/hub``);
-3. nothing given: ``$ROBUSTSAM_CHECKPOINT`` if set, else the Hub name ``robustsam-vit-b``.
+3. the name of a variant trained by this project (``robustsam-tiny``) is its packaged file,
+   ``robustsam_prior/weights/<name>.safetensors`` (installed with the package; no download);
+4. nothing given: ``$ROBUSTSAM_CHECKPOINT`` if set, else the packaged ``robustsam-tiny`` (so the
+   ``robustsam``/``sam`` priors and ``segment`` work offline on a fresh install), else the Hub name
+   ``robustsam-vit-b`` where the package lacks that file.
 
 ``huggingface_hub`` is an optional dependency (the ``hub`` extra); paths work without it. Every file
 taken from the Hub is checked against its sha256: the Hub stores these files with Git LFS, whose object
@@ -50,6 +54,15 @@ _SHA256 = re.compile(r"[0-9a-f]{64}")
 _TRUE = {"1", "on", "yes", "true"}
 # variants of robustsam_prior.modeling.build.VARIANTS without an official file -> the recipes that train them
 TRAINED_HERE = {"robustsam-tiny": "pipelines/train_robustsam_tiny_stage1.yml, then train_robustsam_tiny_stage2.yml"}
+# their trained weights as shipped in the package (scripts/ship_robustsam_prior.py writes them)
+PACKAGED_DIR = Path(__file__).resolve().parent / "weights"
+PACKAGED_DEFAULT = "robustsam-tiny"  # what a prior without a checkpoint runs
+
+
+def packaged_checkpoint(name: str) -> Path | None:
+    """The packaged weight file of the trained-here variant ``name``, or ``None`` if the package lacks it."""
+    path = PACKAGED_DIR / f"{name}.safetensors"
+    return path if name in TRAINED_HERE and path.is_file() else None
 
 
 class CheckpointNotFoundError(CheckpointError, FileNotFoundError):
@@ -117,6 +130,9 @@ def resolve_checkpoint(path_or_variant: str | os.PathLike | Mapping | None = Non
     if path_or_variant is not None:
         text = os.fspath(path_or_variant)
         if text in TRAINED_HERE:
+            packaged = packaged_checkpoint(text)
+            if packaged is not None:
+                return packaged
             if os.environ.get(ENV_CHECKPOINT):
                 return resolve_checkpoint(Path(os.environ[ENV_CHECKPOINT]))
             raise CheckpointNotFoundError(
@@ -140,6 +156,9 @@ def resolve_checkpoint(path_or_variant: str | os.PathLike | Mapping | None = Non
         if not path.is_file():
             raise CheckpointNotFoundError(f"{path}: checkpoint file not found (set by ${ENV_CHECKPOINT})")
         return path
+    packaged = packaged_checkpoint(PACKAGED_DEFAULT)
+    if packaged is not None:
+        return packaged
     return hub_checkpoint(DEFAULT_VARIANT)
 
 

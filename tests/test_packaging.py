@@ -20,7 +20,9 @@ def test_build_copies_the_package_data_without_setuptools_warnings(tmp_path):
     assert len(log.splitlines()) <= 2, log  # at most setuptools' one-line note that byte-compiling is off
     shipped = {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file() and p.suffix != ".py"}
     want = {p.relative_to(ROOT).as_posix() for pattern in ("pipelines/*.yml", "pipelines/basicsr/*.yml", "pipelines/schema/*.json",
-                                                           "restore/weights/*.safetensors", "restore/weights/*.json")
+                                                           "restore/weights/*.safetensors", "restore/weights/*.json",
+                                                           "robustsam_prior/weights/*.safetensors")
             for p in ROOT.glob(pattern)}
     assert "pipelines/dehaze.yml" in want and "restore/weights/zoo.json" in want
+    assert "robustsam_prior/weights/robustsam-tiny.safetensors" in want
     assert shipped == want

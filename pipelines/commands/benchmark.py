@@ -222,7 +222,7 @@ def restoration(
 @prior_config_option("--model-config")
 @click.option(
     "--prior-checkpoint", "--checkpoint", "checkpoint",
-    help="RobustSAM checkpoint: a file or a Hub name (robustsam-vit-b/-l/-h); default: $ROBUSTSAM_CHECKPOINT, else robustsam-vit-b.",
+    help="RobustSAM checkpoint: a file or a Hub name (robustsam-vit-b/-l/-h) or robustsam-tiny (packaged); default: $ROBUSTSAM_CHECKPOINT, else the packaged robustsam-tiny.",
 )
 @stock_encoder_option
 @click.option(

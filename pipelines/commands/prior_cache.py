@@ -55,8 +55,8 @@ def parse_options(pairs: tuple[str, ...]) -> dict[str, Any]:
 @click.option(
     "--prior-checkpoint",
     "checkpoint",
-    help="Checkpoint for robustsam/sam: a file or a Hub name (robustsam-vit-b/-l/-h, downloaded into the Hub cache); default: "
-    "$ROBUSTSAM_CHECKPOINT, else robustsam-vit-b.",
+    help="Checkpoint for robustsam/sam: a file or a Hub name (robustsam-vit-b/-l/-h, downloaded into the Hub cache) or robustsam-tiny (packaged); default: "
+    "$ROBUSTSAM_CHECKPOINT, else the packaged robustsam-tiny.",
 )
 @prior_config_option()
 @stock_encoder_option

@@ -154,7 +154,7 @@ def _command(task: str) -> click.Command:
                   help="Run the model on --prior even though it was trained with another prior.")
     @click.option("--prior-checkpoint", default=None, metavar="PATH|NAME",
                   help="RobustSAM/SAM weights for --prior robustsam|sam: a file or a Hub name "
-                       "(robustsam-vit-b/-l/-h); default: $ROBUSTSAM_CHECKPOINT, else robustsam-vit-b.")
+                       "(robustsam-vit-b/-l/-h) or robustsam-tiny (packaged); default: $ROBUSTSAM_CHECKPOINT, else the packaged robustsam-tiny.")
     @prior_config_option()
     @stock_encoder_option
     @click.option("--tile", type=int, default=None, callback=_check_tile,

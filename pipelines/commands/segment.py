@@ -79,8 +79,8 @@ def _unit_interval(ctx: click.Context, param: click.Parameter, value: float) -> 
 @click.option("--auto", is_flag=True, help="Automatic masks over a point grid: one PNG per mask, COCO RLE "
               "masks.json and one label map.")
 @click.option("--recursive", is_flag=True, help="A folder INPUT: also take images in sub-folders.")
-@click.option("--prior-checkpoint", "checkpoint", help="RobustSAM checkpoint file or Hub name (robustsam-vit-b/-l/-h, downloaded into the Hub cache); "
-              "default: $ROBUSTSAM_CHECKPOINT, else robustsam-vit-b.")
+@click.option("--prior-checkpoint", "checkpoint", help="RobustSAM checkpoint file or Hub name (robustsam-vit-b/-l/-h, downloaded into the Hub cache) or robustsam-tiny (packaged); "
+              "default: $ROBUSTSAM_CHECKPOINT, else the packaged robustsam-tiny.")
 @prior_config_option("--config")
 @stock_encoder_option
 @click.option("--path", "path", type=click.Choice(["robust", "sam"]), default="robust", show_default=True,

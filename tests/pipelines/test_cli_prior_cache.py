@@ -96,7 +96,7 @@ def test_usage_errors(tmp_path, monkeypatch):
     assert res.exit_code == 2 and "n_segments must be >= 1" in res.output
     monkeypatch.delenv(ENV_CHECKPOINT, raising=False)
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty"))
-    res = CliRunner().invoke(main, [*base, "--prior", "robustsam"])
+    res = CliRunner().invoke(main, [*base, "--prior", "robustsam", "--prior-checkpoint", "robustsam-vit-b"])
     assert res.exit_code == 1 and "robustsam_checkpoint_b.pth" in res.output and "huggingface.co" in res.output
     empty = tmp_path / "empty-folder"
     empty.mkdir()

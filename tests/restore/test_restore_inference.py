@@ -419,8 +419,9 @@ def test_cuda_half_close_to_cpu(tmp_path):
 
 
 @pytest.mark.slow
-def test_fusion_model_with_tiny_robustsam_prior(tmp_path, monkeypatch):
-    """End to end with the real robustsam prior on a tiny random RobustSAM (no reference files)."""
+def test_fusion_model_with_tiny_robustsam_prior(tmp_path, monkeypatch, caplog):
+    """End to end with the real robustsam prior on a tiny random RobustSAM (no reference files). The model
+    records the sha256 of its prior's weights; another file is run, with a warning that says so."""
     from robustsam_prior import build_robustsam
     from robustsam_prior.hub import ENV_CHECKPOINT
 
@@ -441,11 +442,15 @@ def test_fusion_model_with_tiny_robustsam_prior(tmp_path, monkeypatch):
                 p.normal_(0, 0.2)
     ck = tmp_path / "fusion.safetensors"
     prior = {"name": "robustsam", "options": {"config": sam_cfg, "points_per_side": 2, "pred_iou_thresh": 0.0,
-                                              "stability_score_thresh": 0.0, "checkpoint": "/elsewhere/x.pth"}}
+                                              "stability_score_thresh": 0.0, "checkpoint": "/elsewhere/x.pth"},
+             "checkpoint_sha256": "ab" * 32}
     save_checkpoint(ck, net.state_dict(), {"format": CHECKPOINT_FORMAT, "arch": "fusion_nafnet",
                                            "arch_kwargs": kwargs, "task": "deblur", "prior": prior})
-    r = Restorer.load(str(ck), task="deblur", prior_checkpoint=sam_ck, device="cpu")
+    with caplog.at_level("WARNING", logger="restore.inference"):
+        r = Restorer.load(str(ck), task="deblur", prior_checkpoint=sam_ck, device="cpu")
     assert r.prior.name == "robustsam"
+    assert "trained on the robustsam prior of checkpoint sha256 abababababab" in caplog.text
+    assert str(sam_ck) in caplog.text
     x = torch.rand(1, 3, 40, 56, generator=torch.Generator().manual_seed(0))
     out = r.restore(x)
     p = r.prior(x)

@@ -36,8 +36,10 @@ def fill_hub_cache(cache: Path, variant: str, content: bytes, *, blob_sha: str |
 
 @pytest.fixture
 def clean_env(monkeypatch, tmp_path):
-    """No ``$ROBUSTSAM_CHECKPOINT``; the conftest already sets ``HF_HUB_OFFLINE=1`` and an empty cache."""
+    """No ``$ROBUSTSAM_CHECKPOINT`` and no packaged weights (the Hub fallback of a package without them);
+    the conftest already sets ``HF_HUB_OFFLINE=1`` and an empty cache."""
     monkeypatch.delenv(hub.ENV_CHECKPOINT, raising=False)
+    monkeypatch.setattr(hub, "PACKAGED_DIR", tmp_path / "packaged")
     cache = tmp_path / "hub"
     monkeypatch.setenv("HF_HUB_CACHE", str(cache))
     return cache
@@ -155,6 +157,23 @@ def test_environment_variable_and_dict_configs(clean_env, tmp_path, monkeypatch)
     monkeypatch.delenv(hub.ENV_CHECKPOINT)
     with pytest.raises(CheckpointNotFoundError, match=r"custom RobustSAM config \(dict\) needs its checkpoint"):
         resolve_checkpoint({"img_size": 256})
+
+
+def test_packaged_weights_are_the_default_and_the_trained_here_name(clean_env, tmp_path, monkeypatch):
+    """Nothing given: ``$ROBUSTSAM_CHECKPOINT``, else the packaged robustsam-tiny, else robustsam-vit-b. The
+    name ``robustsam-tiny`` is the packaged file even where ``$ROBUSTSAM_CHECKPOINT`` is set."""
+    with pytest.raises(CheckpointNotFoundError, match="robustsam-tiny has no published checkpoint"):
+        resolve_checkpoint("robustsam-tiny")
+    packaged = tmp_path / "packaged" / "robustsam-tiny.safetensors"
+    packaged.parent.mkdir()
+    packaged.write_bytes(b"w")
+    assert resolve_checkpoint() == packaged
+    assert resolve_checkpoint("robustsam-tiny") == packaged
+    env_file = tmp_path / "env.pth"
+    env_file.write_bytes(b"e")
+    monkeypatch.setenv(hub.ENV_CHECKPOINT, str(env_file))
+    assert resolve_checkpoint() == env_file
+    assert resolve_checkpoint("robustsam-tiny") == packaged
 
 
 def test_segment_command_takes_a_hub_name(clean_env, tmp_path, randomize_weights):

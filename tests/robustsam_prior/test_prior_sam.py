@@ -130,8 +130,12 @@ def test_checkpoint_from_environment(tiny_checkpoint, no_env, monkeypatch):
 
 
 def test_missing_checkpoint_and_bad_options(tiny_checkpoint, no_env, tmp_path):
+    from robustsam_prior.hub import PACKAGED_DIR
+
+    # no checkpoint and no config: the packaged robustsam-tiny; an official variant needs its file
+    assert build_prior("robustsam").checkpoint == PACKAGED_DIR / "robustsam-tiny.safetensors"
     with pytest.raises(CheckpointNotFoundError, match="robustsam_checkpoint_b.pth"):
-        build_prior("robustsam")
+        build_prior("robustsam", config="vit_b")
     with pytest.raises(CheckpointNotFoundError, match="robustsam_checkpoint_l.pth"):
         build_prior("sam", config="vit_l")
     with pytest.raises(CheckpointNotFoundError, match="custom RobustSAM config"):

@@ -76,9 +76,30 @@ def test_fast_encoder_equals_stock_on_tiny_variant():
     assert is_accelerated(build_robustsam("robustsam-tiny", fast=True).image_encoder)
 
 
-def test_resolving_tiny_by_name_says_it_is_trained_here(monkeypatch):
+def test_resolving_tiny_by_name_without_packaged_weights_says_it_is_trained_here(monkeypatch, tmp_path):
+    from robustsam_prior import hub
     from robustsam_prior.hub import CheckpointNotFoundError, resolve_checkpoint
 
     monkeypatch.delenv("ROBUSTSAM_CHECKPOINT", raising=False)
+    monkeypatch.setattr(hub, "PACKAGED_DIR", tmp_path)
     with pytest.raises(CheckpointNotFoundError, match="no published checkpoint.*train_robustsam_tiny_stage1.yml"):
         resolve_checkpoint("robustsam-tiny")
+
+
+def test_the_packaged_robustsam_tiny_is_the_default_checkpoint_and_loads(monkeypatch):
+    """The shipped weights: float16 on disk, the default of every RobustSAM prior, built as robustsam-tiny in
+    float32 from its own metadata, with the recipe and source file recorded."""
+    from robustsam_prior.core.checkpoint import read_checkpoint
+    from robustsam_prior.hub import PACKAGED_DIR, resolve_checkpoint
+
+    monkeypatch.delenv("ROBUSTSAM_CHECKPOINT", raising=False)
+    path = resolve_checkpoint()
+    assert path == PACKAGED_DIR / "robustsam-tiny.safetensors" == resolve_checkpoint("robustsam-tiny")
+    loaded = read_checkpoint(path)
+    assert {t.dtype for t in loaded.state_dict.values() if t.is_floating_point()} == {torch.float16}
+    meta = loaded.metadata
+    assert meta["variant"] == "robustsam-tiny" and meta["recipe"]["train"]["stage"] == "robust"
+    assert len(meta["shipped_from"]["sha256"]) == 64
+    model = build_robustsam(None, loaded)
+    assert model.config == VARIANTS["robustsam-tiny"]
+    assert next(model.parameters()).dtype == torch.float32
