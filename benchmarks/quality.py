@@ -34,7 +34,9 @@ and, for every method, the worst image's gain over the input.
 Methods: the degraded ``input``; the classical baseline (``dcp``: dark channel prior with the standard
 settings, dehazing only; for blur the classical baseline is the identity, i.e. the input row); the
 no-prior ablation (``nafnet``, same size and training budget); the default model with the ``regions``
-prior. The networks run with their packaged inference settings (the deblurrers: channel-attention
+prior; the same network on the packaged ``robustsam-tiny`` prior (``--robustsam-dehaze``, the packaged
+``robustsam-dehaze`` by default; ``--robustsam-deblur`` where such a deblurrer exists), which also gets a
+speed row. The networks run with their packaged inference settings (the deblurrers: channel-attention
 statistics over 144-px windows, ``restore/weights/zoo.json``); ``--local-pool`` overrides them and the
 row labels say which ran. ``--self-ensemble flip|x8`` adds a row (and a speed row) for the default model
 with that self-ensemble (``Restorer.self_ensemble``). PSNR/SSIM are the project's one convention
@@ -237,6 +239,8 @@ def methods(task: str, args: argparse.Namespace) -> list[tuple[str, str | None, 
         rows.append(("dcp", "dcp", [], "none"))
     rows.append(("nafnet", getattr(args, f"ablation_{task}"), ["no prior", "ablation"], "none"))
     rows.append(("map_nafnet + regions", getattr(args, f"default_{task}"), ["default"], "none"))
+    if getattr(args, f"robustsam_{task}", None):
+        rows.append(("map_nafnet + robustsam", getattr(args, f"robustsam_{task}"), ["robustsam-tiny prior"], "none"))
     if args.self_ensemble != "none":
         ensemble = args.self_ensemble
         rows.append(("map_nafnet + regions", getattr(args, f"default_{task}"), ["default", f"{ensemble} self-ensemble"],
@@ -414,6 +418,10 @@ def main() -> None:
     parser.add_argument("--ablation-dehaze", default="dehaze-noprior", help="zoo name or checkpoint path")
     parser.add_argument("--default-deblur", default="regions-deblur", help="zoo name or checkpoint path")
     parser.add_argument("--ablation-deblur", default="deblur-noprior", help="zoo name or checkpoint path")
+    parser.add_argument("--robustsam-dehaze", default="robustsam-dehaze",
+                        help="zoo name or checkpoint path of the dehazer on the RobustSAM prior ('' = no such row)")
+    parser.add_argument("--robustsam-deblur", default="",
+                        help="zoo name or checkpoint path of the deblurrer on the RobustSAM prior (default: none)")
     parser.add_argument("--sets", default="synthetic,video,depth,real",
                         help="comma-separated: synthetic, video, depth (dehaze), real")
     parser.add_argument("--video-dir", type=Path, default=VIDEO_DIR, help="video validation frames (deblur; every 10th hazed for dehaze)")
@@ -467,11 +475,14 @@ def main() -> None:
             sets["real"] = real_pairs(task, args.real_dir)
         records += evaluate(task, sets, args)
         if not args.skip_speed:
-            for ensemble in dict.fromkeys(("none", args.self_ensemble)):
+            runs = [(getattr(args, f"default_{task}"), e) for e in dict.fromkeys(("none", args.self_ensemble))]
+            if getattr(args, f"robustsam_{task}"):
+                runs.append((getattr(args, f"robustsam_{task}"), "none"))
+            for ref, ensemble in runs:
                 try:
-                    speeds.append(speed(task, getattr(args, f"default_{task}"), args.real_dir, args.repeats, ensemble))
+                    speeds.append(speed(task, ref, args.real_dir, args.repeats, ensemble))
                 except (ValueError, FileNotFoundError) as e:
-                    logger.warning("speed %s: %s", task, e)
+                    logger.warning("speed %s %s: %s", task, ref, e)
     print(f"Machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads; "
           f"malloc: {malloc}; {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}\n")
     gains(records)

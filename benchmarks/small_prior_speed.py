@@ -45,7 +45,8 @@ def _timed(fn, repeats: int, clock: str) -> float:
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--checkpoint", required=True, help="RobustSAM checkpoint of the small model")
+    p.add_argument("--checkpoint", default="robustsam-tiny",
+                   help="RobustSAM checkpoint of the small model (default: the packaged robustsam-tiny)")
     p.add_argument("--grids", default="6,8,12", help="points_per_side values, comma-separated")
     p.add_argument("--mask-sides", default="256", help="mask_side values, comma-separated (0 = full size)")
     p.add_argument("--pred-iou-thresh", type=float, default=0.88)

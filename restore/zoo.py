@@ -38,8 +38,9 @@ TASKS = ("dehaze", "deblur")
 # the model each task uses when --model is not given
 DEFAULT_MODELS = {"dehaze": "regions-dehaze", "deblur": "regions-deblur"}
 # earlier names of packaged models -> their names now (the packaged models are named after the prior that
-# conditions them: the built-in `regions` prior, not RobustSAM); an old name still works, with a warning
-RENAMED = {"robustsam-dehaze": "regions-dehaze", "robustsam-deblur": "regions-deblur"}
+# conditions them); an old name still works, with a warning. `robustsam-dehaze` was once the regions-prior
+# dehazer; it now names the dehazer conditioned on the packaged RobustSAM.
+RENAMED = {"robustsam-deblur": "regions-deblur"}
 # The photos that no default model trains on (pipelines/train_default_*.yml), by name: the bundled
 # examples (examples/make_examples.py) and the held-out synthetic sets of benchmarks/quality.py are made
 # from them. ``robustsam_prior.core.fileio.package_path`` resolves each to a file.

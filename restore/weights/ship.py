@@ -48,6 +48,13 @@ MODELS: dict[str, dict[str, Any]] = {
         "description": "ablation: the same NAFNet without a prior, same data and budget",
         "guided_radius": 16,
     },
+    "dehaze_robustsam": {
+        "zoo": "robustsam-dehaze",
+        "file": "dehaze_robustsam_map_nafnet.safetensors",
+        "recipe": "pipelines/train_default_dehaze_robustsam_stage2.yml",
+        "description": "dehazer: the same MAP-NAFNet on the packaged robustsam-tiny prior (automatic masks)",
+        "guided_radius": 16,
+    },
     "default_deblur_noprior": {
         "zoo": "deblur-noprior",
         "file": "deblur_noprior_nafnet.safetensors",

@@ -18,6 +18,7 @@ PACKAGED = {
     "regions-deblur": ("deblur", "map_nafnet", "regions"),
     "dehaze-noprior": ("dehaze", "nafnet", "none"),
     "deblur-noprior": ("deblur", "nafnet", "none"),
+    "robustsam-dehaze": ("dehaze", "map_nafnet", "robustsam"),
 }
 
 
@@ -224,7 +225,7 @@ def test_packaged_deblurrers_do_no_harm_on_fast_motion(name):
     assert min(gains) > _FAST_MOTION_FLOOR_DB and np.mean(gains) > _FAST_MOTION_MEAN_DB, gains
 
 
-@pytest.mark.parametrize("name", ["regions-dehaze", "dehaze-noprior"])
+@pytest.mark.parametrize("name", ["regions-dehaze", "dehaze-noprior", "robustsam-dehaze"])
 def test_packaged_dehazers_do_no_harm_on_outdoor_frames(name):
     """Outdoor frames with large uniform surfaces (a green court, tests/data/gopro0477_val: three held-out
     validation frames at 320x180), hazed at severities 2-4. The dehazers trained on package photos alone
@@ -248,7 +249,7 @@ def test_packaged_dehazers_do_no_harm_on_outdoor_frames(name):
     assert min(gains) > 1.0 and np.mean(gains) > 3.0, gains
 
 
-@pytest.mark.parametrize("name", ["regions-dehaze", "dehaze-noprior"])
+@pytest.mark.parametrize("name", ["regions-dehaze", "dehaze-noprior", "robustsam-dehaze"])
 def test_packaged_dehazers_paint_nothing_on_a_flat_sky(name):
     """A hazy sky with no texture (a smooth affine colour ramp) comes out without structure of its own:
     no grid or streaks. The dehazers without their guided output painted the traces of their strided and
