@@ -160,6 +160,9 @@ class Trainer:
 
             self.prior = build_prior(cfg.prior.name, **cfg.prior.options)
             self.prior_record = {"name": cfg.prior.name, "options": dict(cfg.prior.options)}
+            sha = getattr(self.prior, "checkpoint_sha256", None)
+            if sha:  # the prior's weights: inference warns when it runs other ones
+                self.prior_record["checkpoint_sha256"] = sha
         elif cfg.prior.name != "none":
             logger.warning(
                 "architecture %r ignores the prior; prior %r is not computed", cfg.model.arch, cfg.prior.name

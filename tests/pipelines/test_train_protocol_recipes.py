@@ -4,6 +4,7 @@ per image with ``prior-cache`` on GoPro-/RESIDE-layout folders, then ``train`` r
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -114,6 +115,9 @@ def _check_run(out: Path, prior_name: str = "robustsam") -> dict:
     meta = read_checkpoint(out / "models/final.safetensors").metadata
     prior = meta["prior"] if isinstance(meta["prior"], dict) else json.loads(meta["prior"])
     assert prior["name"] == prior_name and prior["options"]["points_per_side"] == 4
+    # the sha256 of the prior's weights, which inference compares with the weights it runs
+    checkpoint = Path(prior["options"]["checkpoint"])
+    assert prior["checkpoint_sha256"] == hashlib.sha256(checkpoint.read_bytes()).hexdigest()
     records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     val = [r for r in records if "val/psnr" in r]
     assert val and np.isfinite(val[-1]["val/psnr"])
