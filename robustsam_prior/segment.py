@@ -370,7 +370,8 @@ def load_model(
     device: str | torch.device = "cpu",
 ) -> RobustSam:
     """The RobustSAM model to segment with: ``checkpoint`` a file or a Hub name (None: the official file of the
-    ``config`` variant, or ``$ROBUSTSAM_CHECKPOINT``; :func:`robustsam_prior.hub.resolve_checkpoint`), built
+    ``config`` variant, or ``$ROBUSTSAM_CHECKPOINT``, else the packaged ``robustsam-tiny``;
+    :func:`robustsam_prior.hub.resolve_checkpoint`), built
     with ``config`` (a variant name or a dict of sizes; None: from the file). ``bn_mode`` and ``fast`` are
     :func:`robustsam_prior.loading.build_robustsam`'s."""
     from .hub import resolve_checkpoint

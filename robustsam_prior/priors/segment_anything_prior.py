@@ -22,8 +22,8 @@ same model (``path="sam"``). The ``sam`` prior also accepts a Meta SAM checkpoin
 (``sam_vit_{b,l,h}_*.pth``, the paper's "SAM as prior" baseline): its labels and
 ``image_embedding`` are then vanilla SAM's, and ``robust_mask_features`` is left out (those modules
 are not in the file). The ``robustsam`` prior refuses a SAM checkpoint with the loader's error. Both need a checkpoint: ``checkpoint=`` a path, else
-``$ROBUSTSAM_CHECKPOINT``, else the official file of the config's variant (default vit_b) from the
-Hugging Face Hub cache (:func:`robustsam_prior.hub.resolve_checkpoint`).
+the official file of the config's variant from the Hugging Face Hub cache where a variant is named, else
+``$ROBUSTSAM_CHECKPOINT``, else the packaged ``robustsam-tiny`` (:func:`robustsam_prior.hub.resolve_checkpoint`).
 """
 
 from __future__ import annotations
@@ -45,8 +45,9 @@ class _SegmentAnythingPrior(Prior):
     """Shared implementation; see the module docstring. ``default_path`` is set by the subclasses.
 
     Options: ``config`` ("vit_b"/"vit_l"/"vit_h", a dict like the reference ``tiny_config.json``, the
-    path of such a JSON file, or ``None`` to take it from the checkpoint); ``checkpoint`` (a path; ``None`` resolves the
-    variant of ``config``, default vit_b, through ``$ROBUSTSAM_CHECKPOINT`` and the cache folder);
+    path of such a JSON file, or ``None`` to take it from the checkpoint); ``checkpoint`` (a path or name; ``None``
+    resolves the variant of ``config`` through the Hub cache, or without one ``$ROBUSTSAM_CHECKPOINT``, else the
+    packaged ``robustsam-tiny``);
     ``points_per_side`` (automatic-mask grid); ``path`` ("robust" | "sam"); ``bn_mode``
     ("running" | "batch"); ``pred_iou_thresh``/``stability_score_thresh`` (the generator's
     filters; Meta's defaults); ``mask_side`` (longest side of the image the masks are computed on, ``None``

@@ -87,7 +87,7 @@ def test_held_out_photos_are_in_no_default_training_set():
     held = {package_path(url).resolve() for url in HELD_OUT_PHOTOS.values()}
     assert all(p.is_file() for p in held)
     recipes = sorted((REPO / "pipelines").glob("train_default_*.yml"))
-    assert len(recipes) == 13
+    assert len(recipes) == 14
     folder_keys = ("clean_dir", "extra_clean_dirs", "video_dir", "lq_dir", "gt_dir", "depth_dir")
 
     def folders(raw: dict) -> set[str]:
