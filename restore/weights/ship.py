@@ -55,12 +55,6 @@ MODELS: dict[str, dict[str, Any]] = {
         "description": "dehazer: the same MAP-NAFNet on the packaged robustsam-tiny prior (automatic masks)",
         "guided_radius": 16,
     },
-    "deblur_robustsam": {
-        "zoo": "robustsam-deblur",
-        "file": "deblur_robustsam_map_nafnet.safetensors",
-        "recipe": "pipelines/train_default_deblur_robustsam_stage4.yml",
-        "description": "deblurrer: the same MAP-NAFNet on the packaged robustsam-tiny prior (automatic masks)",
-    },
     "default_deblur_noprior": {
         "zoo": "deblur-noprior",
         "file": "deblur_noprior_nafnet.safetensors",
