@@ -59,9 +59,14 @@ PACKAGED_DIR = Path(__file__).resolve().parent / "weights"
 PACKAGED_DEFAULT = "robustsam-tiny"  # what a prior without a checkpoint runs
 
 
+def packaged_path(name: str) -> Path:
+    """Where the package keeps the weights of the trained-here variant ``name`` (whether or not they exist)."""
+    return PACKAGED_DIR / f"{name}.safetensors"
+
+
 def packaged_checkpoint(name: str) -> Path | None:
     """The packaged weight file of the trained-here variant ``name``, or ``None`` if the package lacks it."""
-    path = PACKAGED_DIR / f"{name}.safetensors"
+    path = packaged_path(name)
     return path if name in TRAINED_HERE and path.is_file() else None
 
 

@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from robustsam_prior.core.checkpoint import read_checkpoint, save_checkpoint  # noqa: E402
-from robustsam_prior.hub import PACKAGED_DIR  # noqa: E402
+from robustsam_prior.hub import packaged_path  # noqa: E402
 from robustsam_prior.loading import build_robustsam  # noqa: E402
 
 
@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     dtype = torch.float32 if args.float32 else torch.float16
     state = {k: (v.to(dtype) if v.is_floating_point() else v).contiguous() for k, v in loaded.state_dict.items()}
     meta["shipped_from"] = {"path": str(args.checkpoint), "sha256": loaded.sha256, "dtype": str(dtype)}
-    out = args.out or PACKAGED_DIR / f"{variant}.safetensors"
+    out = args.out or packaged_path(variant)
     out.parent.mkdir(parents=True, exist_ok=True)
     sha = save_checkpoint(out, state, meta)
     print(f"{out}: {out.stat().st_size / 1e6:.1f} MB, sha256 {sha}")
