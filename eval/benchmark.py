@@ -26,11 +26,19 @@ from .restoration_benchmark import (
     run_restoration_benchmark,
 )
 from .segmentation_benchmark import draw_prompts, mask_box, run_segmentation_benchmark
-from .segmenters import SEGMENTERS, PredictorSegmenter, PromptSegmenter, RegionsSegmenter, build_segmenters
+from .segmenters import (
+    SEGMENTERS,
+    BoxSegmenter,
+    PredictorSegmenter,
+    PromptSegmenter,
+    RegionsSegmenter,
+    build_segmenters,
+)
 
 __all__ = [
     "ROW_FORMAT",
     "SEGMENTERS",
+    "BoxSegmenter",
     "Method",
     "PredictorSegmenter",
     "PromptSegmenter",

@@ -2,7 +2,8 @@
 
 ``robustsam`` and ``sam``: RobustSAM's robust or SAM path of one RobustSAM model
 (:class:`PredictorSegmenter`); ``regions``: the weight-free over-segmentation, a prompt selecting the
-regions it covers (:class:`RegionsSegmenter`). :func:`build_segmenters` builds them by name; the
+regions it covers (:class:`RegionsSegmenter`); ``box``: the prompt box itself, filled, without looking at
+the image (:class:`BoxSegmenter`), the floor a segmenter has to beat on box prompts. :func:`build_segmenters` builds them by name; the
 segmenters built together share one model and one predictor, so each image is encoded once.
 """
 
@@ -142,6 +143,34 @@ class RegionsSegmenter(PromptSegmenter):
         return np.isin(lab, keep)
 
 
+class BoxSegmenter(PromptSegmenter):
+    """The filled prompt box, whatever the image: what a box prompt alone already says about the object.
+
+    Its IoU with an instance is area(instance) / area(its tight box), so on compact objects it is high,
+    and a segmenter that scores below it makes the box prompt worse. Degradations that do not move the
+    masks leave it unchanged. Box prompts only.
+    """
+
+    name = "box"
+    meta = {"name": "box"}
+
+    def __init__(self) -> None:
+        self.shape: tuple[int, int] | None = None
+
+    def set_image(self, image: np.ndarray) -> None:
+        self.shape = tuple(image.shape[:2])
+
+    def predict(self, prompt: dict) -> np.ndarray:
+        if self.shape is None:
+            raise RuntimeError("set_image must be called before predict")
+        if "box" not in prompt:
+            raise ValueError("the 'box' segmenter answers box prompts only (--prompt box)")
+        x0, y0, x1, y1 = (int(round(float(v))) for v in prompt["box"])
+        out = np.zeros(self.shape, bool)
+        out[max(y0, 0) : y1 + 1, max(x0, 0) : x1 + 1] = True
+        return out
+
+
 class SegmenterContext:
     """What the segmenters built together share: one RobustSAM model (``model``, or built from
     ``model_config``/``checkpoint`` when a segmenter first needs it; its encoder is the fast one unless
@@ -193,11 +222,16 @@ def _regions(context: SegmenterContext) -> PromptSegmenter:
     return RegionsSegmenter()
 
 
+@SEGMENTERS.register("box")
+def _box(context: SegmenterContext) -> PromptSegmenter:
+    return BoxSegmenter()
+
+
 def build_segmenters(
     names: Sequence[str], *, model_config: str | dict | None = None, checkpoint: str | None = None, model=None,
     fast_encoder: bool = True,
 ) -> list[PromptSegmenter]:
-    """Segmenters by name (:data:`SEGMENTERS`: ``robustsam``, ``sam``, ``regions``); one RobustSAM model and
+    """Segmenters by name (:data:`SEGMENTERS`: ``robustsam``, ``sam``, ``regions``, ``box``); one RobustSAM model and
     one predictor are shared by the first two (``fast_encoder=False``: its encoder runs the stock
     forward). An unknown name is a ``KeyError`` with a "did you mean", raised before any model is loaded."""
     factories = [SEGMENTERS.get(n) for n in names]

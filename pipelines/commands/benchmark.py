@@ -217,7 +217,8 @@ def restoration(
     "--segmenters",
     default="robustsam,sam",
     show_default=True,
-    help="Comma-separated: robustsam, sam (RobustSAM's SAM path), regions (no weights).",
+    help="Comma-separated: robustsam, sam (RobustSAM's SAM path), regions (no weights), box (the filled prompt "
+    "box, no image: the floor on box prompts).",
 )
 @prior_config_option("--model-config")
 @click.option(

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from eval.benchmark import (
+    BoxSegmenter,
     Method,
-    PromptSegmenter,
     RegionsSegmenter,
     SyntheticPairs,
     draw_prompts,
@@ -235,22 +235,6 @@ def test_prompts_from_masks():
         draw_prompts(m, prompt="scribble", num_points=1, rng=np.random.default_rng(0))
 
 
-class BoxFill(PromptSegmenter):
-    """Predicts the whole prompt box: IoU with the mask is area(mask) / area(box), worked out independently."""
-
-    name = "boxfill"
-    meta = {"name": "boxfill"}
-
-    def set_image(self, image):
-        self.shape = image.shape[:2]
-
-    def predict(self, prompt):
-        x0, y0, x1, y1 = (int(v) for v in prompt["box"])
-        out = np.zeros(self.shape, bool)
-        out[y0 : y1 + 1, x0 : x1 + 1] = True
-        return out
-
-
 def _shapes(n=2, size=64, seed=0):
     from robustsam_prior.data import ShapesDataset
 
@@ -259,7 +243,7 @@ def _shapes(n=2, size=64, seed=0):
 
 def test_segmentation_benchmark_hand_checked_with_box_fill():
     ds = _shapes()
-    rows = run_segmentation_benchmark(dataset=ds, segmenters=[BoxFill()], degradations=["gaussian_noise"])
+    rows = run_segmentation_benchmark(dataset=ds, segmenters=[BoxSegmenter()], degradations=["gaussian_noise"])
     assert [(r["degradation"], r["severity"]) for r in rows] == [("clear", None), ("gaussian_noise", 3)]
     ious = []
     for item in ds:
@@ -269,12 +253,13 @@ def test_segmentation_benchmark_hand_checked_with_box_fill():
     assert rows[0]["metrics"]["iou"] == pytest.approx(np.mean(ious), abs=1e-12)
     # noise does not move the masks, so the prompts and the box-fill result are the same
     assert rows[1]["metrics"] == rows[0]["metrics"] and rows[0]["count"] == len(ious)
+    assert rows[0]["method"] == "box"
     with pytest.raises(ValueError, match="unknown prompt type"):
-        run_segmentation_benchmark(dataset=ds, segmenters=[BoxFill()], prompt="lasso")
+        run_segmentation_benchmark(dataset=ds, segmenters=[BoxSegmenter()], prompt="lasso")
     with pytest.raises(ValueError, match="no segmenters"):
         run_segmentation_benchmark(dataset=ds, segmenters=[])
     with pytest.raises(ValueError, match="nothing to evaluate"):
-        run_segmentation_benchmark(dataset=ds, segmenters=[BoxFill()], include_clear=False)
+        run_segmentation_benchmark(dataset=ds, segmenters=[BoxSegmenter()], include_clear=False)
 
 
 def test_segmentation_input_errors(monkeypatch):
@@ -283,7 +268,7 @@ def test_segmentation_input_errors(monkeypatch):
     bad = SegmentationDataset("bad", [SegmentationItem("x", lambda: np.zeros((8, 8, 3), np.float32),
                                                        lambda: np.zeros((1, 8, 9), bool))])  # fmt: skip
     with pytest.raises(ValueError, match="x: masks \\(8, 9\\) do not match the image \\(8, 8\\)"):
-        run_segmentation_benchmark(dataset=bad, segmenters=[BoxFill()])
+        run_segmentation_benchmark(dataset=bad, segmenters=[BoxSegmenter()])
     import robustsam_prior.degradations as deg
 
     real = deg.degrade
@@ -296,19 +281,31 @@ def test_segmentation_input_errors(monkeypatch):
     monkeypatch.setattr(deg, "degrade", cropping)
     with pytest.raises(ValueError, match="returned labels"):
         run_segmentation_benchmark(
-            dataset=_shapes(n=1, size=32), segmenters=[BoxFill()], degradations=["contrast"]
+            dataset=_shapes(n=1, size=32), segmenters=[BoxSegmenter()], degradations=["contrast"]
         )
 
 
 def test_segmenters_come_from_a_registry_that_suggests_a_name():
     from eval.benchmark import SEGMENTERS, build_segmenters
 
-    assert SEGMENTERS.names() == ["regions", "robustsam", "sam"]
+    assert SEGMENTERS.names() == ["box", "regions", "robustsam", "sam"]
     # the unknown name is reported before the robustsam model would be loaded from a file that does not exist
-    with pytest.raises(KeyError, match=r"unknown segmenter 'robustsm' \(did you mean 'robustsam'\?\); known: regions, "
-                                       r"robustsam, sam"):
+    with pytest.raises(KeyError, match=r"unknown segmenter 'robustsm' \(did you mean 'robustsam'\?\); known: box, "
+                                       r"regions, robustsam, sam"):
         build_segmenters(["robustsam", "robustsm"], checkpoint="/nonexistent/robustsam.pth")
-    assert [type(s).__name__ for s in build_segmenters(["regions"])] == ["RegionsSegmenter"]
+    assert [type(s).__name__ for s in build_segmenters(["regions", "box"])] == ["RegionsSegmenter", "BoxSegmenter"]
+
+
+def test_box_segmenter_is_the_filled_prompt_box_and_refuses_points():
+    seg = BoxSegmenter()
+    with pytest.raises(RuntimeError, match="set_image"):
+        seg.predict({"box": np.array([0, 0, 1, 1])})
+    seg.set_image(np.zeros((5, 6, 3), np.float32))
+    expected = np.zeros((5, 6), bool)
+    expected[1:4, 2:6] = True  # rows 1..3, columns 2..5 (inclusive XYXY)
+    assert np.array_equal(seg.predict({"box": np.array([2.0, 1.0, 5.0, 3.0])}), expected)
+    with pytest.raises(ValueError, match="box prompts only"):
+        seg.predict({"points": np.array([[1, 1]]), "labels": np.array([1])})
 
 
 def test_regions_segmenter_rules():
