@@ -39,6 +39,24 @@ _SAM_DEFAULTS = {
     if p.default is not inspect.Parameter.empty
 }
 
+SCORE_FILTERS = ("pred_iou_thresh", "stability_score_thresh")
+# The score filters per trained-here variant. robustsam-tiny's IoU head and masks are not calibrated like
+# SAM's: on its validation images its predicted IoUs have a median of 0.22-0.32 and its stability scores
+# 0.21-0.40 (restore/weights/TRAINING.md), so Meta's thresholds keep no mask at all. Without score filters
+# its candidates are still deduplicated by box NMS; this is how the robustsam-dehaze prior runs it.
+TRAINED_HERE_SCORE_FILTERS = {"robustsam-tiny": {"pred_iou_thresh": 0.0, "stability_score_thresh": 0.0}}
+
+
+def default_score_filters(model: RobustSam) -> dict[str, float]:
+    """``pred_iou_thresh`` and ``stability_score_thresh`` for automatic masks of ``model``: its variant's entry
+    in :data:`TRAINED_HERE_SCORE_FILTERS`, else Meta's defaults (0.88, 0.95; tuned for SAM ViT-H)."""
+    from .modeling.build import config_name
+
+    config = getattr(model, "config", None)
+    name = config_name(config) if config is not None else None
+    own = TRAINED_HERE_SCORE_FILTERS.get(name) if name else None
+    return dict(own) if own else {k: float(_SAM_DEFAULTS[k]) for k in SCORE_FILTERS}
+
 
 class RobustSamAutomaticMaskGenerator(SamAutomaticMaskGenerator):
     """``SamAutomaticMaskGenerator(model, **options)`` on ``path`` ("robust" by default or "sam").

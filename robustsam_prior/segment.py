@@ -144,8 +144,8 @@ def segment_image(
     path: str = "robust",
     multimask: bool = False,
     points_per_side: int = 32,
-    pred_iou_thresh: float = 0.88,
-    stability_score_thresh: float = 0.95,
+    pred_iou_thresh: float | None = None,
+    stability_score_thresh: float | None = None,
     box_nms_thresh: float = 0.7,
     min_mask_region_area: int = 0,
     progress: bool = False,
@@ -157,13 +157,20 @@ def segment_image(
     0 background) and/or ``box`` ``[x0, y0, x1, y1]``, in pixels of the image; one mask, or three with
     ``multimask``. Automatic (``auto=True``, no prompts): :class:`robustsam_prior.RobustSamAutomaticMaskGenerator`
     over a ``points_per_side``² grid with its IoU and stability thresholds, box NMS threshold and minimum
-    region area (segment-anything's options of those names); the masks are written one by one and turned
+    region area (segment-anything's options of those names; an IoU or stability threshold left at ``None`` is
+    the model's own, :func:`robustsam_prior.automatic.default_score_filters`: Meta's 0.88 / 0.95 for the
+    official sizes, 0 / 0 for the packaged ``robustsam-tiny``); the masks are written one by one and turned
     into one label map. With no mask left, ``scores["no_masks"]`` says which filter removed the
     candidates (:func:`robustsam_prior.automatic.explain_no_masks`).
     ``image_name`` is recorded in the scores. ``ValueError`` for prompts together with ``auto``, neither,
     or more regions than a 16-bit label map holds.
     """
-    from .automatic import RobustSamAutomaticMaskGenerator, explain_no_masks, masks_to_label_map
+    from .automatic import (
+        RobustSamAutomaticMaskGenerator,
+        default_score_filters,
+        explain_no_masks,
+        masks_to_label_map,
+    )
     from .predictor import RobustSamPredictor
 
     if auto and (points is not None or box is not None):
@@ -182,6 +189,11 @@ def segment_image(
     images: dict[str, tuple[np.ndarray, int]] = {}
 
     if auto:
+        filters = default_score_filters(model)
+        if pred_iou_thresh is None:
+            pred_iou_thresh = filters["pred_iou_thresh"]
+        if stability_score_thresh is None:
+            stability_score_thresh = filters["stability_score_thresh"]
         generator = RobustSamAutomaticMaskGenerator(
             model,
             path=path,

@@ -64,8 +64,10 @@ def _prompt_option_errors(fn: Callable[..., Any], *args: Any) -> Any:
         raise click.BadParameter(str(e), param_hint=f"--{e.prompt}") from None
 
 
-def _unit_interval(ctx: click.Context, param: click.Parameter, value: float) -> float:
-    """A threshold in [0, 1]; click's FloatRange lets NaN through."""
+def _unit_interval(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
+    """A threshold in [0, 1] (``None``: not given); click's FloatRange lets NaN through."""
+    if value is None:
+        return None
     if not (math.isfinite(value) and 0.0 <= value <= 1.0):
         raise click.BadParameter(f"{value} is not a number in [0, 1]")
     return value
@@ -90,10 +92,12 @@ def _unit_interval(ctx: click.Context, param: click.Parameter, value: float) -> 
               help="BatchNorm statistics of the robust blocks (batch = the official demo's per-image statistics).")
 @click.option("--points-per-side", type=click.IntRange(1, MAX_POINTS_PER_SIDE), default=32, show_default=True,
               help=f"--auto: grid size, 1..{MAX_POINTS_PER_SIDE} (points-per-side² prompts).")
-@click.option("--pred-iou-thresh", type=float, default=0.88, show_default=True, callback=_unit_interval,
-              help="--auto: min predicted IoU, in [0, 1].")
-@click.option("--stability-thresh", type=float, default=0.95, show_default=True, callback=_unit_interval,
-              help="--auto: min stability score, in [0, 1].")
+@click.option("--pred-iou-thresh", type=float, default=None, callback=_unit_interval,
+              help="--auto: min predicted IoU, in [0, 1]; default: Meta's 0.88 for the official checkpoints, 0 for "
+              "the packaged robustsam-tiny (its predicted IoUs are not calibrated like SAM's).")
+@click.option("--stability-thresh", type=float, default=None, callback=_unit_interval,
+              help="--auto: min stability score, in [0, 1]; default: Meta's 0.95 for the official checkpoints, 0 "
+              "for the packaged robustsam-tiny.")
 @click.option("--box-nms-thresh", type=float, default=0.7, show_default=True, callback=_unit_interval,
               help="--auto: box IoU above which the lower-scored of two masks is dropped, in [0, 1].")
 @click.option("--min-mask-region-area", type=click.IntRange(min=0), default=0, show_default=True,
@@ -115,8 +119,8 @@ def segment(
     multimask: bool,
     bn_mode: str,
     points_per_side: int,
-    pred_iou_thresh: float,
-    stability_thresh: float,
+    pred_iou_thresh: float | None,
+    stability_thresh: float | None,
     box_nms_thresh: float,
     min_mask_region_area: int,
     device: str,

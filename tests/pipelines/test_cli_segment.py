@@ -329,3 +329,21 @@ def test_without_a_checkpoint_the_packaged_robustsam_tiny_segments_offline(tmp_p
         assert scores["checkpoint"]["path"] == str(PACKAGED_DIR / "robustsam-tiny.safetensors")
         mask = read_image(out / "mask_0.png").pixels[..., 0] > 0.5
         assert (mask & truth).sum() / (mask | truth).sum() > floor, prompt
+    # --auto with the default score filters: Meta's 0.88 / 0.95 keep no mask of this model (its predicted
+    # IoUs are not calibrated), so the packaged model's own defaults (no score filter) apply; on a
+    # 4x4 grid one of its masks covers the object with IoU 0.68 (floor 0.5)
+    out = tmp_path / "auto"
+    res = run([image, out, "--auto", "--points-per-side", "4"])
+    assert res.exit_code == 0, res.output
+    scores = json.loads((out / "scores.json").read_text())
+    assert scores["settings"]["pred_iou_thresh"] == 0.0 and scores["settings"]["stability_score_thresh"] == 0.0
+    assert "no_masks" not in scores and scores["masks"]
+    best = max(((m := read_image(f).pixels[..., 0] > 0.5) & truth).sum() / (m | truth).sum()
+               for f in (out / "masks").glob("*.png"))
+    assert best > 0.5, best
+    # an explicit threshold wins over the model's default; the other one keeps the model's
+    res = run([image, tmp_path / "meta", "--auto", "--points-per-side", "4", "--pred-iou-thresh", "0.88"])
+    assert res.exit_code == 0, res.output
+    meta = json.loads((tmp_path / "meta" / "scores.json").read_text())
+    assert meta["settings"]["pred_iou_thresh"] == 0.88 and meta["settings"]["stability_score_thresh"] == 0.0
+    assert len(meta["masks"]) < len(scores["masks"])

@@ -177,3 +177,18 @@ def test_generator_refuses_unbounded_sizes_before_allocating(model, monkeypatch)
     gen = RobustSamAutomaticMaskGenerator(model, points_per_side=MAX_POINTS_PER_SIDE,
                                           points_per_batch=MAX_POINTS_PER_BATCH, crop_n_layers=1)
     assert [len(g) for g in gen.point_grids] == [MAX_POINTS_PER_SIDE**2] * 2
+
+
+def test_default_score_filters_follow_the_variant():
+    """The official sizes (and custom ones) get Meta's thresholds; the trained-here robustsam-tiny, whose
+    predicted IoUs are not calibrated like SAM's, none."""
+    import torch
+
+    from robustsam_prior.automatic import default_score_filters
+    from robustsam_prior.modeling.build import build_robustsam_model
+
+    with torch.device("meta"):
+        tiny = build_robustsam_model("robustsam-tiny")
+        vit_b = build_robustsam_model("vit_b")
+    assert default_score_filters(tiny) == {"pred_iou_thresh": 0.0, "stability_score_thresh": 0.0}
+    assert default_score_filters(vit_b) == {"pred_iou_thresh": 0.88, "stability_score_thresh": 0.95}
