@@ -93,6 +93,28 @@ def read_checkpoint(path: str | os.PathLike) -> LoadedCheckpoint:
     return LoadedCheckpoint(strip_prefix(state), path, sha256_file(path), metadata)
 
 
+def read_checkpoint_metadata(path: str | os.PathLike) -> dict[str, Any]:
+    """The project metadata of a ``.safetensors`` checkpoint, read from its header without the tensors
+    (``{}`` for other files, whose metadata needs the whole file, and for a header without it). Raises
+    :class:`CheckpointError` for an unreadable file or corrupt metadata."""
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        return {}
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            header = f.metadata() or {}
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"{path}: not a readable safetensors file ({e})") from e
+    if METADATA_KEY not in header:
+        return {}
+    try:
+        return json.loads(header[METADATA_KEY])
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{path}: corrupt metadata in safetensors header ({e})") from e
+
+
 def _torch_file_header(path: Path) -> bool:
     """Whether ``path`` starts as ``torch.save`` files do: a zip archive, or (the legacy format) a pickle
     of protocol 2 or later (first byte 0x80)."""

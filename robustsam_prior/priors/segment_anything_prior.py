@@ -50,7 +50,9 @@ class _SegmentAnythingPrior(Prior):
     packaged ``robustsam-tiny``);
     ``points_per_side`` (automatic-mask grid); ``path`` ("robust" | "sam"); ``bn_mode``
     ("running" | "batch"); ``pred_iou_thresh``/``stability_score_thresh`` (the generator's
-    filters; Meta's defaults); ``mask_side`` (longest side of the image the masks are computed on, ``None``
+    filters; ``None``: the model's own, :func:`robustsam_prior.automatic.score_filters_for` its architecture,
+    from ``config`` or else the checkpoint's metadata: Meta's 0.88 / 0.95, none for the packaged
+    ``robustsam-tiny``); ``mask_side`` (longest side of the image the masks are computed on, ``None``
     = the input's own size); ``points_per_batch``, ``device`` and ``fast_encoder`` (speed only, not
     in the meta; ``fast_encoder=False`` runs ``segment_anything``'s stock encoder forward instead of
     ``robustsam_prior.fast_encoder``'s, whose outputs are the same).
@@ -66,8 +68,8 @@ class _SegmentAnythingPrior(Prior):
         points_per_side: int = 16,
         path: str | None = None,
         bn_mode: str = "running",
-        pred_iou_thresh: float = 0.88,
-        stability_score_thresh: float = 0.95,
+        pred_iou_thresh: float | None = None,
+        stability_score_thresh: float | None = None,
         mask_side: int | None = None,
         points_per_batch: int = 64,
         device: str | None = None,
@@ -84,12 +86,12 @@ class _SegmentAnythingPrior(Prior):
             raise ValueError(f"{self.name} prior: fast_encoder must be true or false, got {fast_encoder!r}")
         if bn_mode not in ("running", "batch"):
             raise ValueError(f"{self.name} prior: bn_mode must be 'running' or 'batch', got {bn_mode!r}")
+        thresholds = {"pred_iou_thresh": pred_iou_thresh, "stability_score_thresh": stability_score_thresh}
         check_generator_options(
             f"{self.name} prior",
             points_per_side=points_per_side,
             points_per_batch=points_per_batch,
-            pred_iou_thresh=pred_iou_thresh,
-            stability_score_thresh=stability_score_thresh,
+            **{k: v for k, v in thresholds.items() if v is not None},  # None: the model's own (below)
         )
         if mask_side is not None and (isinstance(mask_side, bool) or not isinstance(mask_side, int) or mask_side < 16):
             raise ValueError(f"{self.name} prior: mask_side must be an integer >= 16 or null, got {mask_side!r}")
@@ -104,6 +106,16 @@ class _SegmentAnythingPrior(Prior):
                 raise ValueError(f"{self.name} prior: config: {e}") from None
         # no checkpoint: the variant's official file (or $ROBUSTSAM_CHECKPOINT); a dict config needs one
         ckpt = resolve_checkpoint(checkpoint if checkpoint is not None else config)
+        if pred_iou_thresh is None or stability_score_thresh is None:
+            from ..automatic import score_filters_for
+            from ..core.checkpoint import read_checkpoint_metadata
+
+            arch = config if config is not None else read_checkpoint_metadata(ckpt).get("config")
+            filters = score_filters_for(arch)
+            if pred_iou_thresh is None:
+                pred_iou_thresh = filters["pred_iou_thresh"]
+            if stability_score_thresh is None:
+                stability_score_thresh = filters["stability_score_thresh"]
         super().__init__(
             config=config,
             points_per_side=int(points_per_side),

@@ -184,3 +184,35 @@ def test_mask_side_runs_the_generator_on_a_reduced_copy(tiny_checkpoint, no_env)
     assert out.meta["options"]["mask_side"] == 48 and "mask_side" not in direct.meta["options"]  # a different prior for the cache
     # an image already within mask_side is not resampled
     assert torch.equal(prior(small).labels, direct.labels)
+
+
+def test_score_filters_default_to_the_models_own(tiny_checkpoint, no_env, tmp_path):
+    """Thresholds not given: Meta's for an architecture that is not a trained-here variant (the test's
+    custom one), none for robustsam-tiny, whose uncalibrated scores would leave no mask (the packaged
+    file, and any file whose metadata records that architecture). A given threshold is kept."""
+    from robustsam_prior.modeling.build import VARIANTS
+
+    meta = {"pred_iou_thresh": 0.88, "stability_score_thresh": 0.95}
+    none = {"pred_iou_thresh": 0.0, "stability_score_thresh": 0.0}
+    opts = build_prior("robustsam", checkpoint=tiny_checkpoint).options
+    assert {k: opts[k] for k in meta} == meta
+    assert {k: build_prior("robustsam").options[k] for k in none} == none  # the packaged robustsam-tiny
+    with torch.device("meta"):
+        tiny = build_robustsam("robustsam-tiny")
+    path = tmp_path / "mine.safetensors"
+    save_checkpoint(path, {k: torch.zeros(v.shape, dtype=v.dtype) for k, v in tiny.state_dict().items()},
+                    {"config": VARIANTS["robustsam-tiny"].to_dict()})
+    assert {k: build_prior("sam", checkpoint=path).options[k] for k in none} == none
+    assert build_prior("robustsam", checkpoint=path, pred_iou_thresh=0.5).options["pred_iou_thresh"] == 0.5
+    assert build_prior("robustsam", checkpoint=path, pred_iou_thresh=0.5).options["stability_score_thresh"] == 0.0
+
+
+def test_checkpoint_metadata_is_read_from_the_header_alone(tiny_checkpoint, tmp_path):
+    from robustsam_prior.core.checkpoint import CheckpointError, read_checkpoint_metadata
+
+    assert read_checkpoint_metadata(tiny_checkpoint)["config"] == TINY
+    torch.save({"w": torch.zeros(1)}, tmp_path / "x.pth")
+    assert read_checkpoint_metadata(tmp_path / "x.pth") == {}  # a torch file: only the whole file tells
+    (tmp_path / "bad.safetensors").write_bytes(b"not a header")
+    with pytest.raises(CheckpointError, match="bad.safetensors: not a readable safetensors file"):
+        read_checkpoint_metadata(tmp_path / "bad.safetensors")
