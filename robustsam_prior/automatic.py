@@ -47,10 +47,11 @@ SCORE_FILTERS = ("pred_iou_thresh", "stability_score_thresh")
 TRAINED_HERE_SCORE_FILTERS = {"robustsam-tiny": {"pred_iou_thresh": 0.0, "stability_score_thresh": 0.0}}
 
 
-def score_filters_for(config: Any) -> dict[str, float]:
+def score_filters_for(config: Any, **given: float | None) -> dict[str, float]:
     """``pred_iou_thresh`` and ``stability_score_thresh`` for automatic masks of a model of architecture
-    ``config`` (a variant name, a dict of sizes, a ``RobustSamConfig`` or ``None``): its variant's entry in
-    :data:`TRAINED_HERE_SCORE_FILTERS`, else Meta's defaults (0.88, 0.95; tuned for SAM ViT-H)."""
+    ``config`` (a variant name, a dict of sizes, a ``RobustSamConfig`` or ``None``): each one ``given`` (not
+    ``None``) as it is, else its variant's entry in :data:`TRAINED_HERE_SCORE_FILTERS`, else Meta's default
+    (0.88, 0.95; tuned for SAM ViT-H)."""
     from .modeling.build import config_name, resolve_config
 
     name = None
@@ -60,12 +61,8 @@ def score_filters_for(config: Any) -> dict[str, float]:
         except (ValueError, TypeError):  # not a known architecture: no variant of its own
             name = None
     own = TRAINED_HERE_SCORE_FILTERS.get(name) if name else None
-    return dict(own) if own else {k: float(_SAM_DEFAULTS[k]) for k in SCORE_FILTERS}
-
-
-def default_score_filters(model: RobustSam) -> dict[str, float]:
-    """:func:`score_filters_for` the architecture of ``model``."""
-    return score_filters_for(getattr(model, "config", None))
+    defaults = dict(own) if own else {k: float(_SAM_DEFAULTS[k]) for k in SCORE_FILTERS}
+    return {k: defaults[k] if given.get(k) is None else given[k] for k in SCORE_FILTERS}
 
 
 class RobustSamAutomaticMaskGenerator(SamAutomaticMaskGenerator):

@@ -158,7 +158,7 @@ def segment_image(
     ``multimask``. Automatic (``auto=True``, no prompts): :class:`robustsam_prior.RobustSamAutomaticMaskGenerator`
     over a ``points_per_side``² grid with its IoU and stability thresholds, box NMS threshold and minimum
     region area (segment-anything's options of those names; an IoU or stability threshold left at ``None`` is
-    the model's own, :func:`robustsam_prior.automatic.default_score_filters`: Meta's 0.88 / 0.95 for the
+    the model's own, :func:`robustsam_prior.automatic.score_filters_for`: Meta's 0.88 / 0.95 for the
     official sizes, 0 / 0 for the packaged ``robustsam-tiny``); the masks are written one by one and turned
     into one label map. With no mask left, ``scores["no_masks"]`` says which filter removed the
     candidates (:func:`robustsam_prior.automatic.explain_no_masks`).
@@ -167,9 +167,9 @@ def segment_image(
     """
     from .automatic import (
         RobustSamAutomaticMaskGenerator,
-        default_score_filters,
         explain_no_masks,
         masks_to_label_map,
+        score_filters_for,
     )
     from .predictor import RobustSamPredictor
 
@@ -189,11 +189,9 @@ def segment_image(
     images: dict[str, tuple[np.ndarray, int]] = {}
 
     if auto:
-        filters = default_score_filters(model)
-        if pred_iou_thresh is None:
-            pred_iou_thresh = filters["pred_iou_thresh"]
-        if stability_score_thresh is None:
-            stability_score_thresh = filters["stability_score_thresh"]
+        filters = score_filters_for(getattr(model, "config", None), pred_iou_thresh=pred_iou_thresh,
+                                    stability_score_thresh=stability_score_thresh)
+        pred_iou_thresh, stability_score_thresh = filters["pred_iou_thresh"], filters["stability_score_thresh"]
         generator = RobustSamAutomaticMaskGenerator(
             model,
             path=path,

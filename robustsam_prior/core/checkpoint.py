@@ -68,11 +68,7 @@ def read_checkpoint(path: str | os.PathLike) -> LoadedCheckpoint:
                 state = {k: f.get_tensor(k) for k in f.keys()}
         except (SafetensorError, OSError, ValueError) as e:
             raise CheckpointError(f"{path}: not a readable safetensors file ({e})") from e
-        if METADATA_KEY in header:
-            try:
-                metadata = json.loads(header[METADATA_KEY])
-            except json.JSONDecodeError as e:
-                raise CheckpointError(f"{path}: corrupt metadata in safetensors header ({e})") from e
+        metadata = _header_metadata(path, header)
     else:
         try:
             obj = torch.load(path, map_location="cpu", weights_only=True)
@@ -107,6 +103,11 @@ def read_checkpoint_metadata(path: str | os.PathLike) -> dict[str, Any]:
             header = f.metadata() or {}
     except (SafetensorError, OSError, ValueError) as e:
         raise CheckpointError(f"{path}: not a readable safetensors file ({e})") from e
+    return _header_metadata(path, header)
+
+
+def _header_metadata(path: Path, header: dict[str, str]) -> dict[str, Any]:
+    """The project metadata in a safetensors header (``{}`` where it has none); ``CheckpointError`` if corrupt."""
     if METADATA_KEY not in header:
         return {}
     try:

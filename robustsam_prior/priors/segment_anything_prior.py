@@ -111,11 +111,8 @@ class _SegmentAnythingPrior(Prior):
             from ..core.checkpoint import read_checkpoint_metadata
 
             arch = config if config is not None else read_checkpoint_metadata(ckpt).get("config")
-            filters = score_filters_for(arch)
-            if pred_iou_thresh is None:
-                pred_iou_thresh = filters["pred_iou_thresh"]
-            if stability_score_thresh is None:
-                stability_score_thresh = filters["stability_score_thresh"]
+            thresholds = score_filters_for(arch, **thresholds)
+            pred_iou_thresh, stability_score_thresh = thresholds["pred_iou_thresh"], thresholds["stability_score_thresh"]
         super().__init__(
             config=config,
             points_per_side=int(points_per_side),

@@ -184,11 +184,11 @@ def test_default_score_filters_follow_the_variant():
     predicted IoUs are not calibrated like SAM's, none."""
     import torch
 
-    from robustsam_prior.automatic import default_score_filters
+    from robustsam_prior.automatic import score_filters_for
     from robustsam_prior.modeling.build import build_robustsam_model
 
     with torch.device("meta"):
         tiny = build_robustsam_model("robustsam-tiny")
         vit_b = build_robustsam_model("vit_b")
-    assert default_score_filters(tiny) == {"pred_iou_thresh": 0.0, "stability_score_thresh": 0.0}
-    assert default_score_filters(vit_b) == {"pred_iou_thresh": 0.88, "stability_score_thresh": 0.95}
+    assert score_filters_for(tiny.config) == {"pred_iou_thresh": 0.0, "stability_score_thresh": 0.0}
+    assert score_filters_for(vit_b.config) == {"pred_iou_thresh": 0.88, "stability_score_thresh": 0.95}
