@@ -23,11 +23,14 @@ Sets (each row is the mean over the set's images):
 - ``video`` (dehaze): the same held-out frames, every 10th one hazed by the synthetic-haze data code
   (``type: synthetic``, the scattering model on its synthetic ground-plane depth) at severities 2, 3 and 4
   (fixed seeds): outdoor frames with large uniform surfaces, which the package photos lack.
+- ``photos``: held-out photos of other scenes (``--photos-dir``, default ``data/train/photos/val``, laid out by
+  ``scripts/layout_training_data.py --layout ffdnet_photos``: Berkeley, Kodak and McMaster photos), through
+  the training data code: frame-average blur of severity 4 (deblur), haze of severity 3 (dehaze), fixed seed.
 - ``depth`` (dehaze): the depth-haze validation of the dehazing recipes, held-out NYU-Depth-v2 photos hazed
   through their measured depth (``--depth-dir``, default ``data/train/nyu/val``), as ``type: depth_haze``
   makes it, three fixed hazes of each.
 
-Choose runs and iterations on ``video``, ``depth`` and the validation photos of ``synthetic`` (chelsea,
+Choose runs and iterations on ``video``, ``photos``, ``depth`` and the validation photos of ``synthetic`` (chelsea,
 coffee); ``real`` is a test set, reported and never selected on. Each table is followed by per-image PSNR
 and, for every method, the worst image's gain over the input.
 
@@ -86,6 +89,9 @@ BASE_SEED = 7000  # different from the training (recipe seed 0) and example (100
 ROOT = Path(__file__).resolve().parents[1]
 VIDEO_DIR = ROOT / "data" / "train" / "gopro0477" / "val"
 DEPTH_DIR = ROOT / "data" / "train" / "nyu" / "val"
+PHOTOS_DIR = ROOT / "data" / "train" / "photos" / "val"
+# task -> (kind, severity) of the photos set
+PHOTOS = {"dehaze": ("haze", 3), "deblur": ("frame_average_blur", 4)}
 
 
 @dataclass
@@ -207,6 +213,20 @@ def video_haze_pairs(folder: Path) -> list[Pair]:
                               crop_size=0)
         pairs += dataset_pairs(opts, "dehaze video validation", BASE_SEED + severity, f"/haze{severity}")
     return pairs
+
+
+def photo_pairs(task: str, folder: Path) -> list[Pair]:
+    """The held-out photos of other scenes, degraded by the training data code (:data:`PHOTOS`)."""
+    from restore.training.options import DatasetOptions, DegradationOptions
+
+    if not folder.is_dir():
+        logger.warning("no photos validation: %s is not a folder (scripts/layout_training_data.py --layout "
+                       "ffdnet_photos lays it out)", folder)
+        return []
+    kind, severity = PHOTOS[task]
+    opts = DatasetOptions(type="synthetic", clean_dir=str(folder), quantise=True, crop_size=0,
+                          degradation=DegradationOptions(kinds=(kind,), severity=(severity, severity)))
+    return dataset_pairs(opts, f"{task} photos validation", BASE_SEED, f"/{kind}{severity}")
 
 
 def validation_pairs(task: str, folder: Path) -> list[Pair]:
@@ -422,9 +442,11 @@ def main() -> None:
                         help="zoo name or checkpoint path of the dehazer on the RobustSAM prior ('' = no such row)")
     parser.add_argument("--robustsam-deblur", default="",
                         help="zoo name or checkpoint path of the deblurrer on the RobustSAM prior (default: none)")
-    parser.add_argument("--sets", default="synthetic,video,depth,real",
-                        help="comma-separated: synthetic, video, depth (dehaze), real")
+    parser.add_argument("--sets", default="synthetic,video,photos,depth,real",
+                        help="comma-separated: synthetic, video, photos, depth (dehaze), real")
     parser.add_argument("--video-dir", type=Path, default=VIDEO_DIR, help="video validation frames (deblur; every 10th hazed for dehaze)")
+    parser.add_argument("--photos-dir", type=Path, default=PHOTOS_DIR,
+                        help="held-out photos of other scenes (the photos set)")
     parser.add_argument("--depth-dir", type=Path, default=DEPTH_DIR,
                         help="depth-haze validation: images/ and depth/ (dehaze)")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
@@ -469,6 +491,8 @@ def main() -> None:
             sets["synthetic"] = synthetic_pairs(task)
         if "video" in wanted:
             sets["video"] = validation_pairs(task, args.video_dir) if task == "deblur" else video_haze_pairs(args.video_dir)
+        if "photos" in wanted:
+            sets["photos"] = photo_pairs(task, args.photos_dir)
         if task == "dehaze" and "depth" in wanted:
             sets["depth"] = validation_pairs(task, args.depth_dir)
         if "real" in wanted:

@@ -78,3 +78,25 @@ def test_dehaze_video_set_hazes_every_tenth_held_out_frame(tmp_path):
         assert np.allclose(p.lq * 255, np.round(p.lq * 255), atol=1e-3)  # rounded to 8 bits
         assert q.psnr_ssim(p.lq, p.gt)[0] < 40  # hazed
     assert q.video_haze_pairs(tmp_path / "missing") == []
+
+
+def test_photos_set_degrades_each_held_out_photo_once_per_task(tmp_path):
+    """The photos set: every photo of the folder (PNG and TIFF) blurred by frame averaging (deblur) or
+    hazed (dehaze) at one severity, 8-bit inputs, the same pairs on every call; no folder, no pairs."""
+    import numpy as np
+
+    from robustsam_prior.core.io import write_image
+
+    q = _quality()
+    rng = np.random.default_rng(1)
+    write_image(tmp_path / "a.png", rng.random((40, 48, 3), dtype=np.float32))
+    write_image(tmp_path / "b.tif", rng.random((48, 40, 3), dtype=np.float32))
+    for task, label in (("deblur", "frame_average_blur4"), ("dehaze", "haze3")):
+        pairs = q.photo_pairs(task, tmp_path)
+        assert [p.name for p in pairs] == [f"a.png/{label}", f"b.tif/{label}"]
+        again = q.photo_pairs(task, tmp_path)
+        for p, p2 in zip(pairs, again):
+            assert p.lq.shape == p.gt.shape and np.array_equal(p.lq, p2.lq)
+            assert np.allclose(p.lq * 255, np.round(p.lq * 255), atol=1e-3)
+            assert q.psnr_ssim(p.lq, p.gt)[0] < 30  # degraded
+    assert q.photo_pairs("deblur", tmp_path / "missing") == []

@@ -229,6 +229,39 @@ def test_layout_script_lays_out_the_snapshot_and_records_every_file(tmp_path):
     assert sorted(p.name for p in (tmp_path / "out2/div2k").iterdir()) == ["0800.png"]
 
 
+def test_layout_script_lays_out_the_ffdnet_photos_beside_the_other_layout(tmp_path):
+    """--layout ffdnet_photos: the colour test-set photos under photos/, every eighth of each set (name
+    order) in val/, with their own SOURCES.json; the greyscale sets are not laid out."""
+    src = tmp_path / "src"
+    for name, n, ext in (("CBSD68", 9, ".png"), ("Kodak24", 3, ".png"), ("McMaster", 8, ".tif")):
+        (src / "testsets" / name).mkdir(parents=True)
+        for i in range(n):
+            Image.new("RGB", (4, 4), (i, 2 * i, 3 * i)).save(src / "testsets" / name / f"{i + 1}{ext}")
+    (src / "testsets/BSD68").mkdir()
+    Image.new("L", (4, 4)).save(src / "testsets/BSD68/1.png")
+    _git(src, "init", "-q")
+    _git(src, "add", ".")
+    _git(src, "commit", "-q", "-m", "snapshot")
+    out = tmp_path / "out"
+    proc = subprocess.run([sys.executable, str(REPO / "scripts/layout_training_data.py"), str(src), "--out", str(out),
+                           "--layout", "ffdnet_photos"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    # name order is the tree's: 1, 2, ..., 8, 9 (one digit), so the eighth is "8"
+    assert sorted(p.name for p in (out / "photos/val").iterdir()) == ["cbsd68_8.png", "mcmaster_8.tif"]
+    train = sorted(p.name for p in (out / "photos/train").iterdir())
+    assert len(train) == 9 + 3 + 8 - 2 and "kodak24_3.png" in train and not any("bsd68_" in t[:6] for t in train)
+    assert not (out / "SOURCES.json").exists()
+    manifest = json.loads((out / "photos/SOURCES.json").read_text())
+    assert manifest["repository"] == "cszn/FFDNet" and len(manifest["files"]) == 20
+    rec = next(r for r in manifest["files"] if r["path"] == "val/mcmaster_8.tif")
+    assert rec["source"] == "testsets/McMaster/8.tif"
+    assert (src / rec["source"]).read_bytes() == (out / "photos" / rec["path"]).read_bytes()
+    # a snapshot that is not FFDNet's fails with the folder it lacks
+    proc = subprocess.run([sys.executable, str(REPO / "scripts/layout_training_data.py"), str(tmp_path / "out"),
+                           "--layout", "ffdnet_photos", "--out", str(tmp_path / "out3")], capture_output=True, text=True)
+    assert proc.returncode != 0 and "testsets/CBSD68: no photos in the snapshot" in proc.stderr
+
+
 def test_quantised_inputs_are_8_bit_and_kept_compactly(tmp_path):
     img_dir, _, _, _ = _nyu_like(tmp_path)
     deg = DegradationOptions(kinds=("frame_average_blur",), severity=(2, 2))
