@@ -38,7 +38,7 @@ MODELS: dict[str, dict[str, Any]] = {
     "default_deblur": {
         "zoo": "regions-deblur",
         "file": "deblur_regions_map_nafnet.safetensors",
-        "recipe": "pipelines/train_default_deblur_stage4.yml",
+        "recipe": "pipelines/train_default_deblur_stage5.yml",
         "description": "default deblurrer: MAP-NAFNet (width 16) on the built-in regions prior",
     },
     "default_dehaze_noprior": {
@@ -58,7 +58,7 @@ MODELS: dict[str, dict[str, Any]] = {
     "default_deblur_noprior": {
         "zoo": "deblur-noprior",
         "file": "deblur_noprior_nafnet.safetensors",
-        "recipe": "pipelines/train_default_deblur_noprior_stage4.yml",
+        "recipe": "pipelines/train_default_deblur_noprior_stage5.yml",
         "description": "ablation: the same NAFNet without a prior, same data and budget",
     },
 }
@@ -148,8 +148,10 @@ def run_record(run: Path, at: int | None = None, ckpt: Any = None) -> tuple[dict
         parent = read_checkpoint(init)
         earlier = dict(parent.metadata.get("training") or {})
         periodic = re.fullmatch(r"iter_(\d+)\.safetensors", init.name)
-        if not earlier and periodic and init.parent.name == "models":
-            earlier, _ = run_record(init.parent.parent, int(periodic.group(1)), parent)
+        if not earlier and init.parent.name == "models" and (periodic or init.name == "final.safetensors"):
+            # a run's own file: its record at that iteration (final.safetensors: the run's last iteration)
+            at = int(periodic.group(1)) if periodic else parent.metadata.get("iteration")
+            earlier, _ = run_record(init.parent.parent, at, parent)
         record["initialised_from"] = {"file": str(init), "sha256": parent.sha256, **{
             k: earlier[k] for k in ("recipe", "iterations", "wall_time_s", "source_sha256", "initialised_from")
             if k in earlier}}
@@ -207,12 +209,21 @@ def data_sources(config: dict[str, Any]) -> list[dict[str, Any]]:
         if manifest is None:
             continue
         root, m = manifest.parent, json.loads(manifest.read_text(encoding="utf-8"))
-        entry = out.setdefault(manifest, {"repository": m["repository"], "commit": m["commit"], "files": [],
+        entry = out.setdefault(manifest, {"repository": m["repository"], "commit": m["commit"],
+                                          "folder": _shown(root), "files": [],
                                           "missing_in_snapshot": m.get("missing_in_snapshot", [])})
         for f in m["files"]:
             if (root / f["path"]).resolve().is_relative_to(folder) and f not in entry["files"]:
                 entry["files"].append({k: f[k] for k in ("path", "source", "sha256")})
     return list(out.values())
+
+
+def _shown(folder: Path) -> str:
+    """``folder`` relative to the repository root where it lies inside it (as recipes name data folders)."""
+    try:
+        return folder.resolve().relative_to(HERE.parents[1]).as_posix()
+    except ValueError:
+        return str(folder)
 
 
 def write_tables(records: dict[str, dict[str, Any]]) -> None:
@@ -273,22 +284,24 @@ def write_tables(records: dict[str, dict[str, Any]]) -> None:
 
 def _data_tables(log: dict[str, dict[str, Any]]) -> list[str]:
     """TRAINING.md's list of the fetched files the packaged models were trained and validated on."""
-    by_source: dict[tuple[str, str], dict[str, Any]] = {}
+    by_source: dict[tuple[str, str, str], dict[str, Any]] = {}
     for run in MODELS:
         for src in (log.get(run) or {}).get("data_sources", []):
-            entry = by_source.setdefault((src["repository"], src["commit"]), {"models": [], "files": {}, "missing": set()})
+            # records written before the folder was kept name the one layout there was then: data/train
+            key = (src["repository"], src["commit"], src.get("folder", "data/train"))
+            entry = by_source.setdefault(key, {"models": [], "files": {}, "missing": set()})
             entry["models"].append(log[run]["zoo"])
             entry["files"].update({f["path"]: f for f in src["files"]})
             entry["missing"].update(src["missing_in_snapshot"])
-    lines = []
-    for (repo, commit), entry in by_source.items():
-        lines += ["", "## Training data", "",
-                  f"Files of `{repo}` at commit `{commit}`, laid out by `scripts/layout_training_data.py` and "
-                  f"used by {', '.join(entry['models'])}: {len(entry['files'])} files. Missing from the fetched "
+    lines = ["", "## Training data"] if by_source else []
+    for (repo, commit, folder), entry in by_source.items():
+        lines += ["",
+                  f"Files of `{repo}` at commit `{commit}`, laid out in `{folder}` by `scripts/layout_training_data.py` "
+                  f"and used by {', '.join(entry['models'])}: {len(entry['files'])} files. Missing from the fetched "
                   f"snapshot (files of 4 MiB and more are left out of snapshots): "
                   f"{', '.join(f'`{m}`' for m in sorted(entry['missing'])) or 'none'}.", "",
                   "<details><summary>every file, with its sha256</summary>", "",
-                  "| path (under data/train) | source | sha256 |", "|---|---|---|"]
+                  f"| path (under {folder}) | source | sha256 |", "|---|---|---|"]
         lines += [f"| `{f['path']}` | `{f['source']}` | `{f['sha256']}` |" for _, f in sorted(entry["files"].items())]
         lines += ["", "</details>"]
     return lines
