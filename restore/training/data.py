@@ -21,7 +21,7 @@ Pairs come from (``DatasetOptions.type``):
   draws its kind and severity from, and is degraded with, ``file_seed(seed, REL, v)``, whatever the
   other files, their order or the ranks. With one kind, one severity, ``gamma: 1`` and ``quantise: true``
   the validation input of a file is exactly what ``robustsam-restore degrade`` writes for it with the
-  set's seed (a recipe's ``seed`` for training sets, ``seed + 1000003`` for validation sets).
+  set's seed (a recipe's ``seed`` for training sets, ``data.val_seed`` or else ``seed + 1000003`` for validation sets).
 - ``paired``: degraded/clean files matched by name; the prior is computed once per whole input image.
 - ``video``: the mean of consecutive frames of high-frame-rate video against the middle frame, and
   ``depth_haze``: clean photos hazed through their metric depth (:mod:`restore.training.sources`);

@@ -177,6 +177,9 @@ class DataOptions:
     val: DatasetOptions | None = _f(None, "held-out validation pairs (fixed degradations, seeded)")
     val_extra: tuple[DatasetOptions, ...] = _f(
         (), "more validation sets, each with a name; logged as val_<name>/<metric>")
+    val_seed: int | None = _f(
+        None, "seed of the validation sets' fixed draws (degradations, frame counts); null = the recipe seed + "
+        "1000003, so recipes with other seeds validate on other draws: give stages one val_seed to compare them")
 
     def check(self) -> None:
         if self.train is None:

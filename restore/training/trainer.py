@@ -99,6 +99,11 @@ def _prior_cache(root: str | None) -> Any:
     return PriorCache(root)
 
 
+def validation_seed(cfg) -> int:
+    """Seed of a recipe's validation sets: ``data.val_seed``, else the recipe seed + 1000003."""
+    return cfg.data.val_seed if cfg.data.val_seed is not None else cfg.seed + 1_000_003
+
+
 def _step_seed(seed: int, step: int) -> int:
     return int(np.random.SeedSequence([seed, step, 0x57E9]).generate_state(1)[0])
 
@@ -186,12 +191,12 @@ class Trainer:
                                          seed=cfg.seed)
         # validation sets by metric prefix: data.val logs val/<metric>, data.val_extra val_<name>/<metric>
         self.val_sets: dict[str, PairDataset] = {}
+        val_seed = validation_seed(cfg)
         if cfg.data.val is not None:
-            self.val_sets["val"] = PairDataset(cfg.data.val, key="data.val", seed=cfg.seed + 1_000_003,
-                                               train=False, prior=None)
+            self.val_sets["val"] = PairDataset(cfg.data.val, key="data.val", seed=val_seed, train=False, prior=None)
         for i, o in enumerate(cfg.data.val_extra):
-            self.val_sets[f"val_{o.name}"] = PairDataset(o, key=f"data.val_extra[{i}]", seed=cfg.seed + 1_000_003,
-                                                         train=False, prior=None)
+            self.val_sets[f"val_{o.name}"] = PairDataset(o, key=f"data.val_extra[{i}]", seed=val_seed, train=False,
+                                                         prior=None)
         self._val_priors: dict[tuple[str, int], PriorOutput | None] = {}
         self.model: nn.Module = self.net
         if self.world > 1:
