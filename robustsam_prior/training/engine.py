@@ -328,7 +328,17 @@ def changed_settings(saved: str | None, config: Mapping[str, Any] | None, keys: 
     if saved is None or not config:
         return []
     was, now = json.loads(saved), json.loads(fingerprint_text(config, keys))
-    return [name for name in keys if was.get(name) != now.get(name)]
+    # an option added since the state was saved is resolved to null, which is what its absence meant
+    return [name for name in keys if _without_nulls(was.get(name)) != _without_nulls(now.get(name))]
+
+
+def _without_nulls(value: Any) -> Any:
+    """``value`` with every mapping entry whose value is null left out, at any depth."""
+    if isinstance(value, dict):
+        return {k: _without_nulls(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_without_nulls(v) for v in value]
+    return value
 
 
 # ---------------------------------------------------------------------------------------------

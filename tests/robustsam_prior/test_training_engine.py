@@ -121,6 +121,13 @@ def test_the_fingerprint_warns_of_a_changed_config(tmp_path, caplog):
     assert engine.changed_settings(state["fingerprint"], CONFIG, FLAT.fingerprint) == []
     assert engine.changed_settings('{"batch": 4, "seed": 3}', CONFIG, FLAT.fingerprint) == []  # key order
     assert engine.changed_settings(state["fingerprint"], None, FLAT.fingerprint) == []  # no config: no check
+    # a mapping saved before an option existed equals one with that option resolved to null, at any depth;
+    # a set value is a change
+    data = StateFormat(tag="t", title="t", fingerprint={"data": "data"}, step="iteration")
+    saved = json.dumps({"data": {"val": {"seed": 1}, "sets": [{"a": 1}]}})
+    later = {"data": {"val": {"seed": 1, "new": None}, "sets": [{"a": 1, "b": None}], "val_seed": None}}
+    assert engine.changed_settings(saved, later, data.fingerprint) == []
+    assert engine.changed_settings(saved, {"data": {**later["data"], "val_seed": 5}}, data.fingerprint) == ["data"]
     with caplog.at_level(logging.WARNING, logger=engine.__name__):
         train(tmp_path, FLAT, generator=False, resume=True, config=changed)
     assert any("with settings that differ from the saved run (seed)" in r.getMessage() for r in caplog.records)
