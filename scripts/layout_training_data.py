@@ -24,8 +24,9 @@ under ``photos/``: ``photos/val/`` holds every eighth photo of each set in name 
 the rest, each named ``<set>_<file name>``. They bring scenes the other sources lack (foliage, animals,
 buildings, people) for synthetic blur.
 
-``SOURCES.json`` at the top of each layout (``data/train`` and ``data/train/photos``) records the repository, commit, source path, destination and sha256 of
-every file, and the source files the snapshot lacked (snapshots leave out files of 4 MiB and more).
+``SOURCES.json`` at the top of each layout (``data/train`` and ``data/train/photos``) records the
+repository, commit, source path, destination and sha256 of every file, and the source files the snapshot
+lacked (snapshots leave out files of 4 MiB and more).
 Files are written atomically; an existing folder is refreshed in place.
 """
 
