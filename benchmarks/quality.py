@@ -197,36 +197,37 @@ def dataset_pairs(opts, key: str, seed: int, suffix: str = "") -> list[Pair]:
             for s in (ds[i] for i in range(len(ds)))]
 
 
+def degraded_folder_pairs(folder: Path, kind: str, severity: int, key: str, seed: int, **opts) -> list[Pair]:
+    """Every image of ``folder`` (whole, rounded to 8 bits) degraded by ``kind`` at ``severity`` by the
+    training data code (``type: synthetic``, seed ``seed``), named ``<file>/<kind><severity>``; ``opts``:
+    more ``DatasetOptions`` (``recursive``, ``include``)."""
+    from restore.training.options import DatasetOptions, DegradationOptions
+
+    data = DatasetOptions(type="synthetic", clean_dir=str(folder), quantise=True, crop_size=0,
+                          degradation=DegradationOptions(kinds=(kind,), severity=(severity, severity)), **opts)
+    return dataset_pairs(data, key, seed, f"/{kind}{severity}")
+
+
 def video_haze_pairs(folder: Path) -> list[Pair]:
     """The dehazing view of the video validation: every 10th held-out frame of ``folder`` (searched
     recursively, ``*0.png``) hazed at severities 2, 3 and 4 by the training data code."""
-    from restore.training.options import DatasetOptions, DegradationOptions
-
     if not folder.is_dir():
         logger.warning("no dehaze video validation: %s is not a folder (scripts/layout_training_data.py lays it out)",
                        folder)
         return []
-    pairs = []
-    for severity in (2, 3, 4):
-        opts = DatasetOptions(type="synthetic", clean_dir=str(folder), recursive=True, include=("*0.png",), quantise=True,
-                              degradation=DegradationOptions(kinds=("haze",), severity=(severity, severity)),
-                              crop_size=0)
-        pairs += dataset_pairs(opts, "dehaze video validation", BASE_SEED + severity, f"/haze{severity}")
-    return pairs
+    return [pair for severity in (2, 3, 4)
+            for pair in degraded_folder_pairs(folder, "haze", severity, "dehaze video validation", BASE_SEED + severity,
+                                              recursive=True, include=("*0.png",))]
 
 
 def photo_pairs(task: str, folder: Path) -> list[Pair]:
     """The held-out photos of other scenes, degraded by the training data code (:data:`PHOTOS`)."""
-    from restore.training.options import DatasetOptions, DegradationOptions
-
     if not folder.is_dir():
         logger.warning("no photos validation: %s is not a folder (scripts/layout_training_data.py --layout "
                        "ffdnet_photos lays it out)", folder)
         return []
     kind, severity = PHOTOS[task]
-    opts = DatasetOptions(type="synthetic", clean_dir=str(folder), quantise=True, crop_size=0,
-                          degradation=DegradationOptions(kinds=(kind,), severity=(severity, severity)))
-    return dataset_pairs(opts, f"{task} photos validation", BASE_SEED, f"/{kind}{severity}")
+    return degraded_folder_pairs(folder, kind, severity, f"{task} photos validation", BASE_SEED)
 
 
 def validation_pairs(task: str, folder: Path) -> list[Pair]:
